@@ -31,6 +31,7 @@ pub(crate) enum Body<'a> {
 
 impl<'a> Piece<'a> {
     /// Views a whole op as a piece.
+    #[inline]
     pub(crate) fn of(op: &'a Op) -> Self {
         match op {
             Op::Insert { insert: Insert::Text(t), attributes } => {

@@ -73,6 +73,7 @@ impl Delta {
 
     /// Appends an insert of text (builder).
     #[must_use]
+    #[inline]
     pub fn insert(mut self, text: &str, attributes: Attributes) -> Self {
         self.push(Op::insert(text, attributes));
         self
@@ -87,6 +88,7 @@ impl Delta {
 
     /// Appends a retain (builder).
     #[must_use]
+    #[inline]
     pub fn retain(mut self, n: usize, attributes: Attributes) -> Self {
         self.push(Op::retain(n, attributes));
         self
@@ -94,6 +96,7 @@ impl Delta {
 
     /// Appends a delete (builder).
     #[must_use]
+    #[inline]
     pub fn delete(mut self, n: usize) -> Self {
         self.push(Op::delete(n));
         self
@@ -101,11 +104,13 @@ impl Delta {
 
     /// Drops a trailing plain retain (quill-delta's `chop`).
     #[must_use]
+    #[inline]
     pub fn chop(mut self) -> Self {
         self.chop_in_place();
         self
     }
 
+    #[inline]
     pub(crate) fn chop_in_place(&mut self) {
         if matches!(self.ops.last(), Some(Op::Retain { attributes, .. }) if attributes.is_empty()) {
             self.ops.pop();
@@ -114,12 +119,14 @@ impl Delta {
 
     /// Appends an op with quill-delta's `push` rules: zero-length ops are dropped, adjacent
     /// ops merge, an insert goes before a delete at the same position.
+    #[inline]
     pub fn push(&mut self, op: Op) {
         if op.is_empty() {
             return;
         }
         let placement = self.place(&Piece::of(&op));
         match placement {
+            Placement::At(i) if i == self.ops.len() => self.ops.push(op),
             Placement::At(i) => self.ops.insert(i, op),
             _ => self.merge(placement, &Piece::of(&op)),
         }
@@ -152,6 +159,7 @@ impl Delta {
         self.push(Op::Delete { delete: n });
     }
 
+    #[inline]
     fn place(&self, new: &Piece<'_>) -> Placement {
         let mut index = self.ops.len();
         let Some(mut last) = self.ops.last() else {

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use jumprope::JumpRope;
+use jumprope::JumpRopeBuf;
 
 use crate::attributes::Attributes;
 use crate::cursor::{Body, Piece};
@@ -24,7 +24,7 @@ const EMBED_STR: &str = "\u{FFFC}";
 /// A rich-text document.
 #[derive(Clone, Default)]
 pub struct Document {
-    text: JumpRope,
+    text: JumpRopeBuf,
     runs: Runs,
 }
 
@@ -126,19 +126,21 @@ impl Document {
 
     /// The plain text, each embed written as [`EMBED_CHAR`].
     pub fn text(&self) -> String {
-        self.text.to_string()
+        self.text.borrow().to_string()
     }
 
     /// Calls `f` with the document's content in `start..end`, in order, as insert pieces.
     /// Text may come in several pieces per run (one per rope chunk).
     pub(crate) fn for_each_piece(&self, start: usize, end: usize, mut f: impl FnMut(Piece<'_>)) {
+        // Flushes buffered typing; `f` must not touch this document's text.
+        let text = self.text.borrow();
         self.runs.for_each(start, end, &mut |run_start, run| {
             let s = start.max(run_start);
             let e = end.min(run_start + run.len);
             match &run.embed {
                 Some(embed) => f(Piece { body: Body::Embed(embed), len: 1, attrs: &run.attrs }),
                 None => {
-                    for (chunk, len) in self.text.slice_substrings_with_len(s..e) {
+                    for (chunk, len) in text.slice_substrings_with_len(s..e) {
                         f(Piece { body: Body::Text(chunk), len, attrs: &run.attrs });
                     }
                 }

@@ -25,6 +25,8 @@ mod invert;
 mod limits;
 mod op;
 mod presence;
+#[cfg(feature = "random")]
+pub mod random;
 mod runs;
 mod sequencer;
 mod transform;

@@ -25,6 +25,7 @@ pub struct Text {
 
 impl Text {
     /// Wraps a string.
+    #[inline]
     pub fn new(s: &str) -> Self {
         Self { s: CompactString::from(s), chars: char_count(s) }
     }
@@ -165,16 +166,19 @@ pub enum OpKind {
 
 impl Op {
     /// An insert of text.
+    #[inline]
     pub fn insert(text: &str, attributes: Attributes) -> Self {
         Self::Insert { insert: Insert::Text(Text::new(text)), attributes }
     }
 
     /// A retain.
+    #[inline]
     pub fn retain(n: usize, attributes: Attributes) -> Self {
         Self::Retain { retain: n, attributes }
     }
 
     /// A delete.
+    #[inline]
     pub fn delete(n: usize) -> Self {
         Self::Delete { delete: n }
     }
