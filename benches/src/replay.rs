@@ -8,7 +8,8 @@ use tandem_engine::{Attributes, Delta, Document};
 use crate::trace::Patch;
 
 /// The engines compared.
-pub const ENGINES: &[&str] = &["tandem", "tandem-sequencer", "diamond-types", "yrs", "operational-transform", "quill-delta-rs"];
+pub const ENGINES: &[&str] =
+    &["tandem", "tandem-sequencer", "diamond-types", "yrs", "operational-transform", "quill-delta-rs"];
 
 /// True for engines that take UTF-16 positions.
 pub fn counts_utf16(engine: &str) -> bool {

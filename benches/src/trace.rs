@@ -73,7 +73,13 @@ impl Trace {
         }
         .with_context(|| format!("reading trace {}", path.display()))?;
         let raw: RawTrace = serde_json::from_str(&json).with_context(|| format!("parsing trace {}", path.display()))?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("trace").trim_end_matches(".gz").trim_end_matches(".json").to_owned();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("trace")
+            .trim_end_matches(".gz")
+            .trim_end_matches(".json")
+            .to_owned();
         Ok(Self {
             name,
             start: raw.start_content,

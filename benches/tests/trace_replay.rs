@@ -14,7 +14,13 @@ fn every_sequential_trace_replays_exactly() {
         assert!(!patches.is_empty());
         for engine in ["tandem", "tandem-sequencer"] {
             let text = replay::replay(engine, &trace.start, &patches).unwrap();
-            assert!(text == trace.end, "{engine} diverged from {}'s endContent ({} vs {} bytes)", trace.name, text.len(), trace.end.len());
+            assert!(
+                text == trace.end,
+                "{engine} diverged from {}'s endContent ({} vs {} bytes)",
+                trace.name,
+                text.len(),
+                trace.end.len()
+            );
         }
     }
 }
@@ -24,7 +30,8 @@ fn utf16_positions_are_converted_when_needed() {
     let dir = std::env::temp_dir().join(format!("tandem-trace-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("astral.json");
-    std::fs::write(&path, r#"{"startContent":"😀b","endContent":"😀xb","txns":[{"time":"t","patches":[[1,0,"x"]]}]}"#).unwrap();
+    std::fs::write(&path, r#"{"startContent":"😀b","endContent":"😀xb","txns":[{"time":"t","patches":[[1,0,"x"]]}]}"#)
+        .unwrap();
     let trace = Trace::load(&path).unwrap();
     let utf16 = trace.patches_utf16().unwrap();
     assert_eq!(utf16[0].0, 2);

@@ -114,9 +114,7 @@ pub(crate) fn attributes_from_json(bytes: &[u8]) -> Result<Attributes, Error> {
 
 /// Reads an archived embed back: a JSON object.
 pub(crate) fn embed_from_json(bytes: &[u8]) -> Result<Embed, Error> {
-    serde_json::from_slice::<Object>(bytes)
-        .map(Embed::new)
-        .map_err(|e| Error::InvalidDelta(format!("embed: {e}")))
+    serde_json::from_slice::<Object>(bytes).map(Embed::new).map_err(|e| Error::InvalidDelta(format!("embed: {e}")))
 }
 
 /// Archives a `usize` length as a little-endian `u64`, whatever the platform's width.

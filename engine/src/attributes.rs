@@ -53,6 +53,14 @@ impl Attributes {
         self.iter().any(|(_, v)| v.is_null())
     }
 
+    /// The same attributes without `null` values.
+    pub fn without_nulls(&self) -> Self {
+        if !self.has_null() {
+            return self.clone();
+        }
+        Self::from_object(self.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
     /// `AttributeMap.compose(a, b, keepNull)`: `b` applied on top of `a`.
     ///
     /// Keys of `b` win; a `null` in `b` removes the key (and is itself dropped unless
@@ -121,11 +129,7 @@ impl Attributes {
         if a.is_empty() || b.is_empty() || !priority {
             return b.clone();
         }
-        let out: Object = b
-            .iter()
-            .filter(|(k, _)| a.get(k).is_none())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let out: Object = b.iter().filter(|(k, _)| a.get(k).is_none()).map(|(k, v)| (k.clone(), v.clone())).collect();
         Self::from_object(out)
     }
 
@@ -209,14 +213,8 @@ mod tests {
             Attributes::compose(&a, &attrs(r#"{"bold":false,"color":"blue"}"#), false),
             attrs(r#"{"bold":false,"color":"blue"}"#)
         );
-        assert_eq!(
-            Attributes::compose(&a, &attrs(r#"{"bold":null}"#), false),
-            attrs(r#"{"color":"red"}"#)
-        );
-        assert_eq!(
-            Attributes::compose(&a, &attrs(r#"{"bold":null,"color":null}"#), false),
-            Attributes::NONE
-        );
+        assert_eq!(Attributes::compose(&a, &attrs(r#"{"bold":null}"#), false), attrs(r#"{"color":"red"}"#));
+        assert_eq!(Attributes::compose(&a, &attrs(r#"{"bold":null,"color":null}"#), false), Attributes::NONE);
         assert_eq!(
             Attributes::compose(&a, &attrs(r#"{"italic":null}"#), true),
             attrs(r#"{"bold":true,"color":"red","italic":null}"#)
@@ -254,7 +252,10 @@ mod tests {
             attrs(r#"{"color":"blue","bold":true}"#)
         );
         // `===` on objects: equal nested values are still restored explicitly.
-        assert_eq!(Attributes::invert(&attrs(r#"{"a":{"b":1}}"#), &attrs(r#"{"a":{"b":1}}"#)), attrs(r#"{"a":{"b":1}}"#));
+        assert_eq!(
+            Attributes::invert(&attrs(r#"{"a":{"b":1}}"#), &attrs(r#"{"a":{"b":1}}"#)),
+            attrs(r#"{"a":{"b":1}}"#)
+        );
     }
 
     #[test]

@@ -172,7 +172,12 @@ impl ClientDoc {
     /// whether the op in flight made it. The changes missed are recovered as a diff between
     /// the known server document and the snapshot, and unacknowledged edits are transformed
     /// over it, so they survive. Returns the op to send.
-    pub fn resync(&mut self, rev: u64, doc: Document, last_applied_seq: Option<u64>) -> Result<Option<Outgoing>, Error> {
+    pub fn resync(
+        &mut self,
+        rev: u64,
+        doc: Document,
+        last_applied_seq: Option<u64>,
+    ) -> Result<Option<Outgoing>, Error> {
         let mut base = std::mem::take(&mut self.shadow);
         let mut inflight = self.inflight.take();
         if let Some(op) = inflight.take_if(|op| last_applied_seq.is_some_and(|last| last >= op.client_seq)) {
@@ -314,7 +319,9 @@ mod tests {
         ca.remote(kb.rev, &kb.delta, b, kb.client_seq).unwrap();
         cb.remote(ka.rev, &ka.delta, a, ka.client_seq).unwrap();
         let next = cb.ack(kb.client_seq, kb.rev).unwrap().unwrap();
-        let Submitted::Applied(kc) = server.submit(b, next.base_rev, next.client_seq, next.delta).unwrap() else { panic!() };
+        let Submitted::Applied(kc) = server.submit(b, next.base_rev, next.client_seq, next.delta).unwrap() else {
+            panic!()
+        };
         cb.ack(kc.client_seq, kc.rev).unwrap();
         ca.remote(kc.rev, &kc.delta, b, kc.client_seq).unwrap();
         assert_eq!(server.document().text(), "aabbB");
@@ -347,9 +354,13 @@ mod tests {
         let out = c.resync(server.rev(), server.document().clone(), server.last_client_seq(a)).unwrap().unwrap();
         assert_eq!(out.client_seq, 1);
         assert_eq!(c.document().text(), "Oh, hello, world!");
-        let Submitted::Applied(k) = server.submit(a, out.base_rev, out.client_seq, out.delta).unwrap() else { panic!() };
+        let Submitted::Applied(k) = server.submit(a, out.base_rev, out.client_seq, out.delta).unwrap() else {
+            panic!()
+        };
         let next = c.ack(k.client_seq, k.rev).unwrap().unwrap();
-        let Submitted::Applied(k) = server.submit(a, next.base_rev, next.client_seq, next.delta).unwrap() else { panic!() };
+        let Submitted::Applied(k) = server.submit(a, next.base_rev, next.client_seq, next.delta).unwrap() else {
+            panic!()
+        };
         assert_eq!(c.ack(k.client_seq, k.rev).unwrap(), None);
         assert_eq!(server.document(), c.document());
     }

@@ -48,7 +48,8 @@ impl Delta {
                         out.push_piece_with(Piece { len, ..a }, &attrs);
                         // Once `other` is only an implicit retain, the rest of `self` is copied
                         // (when the new op landed last, as quill-delta checks).
-                        let landed_last = out.ops().len() > before && !matches!(out.ops().last(), Some(Op::Delete { .. }));
+                        let landed_last =
+                            out.ops().len() > before && !matches!(out.ops().last(), Some(Op::Delete { .. }));
                         if !that.has_next() && landed_last {
                             let (first, rest) = this.rest();
                             if let Some(first) = first {

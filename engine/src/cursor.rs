@@ -37,7 +37,9 @@ impl<'a> Piece<'a> {
             Op::Insert { insert: Insert::Text(t), attributes } => {
                 Piece { body: Body::Text(t.as_str()), len: t.chars(), attrs: attributes }
             }
-            Op::Insert { insert: Insert::Embed(e), attributes } => Piece { body: Body::Embed(e), len: 1, attrs: attributes },
+            Op::Insert { insert: Insert::Embed(e), attributes } => {
+                Piece { body: Body::Embed(e), len: 1, attrs: attributes }
+            }
             Op::Retain { retain, attributes } => Piece { body: Body::Retain, len: *retain, attrs: attributes },
             Op::Delete { delete } => Piece { body: Body::Delete, len: *delete, attrs: &NO_ATTRIBUTES },
         }
@@ -126,7 +128,9 @@ impl<'a> Cursor<'a> {
                 };
                 Piece { body: Body::Text(s), len: take, attrs: attributes }
             }
-            Op::Insert { insert: Insert::Embed(e), attributes } => Piece { body: Body::Embed(e), len: take, attrs: attributes },
+            Op::Insert { insert: Insert::Embed(e), attributes } => {
+                Piece { body: Body::Embed(e), len: take, attrs: attributes }
+            }
             Op::Retain { attributes, .. } => Piece { body: Body::Retain, len: take, attrs: attributes },
             Op::Delete { .. } => Piece { body: Body::Delete, len: take, attrs: &NO_ATTRIBUTES },
         }

@@ -119,10 +119,19 @@ impl Delta {
 
     /// Appends an op with quill-delta's `push` rules: zero-length ops are dropped, adjacent
     /// ops merge, an insert goes before a delete at the same position.
+    ///
+    /// One deliberate difference: `null` attribute values on an insert are dropped. On a
+    /// retain `null` removes a format; on inserted text it would remove a format the text
+    /// does not have, and quill-delta, which keeps it, then cannot invert such a document.
     #[inline]
-    pub fn push(&mut self, op: Op) {
+    pub fn push(&mut self, mut op: Op) {
         if op.is_empty() {
             return;
+        }
+        if let Op::Insert { attributes, .. } = &mut op
+            && attributes.has_null()
+        {
+            *attributes = attributes.without_nulls();
         }
         let placement = self.place(&Piece::of(&op));
         match placement {
@@ -142,6 +151,13 @@ impl Delta {
         if piece.len == 0 {
             return;
         }
+        let stripped;
+        let attrs = if matches!(piece.body, Body::Text(_) | Body::Embed(_)) && attrs.has_null() {
+            stripped = attrs.without_nulls();
+            &stripped
+        } else {
+            attrs
+        };
         let piece = Piece { attrs, ..piece };
         match self.place(&piece) {
             Placement::At(i) => self.ops.insert(i, piece.to_op()),
@@ -206,6 +222,22 @@ impl Delta {
         }
     }
 
+    /// True when the ops are in canonical form: no zero-length op, no two adjacent ops that
+    /// [`Delta::push`] would merge, no insert right after a delete. (A trailing plain retain
+    /// is allowed; [`Delta::chop`] removes it.)
+    pub fn is_canonical(&self) -> bool {
+        self.ops.iter().all(|op| !op.is_empty())
+            && self.ops.windows(2).all(|w| match (&w[0], &w[1]) {
+                (Op::Delete { .. }, Op::Delete { .. } | Op::Insert { .. }) => false,
+                (
+                    Op::Insert { insert: Insert::Text(_), attributes: a },
+                    Op::Insert { insert: Insert::Text(_), attributes: b },
+                )
+                | (Op::Retain { attributes: a, .. }, Op::Retain { attributes: b, .. }) => a != b,
+                _ => true,
+            })
+    }
+
     /// Chars this delta retains or deletes: the shortest document it applies to.
     pub fn base_len(&self) -> usize {
         self.ops
@@ -262,14 +294,20 @@ impl Delta {
         rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("archiving a delta into memory cannot fail")
     }
 
+    /// Validates an rkyv archive of a delta and returns it, read in place (zero-copy).
+    ///
+    /// Validation checks structure only; [`Delta::from_archived`] checks the rest.
+    pub fn access(bytes: &[u8]) -> Result<&ArchivedDelta, Error> {
+        rkyv::access::<ArchivedDelta, rkyv::rancor::BoxedError>(bytes)
+            .map_err(|e| Error::InvalidDelta(format!("archive: {e}")))
+    }
+
     /// Validates an rkyv archive of a delta in place and converts it, canonicalized.
     ///
     /// `bytes` must be aligned to 16 (read frames into an `AlignedVec`); misaligned input is
     /// rejected, not read.
     pub fn from_archive(bytes: &[u8]) -> Result<Self, Error> {
-        let archived = rkyv::access::<ArchivedDelta, rkyv::rancor::BoxedError>(bytes)
-            .map_err(|e| Error::InvalidDelta(format!("archive: {e}")))?;
-        Self::from_archived(archived)
+        Self::from_archived(Self::access(bytes)?)
     }
 
     /// Converts a validated archived delta, checking what the archive format cannot (JSON
@@ -286,14 +324,22 @@ impl Delta {
                     insert: Insert::Embed(embed_from_json(e.as_slice())?),
                     attributes: attributes_from_json(attributes.as_slice())?,
                 },
-                ArchivedOp::Retain { retain, attributes } => {
-                    Op::Retain { retain: archived_len(retain.to_native())?, attributes: attributes_from_json(attributes.as_slice())? }
-                }
+                ArchivedOp::Retain { retain, attributes } => Op::Retain {
+                    retain: archived_len(retain.to_native())?,
+                    attributes: attributes_from_json(attributes.as_slice())?,
+                },
                 ArchivedOp::Delete { delete } => Op::Delete { delete: archived_len(delete.to_native())? },
             };
             d.push(op);
         }
         Ok(d.chop())
+    }
+}
+
+impl ArchivedDelta {
+    /// The archived ops, read in place.
+    pub fn ops(&self) -> &[ArchivedOp] {
+        self.ops.as_slice()
     }
 }
 
@@ -388,6 +434,18 @@ mod tests {
     }
 
     #[test]
+    fn nulls_on_inserts_are_dropped() {
+        let with_null: Attributes = [("bold", Value::Null), ("italic", Value::Bool(true))].into_iter().collect();
+        let d = Delta::new().insert("a", with_null.clone()).retain(1, with_null);
+        assert_eq!(
+            json(&d),
+            r#"{"ops":[{"insert":"a","attributes":{"italic":true}},{"retain":1,"attributes":{"bold":null,"italic":true}}]}"#
+        );
+        let d: Delta = serde_json::from_str(r#"{"ops":[{"insert":"a","attributes":{"bold":null}}]}"#).unwrap();
+        assert_eq!(json(&d), r#"{"ops":[{"insert":"a"}]}"#);
+    }
+
+    #[test]
     fn embeds_never_merge() {
         let e = Embed::new([("image".to_owned(), Value::from("x.png"))].into_iter().collect());
         let d = Delta::new().insert_embed(e.clone(), Attributes::NONE).insert_embed(e, Attributes::NONE);
@@ -453,6 +511,23 @@ mod tests {
         bytes[n - 4] = 0xff;
         bytes[n - 3] = 0xff;
         assert!(Delta::from_archive(&bytes).is_err());
+    }
+
+    #[test]
+    fn canonical_form_is_checked() {
+        assert!(
+            Delta::new()
+                .insert("a", bold())
+                .insert("b", Attributes::NONE)
+                .delete(1)
+                .retain(2, Attributes::NONE)
+                .is_canonical()
+        );
+        let raw = |ops: Vec<Op>| Delta { ops: ops.into_iter().collect() };
+        assert!(!raw(vec![Op::delete(1), Op::insert("a", Attributes::NONE)]).is_canonical());
+        assert!(!raw(vec![Op::insert("a", Attributes::NONE), Op::insert("b", Attributes::NONE)]).is_canonical());
+        assert!(!raw(vec![Op::retain(0, Attributes::NONE)]).is_canonical());
+        assert!(!raw(vec![Op::delete(1), Op::delete(1)]).is_canonical());
     }
 
     #[test]

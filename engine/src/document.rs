@@ -47,7 +47,9 @@ impl Document {
     /// A document from a delta of inserts only.
     pub fn from_delta(delta: &Delta) -> Result<Self, Error> {
         if let Some(op) = delta.ops().iter().find(|op| !matches!(op, Op::Insert { .. })) {
-            return Err(Error::NotADocument { found: if matches!(op, Op::Retain { .. }) { "retain" } else { "delete" } });
+            return Err(Error::NotADocument {
+                found: if matches!(op, Op::Retain { .. }) { "retain" } else { "delete" },
+            });
         }
         let mut doc = Self::new();
         doc.apply(delta)?;
@@ -195,8 +197,10 @@ mod tests {
             doc.apply(&Delta::new().retain(2, Attributes::NONE).insert("x", Attributes::NONE).delete(2)),
             Err(Error::DeltaTooLong { base_len: 4, doc_len: 3 })
         );
-        assert_eq!(doc.apply(&Delta::new().retain(4, [("b", true)].into_iter().collect())).unwrap_err().to_string(),
-            "delta spans 4 chars but the document has 3");
+        assert_eq!(
+            doc.apply(&Delta::new().retain(4, [("b", true)].into_iter().collect())).unwrap_err().to_string(),
+            "delta spans 4 chars but the document has 3"
+        );
         assert_eq!(doc, before);
         assert!(doc.slice(2, 4).is_err());
     }
@@ -210,7 +214,10 @@ mod tests {
         assert_eq!(doc.text(), "a\u{FFFC}b");
         assert_eq!(
             doc.to_delta(),
-            Delta::new().insert("a", Attributes::NONE).insert_embed(img, Attributes::NONE).insert("b", Attributes::NONE)
+            Delta::new()
+                .insert("a", Attributes::NONE)
+                .insert_embed(img, Attributes::NONE)
+                .insert("b", Attributes::NONE)
         );
         // Typed U+FFFC is text, not an embed.
         let typed = Document::from_text("\u{FFFC}");
@@ -229,8 +236,10 @@ mod tests {
 
     #[test]
     fn from_delta_needs_inserts_only() {
-        assert_eq!(Document::from_delta(&Delta::new().retain(1, Attributes::NONE).insert("a", Attributes::NONE)).unwrap_err(),
-            Error::NotADocument { found: "retain" });
+        assert_eq!(
+            Document::from_delta(&Delta::new().retain(1, Attributes::NONE).insert("a", Attributes::NONE)).unwrap_err(),
+            Error::NotADocument { found: "retain" }
+        );
         let doc = Document::from_delta(&d(r#"{"ops":[{"insert":"a","attributes":{"x":1}},{"insert":"b"}]}"#)).unwrap();
         assert_eq!(doc.slice(1, 2).unwrap(), Delta::new().insert("b", Attributes::NONE));
     }

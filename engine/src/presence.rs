@@ -25,7 +25,10 @@ impl SelectionRange {
     /// not push it.
     #[must_use]
     pub fn transform(self, delta: &Delta, priority: bool) -> Self {
-        Self { anchor: delta.transform_position(self.anchor, priority), head: delta.transform_position(self.head, priority) }
+        Self {
+            anchor: delta.transform_position(self.anchor, priority),
+            head: delta.transform_position(self.head, priority),
+        }
     }
 }
 
@@ -38,7 +41,13 @@ pub struct Presence {
 impl Presence {
     /// Sets a client's selection (already at the current revision), checking it against
     /// the document length.
-    pub fn set(&mut self, client: ClientId, ranges: Vec<SelectionRange>, doc_len: usize, max_ranges: usize) -> Result<(), Error> {
+    pub fn set(
+        &mut self,
+        client: ClientId,
+        ranges: Vec<SelectionRange>,
+        doc_len: usize,
+        max_ranges: usize,
+    ) -> Result<(), Error> {
         check_ranges(&ranges, doc_len, max_ranges)?;
         self.selections.insert(client, ranges);
         Ok(())
@@ -126,8 +135,14 @@ mod tests {
     #[test]
     fn bad_selections_are_refused() {
         let mut p = Presence::default();
-        assert_eq!(p.set(ClientId(1), vec![SelectionRange::caret(11)], 10, 4), Err(Error::SelectionOutOfBounds { pos: 11, len: 10 }));
-        assert_eq!(p.set(ClientId(1), vec![SelectionRange::caret(1); 5], 10, 4), Err(Error::TooManyRanges { count: 5, max: 4 }));
+        assert_eq!(
+            p.set(ClientId(1), vec![SelectionRange::caret(11)], 10, 4),
+            Err(Error::SelectionOutOfBounds { pos: 11, len: 10 })
+        );
+        assert_eq!(
+            p.set(ClientId(1), vec![SelectionRange::caret(1); 5], 10, 4),
+            Err(Error::TooManyRanges { count: 5, max: 4 })
+        );
         assert!(p.is_empty());
         assert!(!p.remove(ClientId(1)));
     }

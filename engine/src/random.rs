@@ -61,7 +61,10 @@ fn attribute_value(rng: &mut impl Rng, key: &str, allow_null: bool) -> Value {
         "size" => Value::Number(f64::from(rng.random_range(1..4))),
         "link" => {
             let mut o = Object::new();
-            o.insert("href".into(), Value::from(*["https://a.example", "https://b.example"].choose(rng).expect("non-empty")));
+            o.insert(
+                "href".into(),
+                Value::from(*["https://a.example", "https://b.example"].choose(rng).expect("non-empty")),
+            );
             Value::Object(o)
         }
         _ => Value::Array(vec![Value::Number(1.0), Value::from("x")]),

@@ -108,7 +108,13 @@ impl DocState {
     }
 
     /// Submits `delta`, made by `client` against revision `base_rev`.
-    pub fn submit(&mut self, client: ClientId, base_rev: u64, client_seq: u64, delta: Delta) -> Result<Submitted, Error> {
+    pub fn submit(
+        &mut self,
+        client: ClientId,
+        base_rev: u64,
+        client_seq: u64,
+        delta: Delta,
+    ) -> Result<Submitted, Error> {
         if let Some(rec) = self.clients.get(&client) {
             if client_seq == rec.seq {
                 return Ok(Submitted::Duplicate { rev: rec.rev });
@@ -166,11 +172,18 @@ impl DocState {
     }
 
     /// Sets `client`'s selection, given at revision `rev`, moving it through the ops since.
-    pub fn set_selection(&mut self, client: ClientId, rev: u64, ranges: Vec<SelectionRange>) -> Result<&[SelectionRange], Error> {
+    pub fn set_selection(
+        &mut self,
+        client: ClientId,
+        rev: u64,
+        ranges: Vec<SelectionRange>,
+    ) -> Result<&[SelectionRange], Error> {
         let oldest = self.check_base(rev)?;
         let skip = usize::try_from(rev - oldest).expect("history window fits in memory");
         let since: Vec<&Arc<Commit>> = self.history.iter().skip(skip).collect();
-        let len_at_rev = since.iter().fold(self.doc.len() as i64, |len, c| len - c.delta.insert_len() as i64 + c.delta.delete_len() as i64);
+        let len_at_rev = since
+            .iter()
+            .fold(self.doc.len() as i64, |len, c| len - c.delta.insert_len() as i64 + c.delta.delete_len() as i64);
         check_ranges(&ranges, usize::try_from(len_at_rev).unwrap_or(0), self.limits.max_selection_ranges)?;
         let mut ranges = ranges;
         for c in since {
@@ -208,7 +221,8 @@ impl DocState {
         if ops > self.limits.max_delta_ops {
             return Err(Error::OpTooLarge { what: "ops", len: ops, max: self.limits.max_delta_ops });
         }
-        let inserted: usize = delta.ops().iter().map(|op| if let Op::Insert { insert, .. } = op { insert.len() } else { 0 }).sum();
+        let inserted: usize =
+            delta.ops().iter().map(|op| if let Op::Insert { insert, .. } = op { insert.len() } else { 0 }).sum();
         if inserted > self.limits.max_insert_chars {
             return Err(Error::OpTooLarge { what: "inserted chars", len: inserted, max: self.limits.max_insert_chars });
         }
@@ -312,10 +326,18 @@ mod tests {
         let mut doc = DocState::new(limits);
         let a = ClientId(1);
         assert_eq!(doc.submit(a, 0, 1, ins(1, "x")), Err(Error::DeltaTooLong { base_len: 1, doc_len: 0 }));
-        assert_eq!(doc.submit(a, 0, 1, ins(0, "1234567")), Err(Error::OpTooLarge { what: "inserted chars", len: 7, max: 6 }));
+        assert_eq!(
+            doc.submit(a, 0, 1, ins(0, "1234567")),
+            Err(Error::OpTooLarge { what: "inserted chars", len: 7, max: 6 })
+        );
         applied(doc.submit(a, 0, 1, ins(0, "123456")));
         assert_eq!(doc.submit(a, 1, 2, ins(0, "12345")), Err(Error::DocumentTooLarge { len: 11, max: 10 }));
-        let many = Delta::new().insert("a", Attributes::NONE).retain(1, [("b", true)].into_iter().collect()).delete(1).retain(1, Attributes::NONE).delete(1);
+        let many = Delta::new()
+            .insert("a", Attributes::NONE)
+            .retain(1, [("b", true)].into_iter().collect())
+            .delete(1)
+            .retain(1, Attributes::NONE)
+            .delete(1);
         assert_eq!(doc.submit(a, 1, 2, many), Err(Error::OpTooLarge { what: "ops", len: 5, max: 3 }));
         assert_eq!(doc.rev(), 1);
         assert_eq!(doc.document().text(), "123456");
@@ -356,7 +378,10 @@ mod tests {
         // b saw revision 1 and put its caret after "hello".
         let r = doc.set_selection(b, 1, vec![SelectionRange::caret(5)]).unwrap().to_vec();
         assert_eq!(r, vec![SelectionRange::caret(7)]);
-        assert_eq!(doc.set_selection(b, 1, vec![SelectionRange::caret(6)]), Err(Error::SelectionOutOfBounds { pos: 6, len: 5 }));
+        assert_eq!(
+            doc.set_selection(b, 1, vec![SelectionRange::caret(6)]),
+            Err(Error::SelectionOutOfBounds { pos: 6, len: 5 })
+        );
         applied(doc.submit(a, 2, 3, Delta::new().delete(2)));
         assert_eq!(doc.presence().get(b), Some(&[SelectionRange::caret(5)][..]));
     }
@@ -367,7 +392,8 @@ mod tests {
         let a = ClientId(1);
         for i in 0..1_000_000u64 {
             let len = doc.document().len();
-            let d = if i % 4 == 3 { Delta::new().retain(len / 2, Attributes::NONE).delete(1) } else { ins(len / 2, "ab") };
+            let d =
+                if i % 4 == 3 { Delta::new().retain(len / 2, Attributes::NONE).delete(1) } else { ins(len / 2, "ab") };
             applied(doc.submit(a, i, i + 1, d));
         }
         assert_eq!(doc.rev(), 1_000_000);

@@ -31,7 +31,7 @@ pub enum Value {
     /// A string.
     String(String),
     /// An array.
-    Array(Vec<Value>),
+    Array(Vec<Self>),
     /// An object.
     Object(Object),
 }
@@ -105,9 +105,7 @@ impl Serialize for Value {
             Self::Bool(b) => s.serialize_bool(*b),
             // Integral numbers print as integers, like JSON.stringify.
             #[allow(clippy::cast_possible_truncation)]
-            Self::Number(n) if n.fract() == 0.0 && n.abs() < MAX_SAFE_INTEGER => {
-                s.serialize_i64(*n as i64)
-            }
+            Self::Number(n) if n.fract() == 0.0 && n.abs() < MAX_SAFE_INTEGER => s.serialize_i64(*n as i64),
             // JSON.stringify writes NaN and the infinities as null.
             Self::Number(n) if !n.is_finite() => s.serialize_unit(),
             Self::Number(n) => s.serialize_f64(*n),

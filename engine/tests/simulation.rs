@@ -29,12 +29,19 @@ enum ToServer {
 }
 
 enum ToClient {
-    Ack { client_seq: u64, rev: u64 },
+    Ack {
+        client_seq: u64,
+        rev: u64,
+    },
     Op(Arc<Commit>),
     /// Catch-up done (after the ops since the client's revision).
     Opened,
     /// History no longer reaches back: start over from this document.
-    Snapshot { rev: u64, doc: Document, last_seq: Option<u64> },
+    Snapshot {
+        rev: u64,
+        doc: Box<Document>,
+        last_seq: Option<u64>,
+    },
     /// The submit's base revision was too old: re-open.
     TooOld,
 }
@@ -81,7 +88,16 @@ impl Sim {
                 down: VecDeque::new(),
             })
             .collect();
-        Self { rng, server, sessions: vec![Some(0); n], subscribed: vec![true; n], clients, zombies: VecDeque::new(), committed: HashSet::new(), seed }
+        Self {
+            rng,
+            server,
+            sessions: vec![Some(0); n],
+            subscribed: vec![true; n],
+            clients,
+            zombies: VecDeque::new(),
+            committed: HashSet::new(),
+            seed,
+        }
     }
 
     fn send(&mut self, i: usize, out: Option<Outgoing>) {
@@ -141,7 +157,11 @@ impl Sim {
                     }
                     Err(Error::BaseRevisionTooOld { .. }) => {
                         let last_seq = self.server.last_client_seq(me);
-                        down.push_back(ToClient::Snapshot { rev: self.server.rev(), doc: self.server.document().clone(), last_seq });
+                        down.push_back(ToClient::Snapshot {
+                            rev: self.server.rev(),
+                            doc: Box::new(self.server.document().clone()),
+                            last_seq,
+                        });
                     }
                     Err(e) => panic!("seed {}: open from {from_rev}: {e}", self.seed),
                 }
@@ -150,7 +170,11 @@ impl Sim {
                 let author = self.clients[i].doc.client();
                 match self.server.submit(author, out.base_rev, out.client_seq, out.delta) {
                     Ok(Submitted::Applied(commit)) => {
-                        assert!(self.committed.insert((author, commit.client_seq)), "seed {}: committed twice", self.seed);
+                        assert!(
+                            self.committed.insert((author, commit.client_seq)),
+                            "seed {}: committed twice",
+                            self.seed
+                        );
                         for (j, c) in self.clients.iter_mut().enumerate() {
                             let subscribed = self.subscribed[j];
                             if j == i && live {
@@ -186,7 +210,9 @@ impl Sim {
         let seed = self.seed;
         let c = &mut self.clients[i];
         let out = match msg {
-            ToClient::Ack { client_seq, rev } => c.doc.ack(client_seq, rev).unwrap_or_else(|e| panic!("seed {seed}: ack: {e}")),
+            ToClient::Ack { client_seq, rev } => {
+                c.doc.ack(client_seq, rev).unwrap_or_else(|e| panic!("seed {seed}: ack: {e}"))
+            }
             ToClient::Op(commit) => match c.doc.remote(commit.rev, &commit.delta, commit.author, commit.client_seq) {
                 Ok(Remote::Acked(next)) => next,
                 Ok(Remote::Applied(_)) => None,
@@ -198,7 +224,7 @@ impl Sim {
             }
             ToClient::Snapshot { rev, doc, last_seq } => {
                 c.opening = false;
-                c.doc.resync(rev, doc, last_seq).unwrap_or_else(|e| panic!("seed {seed}: resync: {e}"))
+                c.doc.resync(rev, *doc, last_seq).unwrap_or_else(|e| panic!("seed {seed}: resync: {e}"))
             }
             ToClient::TooOld => {
                 // Re-open from where we are; the answer will be a snapshot.
@@ -213,7 +239,9 @@ impl Sim {
     /// Delivers one message from a random non-empty link; false when all are empty.
     fn deliver(&mut self) -> bool {
         let n = self.clients.len();
-        let mut links: Vec<usize> = (0..2 * n).filter(|&k| if k < n { !self.clients[k].up.is_empty() } else { !self.clients[k - n].down.is_empty() }).collect();
+        let mut links: Vec<usize> = (0..2 * n)
+            .filter(|&k| if k < n { !self.clients[k].up.is_empty() } else { !self.clients[k - n].down.is_empty() })
+            .collect();
         if !self.zombies.is_empty() {
             links.push(2 * n);
         }

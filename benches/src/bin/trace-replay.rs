@@ -11,7 +11,7 @@
 //! `{"trace","engine","ops","ms","ops_per_s","final_ok","runs"}`.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,14 @@ fn usage() -> ! {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { json: false, engines: ENGINES.iter().map(|s| (*s).to_owned()).collect(), runs: 5, timeout: Duration::from_secs(120), traces: Vec::new(), child: None };
+    let mut args = Args {
+        json: false,
+        engines: ENGINES.iter().map(|s| (*s).to_owned()).collect(),
+        runs: 5,
+        timeout: Duration::from_secs(120),
+        traces: Vec::new(),
+        child: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -51,7 +58,10 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--runs" => args.runs = it.next().unwrap_or_else(|| usage()).parse().context("--runs takes a number")?,
-            "--timeout" => args.timeout = Duration::from_secs(it.next().unwrap_or_else(|| usage()).parse().context("--timeout takes seconds")?),
+            "--timeout" => {
+                let secs = it.next().unwrap_or_else(|| usage()).parse().context("--timeout takes seconds")?;
+                args.timeout = Duration::from_secs(secs);
+            }
             "--child" => {
                 let engine = it.next().unwrap_or_else(|| usage());
                 let trace = it.next().unwrap_or_else(|| usage());
@@ -69,9 +79,10 @@ fn parse_args() -> Result<Args> {
 }
 
 /// Runs in the child: replays one trace through one engine and prints a JSON line.
-fn child(engine: &str, path: &PathBuf, runs: usize) -> Result<()> {
+fn child(engine: &str, path: &Path, runs: usize) -> Result<()> {
     let trace = Trace::load(path)?;
-    let patches = if counts_utf16(engine) { trace.patches_utf16().unwrap_or_else(|| trace.patches()) } else { trace.patches() };
+    let patches =
+        if counts_utf16(engine) { trace.patches_utf16().unwrap_or_else(|| trace.patches()) } else { trace.patches() };
     let mut times = Vec::new();
     let mut final_ok = true;
     let budget = Instant::now();
@@ -99,7 +110,7 @@ fn round3(x: f64) -> f64 {
 }
 
 /// Runs one (trace, engine) pair in a child process with a timeout.
-fn measure(engine: &str, path: &PathBuf, args: &Args) -> Result<Value> {
+fn measure(engine: &str, path: &Path, args: &Args) -> Result<Value> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--child", engine, path.to_str().context("trace path is not UTF-8")?, "--runs", &args.runs.to_string()])
         .stdout(Stdio::piped())
@@ -121,7 +132,9 @@ fn measure(engine: &str, path: &PathBuf, args: &Args) -> Result<Value> {
             child.wait()?;
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".json.gz");
             let ops = Trace::load(path).map(|t| t.patches().len()).unwrap_or(0);
-            return Ok(json!({"trace": name, "engine": engine, "ops": ops, "timeout": true, "timeout_s": args.timeout.as_secs()}));
+            return Ok(
+                json!({"trace": name, "engine": engine, "ops": ops, "timeout": true, "timeout_s": args.timeout.as_secs()}),
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -144,7 +157,14 @@ fn main() -> Result<()> {
             if args.json {
                 println!("{r}");
             } else if r["timeout"] == true {
-                println!("{:<22} {:<22} {:>9} {:>12} {:>14}  timeout", r["trace"].as_str().unwrap_or(""), engine, r["ops"], format!(">{}s", args.timeout.as_secs()), "-");
+                println!(
+                    "{:<22} {:<22} {:>9} {:>12} {:>14}  timeout",
+                    r["trace"].as_str().unwrap_or(""),
+                    engine,
+                    r["ops"],
+                    format!(">{}s", args.timeout.as_secs()),
+                    "-"
+                );
             } else {
                 println!(
                     "{:<22} {:<22} {:>9} {:>12.3} {:>14}  {}",
