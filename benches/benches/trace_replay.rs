@@ -5,10 +5,10 @@
 //! pair with a timeout.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tandem_benches::replay::{counts_utf16, replay};
+use tandem_benches::replay::{replay, unit};
 use tandem_benches::trace::{Trace, sequential_traces};
 
-const FAST: &[&str] = &["tandem", "tandem-sequencer", "diamond-types"];
+const FAST: &[&str] = &["tandem", "tandem-sequencer", "diamond-types", "rope:jumprope", "rope:ropey"];
 const SLOW: &[&str] = &["yrs", "operational-transform", "quill-delta-rs"];
 const SMALL_TRACES: &[&str] = &["sveltecomponent", "friendsforever_flat"];
 
@@ -18,12 +18,11 @@ fn bench(c: &mut Criterion) {
     for path in sequential_traces().expect("traces") {
         let trace = Trace::load(&path).expect("trace loads");
         let plain = trace.patches();
-        let utf16 = trace.patches_utf16();
         group.throughput(Throughput::Elements(plain.len() as u64));
         let slow = if SMALL_TRACES.contains(&trace.name.as_str()) { SLOW } else { &[] };
         for engine in FAST.iter().chain(slow) {
-            let patches = if counts_utf16(engine) { utf16.as_ref().unwrap_or(&plain) } else { &plain };
-            group.bench_with_input(BenchmarkId::new(*engine, &trace.name), patches, |b, patches| {
+            let patches = trace.patches_in(unit(engine)).unwrap_or_else(|| plain.clone());
+            group.bench_with_input(BenchmarkId::new(*engine, &trace.name), &patches, |b, patches| {
                 b.iter(|| replay(engine, &trace.start, patches).expect("known engine"));
             });
         }

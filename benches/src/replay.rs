@@ -5,15 +5,19 @@
 
 use tandem_engine::{Attributes, Delta, Document};
 
-use crate::trace::Patch;
+use crate::trace::{Patch, Unit};
 
 /// The engines compared.
 pub const ENGINES: &[&str] =
     &["tandem", "tandem-sequencer", "diamond-types", "yrs", "operational-transform", "quill-delta-rs"];
 
-/// True for engines that take UTF-16 positions.
-pub fn counts_utf16(engine: &str) -> bool {
-    engine == "yrs"
+/// What an engine's positions count.
+pub fn unit(engine: &str) -> Unit {
+    match engine {
+        "yrs" => Unit::Utf16,
+        "rope:crop" => Unit::Bytes,
+        _ => Unit::Chars,
+    }
 }
 
 /// Replays through `engine`, from `start`. Returns `None` for an unknown engine.
@@ -25,6 +29,10 @@ pub fn replay(engine: &str, start: &str, patches: &[Patch]) -> Option<String> {
         "yrs" => yrs(start, patches),
         "operational-transform" => operational_transform(start, patches),
         "quill-delta-rs" => quill_delta_rs(start, patches),
+        "rope:jumprope" => rope_jumprope(start, patches),
+        "rope:jumprope-buf" => rope_jumprope_buf(start, patches),
+        "rope:ropey" => rope_ropey(start, patches),
+        "rope:crop" => rope_crop(start, patches),
         _ => return None,
     })
 }
@@ -131,4 +139,60 @@ pub fn quill_delta_rs(start: &str, patches: &[Patch]) -> String {
         doc = doc.compose(&d);
     }
     doc.plain_text()
+}
+
+/// A bare `jumprope::JumpRope`: plain text only, no deltas (a floor, not an editor).
+pub fn rope_jumprope(start: &str, patches: &[Patch]) -> String {
+    let mut rope = jumprope::JumpRope::from(start);
+    for Patch(pos, del, ins) in patches {
+        if *del > 0 {
+            rope.remove(*pos..*pos + *del);
+        }
+        if !ins.is_empty() {
+            rope.insert(*pos, ins);
+        }
+    }
+    rope.to_string()
+}
+
+/// A bare `jumprope::JumpRopeBuf` (adjacent edits coalesced), as inside Tandem's `Document`.
+pub fn rope_jumprope_buf(start: &str, patches: &[Patch]) -> String {
+    let mut rope = jumprope::JumpRopeBuf::new_from_str(start);
+    for Patch(pos, del, ins) in patches {
+        if *del > 0 {
+            rope.remove(*pos..*pos + *del);
+        }
+        if !ins.is_empty() {
+            rope.insert(*pos, ins);
+        }
+    }
+    rope.borrow().to_string()
+}
+
+/// A bare `ropey::Rope` (a B-tree rope).
+pub fn rope_ropey(start: &str, patches: &[Patch]) -> String {
+    let mut rope = ropey::Rope::from_str(start);
+    for Patch(pos, del, ins) in patches {
+        if *del > 0 {
+            rope.remove(*pos..*pos + *del);
+        }
+        if !ins.is_empty() {
+            rope.insert(*pos, ins);
+        }
+    }
+    rope.to_string()
+}
+
+/// A bare `crop::Rope` (a B-tree rope indexed by bytes: it takes byte positions).
+pub fn rope_crop(start: &str, patches: &[Patch]) -> String {
+    let mut rope = crop::Rope::from(start);
+    for Patch(pos, del, ins) in patches {
+        if *del > 0 {
+            rope.delete(*pos..*pos + *del);
+        }
+        if !ins.is_empty() {
+            rope.insert(*pos, ins);
+        }
+    }
+    rope.to_string()
 }

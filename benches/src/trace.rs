@@ -98,28 +98,44 @@ impl Trace {
         self.txns.iter().flat_map(|t| t.patches.iter().cloned()).collect()
     }
 
-    /// The same patches with positions and lengths in UTF-16 code units, for peers that
-    /// count those. Returns `None` when the trace is all Basic Multilingual Plane text, where
-    /// the two agree.
-    pub fn patches_utf16(&self) -> Option<Vec<Patch>> {
-        let astral = |s: &str| s.chars().any(|c| c.len_utf16() == 2);
-        if !astral(&self.start) && !self.txns.iter().flat_map(|t| &t.patches).any(|p| astral(&p.2)) {
+    /// The patches with positions and lengths in `unit`; `None` when they would be the same
+    /// as in chars (all text ASCII for bytes, all text in the Basic Multilingual Plane for
+    /// UTF-16). Converted with a rope's O(log n) index, before any timing.
+    pub fn patches_in(&self, unit: Unit) -> Option<Vec<Patch>> {
+        let same = |s: &str| match unit {
+            Unit::Chars => true,
+            Unit::Bytes => s.is_ascii(),
+            Unit::Utf16 => s.chars().all(|c| c.len_utf16() == 1),
+        };
+        if same(&self.start) && self.txns.iter().flat_map(|t| &t.patches).all(|p| same(&p.2)) {
             return None;
         }
-        // O(n) per patch, done once before timing. (jumprope's `wchar_conversion` would be
-        // faster, but enabling it slows every jumprope user in the process, Tandem and
-        // diamond-types included.)
-        let mut text: Vec<char> = self.start.chars().collect();
-        let utf16 = |chars: &[char]| chars.iter().map(|c| c.len_utf16()).sum::<usize>();
+        let mut rope = ropey::Rope::from_str(&self.start);
+        let convert = |rope: &ropey::Rope, pos: usize| match unit {
+            Unit::Chars => pos,
+            Unit::Bytes => rope.char_to_byte(pos),
+            Unit::Utf16 => rope.char_to_utf16_cu(pos),
+        };
         let mut out = Vec::new();
         for Patch(pos, del, ins) in self.patches() {
-            let start = utf16(&text[..pos]);
-            let len = utf16(&text[pos..pos + del]);
-            out.push(Patch(start, len, ins.clone()));
-            text.splice(pos..pos + del, ins.chars());
+            let (start, end) = (convert(&rope, pos), convert(&rope, pos + del));
+            out.push(Patch(start, end - start, ins.clone()));
+            rope.remove(pos..pos + del);
+            rope.insert(pos, &ins);
         }
         Some(out)
     }
+}
+
+/// What a position counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Unicode scalar values (Tandem, diamond-types, quill-delta-rs, operational-transform).
+    Chars,
+    /// UTF-16 code units (yrs here, browsers).
+    Utf16,
+    /// UTF-8 bytes (crop).
+    Bytes,
 }
 
 /// The repository's `traces/` folder.

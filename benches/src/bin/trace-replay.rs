@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use tandem_benches::replay::{ENGINES, counts_utf16, replay};
+use tandem_benches::replay::{ENGINES, replay, unit};
 use tandem_benches::trace::{Trace, sequential_traces};
 
 struct Args {
@@ -81,8 +81,7 @@ fn parse_args() -> Result<Args> {
 /// Runs in the child: replays one trace through one engine and prints a JSON line.
 fn child(engine: &str, path: &Path, runs: usize) -> Result<()> {
     let trace = Trace::load(path)?;
-    let patches =
-        if counts_utf16(engine) { trace.patches_utf16().unwrap_or_else(|| trace.patches()) } else { trace.patches() };
+    let patches = trace.patches_in(unit(engine)).unwrap_or_else(|| trace.patches());
     let mut times = Vec::new();
     let mut final_ok = true;
     let budget = Instant::now();
