@@ -8,8 +8,21 @@ use tandem_engine::{Attributes, Delta, Document};
 use crate::trace::{Patch, Unit};
 
 /// The engines compared.
-pub const ENGINES: &[&str] =
-    &["tandem", "tandem-sequencer", "diamond-types", "yrs", "operational-transform", "quill-delta-rs"];
+///
+/// The `rope:*` entries are bare ropes applying plain edits: not editors, but the floor an
+/// editor's replay is measured against.
+pub const ENGINES: &[&str] = &[
+    "tandem",
+    "tandem-sequencer",
+    "diamond-types",
+    "yrs",
+    "operational-transform",
+    "quill-delta-rs",
+    "rope:jumprope",
+    "rope:jumprope-buf",
+    "rope:ropey",
+    "rope:crop",
+];
 
 /// What an engine's positions count.
 pub fn unit(engine: &str) -> Unit {
