@@ -8,7 +8,9 @@
 //! runs in a child process (so a stuck engine can be stopped at `--timeout`, default 120 s,
 //! and reported with `"timeout": true`); it replays up to `--runs` times (default 5, fewer
 //! once 10 s are spent) and reports the median. `--json` prints one JSON line per pair:
-//! `{"trace","engine","ops","ms","ops_per_s","final_ok","runs"}`.
+//! `{"trace","engine","ops","ms","ops_per_s","final_ok","runs"}`. `--markdown FILE` renders
+//! such lines (from a previous `--json` run) as the tables of a report, with each engine's
+//! time as a ratio to Tandem's in the same run.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use tandem_benches::trace::{Trace, sequential_traces};
 
 struct Args {
     json: bool,
+    markdown: Option<PathBuf>,
     engines: Vec<String>,
     runs: usize,
     timeout: Duration,
@@ -31,7 +34,7 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: trace-replay [--json] [--engines {}] [--runs N] [--timeout SECS] [TRACE.json.gz ...]",
+        "usage: trace-replay [--json] [--engines {}] [--runs N] [--timeout SECS] [TRACE.json.gz ...]\n       trace-replay --markdown RESULTS.jsonl",
         ENGINES.join(",")
     );
     std::process::exit(2);
@@ -40,6 +43,7 @@ fn usage() -> ! {
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         json: false,
+        markdown: None,
         engines: ENGINES.iter().map(|s| (*s).to_owned()).collect(),
         runs: 5,
         timeout: Duration::from_secs(120),
@@ -50,6 +54,7 @@ fn parse_args() -> Result<Args> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => args.json = true,
+            "--markdown" => args.markdown = Some(it.next().unwrap_or_else(|| usage()).into()),
             "--engines" => {
                 let list = it.next().unwrap_or_else(|| usage());
                 args.engines = list.split(',').map(str::to_owned).collect();
@@ -144,6 +149,9 @@ fn main() -> Result<()> {
     if let Some((engine, path)) = &args.child {
         return child(engine, path, args.runs);
     }
+    if let Some(path) = &args.markdown {
+        return markdown(path);
+    }
     let traces = if args.traces.is_empty() { sequential_traces()? } else { args.traces.clone() };
     if !args.json {
         println!("{:<22} {:<22} {:>9} {:>12} {:>14}  final", "trace", "engine", "ops", "ms", "ops/s");
@@ -179,6 +187,60 @@ fn main() -> Result<()> {
     }
     if !all_ok {
         bail!("an engine's final text did not match the trace's endContent");
+    }
+    Ok(())
+}
+
+/// Renders `--json` output as markdown tables: one per trace, and a summary of ratios.
+fn markdown(path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let rows: Vec<Value> =
+        text.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let mut traces: Vec<&str> = Vec::new();
+    for r in &rows {
+        let t = r["trace"].as_str().unwrap_or("");
+        if !traces.contains(&t) {
+            traces.push(t);
+        }
+    }
+    let ms = |trace: &str, engine: &str| {
+        rows.iter().find(|r| r["trace"] == trace && r["engine"] == engine).and_then(|r| r["ms"].as_f64())
+    };
+    println!("| trace | ops | engine | median ms | ops/s | time vs tandem | final text |");
+    println!("|---|---:|---|---:|---:|---:|---|");
+    for trace in &traces {
+        let base = ms(trace, "tandem");
+        for r in rows.iter().filter(|r| r["trace"] == *trace) {
+            let engine = r["engine"].as_str().unwrap_or("");
+            if r["timeout"] == true {
+                println!("| {trace} | {} | {engine} | timeout (>{} s) | - | - | - |", r["ops"], r["timeout_s"]);
+                continue;
+            }
+            let t = r["ms"].as_f64().unwrap_or(f64::NAN);
+            let ratio = base.map_or("-".to_owned(), |b| format!("{:.2}x", t / b));
+            let ok = if r["final_ok"] == true { "exact" } else { "WRONG" };
+            println!(
+                "| {trace} | {} | {engine} | {t:.2} | {:.0} | {ratio} | {ok} |",
+                r["ops"],
+                r["ops_per_s"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    println!();
+    println!("Time relative to Tandem's `Document` replay in the same run (higher is slower than Tandem):");
+    println!();
+    let engines: Vec<&str> = ENGINES.iter().copied().filter(|e| *e != "tandem").collect();
+    println!("| trace | {} |", engines.join(" | "));
+    println!("|---|{}|", engines.iter().map(|_| "---:").collect::<Vec<_>>().join("|"));
+    for trace in &traces {
+        let cells: Vec<String> = engines
+            .iter()
+            .map(|e| match (ms(trace, e), ms(trace, "tandem")) {
+                (Some(t), Some(b)) => format!("{:.2}x", t / b),
+                _ => "timeout".to_owned(),
+            })
+            .collect();
+        println!("| {trace} | {} |", cells.join(" | "));
     }
     Ok(())
 }
