@@ -46,11 +46,45 @@ pub use value::{Object, Value};
 
 /// A client's identity: chosen by the client and kept across reconnects, so that a
 /// resubmitted op is recognized and applied once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+///
+/// In JSON it is a string of up to 16 hex digits (a `u64` does not fit a JavaScript number);
+/// in archives a little-endian `u64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, rkyv::Archive, rkyv::Serialize)]
+#[rkyv(derive(Debug))]
 pub struct ClientId(pub u64);
 
 impl std::fmt::Display for ClientId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for ClientId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || s.len() > 16 {
+            return Err(format!("client id {s:?} must be 1 to 16 hex digits"));
+        }
+        u64::from_str_radix(s, 16).map(Self).map_err(|_| format!("client id {s:?} must be 1 to 16 hex digits"))
+    }
+}
+
+impl serde::Serialize for ClientId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClientId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<&ArchivedClientId> for ClientId {
+    fn from(a: &ArchivedClientId) -> Self {
+        Self(a.0.to_native())
     }
 }

@@ -1,0 +1,373 @@
+//! Encoding and decoding protocol messages in both subprotocols.
+//!
+//! Server messages are encoded straight into complete WebSocket frames ([`Frame`]): server
+//! frames are unmasked, so the same bytes serve every subscriber, and a broadcast is encoded
+//! once per subprotocol. Client messages are decoded from a frame's payload: JSON with serde,
+//! binary by validating the rkyv archive in place (in an aligned buffer) and converting what
+//! the archive format cannot check itself (deltas, ids, lengths).
+
+use std::cell::RefCell;
+
+use bytes::Bytes;
+use rkyv::rancor::BoxedError;
+use rkyv::util::AlignedVec;
+use tandem_engine::{ClientId, Delta};
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use crate::protocol::{
+    ArchivedClientMsg, ArchivedOpRecord, ArchivedPeer, ArchivedServerMsg, ClientMsg, Encoding, ErrorCode, OpRecord,
+    Peer, PeerSelection, Range, ServerMsg, WireLimits,
+};
+
+/// A complete WebSocket frame (header and payload), shareable between connections.
+pub type Frame = Bytes;
+
+/// Why a message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+/// Wraps a payload in an unmasked, final WebSocket frame.
+pub fn frame(opcode: Data, payload: &[u8]) -> Frame {
+    let header = FrameHeader { opcode: OpCode::Data(opcode), ..FrameHeader::default() };
+    let mut out = Vec::with_capacity(header.len(payload.len() as u64) + payload.len());
+    header.format(payload.len() as u64, &mut out).expect("writing a frame header to memory cannot fail");
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+thread_local! {
+    /// Scratch space for encoding and for aligning binary payloads, reused per thread.
+    static SCRATCH: RefCell<(rkyv::ser::allocator::Arena, AlignedVec)> =
+        RefCell::new((rkyv::ser::allocator::Arena::new(), AlignedVec::new()));
+}
+
+/// Encodes a server message as a complete frame in `encoding`.
+pub fn encode_server(msg: &ServerMsg, encoding: Encoding) -> Frame {
+    match encoding {
+        Encoding::Json => {
+            let json = serde_json::to_vec(msg).expect("server messages always encode as JSON");
+            frame(Data::Text, &json)
+        }
+        Encoding::Binary => SCRATCH.with(|s| {
+            let mut scratch = s.borrow_mut();
+            let (arena, buf) = &mut *scratch;
+            let mut taken = std::mem::take(buf);
+            taken.clear();
+            let bytes =
+                rkyv::api::high::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(msg, taken, arena.acquire())
+                    .expect("server messages always archive");
+            let out = frame(Data::Binary, &bytes);
+            *buf = bytes;
+            out
+        }),
+    }
+}
+
+/// Encodes a client message as a payload: text for JSON, bytes for binary.
+pub fn encode_client(msg: &ClientMsg, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Json => serde_json::to_vec(msg).expect("client messages always encode as JSON"),
+        Encoding::Binary => {
+            rkyv::to_bytes::<rkyv::rancor::Error>(msg).expect("client messages always archive").to_vec()
+        }
+    }
+}
+
+/// Runs `f` on `payload` copied into an aligned buffer (rkyv refuses misaligned archives).
+fn aligned<T>(payload: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let buf = &mut s.1;
+        buf.clear();
+        buf.extend_from_slice(payload);
+        f(buf)
+    })
+}
+
+fn bad(what: impl std::fmt::Display) -> DecodeError {
+    DecodeError(what.to_string())
+}
+
+/// Decodes a client message from a frame payload.
+pub fn decode_client(payload: &[u8], encoding: Encoding) -> Result<ClientMsg, DecodeError> {
+    match encoding {
+        Encoding::Json => serde_json::from_slice(payload).map_err(|e| bad(format_args!("invalid JSON message: {e}"))),
+        Encoding::Binary => aligned(payload, |bytes| {
+            let archived = rkyv::access::<ArchivedClientMsg, BoxedError>(bytes)
+                .map_err(|e| bad(format_args!("invalid binary message: {e}")))?;
+            client_from_archived(archived)
+        }),
+    }
+}
+
+fn delta_from(archived: &tandem_engine::ArchivedDelta) -> Result<Delta, DecodeError> {
+    Delta::from_archived(archived).map_err(|e| bad(format_args!("invalid delta: {e}")))
+}
+
+fn client_from_archived(m: &ArchivedClientMsg) -> Result<ClientMsg, DecodeError> {
+    Ok(match m {
+        ArchivedClientMsg::Hello { protocol, client, token, name, color } => ClientMsg::Hello {
+            protocol: protocol.to_native(),
+            client: ClientId::from(client),
+            token: token.as_str().to_owned(),
+            name: name.as_str().to_owned(),
+            color: color.as_str().to_owned(),
+        },
+        ArchivedClientMsg::Open { doc, from_rev } => {
+            ClientMsg::Open { doc: doc.as_str().to_owned(), from_rev: from_rev.as_ref().map(|r| r.to_native()) }
+        }
+        ArchivedClientMsg::Close { doc } => ClientMsg::Close { doc: doc.as_str().to_owned() },
+        ArchivedClientMsg::Submit { doc, base_rev, client_seq, delta } => ClientMsg::Submit {
+            doc: doc.as_str().to_owned(),
+            base_rev: base_rev.to_native(),
+            client_seq: client_seq.to_native(),
+            delta: delta_from(delta)?,
+        },
+        ArchivedClientMsg::Presence { doc, rev, ranges } => ClientMsg::Presence {
+            doc: doc.as_str().to_owned(),
+            rev: rev.to_native(),
+            ranges: ranges.iter().map(|r| Range { anchor: r.anchor.to_native(), head: r.head.to_native() }).collect(),
+        },
+    })
+}
+
+/// Decodes a server message from a frame payload (the client side).
+pub fn decode_server(payload: &[u8], encoding: Encoding) -> Result<ServerMsg, DecodeError> {
+    match encoding {
+        Encoding::Json => serde_json::from_slice(payload).map_err(|e| bad(format_args!("invalid JSON message: {e}"))),
+        Encoding::Binary => aligned(payload, |bytes| {
+            let archived = rkyv::access::<ArchivedServerMsg, BoxedError>(bytes)
+                .map_err(|e| bad(format_args!("invalid binary message: {e}")))?;
+            server_from_archived(archived)
+        }),
+    }
+}
+
+fn peer_from(p: &ArchivedPeer) -> Peer {
+    Peer {
+        client: ClientId::from(&p.client),
+        user: p.user.as_str().to_owned(),
+        name: p.name.as_str().to_owned(),
+        color: p.color.as_str().to_owned(),
+    }
+}
+
+fn op_from(o: &ArchivedOpRecord) -> Result<OpRecord, DecodeError> {
+    Ok(OpRecord {
+        rev: o.rev.to_native(),
+        author: ClientId::from(&o.author),
+        client_seq: o.client_seq.to_native(),
+        delta: delta_from(&o.delta)?,
+    })
+}
+
+fn server_from_archived(m: &ArchivedServerMsg) -> Result<ServerMsg, DecodeError> {
+    Ok(match m {
+        ArchivedServerMsg::Welcome { protocol, session, limits } => ServerMsg::Welcome {
+            protocol: protocol.to_native(),
+            session: session.to_native(),
+            limits: WireLimits {
+                max_message_bytes: limits.max_message_bytes.to_native(),
+                max_open_docs: limits.max_open_docs.to_native(),
+                max_messages_per_s: limits.max_messages_per_s.to_native(),
+                presence_interval_ms: limits.presence_interval_ms.to_native(),
+                max_insert_chars: limits.max_insert_chars.to_native(),
+                max_delta_ops: limits.max_delta_ops.to_native(),
+                max_document_chars: limits.max_document_chars.to_native(),
+                history_ops: limits.history_ops.to_native(),
+            },
+        },
+        ArchivedServerMsg::Opened { doc, rev, snapshot, ops, online, last_seq } => ServerMsg::Opened {
+            doc: doc.as_str().to_owned(),
+            rev: rev.to_native(),
+            snapshot: snapshot.as_ref().map(delta_from).transpose()?,
+            ops: ops.iter().map(op_from).collect::<Result<_, _>>()?,
+            online: online.iter().map(peer_from).collect(),
+            last_seq: last_seq.as_ref().map(|s| s.to_native()),
+        },
+        ArchivedServerMsg::Ack { doc, client_seq, rev } => {
+            ServerMsg::Ack { doc: doc.as_str().to_owned(), client_seq: client_seq.to_native(), rev: rev.to_native() }
+        }
+        ArchivedServerMsg::Op { doc, rev, author, client_seq, delta } => ServerMsg::Op {
+            doc: doc.as_str().to_owned(),
+            rev: rev.to_native(),
+            author: ClientId::from(author),
+            client_seq: client_seq.to_native(),
+            delta: delta_from(delta)?,
+        },
+        ArchivedServerMsg::Presence { doc, rev, peers } => ServerMsg::Presence {
+            doc: doc.as_str().to_owned(),
+            rev: rev.to_native(),
+            peers: peers
+                .iter()
+                .map(|p| PeerSelection {
+                    client: ClientId::from(&p.client),
+                    ranges: p
+                        .ranges
+                        .iter()
+                        .map(|r| Range { anchor: r.anchor.to_native(), head: r.head.to_native() })
+                        .collect(),
+                })
+                .collect(),
+        },
+        ArchivedServerMsg::Joined { doc, peer } => {
+            ServerMsg::Joined { doc: doc.as_str().to_owned(), peer: peer_from(peer) }
+        }
+        ArchivedServerMsg::Left { doc, client } => {
+            ServerMsg::Left { doc: doc.as_str().to_owned(), client: ClientId::from(client) }
+        }
+        ArchivedServerMsg::Closed { doc } => ServerMsg::Closed { doc: doc.as_str().to_owned() },
+        ArchivedServerMsg::Error { code, message, doc } => ServerMsg::Error {
+            code: error_code_from(code),
+            message: message.as_str().to_owned(),
+            doc: doc.as_ref().map(|d| d.as_str().to_owned()),
+        },
+    })
+}
+
+fn error_code_from(c: &crate::protocol::ArchivedErrorCode) -> ErrorCode {
+    use crate::protocol::ArchivedErrorCode as A;
+    match c {
+        A::BadMessage => ErrorCode::BadMessage,
+        A::BadHello => ErrorCode::BadHello,
+        A::UnsupportedProtocol => ErrorCode::UnsupportedProtocol,
+        A::Unauthorized => ErrorCode::Unauthorized,
+        A::InvalidDocId => ErrorCode::InvalidDocId,
+        A::NotOpen => ErrorCode::NotOpen,
+        A::TooManyDocs => ErrorCode::TooManyDocs,
+        A::BaseInFuture => ErrorCode::BaseInFuture,
+        A::BaseTooOld => ErrorCode::BaseTooOld,
+        A::InvalidDelta => ErrorCode::InvalidDelta,
+        A::TooLarge => ErrorCode::TooLarge,
+        A::SeqReused => ErrorCode::SeqReused,
+        A::BadSelection => ErrorCode::BadSelection,
+        A::RateLimited => ErrorCode::RateLimited,
+        A::Overloaded => ErrorCode::Overloaded,
+        A::Internal => ErrorCode::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_engine::Attributes;
+
+    fn sample_server() -> Vec<ServerMsg> {
+        let delta = Delta::new().retain(2, [("bold", true)].into_iter().collect()).insert("hé😀", Attributes::NONE);
+        let peer = Peer { client: ClientId(9), user: "u".into(), name: "Ada".into(), color: "#f00".into() };
+        vec![
+            ServerMsg::Welcome {
+                protocol: 1,
+                session: 5,
+                limits: WireLimits {
+                    max_message_bytes: 1,
+                    max_open_docs: 2,
+                    max_messages_per_s: 3,
+                    presence_interval_ms: 4,
+                    max_insert_chars: 5,
+                    max_delta_ops: 6,
+                    max_document_chars: 7,
+                    history_ops: 8,
+                },
+            },
+            ServerMsg::Opened {
+                doc: "d".into(),
+                rev: 3,
+                snapshot: Some(Delta::new().insert("x", Attributes::NONE)),
+                ops: vec![OpRecord { rev: 3, author: ClientId(1), client_seq: 2, delta: delta.clone() }],
+                online: vec![peer.clone()],
+                last_seq: Some(2),
+            },
+            ServerMsg::Ack { doc: "d".into(), client_seq: 1, rev: 2 },
+            ServerMsg::Op { doc: "d".into(), rev: 4, author: ClientId(2), client_seq: 8, delta },
+            ServerMsg::Presence {
+                doc: "d".into(),
+                rev: 4,
+                peers: vec![PeerSelection { client: ClientId(2), ranges: vec![Range { anchor: 1, head: 3 }] }],
+            },
+            ServerMsg::Joined { doc: "d".into(), peer },
+            ServerMsg::Left { doc: "d".into(), client: ClientId(9) },
+            ServerMsg::Closed { doc: "d".into() },
+            ServerMsg::Error { code: ErrorCode::NotOpen, message: "m".into(), doc: None },
+        ]
+    }
+
+    /// Strips the (unmasked, short) frame header the encoder adds.
+    fn payload(frame: &[u8]) -> &[u8] {
+        let len = frame[1] & 0x7f;
+        match len {
+            126 => &frame[4..],
+            127 => &frame[10..],
+            _ => &frame[2..],
+        }
+    }
+
+    #[test]
+    fn server_messages_round_trip_in_both_encodings() {
+        for msg in sample_server() {
+            for enc in [Encoding::Binary, Encoding::Json] {
+                let f = encode_server(&msg, enc);
+                assert_eq!(f[0] & 0x0f, if enc == Encoding::Json { 1 } else { 2 });
+                assert_eq!(f[0] & 0x80, 0x80, "final frame");
+                assert_eq!(f[1] & 0x80, 0, "server frames are unmasked");
+                assert_eq!(decode_server(payload(&f), enc).unwrap(), msg, "{enc:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn client_messages_round_trip_in_both_encodings() {
+        let msgs = vec![
+            ClientMsg::Hello {
+                protocol: 1,
+                client: ClientId(u64::MAX),
+                token: "t".into(),
+                name: "n".into(),
+                color: "c".into(),
+            },
+            ClientMsg::Open { doc: "d".into(), from_rev: Some(3) },
+            ClientMsg::Open { doc: "d".into(), from_rev: None },
+            ClientMsg::Close { doc: "d".into() },
+            ClientMsg::Submit { doc: "d".into(), base_rev: 1, client_seq: 2, delta: Delta::new().delete(3) },
+            ClientMsg::Presence { doc: "d".into(), rev: 1, ranges: vec![Range { anchor: 0, head: 2 }] },
+        ];
+        for msg in msgs {
+            for enc in [Encoding::Binary, Encoding::Json] {
+                assert_eq!(decode_client(&encode_client(&msg, enc), enc).unwrap(), msg);
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        assert!(decode_client(b"\x00\x01\x02", Encoding::Binary).is_err());
+        assert!(decode_client(&[0xff; 64], Encoding::Binary).is_err());
+        assert!(decode_client(b"{", Encoding::Json).is_err());
+        assert!(decode_client(br#"{"type":"nope"}"#, Encoding::Json).unwrap_err().0.contains("unknown variant"));
+        // A valid archive of a submit whose delta's attribute bytes are not JSON.
+        let mut bytes = encode_client(
+            &ClientMsg::Submit {
+                doc: "d".into(),
+                base_rev: 0,
+                client_seq: 1,
+                delta: Delta::new().retain(1, [("bold", true)].into_iter().collect()),
+            },
+            Encoding::Binary,
+        );
+        let at = bytes.windows(6).position(|w| w == b"{\"bold").unwrap();
+        bytes[at] = b'[';
+        assert!(decode_client(&bytes, Encoding::Binary).unwrap_err().0.contains("invalid delta"));
+    }
+
+    #[test]
+    fn large_payloads_get_extended_lengths() {
+        let big = vec![b'a'; 70_000];
+        let f = frame(Data::Binary, &big);
+        assert_eq!(f[1], 127);
+        assert_eq!(f.len(), 10 + big.len());
+        let mid = frame(Data::Text, &big[..300]);
+        assert_eq!((mid[1], mid.len()), (126, 4 + 300));
+    }
+}

@@ -1,0 +1,22 @@
+//! Tandem's data plane: protocol v1, the thread-per-core WebSocket server, and the client
+//! library.
+//!
+//! The sans-IO parts decide: [`protocol`] (messages, error and close codes), [`codec`]
+//! (both subprotocols; frames encoded once and shared), [`http`] (the handshake and the
+//! plain endpoints), [`shard`] (one core's documents and sessions: routing, fan-out,
+//! presence batching) and [`client`] (a client session over the engine's OT state machine).
+//! [`server`] is the thin I/O shell (monoio, one runtime per core) and the blocking client in
+//! [`client`] another; neither holds protocol logic. Only this crate knows the wire format.
+
+pub mod client;
+pub mod codec;
+pub mod http;
+pub mod metrics;
+pub mod protocol;
+mod room;
+pub mod server;
+pub mod session;
+pub mod shard;
+mod wsconn;
+
+pub use server::{LimitsConfig, ServerConfig, ServerHandle, start};

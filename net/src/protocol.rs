@@ -1,0 +1,516 @@
+//! Protocol v1: the messages, error codes and close codes (see `docs/protocol.md`).
+//!
+//! Every message exists in two encodings with the same content: an rkyv archive in a binary
+//! frame (`tandem.v1.bin`) and JSON in a text frame (`tandem.v1.json`).
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tandem_engine::{ClientId, Delta, SelectionRange};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The binary subprotocol (rkyv archives in binary frames).
+pub const SUBPROTOCOL_BIN: &str = "tandem.v1.bin";
+/// The JSON subprotocol (JSON in text frames), for browsers.
+pub const SUBPROTOCOL_JSON: &str = "tandem.v1.json";
+
+/// Which encoding a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// `tandem.v1.bin`.
+    Binary,
+    /// `tandem.v1.json`.
+    Json,
+}
+
+impl Encoding {
+    /// The subprotocol name negotiated in the handshake.
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Self::Binary => SUBPROTOCOL_BIN,
+            Self::Json => SUBPROTOCOL_JSON,
+        }
+    }
+
+    /// The encoding for a subprotocol name.
+    pub fn from_subprotocol(name: &str) -> Option<Self> {
+        match name {
+            SUBPROTOCOL_BIN => Some(Self::Binary),
+            SUBPROTOCOL_JSON => Some(Self::Json),
+            _ => None,
+        }
+    }
+}
+
+/// Most bytes in a document id.
+pub const MAX_DOC_ID_BYTES: usize = 256;
+/// Most bytes in a user name or color.
+pub const MAX_NAME_BYTES: usize = 128;
+/// Most bytes in an auth token.
+pub const MAX_TOKEN_BYTES: usize = 8192;
+
+/// A document's id: 1 to 256 bytes of UTF-8 without control characters. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DocId(Arc<str>);
+
+impl DocId {
+    /// Validates and wraps an id.
+    pub fn new(id: &str) -> Result<Self, String> {
+        if id.is_empty() || id.len() > MAX_DOC_ID_BYTES {
+            return Err(format!("document id must be 1 to {MAX_DOC_ID_BYTES} bytes"));
+        }
+        if id.chars().any(char::is_control) {
+            return Err("document id must not contain control characters".to_owned());
+        }
+        Ok(Self(id.into()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The core that owns this document among `cores`: FNV-1a of the id, modulo `cores`.
+    ///
+    /// FNV-1a is fixed here (not `std`'s hasher, which may change between Rust releases), so
+    /// a document keeps its owner core, and its op log, across builds.
+    pub fn owner(&self, cores: usize) -> usize {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.0.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        usize::try_from(h % cores as u64).expect("core index fits usize")
+    }
+}
+
+impl fmt::Debug for DocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for DocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A selection range on the wire: `{"anchor": 3, "head": 7}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Range {
+    /// Where the selection started.
+    pub anchor: u64,
+    /// Where it ends (the caret).
+    pub head: u64,
+}
+
+impl Range {
+    /// Converts to the engine's range, refusing positions that do not fit memory.
+    pub fn to_engine(self) -> Option<SelectionRange> {
+        Some(SelectionRange { anchor: usize::try_from(self.anchor).ok()?, head: usize::try_from(self.head).ok()? })
+    }
+
+    /// Converts from the engine's range.
+    pub fn from_engine(r: SelectionRange) -> Self {
+        Self { anchor: r.anchor as u64, head: r.head as u64 }
+    }
+}
+
+/// Another user on a document.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Their client id.
+    pub client: ClientId,
+    /// Their authenticated user id.
+    pub user: String,
+    /// Their display name.
+    pub name: String,
+    /// Their display color.
+    pub color: String,
+}
+
+/// One committed op, in a catch-up list.
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpRecord {
+    /// The revision it produced.
+    pub rev: u64,
+    /// Who made it.
+    pub author: ClientId,
+    /// The author's sequence number for it.
+    pub client_seq: u64,
+    /// The change, as applied.
+    pub delta: Delta,
+}
+
+/// One user's selection.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSelection {
+    /// Whose.
+    pub client: ClientId,
+    /// The ranges at the message's revision (empty: no selection).
+    pub ranges: Vec<Range>,
+}
+
+/// The server's limits, told to the client in `welcome`.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireLimits {
+    /// Largest message the server accepts, in bytes.
+    pub max_message_bytes: u64,
+    /// Most documents open at once per connection.
+    pub max_open_docs: u32,
+    /// Most messages per second per connection (sustained; bursts up to twice that).
+    pub max_messages_per_s: u32,
+    /// Presence updates reach each subscriber at most once per this many milliseconds per
+    /// document.
+    pub presence_interval_ms: u32,
+    /// Most chars one op may insert.
+    pub max_insert_chars: u64,
+    /// Most ops in one delta.
+    pub max_delta_ops: u64,
+    /// Most chars in a document.
+    pub max_document_chars: u64,
+    /// Ops of history kept for catching up; older base revisions need a snapshot.
+    pub history_ops: u64,
+}
+
+/// A stable error code, sent in `error` messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[rkyv(derive(Debug))]
+pub enum ErrorCode {
+    /// The message could not be decoded (bad JSON, bad archive, unknown type or field).
+    BadMessage,
+    /// `hello` was missing, repeated, or had a bad field.
+    BadHello,
+    /// The protocol version is not supported.
+    UnsupportedProtocol,
+    /// The token was refused.
+    Unauthorized,
+    /// The document id is invalid.
+    InvalidDocId,
+    /// The document is not open on this connection.
+    NotOpen,
+    /// Too many documents open on this connection, or on the server.
+    TooManyDocs,
+    /// The base revision is newer than the document.
+    BaseInFuture,
+    /// The base revision is older than the history kept: re-open the document.
+    BaseTooOld,
+    /// The delta does not apply to the document (spans past its end, or is malformed).
+    InvalidDelta,
+    /// The op or the document would be over a size limit.
+    TooLarge,
+    /// A `client_seq` went backwards.
+    SeqReused,
+    /// The selection is out of bounds or has too many ranges.
+    BadSelection,
+    /// Too many messages: the connection is closed.
+    RateLimited,
+    /// The server is overloaded; try again later.
+    Overloaded,
+    /// An internal error.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code's name, as written in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadMessage => "bad_message",
+            Self::BadHello => "bad_hello",
+            Self::UnsupportedProtocol => "unsupported_protocol",
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidDocId => "invalid_doc_id",
+            Self::NotOpen => "not_open",
+            Self::TooManyDocs => "too_many_docs",
+            Self::BaseInFuture => "base_in_future",
+            Self::BaseTooOld => "base_too_old",
+            Self::InvalidDelta => "invalid_delta",
+            Self::TooLarge => "too_large",
+            Self::SeqReused => "seq_reused",
+            Self::BadSelection => "bad_selection",
+            Self::RateLimited => "rate_limited",
+            Self::Overloaded => "overloaded",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The code for an engine refusal.
+    pub fn for_engine(e: &tandem_engine::Error) -> Self {
+        use tandem_engine::Error as E;
+        match e {
+            E::BaseRevisionInFuture { .. } => Self::BaseInFuture,
+            E::BaseRevisionTooOld { .. } => Self::BaseTooOld,
+            E::DocumentTooLarge { .. } | E::OpTooLarge { .. } => Self::TooLarge,
+            E::ClientSeqReused { .. } => Self::SeqReused,
+            E::SelectionOutOfBounds { .. } | E::TooManyRanges { .. } => Self::BadSelection,
+            _ => Self::InvalidDelta,
+        }
+    }
+}
+
+pub use messages::{ArchivedClientMsg, ArchivedServerMsg, ClientMsg, ServerMsg};
+
+/// The two message enums, in a private module: rkyv generates a helper struct per variant,
+/// which must not become public API.
+mod messages {
+    use serde::{Deserialize, Serialize};
+    use tandem_engine::{ClientId, Delta};
+
+    #[allow(unused_imports)]
+    use super::PROTOCOL_VERSION;
+    use super::{ErrorCode, OpRecord, Peer, PeerSelection, Range, WireLimits};
+
+    /// A message from a client.
+    #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+    pub enum ClientMsg {
+        /// First message on a connection.
+        Hello {
+            /// Must be [`PROTOCOL_VERSION`].
+            protocol: u32,
+            /// The client's id, kept across reconnects (exactly-once depends on it).
+            client: ClientId,
+            /// Credentials: the configured dev secret, until accounts land.
+            token: String,
+            /// Display name shown to others.
+            name: String,
+            /// Display color shown to others (any CSS color string).
+            #[serde(default)]
+            color: String,
+        },
+        /// Open (subscribe to) a document.
+        Open {
+            /// The document.
+            doc: String,
+            /// The revision the client already has; the reply then carries only the ops since.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            from_rev: Option<u64>,
+        },
+        /// Close (unsubscribe from) a document.
+        Close {
+            /// The document.
+            doc: String,
+        },
+        /// Submit an op.
+        Submit {
+            /// The document.
+            doc: String,
+            /// The revision the delta applies to.
+            base_rev: u64,
+            /// The client's sequence number for this op (strictly increasing per client).
+            client_seq: u64,
+            /// The change.
+            delta: Delta,
+        },
+        /// The client's selection, at revision `rev`.
+        Presence {
+            /// The document.
+            doc: String,
+            /// The revision the ranges refer to.
+            rev: u64,
+            /// The selection ranges (empty: no selection).
+            ranges: Vec<Range>,
+        },
+    }
+
+    /// A message from the server.
+    #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+    pub enum ServerMsg {
+        /// Reply to `hello`.
+        Welcome {
+            /// Must equal the client's.
+            protocol: u32,
+            /// This connection's session id (for logs and support).
+            session: u64,
+            /// The server's limits.
+            limits: WireLimits,
+        },
+        /// Reply to `open`: the document, as a snapshot or as the ops since `from_rev`.
+        Opened {
+            /// The document.
+            doc: String,
+            /// Its current revision.
+            rev: u64,
+            /// The whole content at `rev` (when `from_rev` was absent or too old).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            snapshot: Option<Delta>,
+            /// The ops after `from_rev`, in order (when `from_rev` was given and is retained).
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            ops: Vec<OpRecord>,
+            /// Who else has the document open.
+            online: Vec<Peer>,
+            /// The last `client_seq` the server applied from this client, if it remembers one.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            last_seq: Option<u64>,
+        },
+        /// The sender's op was applied (or had been applied before) as `rev`.
+        Ack {
+            /// The document.
+            doc: String,
+            /// The op's sequence number.
+            client_seq: u64,
+            /// The revision it produced.
+            rev: u64,
+        },
+        /// Someone else's op.
+        Op {
+            /// The document.
+            doc: String,
+            /// The revision it produced.
+            rev: u64,
+            /// Who made it.
+            author: ClientId,
+            /// The author's sequence number for it.
+            client_seq: u64,
+            /// The change, as applied.
+            delta: Delta,
+        },
+        /// Selections that changed since the last `presence` for this document.
+        Presence {
+            /// The document.
+            doc: String,
+            /// The revision the ranges refer to.
+            rev: u64,
+            /// The changed selections.
+            peers: Vec<PeerSelection>,
+        },
+        /// Someone opened the document.
+        Joined {
+            /// The document.
+            doc: String,
+            /// Who.
+            peer: Peer,
+        },
+        /// Someone closed the document or disconnected.
+        Left {
+            /// The document.
+            doc: String,
+            /// Who.
+            client: ClientId,
+        },
+        /// The document is closed for this connection (reply to `close`, or after an error).
+        Closed {
+            /// The document.
+            doc: String,
+        },
+        /// Something was refused. With `doc`, that document is closed for this connection
+        /// (re-open it to continue); without, the connection is closed after this message when
+        /// the error is fatal.
+        Error {
+            /// Stable code.
+            code: ErrorCode,
+            /// Human-readable explanation.
+            message: String,
+            /// The document concerned, if any.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            doc: Option<String>,
+        },
+    }
+}
+
+/// WebSocket close codes Tandem uses (RFC 6455 section 7.4, and 4000-4999 for the
+/// application).
+pub mod close {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// WebSocket protocol error (an unmasked client frame, a bad opcode, a bad frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A binary frame on the JSON subprotocol, or a text frame on the binary one.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A text frame with invalid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A frame or message over the size limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// An internal server error.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// The server is overloaded; reconnect later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// A message could not be decoded (garbage archive, invalid JSON, unknown type).
+    pub const BAD_MESSAGE: u16 = 4000;
+    /// `hello` was missing, repeated, malformed or refused.
+    pub const BAD_HELLO: u16 = 4001;
+    /// The token was refused.
+    pub const UNAUTHORIZED: u16 = 4003;
+    /// No frame (not even a pong) within the idle timeout.
+    pub const IDLE_TIMEOUT: u16 = 4008;
+    /// More messages than the per-connection rate limit allows.
+    pub const RATE_LIMITED: u16 = 4029;
+    /// The connection's send queue overflowed: the client reads too slowly.
+    pub const SLOW_READER: u16 = 4030;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_engine::Attributes;
+
+    #[test]
+    fn json_shapes() {
+        let m = ClientMsg::Submit {
+            doc: "d".into(),
+            base_rev: 3,
+            client_seq: 7,
+            delta: Delta::new().retain(1, Attributes::NONE).insert("a", Attributes::NONE),
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"submit","doc":"d","base_rev":3,"client_seq":7,"delta":{"ops":[{"retain":1},{"insert":"a"}]}}"#
+        );
+        let hello: ClientMsg = serde_json::from_str(
+            r#"{"type":"hello","protocol":1,"client":"00000000000000ff","token":"t","name":"Ada"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            hello,
+            ClientMsg::Hello {
+                protocol: 1,
+                client: ClientId(255),
+                token: "t".into(),
+                name: "Ada".into(),
+                color: String::new()
+            }
+        );
+        let e = ServerMsg::Error { code: ErrorCode::BaseTooOld, message: "m".into(), doc: Some("d".into()) };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"type":"error","code":"base_too_old","message":"m","doc":"d"}"#
+        );
+    }
+
+    #[test]
+    fn unknown_types_and_fields_are_refused() {
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"explode"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"close","doc":"d","x":1}"#).is_err());
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"close"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ClientMsg>(r#"{"type":"hello","protocol":1,"client":"xyz","token":"","name":""}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn doc_ids_are_validated_and_sharded_stably() {
+        assert!(DocId::new("").is_err());
+        assert!(DocId::new(&"x".repeat(257)).is_err());
+        assert!(DocId::new("a\nb").is_err());
+        let d = DocId::new("notes/2026 plan ✓").unwrap();
+        // FNV-1a is fixed: these values must never change, or documents move cores.
+        assert_eq!(DocId::new("a").unwrap().owner(1000), 0xaf63_dc4c_8601_ec8c % 1000);
+        assert!(d.owner(2) < 2);
+        let spread: std::collections::HashSet<usize> =
+            (0..100).map(|i| DocId::new(&format!("doc-{i}")).unwrap().owner(4)).collect();
+        assert_eq!(spread.len(), 4);
+    }
+}

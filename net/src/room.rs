@@ -1,0 +1,149 @@
+//! A document on its owner core: the sequencer's state, who is subscribed, and which
+//! selections changed since presence was last sent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tandem_engine::{ClientId, DocState};
+
+use crate::protocol::{Encoding, Peer};
+use crate::session::{ConnId, SessionInfo};
+
+/// Subscribers on one core with one encoding: one frame and one connection list serve them
+/// all. The list is shared with in-flight deliveries and copied only when it changes.
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub(crate) core: u16,
+    pub(crate) encoding: Encoding,
+    pub(crate) conns: Arc<Vec<ConnId>>,
+}
+
+/// One document on its owner core.
+#[derive(Debug)]
+pub(crate) struct Room {
+    pub(crate) state: DocState,
+    subs: HashMap<ConnId, Arc<SessionInfo>>,
+    pub(crate) groups: Vec<Group>,
+    /// Sessions per client: a client joins with its first and leaves with its last.
+    clients: HashMap<ClientId, u32>,
+    /// Clients whose selection changed since the last presence message.
+    pub(crate) dirty: Vec<ClientId>,
+    pub(crate) last_presence: Option<Instant>,
+}
+
+impl Room {
+    pub(crate) fn new(state: DocState) -> Self {
+        Self {
+            state,
+            subs: HashMap::new(),
+            groups: Vec::new(),
+            clients: HashMap::new(),
+            dirty: Vec::new(),
+            last_presence: None,
+        }
+    }
+
+    pub(crate) fn is_subscribed(&self, conn: ConnId) -> bool {
+        self.subs.contains_key(&conn)
+    }
+
+    /// Subscribes a session; true when its client was not here before (it joined).
+    pub(crate) fn subscribe(&mut self, info: Arc<SessionInfo>) -> bool {
+        let conn = info.conn;
+        let client = info.client;
+        let encoding = info.encoding;
+        if self.subs.insert(conn, info).is_some() {
+            return false;
+        }
+        match self.groups.iter_mut().find(|g| g.core == conn.core && g.encoding == encoding) {
+            Some(g) => Arc::make_mut(&mut g.conns).push(conn),
+            None => self.groups.push(Group { core: conn.core, encoding, conns: Arc::new(vec![conn]) }),
+        }
+        let n = self.clients.entry(client).or_insert(0);
+        *n += 1;
+        *n == 1
+    }
+
+    /// Unsubscribes a connection; returns its session and whether its client left.
+    pub(crate) fn unsubscribe(&mut self, conn: ConnId) -> Option<(Arc<SessionInfo>, bool)> {
+        let info = self.subs.remove(&conn)?;
+        if let Some(i) = self.groups.iter().position(|g| g.core == conn.core && g.encoding == info.encoding) {
+            let g = &mut self.groups[i];
+            Arc::make_mut(&mut g.conns).retain(|c| *c != conn);
+            if g.conns.is_empty() {
+                self.groups.swap_remove(i);
+            }
+        }
+        let left = match self.clients.get_mut(&info.client) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                self.clients.remove(&info.client);
+                true
+            }
+        };
+        if left {
+            self.state.remove_selection(info.client);
+            self.dirty.retain(|c| *c != info.client);
+        }
+        Some((info, left))
+    }
+
+    /// Everyone here, one entry per client.
+    pub(crate) fn online(&self) -> Vec<Peer> {
+        let mut seen: HashMap<ClientId, Peer> = HashMap::new();
+        for info in self.subs.values() {
+            seen.entry(info.client).or_insert_with(|| info.peer.clone());
+        }
+        let mut peers: Vec<Peer> = seen.into_values().collect();
+        peers.sort_by_key(|p| p.client);
+        peers
+    }
+
+    /// Marks a client's selection as changed.
+    pub(crate) fn touch(&mut self, client: ClientId) {
+        if !self.dirty.contains(&client) {
+            self.dirty.push(client);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_engine::Limits;
+
+    fn info(core: u16, seq: u64, client: u64, encoding: Encoding) -> Arc<SessionInfo> {
+        Arc::new(SessionInfo {
+            conn: ConnId { core, seq },
+            session: seq,
+            client: ClientId(client),
+            encoding,
+            peer: Peer { client: ClientId(client), user: "u".into(), name: "n".into(), color: String::new() },
+        })
+    }
+
+    #[test]
+    fn groups_follow_subscriptions() {
+        let mut room = Room::new(DocState::new(Limits::default()));
+        assert!(room.subscribe(info(0, 1, 10, Encoding::Binary)));
+        assert!(room.subscribe(info(0, 2, 11, Encoding::Json)));
+        assert!(room.subscribe(info(1, 3, 12, Encoding::Binary)));
+        // The same client on a second connection does not join twice.
+        assert!(!room.subscribe(info(1, 4, 12, Encoding::Binary)));
+        assert_eq!(room.groups.len(), 3);
+        let shared = Arc::clone(&room.groups.iter().find(|g| g.core == 1).unwrap().conns);
+        assert_eq!(shared.len(), 2);
+        assert_eq!(room.unsubscribe(ConnId { core: 1, seq: 3 }).map(|(_, left)| left), Some(false));
+        // In-flight lists keep their copy.
+        assert_eq!(shared.len(), 2);
+        assert_eq!(room.groups.iter().find(|g| g.core == 1).unwrap().conns.len(), 1);
+        assert_eq!(room.unsubscribe(ConnId { core: 1, seq: 4 }).map(|(_, left)| left), Some(true));
+        assert_eq!(room.groups.len(), 2);
+        assert_eq!(room.online().len(), 2);
+        assert!(room.unsubscribe(ConnId { core: 9, seq: 9 }).is_none());
+    }
+}

@@ -1,0 +1,278 @@
+//! One core's runtime: its listener, connections, inbox, timers and shard.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::Shared;
+use super::conn::{self, ConnState};
+use super::mailbox::Backlog;
+use super::notify::Notify;
+use crate::metrics::{CoreStats, Driver};
+use crate::protocol::close;
+use crate::session::ConnId;
+use crate::shard::{CoreMsg, Effect, Shard};
+
+/// Most inbox messages handled before letting other tasks run.
+const INBOX_BATCH: usize = 1024;
+
+pub(crate) struct Core {
+    pub(crate) id: u16,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) shard: RefCell<Shard>,
+    pub(crate) conns: RefCell<HashMap<ConnId, Rc<ConnState>>>,
+    backlogs: RefCell<Vec<Backlog>>,
+    backlog_waiting: Notify,
+    effects: RefCell<Vec<Effect>>,
+    pub(crate) shutdown: Notify,
+    pub(crate) stopping: Cell<bool>,
+    pub(crate) stats: Arc<CoreStats>,
+}
+
+impl Core {
+    /// Carries out the shard's effects.
+    pub(crate) fn apply_effects(&self) {
+        let mut effects = std::mem::take(&mut *self.effects.borrow_mut());
+        self.shard.borrow_mut().drain_effects_into(&mut effects);
+        let limit = self.shared.config.send_queue_bytes;
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Send { conn, frame } => {
+                    if let Some(c) = self.conns.borrow().get(&conn)
+                        && !c.queue(frame, limit)
+                    {
+                        CoreStats::bump(&self.stats.slow_reader_closes);
+                    }
+                }
+                Effect::Close { conn, code, reason } => {
+                    if code == close::RATE_LIMITED {
+                        CoreStats::bump(&self.stats.rate_limited_closes);
+                    }
+                    if let Some(c) = self.conns.borrow().get(&conn) {
+                        c.close(code, &reason);
+                    }
+                }
+                Effect::ToCore { core, msg } => self.send_core(core, msg),
+            }
+        }
+        *self.effects.borrow_mut() = effects;
+    }
+
+    fn send_core(&self, core: u16, msg: CoreMsg) {
+        let inbox = &self.shared.inboxes[usize::from(core)];
+        let mut backlogs = self.backlogs.borrow_mut();
+        let backlog = &mut backlogs[usize::from(core)];
+        let was_empty = backlog.is_empty();
+        backlog.send(inbox, msg, self.shared.config.backlog_limit);
+        if was_empty && !backlog.is_empty() {
+            self.backlog_waiting.notify();
+        }
+    }
+
+    /// True while another core's inbox is so full that this core's readers should pause.
+    pub(crate) fn backlogged(&self) -> bool {
+        let half = self.shared.config.backlog_limit / 2;
+        self.backlogs.borrow().iter().any(|b| b.len() > half)
+    }
+
+    fn total_backlog(&self) -> usize {
+        self.backlogs.borrow().iter().map(Backlog::len).sum()
+    }
+}
+
+/// The thread body of core `id`.
+pub(crate) fn run(
+    id: u16,
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    started: &mpsc::Sender<std::io::Result<(u16, Driver)>>,
+) {
+    if shared.config.pin_cores
+        && let Err(e) = monoio::utils::bind_to_cpu_set([usize::from(id)])
+    {
+        warn!(core = id, "could not pin to cpu {id}: {e:?}");
+    }
+    let forced = std::env::var("MONOIO_FORCE_LEGACY_DRIVER")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    let driver = if monoio::utils::detect_uring() { Driver::IoUring } else { Driver::Epoll };
+    let why = match driver {
+        Driver::IoUring => "the kernel supports every io_uring op used",
+        Driver::Epoll if forced => "MONOIO_FORCE_LEGACY_DRIVER is set",
+        Driver::Epoll => "io_uring is unavailable here (old kernel, or blocked by seccomp)",
+    };
+    info!(core = id, driver = driver.name(), "core {id} runs {}: {why}", driver.name());
+    let stats = Arc::clone(&shared.stats[usize::from(id)]);
+    stats.driver.store(u64::from(driver == Driver::Epoll), Ordering::Relaxed);
+
+    let runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build();
+    let mut runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    let started = started.clone();
+    runtime.block_on(async move {
+        let listener = match monoio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        let cores = shared.inboxes.len();
+        let core = Rc::new(Core {
+            id,
+            shard: RefCell::new(Shard::new(id, Arc::clone(&shared.shard))),
+            conns: RefCell::new(HashMap::new()),
+            backlogs: RefCell::new((0..cores).map(|_| Backlog::default()).collect()),
+            backlog_waiting: Notify::default(),
+            effects: RefCell::new(Vec::new()),
+            shutdown: Notify::default(),
+            stopping: Cell::new(false),
+            stats,
+            shared,
+        });
+        monoio::spawn(inbox(Rc::clone(&core)));
+        monoio::spawn(ticker(Rc::clone(&core)));
+        monoio::spawn(flusher(Rc::clone(&core)));
+        let _ = started.send(Ok((id, driver)));
+        accept(&core, listener).await;
+        drain(&core).await;
+    });
+}
+
+async fn accept(core: &Rc<Core>, listener: monoio::net::TcpListener) {
+    loop {
+        monoio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let shared = &core.shared;
+                    if shared.connections.fetch_add(1, Ordering::AcqRel) >= shared.config.max_connections {
+                        shared.connections.fetch_sub(1, Ordering::AcqRel);
+                        CoreStats::bump(&core.stats.refused);
+                        monoio::spawn(conn::refuse(stream, "503 Service Unavailable", "too many connections"));
+                        continue;
+                    }
+                    CoreStats::bump(&core.stats.accepted);
+                    monoio::spawn(conn::serve(Rc::clone(core), stream));
+                }
+                // Out of file descriptors and the like: back off briefly instead of spinning.
+                Err(e) => {
+                    warn!(core = core.id, "accept failed: {e}");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            () = core.shutdown.wait() => return,
+        }
+    }
+}
+
+/// Shutdown: close every connection with 1001 and wait for them (up to the grace period).
+async fn drain(core: &Rc<Core>) {
+    core.stopping.set(true);
+    for c in core.conns.borrow().values() {
+        c.close(close::GOING_AWAY, "server shutting down");
+    }
+    let deadline = Instant::now() + Duration::from_millis(core.shared.config.shutdown_grace_ms);
+    while !core.conns.borrow().is_empty() && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for c in core.conns.borrow().values() {
+        c.kill();
+    }
+    info!(core = core.id, "core {} stopped", core.id);
+}
+
+/// Handles messages from other cores.
+async fn inbox(core: Rc<Core>) {
+    let mailbox = &core.shared.inboxes[usize::from(core.id)];
+    let mut pokes = 0;
+    loop {
+        mailbox.ready(pokes).await;
+        pokes = mailbox.pokes.load(Ordering::Acquire);
+        if core.shared.shutting_down.load(Ordering::Acquire) && !core.stopping.get() {
+            core.shutdown.notify();
+        }
+        let now = Instant::now();
+        let mut handled = 0;
+        {
+            let mut shard = core.shard.borrow_mut();
+            while handled < INBOX_BATCH {
+                let Some(msg) = mailbox.pop() else { break };
+                shard.on_core_msg(msg, now);
+                handled += 1;
+            }
+        }
+        core.apply_effects();
+        if handled == INBOX_BATCH {
+            super::notify::yield_now().await;
+        }
+    }
+}
+
+/// Retries messages held back for full inboxes.
+async fn flusher(core: Rc<Core>) {
+    loop {
+        core.backlog_waiting.wait().await;
+        loop {
+            let mut all_empty = true;
+            for (i, b) in core.backlogs.borrow_mut().iter_mut().enumerate() {
+                all_empty &= b.flush(&core.shared.inboxes[i]);
+            }
+            core.stats.backlog_depth.store(core.total_backlog() as u64, Ordering::Relaxed);
+            if all_empty {
+                break;
+            }
+            monoio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+}
+
+/// Presence, metrics, and connection timeouts.
+async fn ticker(core: Rc<Core>) {
+    let cfg = &core.shared.config;
+    let tick = Duration::from_millis((cfg.presence_interval_ms / 2).clamp(1, 100));
+    let idle = Duration::from_millis(cfg.idle_timeout_ms);
+    let handshake = Duration::from_millis(cfg.handshake_timeout_ms);
+    let mut last_second = Instant::now();
+    let mut last_ops = (0, 0);
+    let mut last_scan = Instant::now();
+    loop {
+        monoio::time::sleep(tick).await;
+        let now = Instant::now();
+        core.shard.borrow_mut().tick(now);
+        core.apply_effects();
+
+        if now.duration_since(last_scan) >= Duration::from_millis(200) {
+            last_scan = now;
+            let shard = core.shard.borrow();
+            for c in core.conns.borrow().values() {
+                c.check_timeouts(now, idle, handshake, shard.has_hello(c.id));
+            }
+        }
+
+        let shard = core.shard.borrow();
+        let s = shard.stats();
+        core.stats.publish(s, shard.connections(), shard.documents());
+        let elapsed = now.duration_since(last_second);
+        if elapsed >= Duration::from_secs(1) {
+            let per_s = |now: u64, before: u64| ((now - before) as f64 / elapsed.as_secs_f64()).round() as u64;
+            core.stats.ops_in_per_s.store(per_s(s.ops_in, last_ops.0), Ordering::Relaxed);
+            core.stats.ops_out_per_s.store(per_s(s.ops_out, last_ops.1), Ordering::Relaxed);
+            last_ops = (s.ops_in, s.ops_out);
+            last_second = now;
+        }
+        let mailbox = &core.shared.inboxes[usize::from(core.id)];
+        core.stats.inbox_depth.store(mailbox.len() as u64, Ordering::Relaxed);
+        let queued: usize = core.conns.borrow().values().map(|c| c.queued_bytes()).sum();
+        core.stats.send_queue_bytes.store(queued as u64, Ordering::Relaxed);
+    }
+}

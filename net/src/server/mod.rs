@@ -1,0 +1,322 @@
+//! The I/O shell: one monoio runtime per core, each with its own listener on the shared port
+//! (`SO_REUSEPORT`), its own connections and its own [`Shard`].
+//!
+//! Everything here moves bytes and time: accepting, the HTTP handshake, reading and writing
+//! sockets, timers, and carrying a shard's effects to connections and to other cores. The
+//! decisions are the shard's.
+
+mod conn;
+mod core;
+mod mailbox;
+mod notify;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tandem_engine::Limits;
+
+use crate::metrics::{CoreStats, Driver};
+use crate::shard::ShardConfig;
+use mailbox::Mailbox;
+
+/// Everything the server can be told. Every field has a safe default; the `tandem` binary
+/// loads this from TOML, flags and `TANDEM_*` variables.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Worker threads, one per core (0: one per available core).
+    pub cores: usize,
+    /// Pin each worker thread to its core.
+    pub pin_cores: bool,
+    /// Most connections at once, over all cores.
+    pub max_connections: usize,
+    /// Largest WebSocket frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Largest WebSocket message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Bytes a connection may have queued for writing; a slower reader is closed (4030).
+    pub send_queue_bytes: usize,
+    /// Time allowed for the HTTP handshake, and then for `hello` (slowloris protection).
+    pub handshake_timeout_ms: u64,
+    /// After this long without a frame the server pings; after twice this long it closes
+    /// the connection (4008).
+    pub idle_timeout_ms: u64,
+    /// Sustained messages per second per connection (bursts of twice that); over it the
+    /// connection is closed (4029).
+    pub max_messages_per_s: u32,
+    /// Most documents open at once per connection.
+    pub max_open_docs: usize,
+    /// Most documents in memory per core.
+    pub max_docs_per_core: usize,
+    /// Presence reaches each subscriber at most once per this many milliseconds per document.
+    pub presence_interval_ms: u64,
+    /// Allowed `Origin` header values for the WebSocket upgrade; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// When set, `hello` tokens must equal this secret; when unset, any token is accepted.
+    pub dev_secret: Option<String>,
+    /// Messages each core's inbox holds.
+    pub inbox_capacity: usize,
+    /// Messages a core holds back for another core's full inbox before it drops frames and
+    /// closes the connections they were for (1013).
+    pub backlog_limit: usize,
+    /// Time given to connections to close on shutdown.
+    pub shutdown_grace_ms: u64,
+    /// Per-document engine limits.
+    pub limits: LimitsConfig,
+}
+
+/// The engine's per-document limits, as configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most chars in a document.
+    pub max_document_chars: usize,
+    /// Most chars one op may insert.
+    pub max_insert_chars: usize,
+    /// Most ops in one delta.
+    pub max_delta_ops: usize,
+    /// Ops kept in memory for transforming late submissions and catching up.
+    pub history_ops: usize,
+    /// Bytes of ops kept in that window.
+    pub history_bytes: usize,
+    /// Clients remembered per document for exactly-once resubmission.
+    pub max_tracked_clients: usize,
+    /// Most ranges in one selection.
+    pub max_selection_ranges: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            max_document_chars: l.max_document_chars,
+            max_insert_chars: l.max_insert_chars,
+            max_delta_ops: l.max_delta_ops,
+            history_ops: l.history_ops,
+            history_bytes: l.history_bytes,
+            max_tracked_clients: l.max_tracked_clients,
+            max_selection_ranges: l.max_selection_ranges,
+        }
+    }
+}
+
+impl From<&LimitsConfig> for Limits {
+    fn from(c: &LimitsConfig) -> Self {
+        Self {
+            max_document_chars: c.max_document_chars,
+            max_insert_chars: c.max_insert_chars,
+            max_delta_ops: c.max_delta_ops,
+            history_ops: c.history_ops,
+            history_bytes: c.history_bytes,
+            max_tracked_clients: c.max_tracked_clients,
+            max_selection_ranges: c.max_selection_ranges,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cores: 0,
+            pin_cores: false,
+            max_connections: 100_000,
+            max_frame_bytes: 4 * 1024 * 1024,
+            max_message_bytes: 4 * 1024 * 1024,
+            send_queue_bytes: 8 * 1024 * 1024,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            max_messages_per_s: 200,
+            max_open_docs: 64,
+            max_docs_per_core: 100_000,
+            presence_interval_ms: 50,
+            allowed_origins: Vec::new(),
+            dev_secret: None,
+            inbox_capacity: 65_536,
+            backlog_limit: 1_000_000,
+            shutdown_grace_ms: 5_000,
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The number of worker threads this config asks for.
+    pub fn resolved_cores(&self) -> usize {
+        if self.cores == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { self.cores }
+    }
+
+    /// Checks the values make sense together.
+    pub fn validate(&self) -> Result<(), String> {
+        let cores = self.resolved_cores();
+        if cores > 1024 {
+            return Err(format!("cores = {cores}: at most 1024"));
+        }
+        if self.max_frame_bytes == 0 || self.max_message_bytes < self.max_frame_bytes.min(self.max_message_bytes) {
+            return Err("max_frame_bytes and max_message_bytes must be positive".into());
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(format!("max_message_bytes = {}: at least 1024", self.max_message_bytes));
+        }
+        if self.send_queue_bytes < self.max_message_bytes.min(64 * 1024) {
+            return Err("send_queue_bytes must hold at least one message (or 64 KiB)".into());
+        }
+        if self.handshake_timeout_ms == 0 || self.idle_timeout_ms == 0 {
+            return Err("timeouts must be positive".into());
+        }
+        if self.max_messages_per_s == 0 || self.max_open_docs == 0 || self.max_docs_per_core == 0 {
+            return Err("max_messages_per_s, max_open_docs and max_docs_per_core must be positive".into());
+        }
+        if self.inbox_capacity == 0 || self.backlog_limit == 0 {
+            return Err("inbox_capacity and backlog_limit must be positive".into());
+        }
+        Ok(())
+    }
+
+    fn shard_config(&self) -> ShardConfig {
+        ShardConfig {
+            cores: u16::try_from(self.resolved_cores()).expect("validated: at most 1024 cores"),
+            limits: Limits::from(&self.limits),
+            max_docs_per_core: self.max_docs_per_core,
+            max_open_docs: self.max_open_docs,
+            max_messages_per_s: self.max_messages_per_s,
+            presence_interval: Duration::from_millis(self.presence_interval_ms),
+            max_message_bytes: self.max_message_bytes,
+            dev_secret: self.dev_secret.clone(),
+        }
+    }
+}
+
+/// What the cores share: read-only config, the inboxes, published stats, lifecycle flags.
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) shard: Arc<ShardConfig>,
+    pub(crate) inboxes: Vec<Mailbox>,
+    pub(crate) stats: Vec<Arc<CoreStats>>,
+    pub(crate) shutting_down: AtomicBool,
+    pub(crate) ready: AtomicBool,
+    pub(crate) connections: AtomicUsize,
+}
+
+/// A running server.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    drivers: Vec<Driver>,
+}
+
+impl ServerHandle {
+    /// The address it listens on (with the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The I/O driver each core runs.
+    pub fn drivers(&self) -> &[Driver] {
+        &self.drivers
+    }
+
+    /// Every core's published numbers.
+    pub fn stats(&self) -> &[Arc<CoreStats>] {
+        &self.shared.stats
+    }
+
+    /// Starts a graceful shutdown: stop accepting, flush, close every client with 1001.
+    pub fn shutdown(&self) {
+        if !self.shared.shutting_down.swap(true, Ordering::AcqRel) {
+            self.shared.ready.store(false, Ordering::Release);
+            for inbox in &self.shared.inboxes {
+                inbox.poke();
+            }
+        }
+    }
+
+    /// Waits for every core to finish (after [`ServerHandle::shutdown`]).
+    pub fn join(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.shutdown();
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Binds one listener per core on the same address (`SO_REUSEPORT`).
+fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let mut listeners = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        socket.set_reuse_port(true)?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        let l: std::net::TcpListener = socket.into();
+        // Port 0 picks a port once; every other core joins that one.
+        addr = l.local_addr()?;
+        listeners.push(l);
+    }
+    Ok((addr, listeners))
+}
+
+/// Starts the server and returns once every core is listening.
+pub fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
+    config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let cores = config.resolved_cores();
+    let (addr, listeners) = bind_listeners(config.listen, cores)?;
+    let shared = Arc::new(Shared {
+        shard: Arc::new(config.shard_config()),
+        inboxes: (0..cores).map(|_| Mailbox::new(config.inbox_capacity)).collect(),
+        stats: (0..cores).map(|_| Arc::new(CoreStats::default())).collect(),
+        config,
+        shutting_down: AtomicBool::new(false),
+        ready: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
+    });
+    let (started_tx, started_rx) = mpsc::channel();
+    let mut threads = Vec::with_capacity(cores);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let shared = Arc::clone(&shared);
+        let started = started_tx.clone();
+        let id = u16::try_from(i).expect("validated: at most 1024 cores");
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("tandem-core-{i}"))
+                .spawn(move || core::run(id, shared, listener, &started))?,
+        );
+    }
+    drop(started_tx);
+    let mut drivers = vec![Driver::Epoll; cores];
+    for _ in 0..cores {
+        match started_rx.recv() {
+            Ok(Ok((core, driver))) => drivers[usize::from(core)] = driver,
+            Ok(Err(e)) => {
+                shared.shutting_down.store(true, Ordering::Release);
+                for inbox in &shared.inboxes {
+                    inbox.poke();
+                }
+                return Err(e);
+            }
+            Err(_) => return Err(std::io::Error::other("a core thread exited during start-up")),
+        }
+    }
+    shared.ready.store(true, Ordering::Release);
+    Ok(ServerHandle { addr, shared, threads, drivers })
+}

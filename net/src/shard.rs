@@ -1,0 +1,708 @@
+//! One core's share of the server, sans I/O.
+//!
+//! A [`Shard`] owns the documents that hash to its core ([`DocId::owner`]) and the sessions of
+//! the connections its core accepted. It takes events (a decoded client message, a message
+//! from another core, a closed connection, a tick of the clock) and produces [`Effect`]s: a
+//! frame for one of its connections, a connection to close, or a message for another core.
+//! The I/O shell (`crate::server`) carries the effects out; tests drive shards directly.
+//!
+//! A client message for a document owned elsewhere is forwarded to the owner core, which
+//! answers with frames for the connection's core. Broadcasts are encoded once per encoding
+//! and reach each other core as one message holding the frame and the connection list.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tandem_engine::{Delta, DocState, Limits, SelectionRange, Submitted};
+
+use crate::codec::{Frame, encode_server};
+use crate::protocol::{
+    ClientMsg, DocId, Encoding, ErrorCode, MAX_NAME_BYTES, MAX_TOKEN_BYTES, OpRecord, PROTOCOL_VERSION, Peer,
+    PeerSelection, Range, ServerMsg, WireLimits, close,
+};
+use crate::room::Room;
+use crate::session::{ConnId, Session, SessionInfo};
+
+/// What a shard needs to know, shared by all cores.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// Number of cores (shards).
+    pub cores: u16,
+    /// Per-document engine limits.
+    pub limits: Limits,
+    /// Most documents in memory per core.
+    pub max_docs_per_core: usize,
+    /// Most documents open at once per connection.
+    pub max_open_docs: usize,
+    /// Sustained messages per second per connection (bursts of twice that).
+    pub max_messages_per_s: u32,
+    /// Presence reaches subscribers at most this often per document.
+    pub presence_interval: Duration,
+    /// Largest message accepted, in bytes (told to clients).
+    pub max_message_bytes: usize,
+    /// When set, `hello` tokens must equal it; when unset, any token is accepted.
+    pub dev_secret: Option<String>,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self {
+            cores: 1,
+            limits: Limits::default(),
+            max_docs_per_core: 100_000,
+            max_open_docs: 64,
+            max_messages_per_s: 200,
+            presence_interval: Duration::from_millis(50),
+            max_message_bytes: 4 * 1024 * 1024,
+            dev_secret: None,
+        }
+    }
+}
+
+/// A request from a connection to a document's owner core.
+#[derive(Clone, Debug)]
+pub enum DocRequest {
+    /// Subscribe, catching up from `from_rev`.
+    Open {
+        /// The revision the client has.
+        from_rev: Option<u64>,
+    },
+    /// Unsubscribe.
+    Close,
+    /// Submit an op.
+    Submit {
+        /// Its base revision.
+        base_rev: u64,
+        /// The client's sequence number.
+        client_seq: u64,
+        /// The change (boxed: it is most of the message's size, and inbox slots are sized
+        /// for the largest message).
+        delta: Box<Delta>,
+    },
+    /// Set the client's selection, given at `rev`.
+    Presence {
+        /// The revision the ranges refer to.
+        rev: u64,
+        /// The ranges.
+        ranges: Vec<SelectionRange>,
+    },
+    /// The connection is gone: unsubscribe without a reply.
+    Gone,
+}
+
+/// A message between cores.
+#[derive(Clone, Debug)]
+pub enum CoreMsg {
+    /// A connection's request for a document the receiving core owns.
+    Doc {
+        /// The document.
+        doc: DocId,
+        /// The connection's session.
+        from: Arc<SessionInfo>,
+        /// What it asks.
+        req: DocRequest,
+    },
+    /// A frame for connections on the receiving core, except `except`.
+    Deliver {
+        /// The connections.
+        conns: Arc<Vec<ConnId>>,
+        /// One to skip (the author of a broadcast op).
+        except: Option<ConnId>,
+        /// The frame.
+        frame: Frame,
+    },
+    /// A frame for one connection on the receiving core.
+    DeliverOne {
+        /// The connection.
+        conn: ConnId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Close these connections on the receiving core (messages for them were lost).
+    Kick {
+        /// The connections.
+        conns: Vec<ConnId>,
+        /// The close code.
+        code: u16,
+    },
+}
+
+/// What a shard asks its I/O shell to do.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// Queue a frame on a connection of this core.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Close a connection of this core after what is queued, with a close code.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// The close code.
+        code: u16,
+        /// The close reason (at most 123 bytes).
+        reason: String,
+    },
+    /// Send a message to another core.
+    ToCore {
+        /// The core.
+        core: u16,
+        /// The message.
+        msg: CoreMsg,
+    },
+}
+
+/// Counters a shard keeps, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Client messages handled.
+    pub messages_in: u64,
+    /// Ops applied.
+    pub ops_in: u64,
+    /// Op messages queued to subscribers (fan-out).
+    pub ops_out: u64,
+    /// All frames queued to connections of this core.
+    pub frames_out: u64,
+    /// Presence messages queued to subscribers.
+    pub presence_out: u64,
+    /// Error messages sent.
+    pub errors: u64,
+    /// Messages sent to other cores.
+    pub core_msgs_out: u64,
+    /// Messages received from other cores.
+    pub core_msgs_in: u64,
+}
+
+/// One core's documents and sessions.
+#[derive(Debug)]
+pub struct Shard {
+    core: u16,
+    config: Arc<ShardConfig>,
+    sessions: HashMap<ConnId, Session>,
+    rooms: HashMap<DocId, Room>,
+    /// Rooms with presence waiting to be sent.
+    presence_due: Vec<DocId>,
+    next_conn: u64,
+    effects: Vec<Effect>,
+    stats: ShardStats,
+}
+
+impl Shard {
+    /// The shard of core `core`.
+    pub fn new(core: u16, config: Arc<ShardConfig>) -> Self {
+        assert!(core < config.cores, "core {core} of {}", config.cores);
+        Self {
+            core,
+            config,
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            presence_due: Vec::new(),
+            next_conn: 1,
+            effects: Vec::new(),
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// This shard's core.
+    pub fn core(&self) -> u16 {
+        self.core
+    }
+
+    /// Connections on this core.
+    pub fn connections(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Documents in memory on this core.
+    pub fn documents(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    /// The sequencer state of a document this core owns.
+    pub fn document(&self, doc: &DocId) -> Option<&DocState> {
+        self.rooms.get(doc).map(|r| &r.state)
+    }
+
+    /// Takes the effects produced so far.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Moves the effects produced so far into `out` (reusing its allocation).
+    pub fn drain_effects_into(&mut self, out: &mut Vec<Effect>) {
+        out.append(&mut self.effects);
+    }
+
+    /// A WebSocket connection finished its handshake on this core.
+    pub fn connect(&mut self, encoding: Encoding, now: Instant) -> ConnId {
+        let conn = ConnId { core: self.core, seq: self.next_conn };
+        self.next_conn += 1;
+        self.sessions.insert(conn, Session::new(encoding, self.config.max_messages_per_s, now));
+        conn
+    }
+
+    /// A connection of this core is gone: its documents are closed for it.
+    pub fn disconnect(&mut self, conn: ConnId) {
+        let Some(session) = self.sessions.remove(&conn) else { return };
+        let Some(info) = session.info else { return };
+        for doc in session.open {
+            self.route(doc, &info, DocRequest::Gone);
+        }
+    }
+
+    /// How long a connection has been up (for handshake-to-hello timeouts).
+    pub fn connection_age(&self, conn: ConnId, now: Instant) -> Option<Duration> {
+        self.sessions.get(&conn).map(|s| s.age(now))
+    }
+
+    /// True when the connection has said `hello`.
+    pub fn has_hello(&self, conn: ConnId) -> bool {
+        self.sessions.get(&conn).is_some_and(|s| s.info.is_some())
+    }
+
+    /// A frame payload could not be decoded: tell the client and close.
+    pub fn bad_message(&mut self, conn: ConnId, message: &str) {
+        let Some(session) = self.sessions.get(&conn) else { return };
+        let encoding = session.encoding;
+        self.error_to(conn, encoding, ErrorCode::BadMessage, message.to_owned(), None);
+        self.close(conn, close::BAD_MESSAGE, "bad message");
+    }
+
+    /// Handles a decoded message from a connection of this core.
+    pub fn on_message(&mut self, conn: ConnId, msg: ClientMsg, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&conn).filter(|s| !s.closed) else { return };
+        self.stats.messages_in += 1;
+        let encoding = session.encoding;
+        if !session.rate.take(now) {
+            let max = self.config.max_messages_per_s;
+            self.error_to(conn, encoding, ErrorCode::RateLimited, format!("more than {max} messages/s"), None);
+            self.close(conn, close::RATE_LIMITED, "rate limit exceeded");
+            return;
+        }
+        let info = match (&session.info, msg) {
+            (None, ClientMsg::Hello { protocol, client, token, name, color }) => {
+                self.hello(conn, protocol, client, token, name, color);
+                return;
+            }
+            (None, _) => {
+                self.error_to(conn, encoding, ErrorCode::BadHello, "the first message must be hello".into(), None);
+                self.close(conn, close::BAD_HELLO, "hello required");
+                return;
+            }
+            (Some(_), ClientMsg::Hello { .. }) => {
+                self.error_to(conn, encoding, ErrorCode::BadHello, "hello was already received".into(), None);
+                self.close(conn, close::BAD_HELLO, "duplicate hello");
+                return;
+            }
+            (Some(info), msg) => (Arc::clone(info), msg),
+        };
+        let (info, msg) = info;
+        let (doc_name, req) = match msg {
+            ClientMsg::Hello { .. } => unreachable!("handled above"),
+            ClientMsg::Open { doc, from_rev } => (doc, DocRequest::Open { from_rev }),
+            ClientMsg::Close { doc } => (doc, DocRequest::Close),
+            ClientMsg::Submit { doc, base_rev, client_seq, delta } => {
+                (doc, DocRequest::Submit { base_rev, client_seq, delta: Box::new(delta) })
+            }
+            ClientMsg::Presence { doc, rev, ranges } => {
+                let Some(ranges) = ranges.into_iter().map(Range::to_engine).collect::<Option<Vec<_>>>() else {
+                    self.error_to(conn, encoding, ErrorCode::BadSelection, "position too large".into(), Some(doc));
+                    return;
+                };
+                (doc, DocRequest::Presence { rev, ranges })
+            }
+        };
+        let doc = match DocId::new(&doc_name) {
+            Ok(d) => d,
+            Err(e) => {
+                self.error_to(conn, encoding, ErrorCode::InvalidDocId, e, None);
+                return;
+            }
+        };
+        let session = self.sessions.get_mut(&conn).expect("checked above");
+        match req {
+            DocRequest::Open { .. } => {
+                if !session.open.contains(&doc) && session.open.len() >= self.config.max_open_docs {
+                    let max = self.config.max_open_docs;
+                    self.error_to(
+                        conn,
+                        encoding,
+                        ErrorCode::TooManyDocs,
+                        format!("at most {max} documents open per connection"),
+                        Some(doc_name),
+                    );
+                    return;
+                }
+                session.open.insert(doc.clone());
+            }
+            DocRequest::Close => {
+                if !session.open.remove(&doc) {
+                    self.error_to(conn, encoding, ErrorCode::NotOpen, "document is not open".into(), Some(doc_name));
+                    return;
+                }
+            }
+            _ => {
+                if !session.open.contains(&doc) {
+                    self.error_to(conn, encoding, ErrorCode::NotOpen, "document is not open".into(), Some(doc_name));
+                    return;
+                }
+            }
+        }
+        self.route(doc, &info, req);
+    }
+
+    fn hello(
+        &mut self,
+        conn: ConnId,
+        protocol: u32,
+        client: tandem_engine::ClientId,
+        token: String,
+        name: String,
+        color: String,
+    ) {
+        let encoding = self.sessions[&conn].encoding;
+        if protocol != PROTOCOL_VERSION {
+            let msg = format!("protocol {protocol} is not supported; this server speaks {PROTOCOL_VERSION}");
+            self.error_to(conn, encoding, ErrorCode::UnsupportedProtocol, msg, None);
+            self.close(conn, close::BAD_HELLO, "unsupported protocol");
+            return;
+        }
+        if name.len() > MAX_NAME_BYTES || color.len() > MAX_NAME_BYTES || token.len() > MAX_TOKEN_BYTES {
+            let msg = format!("name and color are at most {MAX_NAME_BYTES} bytes, token {MAX_TOKEN_BYTES}");
+            self.error_to(conn, encoding, ErrorCode::BadHello, msg, None);
+            self.close(conn, close::BAD_HELLO, "bad hello");
+            return;
+        }
+        if let Some(secret) = &self.config.dev_secret
+            && !constant_time_eq(secret.as_bytes(), token.as_bytes())
+        {
+            self.error_to(conn, encoding, ErrorCode::Unauthorized, "token refused".into(), None);
+            self.close(conn, close::UNAUTHORIZED, "unauthorized");
+            return;
+        }
+        let session = (u64::from(self.core) << 48) | conn.seq;
+        let info = Arc::new(SessionInfo {
+            conn,
+            session,
+            client,
+            encoding,
+            // Until accounts land, the user is who the client says it is.
+            peer: Peer { client, user: name.clone(), name, color },
+        });
+        self.sessions.get_mut(&conn).expect("caller checked").info = Some(info);
+        let c = &self.config;
+        let limits = WireLimits {
+            max_message_bytes: c.max_message_bytes as u64,
+            max_open_docs: u32::try_from(c.max_open_docs).unwrap_or(u32::MAX),
+            max_messages_per_s: c.max_messages_per_s,
+            presence_interval_ms: u32::try_from(c.presence_interval.as_millis()).unwrap_or(u32::MAX),
+            max_insert_chars: c.limits.max_insert_chars as u64,
+            max_delta_ops: c.limits.max_delta_ops as u64,
+            max_document_chars: c.limits.max_document_chars as u64,
+            history_ops: c.limits.history_ops as u64,
+        };
+        self.send_local(
+            conn,
+            encode_server(&ServerMsg::Welcome { protocol: PROTOCOL_VERSION, session, limits }, encoding),
+        );
+    }
+
+    /// Handles a message from another core.
+    pub fn on_core_msg(&mut self, msg: CoreMsg, now: Instant) {
+        self.stats.core_msgs_in += 1;
+        match msg {
+            CoreMsg::Doc { doc, from, req } => self.on_doc(doc, &from, req, now),
+            CoreMsg::Deliver { conns, except, frame } => {
+                for &conn in conns.iter() {
+                    if Some(conn) != except && self.sessions.contains_key(&conn) {
+                        self.send_local(conn, frame.clone());
+                    }
+                }
+            }
+            CoreMsg::DeliverOne { conn, frame } => {
+                if self.sessions.contains_key(&conn) {
+                    self.send_local(conn, frame);
+                }
+            }
+            CoreMsg::Kick { conns, code } => {
+                for conn in conns {
+                    if self.sessions.contains_key(&conn) {
+                        self.close(conn, code, "server overloaded");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends due presence; call at least every `presence_interval`.
+    pub fn tick(&mut self, now: Instant) {
+        let interval = self.config.presence_interval;
+        let due = std::mem::take(&mut self.presence_due);
+        for doc in due {
+            let Some(room) = self.rooms.get_mut(&doc) else { continue };
+            if room.dirty.is_empty() {
+                continue;
+            }
+            if room.last_presence.is_some_and(|t| now.saturating_duration_since(t) < interval) {
+                self.presence_due.push(doc);
+                continue;
+            }
+            room.last_presence = Some(now);
+            let peers: Vec<PeerSelection> = room
+                .dirty
+                .drain(..)
+                .map(|client| PeerSelection {
+                    client,
+                    ranges: room
+                        .state
+                        .presence()
+                        .get(client)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|r| Range::from_engine(*r))
+                        .collect(),
+                })
+                .collect();
+            let msg = ServerMsg::Presence { doc: doc.to_string(), rev: room.state.rev(), peers };
+            let sent = self.broadcast(&doc, &msg, None);
+            self.stats.presence_out += sent as u64;
+        }
+    }
+
+    fn route(&mut self, doc: DocId, info: &Arc<SessionInfo>, req: DocRequest) {
+        let owner = u16::try_from(doc.owner(usize::from(self.config.cores))).expect("core fits u16");
+        if owner == self.core {
+            self.on_doc(doc, info, req, Instant::now());
+        } else {
+            self.send_core(owner, CoreMsg::Doc { doc, from: Arc::clone(info), req });
+        }
+    }
+
+    /// Handles a request for a document this core owns.
+    fn on_doc(&mut self, doc: DocId, from: &Arc<SessionInfo>, req: DocRequest, now: Instant) {
+        match req {
+            DocRequest::Open { from_rev } => self.open(doc, from, from_rev),
+            DocRequest::Close => {
+                self.leave(&doc, from.conn);
+                self.reply(from, &ServerMsg::Closed { doc: doc.to_string() });
+            }
+            DocRequest::Gone => self.leave(&doc, from.conn),
+            DocRequest::Submit { base_rev, client_seq, delta } => self.submit(doc, from, base_rev, client_seq, *delta),
+            DocRequest::Presence { rev, ranges } => {
+                let Some(room) = self.rooms.get_mut(&doc).filter(|r| r.is_subscribed(from.conn)) else {
+                    self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into());
+                    return;
+                };
+                match room.state.set_selection(from.client, rev, ranges) {
+                    Ok(_) => {
+                        room.touch(from.client);
+                        if !self.presence_due.contains(&doc) {
+                            self.presence_due.push(doc);
+                        }
+                    }
+                    Err(e) => self.doc_error(&doc, from, ErrorCode::for_engine(&e), e.to_string()),
+                }
+                let _ = now;
+            }
+        }
+    }
+
+    fn open(&mut self, doc: DocId, from: &Arc<SessionInfo>, from_rev: Option<u64>) {
+        if !self.rooms.contains_key(&doc) {
+            if self.rooms.len() >= self.config.max_docs_per_core {
+                let max = self.config.max_docs_per_core;
+                self.doc_error(
+                    &doc,
+                    from,
+                    ErrorCode::TooManyDocs,
+                    format!("this core holds its maximum of {max} documents"),
+                );
+                return;
+            }
+            self.rooms.insert(doc.clone(), Room::new(DocState::new(self.config.limits.clone())));
+        }
+        let room = self.rooms.get_mut(&doc).expect("inserted above");
+        let joined = room.subscribe(Arc::clone(from));
+        let state = &room.state;
+        let (snapshot, ops) = match from_rev.map(|r| state.ops_since(r)) {
+            Some(Ok(ops)) => (
+                None,
+                ops.map(|c| OpRecord {
+                    rev: c.rev,
+                    author: c.author,
+                    client_seq: c.client_seq,
+                    delta: c.delta.clone(),
+                })
+                .collect(),
+            ),
+            // No revision, one too old, or one from the future (the server lost it): start over.
+            _ => (Some(state.document().to_delta()), Vec::new()),
+        };
+        let opened = ServerMsg::Opened {
+            doc: doc.to_string(),
+            rev: state.rev(),
+            snapshot,
+            ops,
+            online: room.online(),
+            last_seq: state.last_client_seq(from.client),
+        };
+        let selections: Vec<PeerSelection> = state
+            .presence()
+            .iter()
+            .filter(|(c, _)| *c != from.client)
+            .map(|(client, ranges)| PeerSelection {
+                client,
+                ranges: ranges.iter().map(|r| Range::from_engine(*r)).collect(),
+            })
+            .collect();
+        let rev = state.rev();
+        self.reply(from, &opened);
+        if !selections.is_empty() {
+            self.reply(from, &ServerMsg::Presence { doc: doc.to_string(), rev, peers: selections });
+        }
+        if joined {
+            self.broadcast(&doc, &ServerMsg::Joined { doc: doc.to_string(), peer: from.peer.clone() }, Some(from.conn));
+        }
+    }
+
+    fn leave(&mut self, doc: &DocId, conn: ConnId) {
+        let Some(room) = self.rooms.get_mut(doc) else { return };
+        if let Some((info, true)) = room.unsubscribe(conn) {
+            self.broadcast(doc, &ServerMsg::Left { doc: doc.to_string(), client: info.client }, None);
+        }
+    }
+
+    fn submit(&mut self, doc: DocId, from: &Arc<SessionInfo>, base_rev: u64, client_seq: u64, delta: Delta) {
+        let Some(room) = self.rooms.get_mut(&doc).filter(|r| r.is_subscribed(from.conn)) else {
+            self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into());
+            return;
+        };
+        match room.state.submit(from.client, base_rev, client_seq, delta) {
+            Ok(Submitted::Applied(commit)) => {
+                self.stats.ops_in += 1;
+                self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev: commit.rev });
+                let op = ServerMsg::Op {
+                    doc: doc.to_string(),
+                    rev: commit.rev,
+                    author: commit.author,
+                    client_seq: commit.client_seq,
+                    delta: commit.delta.clone(),
+                };
+                let sent = self.broadcast(&doc, &op, Some(from.conn));
+                self.stats.ops_out += sent as u64;
+            }
+            Ok(Submitted::Duplicate { rev }) => {
+                self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev });
+            }
+            Err(e) => {
+                // Any refused submit closes the document for the session: its op is lost, and
+                // the client must re-open (and resync) before editing again.
+                self.doc_error(&doc, from, ErrorCode::for_engine(&e), e.to_string());
+            }
+        }
+    }
+
+    /// Sends a document-scoped error and closes the document for the session.
+    fn doc_error(&mut self, doc: &DocId, from: &Arc<SessionInfo>, code: ErrorCode, message: String) {
+        self.leave(doc, from.conn);
+        self.stats.errors += 1;
+        self.reply(from, &ServerMsg::Error { code, message, doc: Some(doc.to_string()) });
+    }
+
+    /// Sends `msg` to every subscriber of `doc` but `except`, encoded once per encoding.
+    /// Returns how many subscribers it was sent to.
+    fn broadcast(&mut self, doc: &DocId, msg: &ServerMsg, except: Option<ConnId>) -> usize {
+        let Some(room) = self.rooms.get(doc) else { return 0 };
+        let mut frames: [Option<Frame>; 2] = [None, None];
+        let mut sent = 0;
+        let mut out = Vec::new();
+        for g in &room.groups {
+            let slot = usize::from(g.encoding == Encoding::Json);
+            let frame = frames[slot].get_or_insert_with(|| encode_server(msg, g.encoding)).clone();
+            let n = g.conns.len() - usize::from(except.is_some_and(|e| g.conns.contains(&e)));
+            if n == 0 {
+                continue;
+            }
+            sent += n;
+            if g.core == self.core {
+                for &conn in g.conns.iter().filter(|c| Some(**c) != except) {
+                    out.push(Effect::Send { conn, frame: frame.clone() });
+                }
+            } else {
+                out.push(Effect::ToCore {
+                    core: g.core,
+                    msg: CoreMsg::Deliver { conns: Arc::clone(&g.conns), except, frame },
+                });
+            }
+        }
+        for e in out {
+            match e {
+                Effect::Send { conn, frame } => self.send_local(conn, frame),
+                Effect::ToCore { core, msg } => self.send_core(core, msg),
+                Effect::Close { .. } => unreachable!("broadcast closes nothing"),
+            }
+        }
+        sent
+    }
+
+    /// Sends `msg` to one session, wherever its connection lives.
+    fn reply(&mut self, to: &SessionInfo, msg: &ServerMsg) {
+        let frame = encode_server(msg, to.encoding);
+        if to.conn.core == self.core {
+            if self.sessions.contains_key(&to.conn) {
+                self.send_local(to.conn, frame);
+            }
+        } else {
+            self.send_core(to.conn.core, CoreMsg::DeliverOne { conn: to.conn, frame });
+        }
+    }
+
+    fn error_to(&mut self, conn: ConnId, encoding: Encoding, code: ErrorCode, message: String, doc: Option<String>) {
+        self.stats.errors += 1;
+        self.send_local(conn, encode_server(&ServerMsg::Error { code, message, doc }, encoding));
+    }
+
+    fn send_local(&mut self, conn: ConnId, frame: Frame) {
+        self.stats.frames_out += 1;
+        self.effects.push(Effect::Send { conn, frame });
+    }
+
+    fn close(&mut self, conn: ConnId, code: u16, reason: &str) {
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.closed = true;
+        }
+        self.effects.push(Effect::Close { conn, code, reason: reason.to_owned() });
+    }
+
+    fn send_core(&mut self, core: u16, msg: CoreMsg) {
+        self.stats.core_msgs_out += 1;
+        self.effects.push(Effect::ToCore { core, msg });
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn core_messages_stay_small() {
+        // Inbox slots are sized for the largest message.
+        assert!(std::mem::size_of::<CoreMsg>() <= 72, "CoreMsg is {} bytes", std::mem::size_of::<CoreMsg>());
+    }
+}
