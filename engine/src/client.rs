@@ -203,6 +203,17 @@ impl ClientDoc {
         Ok(self.resend())
     }
 
+    /// Drops every unacknowledged edit (the server refused the op in flight, so resending it
+    /// would be refused again) and returns to the server's document. Returns the local
+    /// changes undone, to hand to the editor.
+    pub fn discard_pending(&mut self) -> Delta {
+        let undo = self.doc.diff(&self.shadow);
+        self.doc = self.shadow.clone();
+        self.inflight = None;
+        self.buffer = None;
+        undo
+    }
+
     /// Moves another client's selection, received at [`ClientDoc::rev`], onto the local
     /// document (through the unacknowledged edits).
     pub fn remote_selection(&self, ranges: &[SelectionRange]) -> Vec<SelectionRange> {
@@ -363,6 +374,21 @@ mod tests {
         };
         assert_eq!(c.ack(k.client_seq, k.rev).unwrap(), None);
         assert_eq!(server.document(), c.document());
+    }
+
+    #[test]
+    fn discarding_pending_edits_returns_to_the_server_document() {
+        let mut c = ClientDoc::new(ClientId(1), 0, Document::from_text("abc"));
+        c.edit(ins(1, "X")).unwrap();
+        c.edit(ins(0, "Y")).unwrap();
+        let mut editor = c.document().clone();
+        let undo = c.discard_pending();
+        editor.apply(&undo).unwrap();
+        assert_eq!(editor.text(), "abc");
+        assert_eq!(c.document().text(), "abc");
+        assert!(!c.has_pending());
+        // The next edit gets a sequence number after the refused one (1).
+        assert_eq!(c.edit(ins(0, "Z")).unwrap().unwrap().client_seq, 2);
     }
 
     #[test]

@@ -1,0 +1,287 @@
+//! A blocking client: a [`ClientSession`] over a `std` TCP socket and tungstenite's client.
+//!
+//! Good for tests, tools and simple integrations; the load generator drives the same session
+//! over its own async sockets.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use tandem_engine::{ClientId, Delta, SelectionRange};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::client::Request;
+use tungstenite::http::HeaderValue;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+use super::session::{ClientSession, EditError, Event, SessionError};
+use crate::codec::{DecodeError, decode_server, encode_client};
+use crate::protocol::Encoding;
+
+/// What can go wrong on the client side.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    /// The WebSocket failed (handshake refused, protocol error, closed).
+    #[error("websocket: {0}")]
+    WebSocket(#[from] Box<tungstenite::Error>),
+    /// The server sent a message that does not decode.
+    #[error("decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// The server broke the protocol.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// A local edit was refused.
+    #[error(transparent)]
+    Edit(#[from] EditError),
+    /// The server closed the connection, with this code and reason.
+    #[error("closed by the server: {code} {reason}")]
+    Closed {
+        /// The close code.
+        code: u16,
+        /// The reason.
+        reason: String,
+    },
+    /// Not connected.
+    #[error("not connected")]
+    NotConnected,
+    /// A wait ran out of time.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+}
+
+impl From<tungstenite::Error> for ClientError {
+    fn from(e: tungstenite::Error) -> Self {
+        Self::WebSocket(Box::new(e))
+    }
+}
+
+/// How to connect.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// The subprotocol.
+    pub encoding: Encoding,
+    /// The token for `hello`.
+    pub token: String,
+    /// Display name.
+    pub name: String,
+    /// Display color.
+    pub color: String,
+    /// `Origin` header to send, if any.
+    pub origin: Option<String>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            encoding: Encoding::Binary,
+            token: String::new(),
+            name: "tandem".into(),
+            color: String::new(),
+            origin: None,
+        }
+    }
+}
+
+/// A connected (or reconnectable) client.
+pub struct Client {
+    addr: SocketAddr,
+    options: ClientOptions,
+    session: ClientSession,
+    ws: Option<WebSocket<TcpStream>>,
+    closed: Option<(u16, String)>,
+}
+
+impl Client {
+    /// Connects to `addr` (`/ws`) and says hello; returns once welcomed.
+    pub fn connect(addr: SocketAddr, client: ClientId, options: ClientOptions) -> Result<Self, ClientError> {
+        let session = ClientSession::new(client, &options.token, &options.name, &options.color);
+        let mut c = Self { addr, options, session, ws: None, closed: None };
+        c.reconnect()?;
+        Ok(c)
+    }
+
+    /// The session (documents, peers, selections).
+    pub fn session(&self) -> &ClientSession {
+        &self.session
+    }
+
+    /// The close code and reason, once the server closed the connection.
+    pub fn close_reason(&self) -> Option<&(u16, String)> {
+        self.closed.as_ref()
+    }
+
+    /// Opens a fresh connection (after a drop) and resumes: hello, re-open, resend.
+    pub fn reconnect(&mut self) -> Result<(), ClientError> {
+        self.ws = None;
+        self.session.on_disconnect();
+        let stream = TcpStream::connect(self.addr)?;
+        stream.set_nodelay(true)?;
+        let mut request: Request = format!("ws://{}/ws", self.addr).into_client_request()?;
+        let headers = request.headers_mut();
+        headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(self.options.encoding.subprotocol()));
+        if let Some(origin) = &self.options.origin {
+            headers.insert("Origin", HeaderValue::from_str(origin).map_err(|e| io::Error::other(e.to_string()))?);
+        }
+        let config = WebSocketConfig::default().max_message_size(Some(256 << 20)).max_frame_size(Some(256 << 20));
+        let (ws, _response) =
+            tungstenite::client::client_with_config(request, stream, Some(config)).map_err(|e| match e {
+                tungstenite::HandshakeError::Failure(e) => ClientError::from(e),
+                tungstenite::HandshakeError::Interrupted(_) => io::Error::other("handshake interrupted").into(),
+            })?;
+        self.ws = Some(ws);
+        self.closed = None;
+        self.session.on_connect();
+        self.flush()?;
+        self.wait_until(Duration::from_secs(10), "welcome", |s| s.is_welcomed())?;
+        Ok(())
+    }
+
+    /// Drops the TCP connection without a close handshake (to test resumption).
+    pub fn drop_connection(&mut self) {
+        if let Some(ws) = self.ws.take() {
+            let _ = ws.get_ref().shutdown(std::net::Shutdown::Both);
+        }
+        self.session.on_disconnect();
+    }
+
+    /// Sends a close frame and waits for the server's.
+    pub fn close(&mut self) -> Result<(), ClientError> {
+        if let Some(ws) = &mut self.ws {
+            ws.close(None)?;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                match ws.read() {
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        self.ws = None;
+        self.session.on_disconnect();
+        Ok(())
+    }
+
+    /// Opens a document and waits until its content is known.
+    pub fn open(&mut self, doc: &str) -> Result<(), ClientError> {
+        self.session.open(doc);
+        self.flush()?;
+        self.wait_until(Duration::from_secs(10), &format!("open {doc}"), |s| s.is_open(doc))
+    }
+
+    /// Closes a document.
+    pub fn close_doc(&mut self, doc: &str) -> Result<(), ClientError> {
+        self.session.close(doc);
+        self.flush()
+    }
+
+    /// Applies a local edit and sends it (or queues it behind the op in flight).
+    pub fn edit(&mut self, doc: &str, delta: Delta) -> Result<(), ClientError> {
+        self.session.edit(doc, delta)?;
+        self.flush()
+    }
+
+    /// Sends the local selection.
+    pub fn set_selection(&mut self, doc: &str, ranges: &[SelectionRange]) -> Result<(), ClientError> {
+        self.session.set_selection(doc, ranges)?;
+        self.flush()
+    }
+
+    /// Sends a raw message (for tests of the server's checks).
+    pub fn send_raw(&mut self, message: Message) -> Result<(), ClientError> {
+        let ws = self.ws.as_mut().ok_or(ClientError::NotConnected)?;
+        ws.send(message)?;
+        Ok(())
+    }
+
+    /// Writes everything the session wants sent.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        let Some(ws) = self.ws.as_mut() else { return Ok(()) };
+        let mut wrote = false;
+        while let Some(msg) = self.session.poll_outgoing() {
+            let payload = encode_client(&msg, self.options.encoding);
+            let message = match self.options.encoding {
+                Encoding::Json => Message::text(String::from_utf8(payload).expect("JSON is UTF-8")),
+                Encoding::Binary => Message::binary(payload),
+            };
+            ws.write(message)?;
+            wrote = true;
+        }
+        if wrote {
+            ws.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Reads and handles messages for up to `timeout`; returns the events that came out.
+    pub fn pump(&mut self, timeout: Duration) -> Result<Vec<Event>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let mut events = Vec::new();
+        loop {
+            self.read_one(deadline)?;
+            while let Some(e) = self.session.poll_event() {
+                events.push(e);
+            }
+            self.flush()?;
+            if Instant::now() >= deadline {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// Handles messages until `done(session)` holds or `timeout` passes.
+    pub fn wait_until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&ClientSession) -> bool,
+    ) -> Result<(), ClientError> {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.session) {
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout(what.to_owned()));
+            }
+            self.read_one(deadline)?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Takes the events gathered so far.
+    pub fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.session.poll_event()).collect()
+    }
+
+    /// Reads at most one message (waiting until `deadline`) and hands it to the session.
+    fn read_one(&mut self, deadline: Instant) -> Result<(), ClientError> {
+        let ws = self.ws.as_mut().ok_or(ClientError::NotConnected)?;
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        ws.get_ref().set_read_timeout(Some(left))?;
+        match ws.read() {
+            Ok(Message::Binary(b)) if self.options.encoding == Encoding::Binary => {
+                self.session.handle(decode_server(&b, Encoding::Binary)?)?;
+            }
+            Ok(Message::Text(t)) if self.options.encoding == Encoding::Json => {
+                self.session.handle(decode_server(t.as_bytes(), Encoding::Json)?)?;
+            }
+            Ok(Message::Close(frame)) => {
+                let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                self.closed = Some((code, reason.clone()));
+                self.ws = None;
+                self.session.on_disconnect();
+                return Err(ClientError::Closed { code, reason });
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) => {
+                self.ws = None;
+                self.session.on_disconnect();
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+}

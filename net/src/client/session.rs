@@ -1,0 +1,467 @@
+//! A client's session, sans I/O: its documents (each an engine [`ClientDoc`]), presence,
+//! and the protocol around them.
+//!
+//! Feed it every server message ([`ClientSession::handle`]); take what to send
+//! ([`ClientSession::poll_outgoing`]) and what happened ([`ClientSession::poll_event`]). On
+//! a lost connection call [`ClientSession::on_disconnect`]; on the next one,
+//! [`ClientSession::on_connect`] says hello again and re-opens every document from its last
+//! known revision, and unacknowledged ops are resent with their original sequence numbers,
+//! so each is applied exactly once.
+
+use std::collections::{HashMap, VecDeque};
+
+use tandem_engine::{ClientDoc, ClientId, Delta, Document, Remote, SelectionRange};
+
+use crate::protocol::{ClientMsg, ErrorCode, OpRecord, PROTOCOL_VERSION, Peer, Range, ServerMsg, WireLimits};
+
+/// Something that happened, for the application.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The server accepted `hello`.
+    Welcome {
+        /// The session id.
+        session: u64,
+        /// The server's limits.
+        limits: WireLimits,
+    },
+    /// A document is open and its content known (first open, reconnect or resync).
+    Opened {
+        /// The document.
+        doc: String,
+    },
+    /// Someone else's change, already applied to the local copy.
+    Remote {
+        /// The document.
+        doc: String,
+        /// The change, transformed for the local copy.
+        delta: Delta,
+    },
+    /// An own op was acknowledged.
+    Acked {
+        /// The document.
+        doc: String,
+        /// The revision it produced.
+        rev: u64,
+    },
+    /// Another user's selection, in local positions.
+    Presence {
+        /// The document.
+        doc: String,
+        /// Whose.
+        client: ClientId,
+        /// The ranges (empty: none).
+        ranges: Vec<SelectionRange>,
+    },
+    /// Someone opened the document.
+    Joined {
+        /// The document.
+        doc: String,
+        /// Who.
+        peer: Peer,
+    },
+    /// Someone left the document.
+    Left {
+        /// The document.
+        doc: String,
+        /// Who.
+        client: ClientId,
+    },
+    /// The document was closed (at the client's request).
+    Closed {
+        /// The document.
+        doc: String,
+    },
+    /// The local copy was rolled back to the server's: the server refused the op in flight.
+    /// `undo` is what the editor must apply.
+    RolledBack {
+        /// The document.
+        doc: String,
+        /// The change that undoes the refused local edits.
+        undo: Delta,
+    },
+    /// The server reported an error.
+    Error {
+        /// Its code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+        /// The document, if any.
+        doc: Option<String>,
+    },
+}
+
+/// Why a server message could not be handled: the server broke the protocol (or the
+/// session's state is not what the server thinks). The caller should reconnect.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SessionError {
+    /// The engine refused what the server sent.
+    #[error("document {doc}: {error}")]
+    Engine {
+        /// The document.
+        doc: String,
+        /// The engine's error.
+        error: tandem_engine::Error,
+    },
+    /// The server sent something out of order.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// The local editing surface refused an edit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EditError {
+    /// The document is not open (or not yet opened).
+    #[error("document {0} is not open")]
+    NotOpen(String),
+    /// The delta does not apply to the local copy.
+    #[error(transparent)]
+    Engine(#[from] tandem_engine::Error),
+}
+
+#[derive(Debug)]
+struct OpenDoc {
+    /// None until the first `opened`.
+    state: Option<ClientDoc>,
+    /// Waiting for `opened` (ops are held, not sent, meanwhile).
+    opening: bool,
+    peers: HashMap<ClientId, Peer>,
+    selections: HashMap<ClientId, Vec<SelectionRange>>,
+}
+
+/// A client's session.
+#[derive(Debug)]
+pub struct ClientSession {
+    client: ClientId,
+    token: String,
+    name: String,
+    color: String,
+    connected: bool,
+    welcomed: bool,
+    docs: HashMap<String, OpenDoc>,
+    outgoing: VecDeque<ClientMsg>,
+    events: VecDeque<Event>,
+}
+
+impl ClientSession {
+    /// A session for `client` (keep the same id across reconnects and restarts).
+    pub fn new(client: ClientId, token: &str, name: &str, color: &str) -> Self {
+        Self {
+            client,
+            token: token.to_owned(),
+            name: name.to_owned(),
+            color: color.to_owned(),
+            connected: false,
+            welcomed: false,
+            docs: HashMap::new(),
+            outgoing: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The client's id.
+    pub fn client(&self) -> ClientId {
+        self.client
+    }
+
+    /// True once the server accepted `hello` on the current connection.
+    pub fn is_welcomed(&self) -> bool {
+        self.welcomed
+    }
+
+    /// A connection is up: say hello and re-open every document.
+    pub fn on_connect(&mut self) {
+        self.connected = true;
+        self.welcomed = false;
+        self.outgoing.clear();
+        self.outgoing.push_back(ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            client: self.client,
+            token: self.token.clone(),
+            name: self.name.clone(),
+            color: self.color.clone(),
+        });
+        for (name, doc) in &mut self.docs {
+            doc.opening = true;
+            doc.peers.clear();
+            doc.selections.clear();
+            let from_rev = doc.state.as_ref().map(ClientDoc::rev);
+            self.outgoing.push_back(ClientMsg::Open { doc: name.clone(), from_rev });
+        }
+    }
+
+    /// The connection is gone; whatever was not sent is dropped (it is resent on reconnect).
+    pub fn on_disconnect(&mut self) {
+        self.connected = false;
+        self.welcomed = false;
+        self.outgoing.clear();
+    }
+
+    /// Opens a document (sent now if connected, else on connect).
+    pub fn open(&mut self, doc: &str) {
+        if self.docs.contains_key(doc) {
+            return;
+        }
+        self.docs.insert(
+            doc.to_owned(),
+            OpenDoc { state: None, opening: true, peers: HashMap::new(), selections: HashMap::new() },
+        );
+        if self.connected {
+            self.outgoing.push_back(ClientMsg::Open { doc: doc.to_owned(), from_rev: None });
+        }
+    }
+
+    /// Closes a document.
+    pub fn close(&mut self, doc: &str) {
+        if self.docs.remove(doc).is_some() && self.connected {
+            self.outgoing.push_back(ClientMsg::Close { doc: doc.to_owned() });
+        }
+    }
+
+    /// Applies a local edit and sends it when nothing else is in flight.
+    pub fn edit(&mut self, doc: &str, delta: Delta) -> Result<(), EditError> {
+        let entry = self.docs.get_mut(doc).ok_or_else(|| EditError::NotOpen(doc.to_owned()))?;
+        let state = entry.state.as_mut().ok_or_else(|| EditError::NotOpen(doc.to_owned()))?;
+        let out = state.edit(delta.clone())?;
+        // Other users' carets stay before text typed exactly at them, as on the server.
+        move_selections(&mut entry.selections, &delta, None);
+        if let Some(out) = out
+            && self.connected
+            && !entry.opening
+        {
+            self.outgoing.push_back(ClientMsg::Submit {
+                doc: doc.to_owned(),
+                base_rev: out.base_rev,
+                client_seq: out.client_seq,
+                delta: out.delta,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends the local selection (in local positions).
+    pub fn set_selection(&mut self, doc: &str, ranges: &[SelectionRange]) -> Result<(), EditError> {
+        let entry = self.docs.get(doc).ok_or_else(|| EditError::NotOpen(doc.to_owned()))?;
+        let state = entry.state.as_ref().ok_or_else(|| EditError::NotOpen(doc.to_owned()))?;
+        if self.connected && !entry.opening {
+            let (rev, ranges) = state.selection_for_server(ranges);
+            let ranges = ranges.into_iter().map(Range::from_engine).collect();
+            self.outgoing.push_back(ClientMsg::Presence { doc: doc.to_owned(), rev, ranges });
+        }
+        Ok(())
+    }
+
+    /// The next message to send.
+    pub fn poll_outgoing(&mut self) -> Option<ClientMsg> {
+        self.outgoing.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// A document's local copy (with unacknowledged edits).
+    pub fn document(&self, doc: &str) -> Option<&Document> {
+        self.docs.get(doc)?.state.as_ref().map(ClientDoc::document)
+    }
+
+    /// A document's OT state.
+    pub fn doc_state(&self, doc: &str) -> Option<&ClientDoc> {
+        self.docs.get(doc)?.state.as_ref()
+    }
+
+    /// True when the document is open and caught up on the current connection.
+    pub fn is_open(&self, doc: &str) -> bool {
+        self.docs.get(doc).is_some_and(|d| d.state.is_some() && !d.opening)
+    }
+
+    /// Who else has the document open.
+    pub fn peers(&self, doc: &str) -> Vec<Peer> {
+        let mut peers: Vec<Peer> = self.docs.get(doc).map(|d| d.peers.values().cloned().collect()).unwrap_or_default();
+        peers.sort_by_key(|p| p.client);
+        peers
+    }
+
+    /// Another user's selection, in local positions.
+    pub fn selection_of(&self, doc: &str, client: ClientId) -> Option<&[SelectionRange]> {
+        self.docs.get(doc)?.selections.get(&client).map(Vec::as_slice)
+    }
+
+    /// True when no document has edits waiting for an ack.
+    pub fn is_synced(&self) -> bool {
+        self.docs.values().all(|d| !d.opening && d.state.as_ref().is_some_and(|s| !s.has_pending()))
+    }
+
+    /// Handles a message from the server.
+    pub fn handle(&mut self, msg: ServerMsg) -> Result<(), SessionError> {
+        match msg {
+            ServerMsg::Welcome { session, limits, .. } => {
+                self.welcomed = true;
+                self.events.push_back(Event::Welcome { session, limits });
+            }
+            ServerMsg::Opened { doc, rev, snapshot, ops, online, last_seq } => {
+                self.opened(doc, rev, snapshot, ops, online, last_seq)?;
+            }
+            ServerMsg::Ack { doc, client_seq, rev } => {
+                let Some(state) = self.docs.get_mut(&doc).and_then(|d| d.state.as_mut()) else { return Ok(()) };
+                let next =
+                    state.ack(client_seq, rev).map_err(|error| SessionError::Engine { doc: doc.clone(), error })?;
+                self.events.push_back(Event::Acked { doc: doc.clone(), rev });
+                self.submit(&doc, next);
+            }
+            ServerMsg::Op { doc, rev, author, client_seq, delta } => {
+                let record = OpRecord { rev, author, client_seq, delta };
+                self.remote(&doc, record)?;
+            }
+            ServerMsg::Presence { doc, peers, .. } => {
+                let Some(entry) = self.docs.get_mut(&doc) else { return Ok(()) };
+                let Some(state) = entry.state.as_ref() else { return Ok(()) };
+                for p in peers {
+                    let ranges: Vec<SelectionRange> = p.ranges.into_iter().filter_map(Range::to_engine).collect();
+                    let local = state.remote_selection(&ranges);
+                    entry.selections.insert(p.client, local.clone());
+                    self.events.push_back(Event::Presence { doc: doc.clone(), client: p.client, ranges: local });
+                }
+            }
+            ServerMsg::Joined { doc, peer } => {
+                if let Some(entry) = self.docs.get_mut(&doc) {
+                    entry.peers.insert(peer.client, peer.clone());
+                    self.events.push_back(Event::Joined { doc, peer });
+                }
+            }
+            ServerMsg::Left { doc, client } => {
+                if let Some(entry) = self.docs.get_mut(&doc) {
+                    entry.peers.remove(&client);
+                    entry.selections.remove(&client);
+                    self.events.push_back(Event::Left { doc, client });
+                }
+            }
+            ServerMsg::Closed { doc } => self.events.push_back(Event::Closed { doc }),
+            ServerMsg::Error { code, message, doc } => {
+                if let Some(name) = &doc {
+                    self.doc_refused(name, code);
+                }
+                self.events.push_back(Event::Error { code, message, doc });
+            }
+        }
+        Ok(())
+    }
+
+    fn opened(
+        &mut self,
+        doc: String,
+        rev: u64,
+        snapshot: Option<Delta>,
+        ops: Vec<OpRecord>,
+        online: Vec<Peer>,
+        last_seq: Option<u64>,
+    ) -> Result<(), SessionError> {
+        let client = self.client;
+        let Some(entry) = self.docs.get_mut(&doc) else { return Ok(()) };
+        entry.peers = online.into_iter().filter(|p| p.client != client).map(|p| (p.client, p)).collect();
+        entry.opening = false;
+        let engine = |error| SessionError::Engine { doc: doc.clone(), error };
+        let next = match (&mut entry.state, snapshot) {
+            (None, Some(snapshot)) => {
+                let content = Document::from_delta(&snapshot).map_err(engine)?;
+                let next_seq = last_seq.map_or(1, |s| s + 1);
+                entry.state = Some(ClientDoc::with_next_seq(client, rev, content, next_seq));
+                None
+            }
+            (None, None) => return Err(SessionError::Protocol(format!("first open of {doc} came without a snapshot"))),
+            (Some(state), Some(snapshot)) => {
+                let content = Document::from_delta(&snapshot).map_err(engine)?;
+                state.resync(rev, content, last_seq).map_err(engine)?
+            }
+            (Some(_), None) => {
+                for op in ops {
+                    self.remote(&doc, op)?;
+                }
+                let state = self.docs.get_mut(&doc).and_then(|d| d.state.as_mut()).expect("checked above");
+                if state.rev() != rev {
+                    return Err(SessionError::Protocol(format!(
+                        "catch-up of {doc} ended at {} not {rev}",
+                        state.rev()
+                    )));
+                }
+                state.resend()
+            }
+        };
+        self.events.push_back(Event::Opened { doc: doc.clone() });
+        self.submit(&doc, next);
+        Ok(())
+    }
+
+    fn remote(&mut self, doc: &str, op: OpRecord) -> Result<(), SessionError> {
+        let Some(entry) = self.docs.get_mut(doc) else { return Ok(()) };
+        let Some(state) = entry.state.as_mut() else { return Ok(()) };
+        match state.remote(op.rev, &op.delta, op.author, op.client_seq) {
+            Ok(Remote::Applied(delta)) => {
+                move_selections(&mut entry.selections, &delta, Some(op.author));
+                self.events.push_back(Event::Remote { doc: doc.to_owned(), delta });
+                Ok(())
+            }
+            Ok(Remote::Acked(next)) => {
+                self.events.push_back(Event::Acked { doc: doc.to_owned(), rev: op.rev });
+                self.submit(doc, next);
+                Ok(())
+            }
+            Err(error) => Err(SessionError::Engine { doc: doc.to_owned(), error }),
+        }
+    }
+
+    /// The server closed `doc` for this session after an error: re-open it. An op it refused
+    /// is dropped first (it would be refused again).
+    fn doc_refused(&mut self, doc: &str, code: ErrorCode) {
+        let Some(entry) = self.docs.get_mut(doc) else { return };
+        let refused_op = matches!(
+            code,
+            ErrorCode::InvalidDelta | ErrorCode::TooLarge | ErrorCode::SeqReused | ErrorCode::BaseInFuture
+        );
+        if refused_op && let Some(state) = entry.state.as_mut() {
+            let undo = state.discard_pending();
+            self.events.push_back(Event::RolledBack { doc: doc.to_owned(), undo });
+        }
+        if matches!(code, ErrorCode::InvalidDocId | ErrorCode::TooManyDocs) {
+            // Re-opening would fail the same way.
+            self.docs.remove(doc);
+            return;
+        }
+        // One open at a time: a second one, answered after the first re-subscribed us, would
+        // replay ops already received. (Errors for messages sent before the first error can
+        // follow it; they need no second open.)
+        if entry.opening {
+            return;
+        }
+        entry.opening = true;
+        let from_rev = entry.state.as_ref().map(ClientDoc::rev);
+        if self.connected {
+            self.outgoing.push_back(ClientMsg::Open { doc: doc.to_owned(), from_rev });
+        }
+    }
+
+    fn submit(&mut self, doc: &str, out: Option<tandem_engine::Outgoing>) {
+        if let Some(out) = out
+            && self.connected
+        {
+            self.outgoing.push_back(ClientMsg::Submit {
+                doc: doc.to_owned(),
+                base_rev: out.base_rev,
+                client_seq: out.client_seq,
+                delta: out.delta,
+            });
+        }
+    }
+}
+
+/// Moves the stored selections of other users through a change made by `author` (`None`:
+/// this client): the author's own caret moves past its insert, everyone else's stays before
+/// an insert made exactly at it (the server's rule, `Presence::transform`).
+fn move_selections(selections: &mut HashMap<ClientId, Vec<SelectionRange>>, delta: &Delta, author: Option<ClientId>) {
+    for (client, ranges) in selections.iter_mut() {
+        let priority = Some(*client) != author;
+        for r in ranges.iter_mut() {
+            *r = r.transform(delta, priority);
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! `tandem serve`'s configuration: defaults, then a TOML file, then `TANDEM_*` environment
+//! variables, then flags (each later source overrides the earlier).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Deserialize;
+use tandem_net::ServerConfig;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    /// Where Tandem keeps its data (a lock file guards it against a second server).
+    pub(crate) data_dir: PathBuf,
+    /// Log filter (`info`, `debug`, `tandem_net=debug`, ...).
+    pub(crate) log: String,
+    /// The data plane.
+    pub(crate) server: ServerConfig,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("./tandem-data"), log: "info".into(), server: ServerConfig::default() }
+    }
+}
+
+/// `tandem serve` options. Each flag can also be set with the `TANDEM_*` variable shown, or
+/// in the TOML file given with `--config` (the `[server]` table, `[server.limits]` for the
+/// document limits).
+#[derive(Args, Debug, Default)]
+pub(crate) struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "TANDEM_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "TANDEM_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Data directory [default: ./tandem-data].
+    #[arg(long, env = "TANDEM_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Worker threads, one per core; 0 for one per available core [default: 0].
+    #[arg(long, env = "TANDEM_CORES", value_name = "N")]
+    cores: Option<usize>,
+    /// Pin each worker thread to its core [default: false].
+    #[arg(long, env = "TANDEM_PIN_CORES", value_name = "BOOL")]
+    pin_cores: Option<bool>,
+    /// Log filter, e.g. info or tandem_net=debug [default: info].
+    #[arg(long, env = "TANDEM_LOG", value_name = "FILTER")]
+    log: Option<String>,
+    /// Most connections at once [default: 100000].
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Largest WebSocket frame accepted, bytes [default: 4194304].
+    #[arg(long, env = "TANDEM_MAX_FRAME_BYTES", value_name = "BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Largest WebSocket message accepted, bytes [default: 4194304].
+    #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Bytes queued per connection before it is closed as a slow reader (4030) [default: 8388608].
+    #[arg(long, env = "TANDEM_SEND_QUEUE_BYTES", value_name = "BYTES")]
+    send_queue_bytes: Option<usize>,
+    /// Time for the HTTP handshake, and then for hello, ms [default: 10000].
+    #[arg(long, env = "TANDEM_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
+    handshake_timeout_ms: Option<u64>,
+    /// Ping after this long without a frame; close after twice this (4008), ms [default: 30000].
+    #[arg(long, env = "TANDEM_IDLE_TIMEOUT_MS", value_name = "MS")]
+    idle_timeout_ms: Option<u64>,
+    /// Messages per second per connection, bursts of twice that; over it: close 4029 [default: 200].
+    #[arg(long, env = "TANDEM_MAX_MESSAGES_PER_S", value_name = "N")]
+    max_messages_per_s: Option<u32>,
+    /// Documents open at once per connection [default: 64].
+    #[arg(long, env = "TANDEM_MAX_OPEN_DOCS", value_name = "N")]
+    max_open_docs: Option<usize>,
+    /// Documents in memory per core [default: 100000].
+    #[arg(long, env = "TANDEM_MAX_DOCS_PER_CORE", value_name = "N")]
+    max_docs_per_core: Option<usize>,
+    /// Presence reaches each subscriber at most once per this many ms per document [default: 50].
+    #[arg(long, env = "TANDEM_PRESENCE_INTERVAL_MS", value_name = "MS")]
+    presence_interval_ms: Option<u64>,
+    /// Allowed Origin values for the WebSocket upgrade, comma-separated; empty allows any.
+    #[arg(long, env = "TANDEM_ALLOWED_ORIGINS", value_name = "LIST", value_delimiter = ',')]
+    allowed_origins: Option<Vec<String>>,
+    /// Shared secret hello tokens must equal; unset accepts any token (development only).
+    #[arg(long, env = "TANDEM_DEV_SECRET", value_name = "SECRET")]
+    dev_secret: Option<String>,
+    /// Messages each core's inbox holds [default: 65536].
+    #[arg(long, env = "TANDEM_INBOX_CAPACITY", value_name = "N")]
+    inbox_capacity: Option<usize>,
+    /// Messages held for another core's full inbox before its connections are closed (1013) [default: 1000000].
+    #[arg(long, env = "TANDEM_BACKLOG_LIMIT", value_name = "N")]
+    backlog_limit: Option<usize>,
+    /// Time given to connections to close on shutdown, ms [default: 5000].
+    #[arg(long, env = "TANDEM_SHUTDOWN_GRACE_MS", value_name = "MS")]
+    shutdown_grace_ms: Option<u64>,
+    /// Most chars in a document [default: 67108864].
+    #[arg(long, env = "TANDEM_MAX_DOCUMENT_CHARS", value_name = "N")]
+    max_document_chars: Option<usize>,
+    /// Most chars one op may insert [default: 1048576].
+    #[arg(long, env = "TANDEM_MAX_INSERT_CHARS", value_name = "N")]
+    max_insert_chars: Option<usize>,
+    /// Most ops in one delta [default: 10000].
+    #[arg(long, env = "TANDEM_MAX_DELTA_OPS", value_name = "N")]
+    max_delta_ops: Option<usize>,
+    /// Ops of history kept in memory per document for late ops and catch-up [default: 10000].
+    #[arg(long, env = "TANDEM_HISTORY_OPS", value_name = "N")]
+    history_ops: Option<usize>,
+    /// Bytes of that history per document [default: 67108864].
+    #[arg(long, env = "TANDEM_HISTORY_BYTES", value_name = "BYTES")]
+    history_bytes: Option<usize>,
+    /// Clients remembered per document for exactly-once resubmission [default: 100000].
+    #[arg(long, env = "TANDEM_MAX_TRACKED_CLIENTS", value_name = "N")]
+    max_tracked_clients: Option<usize>,
+    /// Most ranges in one selection [default: 32].
+    #[arg(long, env = "TANDEM_MAX_SELECTION_RANGES", value_name = "N")]
+    max_selection_ranges: Option<usize>,
+}
+
+macro_rules! apply {
+    ($args:ident, $target:expr, $($field:ident),*) => {
+        $(if let Some(v) = $args.$field.clone() { $target.$field = v; })*
+    };
+}
+
+impl ServeArgs {
+    /// Builds the configuration: defaults, the file, then environment and flags.
+    pub(crate) fn resolve(&self) -> Result<FileConfig> {
+        let mut config = match &self.config {
+            Some(path) => load(path)?,
+            None => FileConfig::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(l) = &self.log {
+            config.log = l.clone();
+        }
+        let s = &mut config.server;
+        apply!(
+            self,
+            s,
+            listen,
+            cores,
+            pin_cores,
+            max_connections,
+            max_frame_bytes,
+            max_message_bytes,
+            send_queue_bytes
+        );
+        apply!(self, s, handshake_timeout_ms, idle_timeout_ms, max_messages_per_s, max_open_docs, max_docs_per_core);
+        apply!(self, s, presence_interval_ms, allowed_origins, inbox_capacity, backlog_limit, shutdown_grace_ms);
+        if let Some(secret) = &self.dev_secret {
+            s.dev_secret = Some(secret.clone());
+        }
+        let l = &mut s.limits;
+        apply!(self, l, max_document_chars, max_insert_chars, max_delta_ops, history_ops, history_bytes);
+        apply!(self, l, max_tracked_clients, max_selection_ranges);
+        s.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        Ok(config)
+    }
+}
+
+fn load(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("tandem-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tandem.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/tmp/x\"\n[server]\nlisten = \"0.0.0.0:9000\"\ncores = 3\n[server.limits]\nhistory_ops = 77\n",
+        )
+        .unwrap();
+        let args = ServeArgs { config: Some(path.clone()), cores: Some(2), ..ServeArgs::default() };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.server.listen, "0.0.0.0:9000".parse::<SocketAddr>().unwrap());
+        assert_eq!(c.server.cores, 2);
+        assert_eq!(c.server.limits.history_ops, 77);
+        std::fs::write(&path, "[server]\nlisten_typo = 1\n").unwrap();
+        let err = ServeArgs { config: Some(path), ..ServeArgs::default() }.resolve().unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        let args = ServeArgs { max_messages_per_s: Some(0), ..ServeArgs::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("invalid configuration"));
+    }
+}

@@ -1,0 +1,86 @@
+//! `tandem`: the server binary. It wires the data plane (`tandem-net`) to its configuration,
+//! its data directory and the process's signals; it holds no protocol logic.
+
+mod config;
+
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing::{info, warn};
+
+use config::ServeArgs;
+
+/// Tandem: a real-time collaboration engine.
+#[derive(Parser, Debug)]
+#[command(name = "tandem", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve WebSocket clients (GET /ws), plus /healthz, /readyz and /metrics on the same port.
+    Serve(ServeArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+    }
+}
+
+/// Takes the data directory's lock, so two servers never share one.
+fn lock_data_dir(dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    let path = dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!("{} is in use by another tandem server", dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+fn serve(args: &ServeArgs) -> Result<()> {
+    let config = args.resolve()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).context("invalid log filter")?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let _lock = lock_data_dir(&config.data_dir)?;
+    if config.server.dev_secret.is_none() {
+        warn!("no --dev-secret: any hello token is accepted (development only)");
+    }
+    let server = tandem_net::start(config.server.clone())
+        .with_context(|| format!("starting the server on {}", config.server.listen))?;
+    let drivers: Vec<&str> = server.drivers().iter().map(|d| d.name()).collect();
+    info!(
+        "tandem listening on ws://{}/ws with {} cores ({}); data in {}",
+        server.local_addr(),
+        drivers.len(),
+        drivers.join(", "),
+        config.data_dir.display()
+    );
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    if let Some(signal) = signals.forever().next() {
+        info!("signal {signal}: shutting down (closing clients with 1001)");
+    }
+    server.shutdown();
+    server.join();
+    info!("stopped");
+    Ok(())
+}
