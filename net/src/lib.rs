@@ -10,6 +10,8 @@
 
 pub mod client;
 pub mod codec;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
