@@ -46,23 +46,33 @@ thread_local! {
 /// Encodes a server message as a complete frame in `encoding`.
 pub fn encode_server(msg: &ServerMsg, encoding: Encoding) -> Frame {
     match encoding {
-        Encoding::Json => {
-            let json = serde_json::to_vec(msg).expect("server messages always encode as JSON");
-            frame(Data::Text, &json)
-        }
-        Encoding::Binary => SCRATCH.with(|s| {
-            let mut scratch = s.borrow_mut();
-            let (arena, buf) = &mut *scratch;
-            let mut taken = std::mem::take(buf);
-            taken.clear();
-            let bytes =
-                rkyv::api::high::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(msg, taken, arena.acquire())
-                    .expect("server messages always archive");
-            let out = frame(Data::Binary, &bytes);
-            *buf = bytes;
-            out
-        }),
+        Encoding::Json => frame(Data::Text, &serde_json::to_vec(msg).expect("server messages always encode as JSON")),
+        Encoding::Binary => with_archive(msg, |bytes| frame(Data::Binary, bytes)),
     }
+}
+
+/// Encodes a server message as a frame payload (for WebSocket libraries that frame
+/// themselves).
+pub fn encode_server_payload(msg: &ServerMsg, encoding: Encoding) -> Bytes {
+    match encoding {
+        Encoding::Json => Bytes::from(serde_json::to_vec(msg).expect("server messages always encode as JSON")),
+        Encoding::Binary => with_archive(msg, Bytes::copy_from_slice),
+    }
+}
+
+/// Archives `msg` into the thread's scratch buffer and hands the bytes to `f`.
+fn with_archive<T>(msg: &ServerMsg, f: impl FnOnce(&[u8]) -> T) -> T {
+    SCRATCH.with(|s| {
+        let mut scratch = s.borrow_mut();
+        let (arena, buf) = &mut *scratch;
+        let mut taken = std::mem::take(buf);
+        taken.clear();
+        let bytes = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(msg, taken, arena.acquire())
+            .expect("server messages always archive");
+        let out = f(&bytes);
+        *buf = bytes;
+        out
+    })
 }
 
 /// Encodes a client message as a payload: text for JSON, bytes for binary.

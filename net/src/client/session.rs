@@ -35,6 +35,12 @@ pub enum Event {
         doc: String,
         /// The change, transformed for the local copy.
         delta: Delta,
+        /// The revision it made.
+        rev: u64,
+        /// Who made it.
+        author: ClientId,
+        /// The author's sequence number for it.
+        client_seq: u64,
     },
     /// An own op was acknowledged.
     Acked {
@@ -42,6 +48,8 @@ pub enum Event {
         doc: String,
         /// The revision it produced.
         rev: u64,
+        /// Its sequence number.
+        client_seq: u64,
     },
     /// Another user's selection, in local positions.
     Presence {
@@ -306,7 +314,7 @@ impl ClientSession {
                 let Some(state) = self.docs.get_mut(&doc).and_then(|d| d.state.as_mut()) else { return Ok(()) };
                 let next =
                     state.ack(client_seq, rev).map_err(|error| SessionError::Engine { doc: doc.clone(), error })?;
-                self.events.push_back(Event::Acked { doc: doc.clone(), rev });
+                self.events.push_back(Event::Acked { doc: doc.clone(), rev, client_seq });
                 self.submit(&doc, next);
             }
             ServerMsg::Op { doc, rev, author, client_seq, delta } => {
@@ -398,11 +406,17 @@ impl ClientSession {
         match state.remote(op.rev, &op.delta, op.author, op.client_seq) {
             Ok(Remote::Applied(delta)) => {
                 move_selections(&mut entry.selections, &delta, Some(op.author));
-                self.events.push_back(Event::Remote { doc: doc.to_owned(), delta });
+                self.events.push_back(Event::Remote {
+                    doc: doc.to_owned(),
+                    delta,
+                    rev: op.rev,
+                    author: op.author,
+                    client_seq: op.client_seq,
+                });
                 Ok(())
             }
             Ok(Remote::Acked(next)) => {
-                self.events.push_back(Event::Acked { doc: doc.to_owned(), rev: op.rev });
+                self.events.push_back(Event::Acked { doc: doc.to_owned(), rev: op.rev, client_seq: op.client_seq });
                 self.submit(doc, next);
                 Ok(())
             }

@@ -8,7 +8,7 @@
 mod conn;
 mod core;
 mod mailbox;
-mod notify;
+pub mod notify;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,6 +22,7 @@ use tandem_engine::Limits;
 use crate::metrics::{CoreStats, Driver};
 use crate::shard::ShardConfig;
 use mailbox::Mailbox;
+pub use notify::Notify;
 
 /// Everything the server can be told. Every field has a safe default; the `tandem` binary
 /// loads this from TOML, flags and `TANDEM_*` variables.

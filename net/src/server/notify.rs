@@ -1,25 +1,28 @@
-//! A one-core wake-up flag: one task waits, others on the same core set it.
+//! Wake-ups between tasks of one thread (one core's runtime): no atomics, no locks.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::task::{Poll, Waker};
 
-/// Set by [`Notify::notify`], consumed by [`Notify::wait`].
+/// A flag one task waits on and others on the same thread set: set by [`Notify::notify`],
+/// consumed by [`Notify::wait`].
 #[derive(Default)]
-pub(crate) struct Notify {
+pub struct Notify {
     set: Cell<bool>,
     waker: RefCell<Option<Waker>>,
 }
 
 impl Notify {
-    pub(crate) fn notify(&self) {
+    /// Sets the flag and wakes the waiting task.
+    pub fn notify(&self) {
         self.set.set(true);
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
         }
     }
 
-    pub(crate) async fn wait(&self) {
+    /// Waits until the flag is set, and clears it.
+    pub async fn wait(&self) {
         poll_fn(|cx| {
             if self.set.replace(false) {
                 Poll::Ready(())
@@ -32,8 +35,8 @@ impl Notify {
     }
 }
 
-/// Lets the core's other tasks run before this one continues.
-pub(crate) async fn yield_now() {
+/// Lets the thread's other tasks run before this one continues.
+pub async fn yield_now() {
     let mut yielded = false;
     poll_fn(|cx| {
         if yielded {

@@ -1,0 +1,15 @@
+//! Tandem's load generator: scenarios of simulated users against a real server, measured as
+//! clients see it (open model, coordinated omission corrected, HDR histograms), checked for
+//! convergence, and reported in `results/`.
+//!
+//! It is thread-per-core like the server (one monoio runtime per thread) so that it is not the
+//! bottleneck it measures, and it reports its own CPU use to show when it is. It never
+//! embeds the server: it talks to one over sockets, as any client would.
+
+pub mod procstat;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod stats;
+mod user;
+mod wsclient;

@@ -1,0 +1,484 @@
+//! Running a scenario: users spread over generator threads (each a monoio runtime), the
+//! stages on one clock, server and generator usage sampled at the edges of the steady stage,
+//! and a convergence check at the end.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tandem_engine::{ClientId, Document};
+use tandem_net::client::ClientSession;
+use tandem_net::codec::{decode_server, encode_client};
+use tandem_net::protocol::Encoding;
+use tungstenite::Message;
+
+use crate::procstat::{self, Sample};
+use crate::scenario::{Role, Scenario};
+use crate::stats::{Clock, Stats};
+use crate::user::{self, Thread, UserSpec};
+use crate::wsclient::WsClient;
+
+/// Connections per source address before moving to the next 127.x.y.z.
+const PER_SOURCE: usize = 10_000;
+/// Documents one checker connection opens (the server's default per-connection limit).
+const DOCS_PER_CHECKER: usize = 64;
+
+/// Where and how to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The server's address (from `ws://host:port/ws`).
+    pub target: SocketAddr,
+    /// Replaces the scenario's steady-stage length.
+    pub duration: Option<f64>,
+    /// The server's pid, if known (else looked up from the listening port when local).
+    pub server_pid: Option<u32>,
+}
+
+/// What the convergence check found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Convergence {
+    /// Documents checked against the server.
+    pub documents: usize,
+    /// Users' final views compared (full copies and light readers).
+    pub views_checked: usize,
+    /// Of which full copies (content compared, not just the revision).
+    pub full_copies: usize,
+    /// What did not match (the first 20).
+    pub mismatches: Vec<String>,
+    /// Mismatches in all.
+    pub mismatch_count: usize,
+}
+
+/// CPU and memory of a process over the steady stage.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Usage {
+    /// The pid, when known.
+    pub pid: Option<u32>,
+    /// CPU seconds used during the steady stage.
+    pub cpu_s: f64,
+    /// CPU use as a fraction of one core.
+    pub cpu_util: f64,
+    /// User (own code) CPU seconds used during the steady stage.
+    pub user_s: f64,
+    /// Resident memory at the start of the steady stage.
+    pub rss_start_bytes: u64,
+    /// Resident memory at its end.
+    pub rss_end_bytes: u64,
+}
+
+/// The outcome of a run, before it becomes a report.
+#[derive(Debug)]
+pub struct RunResult {
+    /// Everything measured, all threads merged.
+    pub stats: Stats,
+    /// The convergence check.
+    pub convergence: Convergence,
+    /// The server's usage (empty when it could not be sampled).
+    pub server: Usage,
+    /// The generator's own usage.
+    pub generator: Usage,
+    /// Generator threads.
+    pub threads: usize,
+    /// The steady stage's actual length, seconds.
+    pub steady_s: f64,
+    /// Server counters over the steady stage, from `/metrics` (name → increase per second).
+    pub server_rates: Vec<(String, f64)>,
+    /// Users connected at the end of the steady stage.
+    pub live_users: usize,
+}
+
+/// Parses `ws://host:port/ws` (or `host:port`).
+pub fn parse_target(url: &str) -> Result<SocketAddr> {
+    let rest = url.strip_prefix("ws://").unwrap_or(url);
+    if url.starts_with("wss://") {
+        bail!("wss:// is not supported by the generator; use ws://");
+    }
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    use std::net::ToSocketAddrs;
+    hostport
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {hostport}"))?
+        .next()
+        .with_context(|| format!("no address for {hostport}"))
+}
+
+fn source_for(index: usize, target: SocketAddr) -> Option<IpAddr> {
+    if !target.ip().is_loopback() {
+        return None;
+    }
+    let block = index / PER_SOURCE;
+    // 127.0.0.1, 127.0.0.2, ... then 127.0.1.1, ...
+    let (hi, lo) = (block / 250, block % 250);
+    Some(IpAddr::V4(Ipv4Addr::new(127, 0, u8::try_from(hi).unwrap_or(255), u8::try_from(lo + 1).unwrap_or(255))))
+}
+
+/// The users of a scenario, assigned to threads: users of one document share a thread.
+fn assign(
+    scenario: &Scenario,
+    threads: usize,
+    clock: &Clock,
+    target: SocketAddr,
+) -> (Vec<Vec<UserSpec>>, Vec<Vec<String>>) {
+    struct Member {
+        role: Role,
+        group: usize,
+    }
+    let mut by_doc: Vec<(Option<String>, Vec<Member>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (gi, g) in scenario.groups.iter().enumerate() {
+        if g.role == Role::Idle {
+            for _ in 0..g.users_per_doc * g.docs.max(1) {
+                by_doc.push((None, vec![Member { role: g.role, group: gi }]));
+            }
+            continue;
+        }
+        for d in 0..g.docs {
+            let name = format!("{}-{d}", g.doc_prefix);
+            let slot = *index.entry(name.clone()).or_insert_with(|| {
+                by_doc.push((Some(name.clone()), Vec::new()));
+                by_doc.len() - 1
+            });
+            for _ in 0..g.users_per_doc {
+                by_doc[slot].1.push(Member { role: g.role, group: gi });
+            }
+        }
+    }
+    let total: usize = by_doc.iter().map(|(_, m)| m.len()).sum();
+    let ramp = Duration::from_secs_f64(scenario.stages.ramp_up_s);
+    let mut load = vec![0usize; threads];
+    let mut users: Vec<Vec<UserSpec>> = vec![Vec::new(); threads];
+    let mut docs: Vec<Vec<String>> = vec![Vec::new(); threads];
+    let mut n = 0usize;
+    let mut full_seen: HashMap<(String, usize), usize> = HashMap::new();
+    for (doc, members) in by_doc {
+        let t = (0..threads).min_by_key(|&t| load[t]).expect("at least one thread");
+        load[t] += members.len();
+        if let Some(d) = &doc {
+            docs[t].push(d.clone());
+        }
+        for m in members {
+            let g = &scenario.groups[m.group];
+            let full_copy = match (m.role, g.full_copies_per_doc, &doc) {
+                (Role::Reader, Some(k), Some(d)) => {
+                    let seen = full_seen.entry((d.clone(), m.group)).or_insert(0);
+                    *seen += 1;
+                    *seen <= k
+                }
+                _ => true,
+            };
+            let start_at = clock.start + ramp.mul_f64(n as f64 / total.max(1) as f64);
+            users[t].push(UserSpec {
+                client: ClientId(scenario.seed.wrapping_mul(1_000_003).wrapping_add(n as u64 + 1)),
+                role: m.role,
+                docs: doc.iter().cloned().collect(),
+                edit_rate: g.edit_rate,
+                cursor_rate: g.cursor_rate,
+                wire: g.wire,
+                full_copy,
+                start_at,
+                source: source_for(n, target),
+                seed: scenario.seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            });
+            n += 1;
+        }
+    }
+    (users, docs)
+}
+
+/// Opens `docs` on fresh connections and returns each one's revision and content.
+async fn server_view(thread: &Thread, docs: &[String]) -> HashMap<String, (u64, Document)> {
+    let mut out = HashMap::new();
+    for (i, chunk) in docs.chunks(DOCS_PER_CHECKER).enumerate() {
+        let Ok(ws) = WsClient::connect(thread.target, "/ws", Encoding::Binary.subprotocol(), None).await else {
+            continue;
+        };
+        let session =
+            Rc::new(RefCell::new(ClientSession::new(ClientId(u64::MAX - i as u64), &thread.token, "checker", "")));
+        {
+            let mut s = session.borrow_mut();
+            s.on_connect();
+            for d in chunk {
+                s.open(d);
+            }
+            while let Some(m) = s.poll_outgoing() {
+                ws.sender.send(Message::binary(encode_client(&m, Encoding::Binary)));
+            }
+        }
+        let sender = Rc::clone(&ws.sender);
+        let s2 = Rc::clone(&session);
+        let names: Vec<String> = chunk.to_vec();
+        let reader = monoio::spawn(ws.run(move |bytes| {
+            if let Ok(msg) = decode_server(&bytes, Encoding::Binary) {
+                let mut s = s2.borrow_mut();
+                let _ = s.handle(msg);
+                while s.poll_event().is_some() {}
+            }
+        }));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && !names.iter().all(|d| session.borrow().is_open(d)) {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for d in &names {
+            if let Some(state) = session.borrow().doc_state(d) {
+                out.insert(d.clone(), (state.rev(), state.document().clone()));
+            }
+        }
+        sender.close();
+        let _ = reader.await;
+    }
+    out
+}
+
+struct ThreadResult {
+    stats: Stats,
+    convergence: Convergence,
+    live: usize,
+}
+
+fn run_thread(
+    users: Vec<UserSpec>,
+    docs: Vec<String>,
+    clock: Clock,
+    target: SocketAddr,
+    token: String,
+    ramp_down: Duration,
+) -> Result<ThreadResult> {
+    // The largest ring: every connection keeps a read in flight (see the server's core.rs).
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .with_entries(32_768)
+        .enable_timer()
+        .build()
+        .context("starting a generator runtime")?;
+    Ok(rt.block_on(async move {
+        let thread = Rc::new(Thread::new(clock, target, token));
+        let expected_finals: usize = users.iter().map(|u| u.docs.len()).sum();
+        for spec in users {
+            monoio::spawn(user::run(Rc::clone(&thread), spec));
+        }
+        {
+            let t = Rc::clone(&thread);
+            // Detached: it ends once the run finishes.
+            monoio::spawn(async move {
+                while !t.finish.get() {
+                    monoio::time::sleep(Duration::from_secs(5)).await;
+                    t.forget_old(Instant::now());
+                }
+            });
+        }
+        monoio::time::sleep_until(monoio::time::Instant::from_std(clock.steady_to)).await;
+        let live = thread.live.get();
+        thread.stop_acting.set(true);
+        monoio::time::sleep_until(monoio::time::Instant::from_std(clock.steady_to + ramp_down)).await;
+        let server = server_view(&thread, &docs).await;
+        thread.finish.set(true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while thread.finals.borrow().len() < expected_finals && Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut c = Convergence { documents: server.len(), ..Convergence::default() };
+        let note = |c: &mut Convergence, what: String| {
+            c.mismatch_count += 1;
+            if c.mismatches.len() < 20 {
+                c.mismatches.push(what);
+            }
+        };
+        for d in &docs {
+            if !server.contains_key(d) {
+                note(&mut c, format!("{d}: the server's copy could not be read"));
+            }
+        }
+        if thread.finals.borrow().len() < expected_finals {
+            note(
+                &mut c,
+                format!(
+                    "{} of {expected_finals} views missing at the end",
+                    expected_finals - thread.finals.borrow().len()
+                ),
+            );
+        }
+        for f in thread.finals.borrow().iter() {
+            let Some((rev, content)) = server.get(&f.doc) else { continue };
+            c.views_checked += 1;
+            if f.pending {
+                note(&mut c, format!("{}: client {} still had unacknowledged edits", f.doc, f.client));
+            } else if f.rev != *rev {
+                note(&mut c, format!("{}: client {} at revision {} but the server at {rev}", f.doc, f.client, f.rev));
+            }
+            if let Some(mine) = &f.content {
+                c.full_copies += 1;
+                if mine != content {
+                    note(
+                        &mut c,
+                        format!("{}: client {} holds different content at revision {}", f.doc, f.client, f.rev),
+                    );
+                }
+            }
+        }
+        let stats = thread.stats.borrow().clone();
+        ThreadResult { stats, convergence: c, live }
+    }))
+}
+
+/// Server counters worth a rate over the steady stage.
+const SERVER_COUNTERS: &[&str] =
+    &["tandem_ops_in_total", "tandem_ops_out_total", "tandem_frames_out_total", "tandem_messages_in_total"];
+
+/// Runs a scenario against a server.
+pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
+    let mut scenario = scenario.clone();
+    if let Some(d) = opts.duration {
+        scenario.stages.steady_s = d;
+    }
+    scenario.validate()?;
+    let threads = if scenario.threads == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        scenario.threads
+    };
+    let start = Instant::now() + Duration::from_millis(300);
+    let steady_from = start + Duration::from_secs_f64(scenario.stages.ramp_up_s);
+    let clock = Clock { start, steady_from, steady_to: steady_from + scenario.steady() };
+    let (users, docs) = assign(&scenario, threads, &clock, opts.target);
+    let ramp_down = Duration::from_secs_f64(scenario.stages.ramp_down_s);
+    let server_pid = opts
+        .server_pid
+        .or_else(|| opts.target.ip().is_loopback().then(|| procstat::listener_pid(opts.target)).flatten());
+
+    let mut handles = Vec::new();
+    for (i, (u, d)) in users.into_iter().zip(docs).enumerate() {
+        let token = scenario.token.clone();
+        let target = opts.target;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("loadgen-{i}"))
+                .spawn(move || run_thread(u, d, clock, target, token, ramp_down))?,
+        );
+    }
+
+    let wait_until = |t: Instant| std::thread::sleep(t.saturating_duration_since(Instant::now()));
+    wait_until(clock.steady_from);
+    let server_start = server_pid.and_then(|p| procstat::sample(Some(p)));
+    let gen_start = procstat::sample(None);
+    let metrics_start = procstat::http_get(opts.target, "/metrics");
+    let t0 = Instant::now();
+    wait_until(clock.steady_to);
+    let server_end = server_pid.and_then(|p| procstat::sample(Some(p)));
+    let gen_end = procstat::sample(None);
+    let metrics_end = procstat::http_get(opts.target, "/metrics");
+    let steady_s = t0.elapsed().as_secs_f64();
+
+    let mut stats = Stats::default();
+    let mut convergence = Convergence::default();
+    let mut live_users = 0;
+    for h in handles {
+        let r = h.join().map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
+        stats.merge(&r.stats);
+        live_users += r.live;
+        convergence.documents += r.convergence.documents;
+        convergence.views_checked += r.convergence.views_checked;
+        convergence.full_copies += r.convergence.full_copies;
+        convergence.mismatch_count += r.convergence.mismatch_count;
+        for m in r.convergence.mismatches {
+            if convergence.mismatches.len() < 20 {
+                convergence.mismatches.push(m);
+            }
+        }
+    }
+    let usage = |pid: Option<u32>, a: Option<Sample>, b: Option<Sample>| match (a, b) {
+        (Some(a), Some(b)) => Usage {
+            pid,
+            cpu_s: b.cpu_s - a.cpu_s,
+            cpu_util: (b.cpu_s - a.cpu_s) / steady_s,
+            user_s: b.user_s - a.user_s,
+            rss_start_bytes: a.rss_bytes,
+            rss_end_bytes: b.rss_bytes,
+        },
+        _ => Usage { pid, ..Usage::default() },
+    };
+    let server_rates = match (&metrics_start, &metrics_end) {
+        (Some(a), Some(b)) => SERVER_COUNTERS
+            .iter()
+            .filter_map(|name| {
+                Some(((*name).to_owned(), (procstat::metric_sum(b, name)? - procstat::metric_sum(a, name)?) / steady_s))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(RunResult {
+        stats,
+        convergence,
+        server: usage(server_pid, server_start, server_end),
+        generator: usage(Some(std::process::id()), gen_start, gen_end),
+        threads,
+        steady_s,
+        server_rates,
+        live_users,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(parse_target("ws://127.0.0.1:8080/ws").unwrap(), "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
+        assert_eq!(parse_target("127.0.0.1:9").unwrap(), "127.0.0.1:9".parse::<SocketAddr>().unwrap());
+        assert!(parse_target("wss://x:1/ws").is_err());
+    }
+
+    #[test]
+    fn sources_spread_past_ten_thousand() {
+        let t: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(source_for(0, t), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(source_for(9_999, t), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(source_for(10_000, t), Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(source_for(0, "10.0.0.1:1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn users_of_a_document_share_a_thread() {
+        let s: Scenario = toml::from_str(
+            r#"
+            name = "t"
+            [stages]
+            ramp_up_s = 1
+            steady_s = 1
+            [[groups]]
+            name = "w"
+            role = "editor"
+            docs = 10
+            users_per_doc = 1
+            edit_rate = 1
+            [[groups]]
+            name = "r"
+            role = "reader"
+            docs = 10
+            users_per_doc = 4
+            full_copies_per_doc = 1
+            [[groups]]
+            name = "i"
+            role = "idle"
+            users_per_doc = 7
+            "#,
+        )
+        .unwrap();
+        let now = Instant::now();
+        let clock = Clock { start: now, steady_from: now, steady_to: now };
+        let (users, docs) = assign(&s, 3, &clock, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(users.iter().map(Vec::len).sum::<usize>(), 57);
+        assert_eq!(docs.iter().map(Vec::len).sum::<usize>(), 10);
+        for (t, ds) in docs.iter().enumerate() {
+            for d in ds {
+                assert!(users[t].iter().filter(|u| u.docs.contains(d)).count() == 5);
+                let full = users[t].iter().filter(|u| u.docs.contains(d) && u.full_copy).count();
+                assert_eq!(full, 2, "one editor and one full-copy reader on {d}");
+            }
+        }
+        let ids: std::collections::HashSet<u64> = users.iter().flatten().map(|u| u.client.0).collect();
+        assert_eq!(ids.len(), 57);
+    }
+}

@@ -1,0 +1,206 @@
+//! Scenarios: who connects, to which documents, doing what, at what rate, for how long.
+//!
+//! A scenario is a TOML file (see `loadgen/scenarios/`): stages (ramp-up, steady state,
+//! ramp-down; only the steady state is measured) and groups of simulated users. Users of
+//! groups that name the same documents share those documents, and run on the same generator
+//! thread, so an op's send time and its receipt by every other user are read off one clock.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// What a simulated user does.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Opens its documents and types at `edit_rate` ops/s (and moves its cursor at
+    /// `cursor_rate`).
+    Editor,
+    /// Opens its documents and reads (and moves its cursor at `cursor_rate`).
+    Reader,
+    /// Connects, says hello, and sits (for memory per idle connection).
+    Idle,
+}
+
+/// The subprotocol users speak.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Wire {
+    /// `tandem.v1.bin`.
+    #[default]
+    Binary,
+    /// `tandem.v1.json`.
+    Json,
+}
+
+/// A group of identical users.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// The group's name in reports.
+    pub name: String,
+    /// What its users do.
+    pub role: Role,
+    /// How many documents (`{doc_prefix}-{i}` for i in 0..docs); 0 for idle users.
+    #[serde(default)]
+    pub docs: usize,
+    /// Document name prefix.
+    #[serde(default = "default_prefix")]
+    pub doc_prefix: String,
+    /// Users per document (or, for idle users, in all).
+    pub users_per_doc: usize,
+    /// Edits per second per user (editors).
+    #[serde(default)]
+    pub edit_rate: f64,
+    /// Cursor moves per second per user.
+    #[serde(default)]
+    pub cursor_rate: f64,
+    /// Subprotocol.
+    #[serde(default)]
+    pub wire: Wire,
+    /// Users of this group that keep a full copy of each document and check it against the
+    /// server at the end (the rest check only that revisions arrive in order); all when unset.
+    #[serde(default)]
+    pub full_copies_per_doc: Option<usize>,
+}
+
+fn default_prefix() -> String {
+    "doc".to_owned()
+}
+
+/// The stages of a run, in seconds.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Stages {
+    /// Users connect (and start acting) spread over this time. Not measured.
+    pub ramp_up_s: f64,
+    /// The measured part.
+    pub steady_s: f64,
+    /// Users stop acting; outstanding acks are collected. Not measured.
+    #[serde(default = "default_ramp_down")]
+    pub ramp_down_s: f64,
+}
+
+fn default_ramp_down() -> f64 {
+    2.0
+}
+
+/// A scenario file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Its name.
+    pub name: String,
+    /// What it models, for the report.
+    #[serde(default)]
+    pub description: String,
+    /// The stages.
+    pub stages: Stages,
+    /// The users.
+    pub groups: Vec<Group>,
+    /// Generator threads; 0 for one per available core.
+    #[serde(default)]
+    pub threads: usize,
+    /// Seed for every random choice.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Token for `hello`.
+    #[serde(default)]
+    pub token: String,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+/// Most users one scenario may ask for.
+pub const MAX_USERS: usize = 10_000_000;
+
+impl Scenario {
+    /// Loads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading scenario {}", path.display()))?;
+        let s: Self = toml::from_str(&text).with_context(|| format!("parsing scenario {}", path.display()))?;
+        s.validate().with_context(|| format!("scenario {}", path.display()))?;
+        Ok(s)
+    }
+
+    /// Checks the values make sense.
+    pub fn validate(&self) -> Result<()> {
+        let st = &self.stages;
+        for (name, v) in [("ramp_up_s", st.ramp_up_s), ("steady_s", st.steady_s), ("ramp_down_s", st.ramp_down_s)] {
+            if !(0.0..=86_400.0).contains(&v) {
+                bail!("stages.{name} = {v}: must be between 0 and 86400");
+            }
+        }
+        if st.steady_s <= 0.0 {
+            bail!("stages.steady_s must be positive");
+        }
+        if self.groups.is_empty() {
+            bail!("a scenario needs at least one group");
+        }
+        for g in &self.groups {
+            if g.users_per_doc == 0 {
+                bail!("group {}: users_per_doc must be positive", g.name);
+            }
+            if g.role != Role::Idle && g.docs == 0 {
+                bail!("group {}: an {:?} group needs docs > 0", g.name, g.role);
+            }
+            if g.role == Role::Editor && !(g.edit_rate > 0.0 && g.edit_rate <= 10_000.0) {
+                bail!("group {}: editors need 0 < edit_rate <= 10000", g.name);
+            }
+            if !(0.0..=10_000.0).contains(&g.cursor_rate) {
+                bail!("group {}: cursor_rate must be between 0 and 10000", g.name);
+            }
+        }
+        if self.users() > MAX_USERS {
+            bail!("{} users: at most {MAX_USERS}", self.users());
+        }
+        Ok(())
+    }
+
+    /// Users in all.
+    pub fn users(&self) -> usize {
+        self.groups.iter().map(|g| g.users_per_doc * g.docs.max(1)).sum()
+    }
+
+    /// The steady stage's length.
+    pub fn steady(&self) -> Duration {
+        Duration::from_secs_f64(self.stages.steady_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_validates() {
+        let s: Scenario = toml::from_str(
+            r#"
+            name = "t"
+            [stages]
+            ramp_up_s = 1
+            steady_s = 5
+            [[groups]]
+            name = "w"
+            role = "editor"
+            docs = 2
+            users_per_doc = 3
+            edit_rate = 5
+            "#,
+        )
+        .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.users(), 6);
+        let mut bad = s.clone();
+        bad.groups[0].edit_rate = 0.0;
+        assert!(bad.validate().unwrap_err().to_string().contains("edit_rate"));
+        let mut bad = s;
+        bad.stages.steady_s = 0.0;
+        assert!(bad.validate().is_err());
+        assert!(toml::from_str::<Scenario>("name = \"x\"\nbogus = 1\n[stages]\nramp_up_s=0\nsteady_s=1\n").is_err());
+    }
+}

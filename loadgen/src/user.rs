@@ -1,0 +1,439 @@
+//! Simulated users.
+//!
+//! An editor or a full-copy reader runs the real client library ([`ClientSession`], the
+//! engine's OT state machine) over its own WebSocket. A light reader decodes what it receives
+//! and checks that revisions arrive in order, without keeping the document (so that a
+//! thousand readers do not cost the generator a thousand documents). Each acting user
+//! follows an open-model schedule: its k-th edit is due at `start + phase + k / rate`, and
+//! latency is measured from that due time, so a generator that falls behind shows up in the
+//! numbers instead of hiding them (coordinated omission).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tandem_engine::{Attributes, ClientId, Delta, Document, SelectionRange};
+use tandem_net::client::{ClientSession, Event};
+use tandem_net::codec::{decode_server, encode_client};
+use tandem_net::protocol::{ClientMsg, Encoding, PROTOCOL_VERSION, ServerMsg};
+use tungstenite::Message;
+
+use crate::scenario::{Role, Wire};
+use crate::stats::{Clock, Latency, Stats};
+use crate::wsclient::{Sender, WsClient};
+
+/// What one generator thread shares among its users.
+pub(crate) struct Thread {
+    pub(crate) clock: Clock,
+    pub(crate) target: SocketAddr,
+    pub(crate) token: String,
+    pub(crate) stats: RefCell<Stats>,
+    /// (author, client_seq) → due time of the op's first edit, for propagation latency.
+    sent_ops: RefCell<HashMap<(ClientId, u64), Instant>>,
+    /// (doc, client) → due time of the client's latest cursor move.
+    cursor_moves: RefCell<HashMap<(Rc<str>, ClientId), Instant>>,
+    /// Set at the end of the steady stage: users stop acting.
+    pub(crate) stop_acting: Cell<bool>,
+    /// Set when the run is over: users close their connections.
+    pub(crate) finish: Cell<bool>,
+    /// Users connected and welcomed.
+    pub(crate) live: Cell<usize>,
+    /// What each user holds at the end, for the convergence check.
+    pub(crate) finals: RefCell<Vec<Final>>,
+}
+
+impl Thread {
+    pub(crate) fn new(clock: Clock, target: SocketAddr, token: String) -> Self {
+        Self {
+            clock,
+            target,
+            token,
+            stats: RefCell::new(Stats::default()),
+            sent_ops: RefCell::new(HashMap::new()),
+            cursor_moves: RefCell::new(HashMap::new()),
+            stop_acting: Cell::new(false),
+            finish: Cell::new(false),
+            live: Cell::new(0),
+            finals: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Drops send records old enough that no receipt can still be on its way.
+    pub(crate) fn forget_old(&self, now: Instant) {
+        let horizon = Duration::from_secs(60);
+        self.sent_ops.borrow_mut().retain(|_, t| now.saturating_duration_since(*t) < horizon);
+        self.cursor_moves.borrow_mut().retain(|_, t| now.saturating_duration_since(*t) < horizon);
+    }
+}
+
+/// One user's final view of one document.
+#[derive(Debug)]
+pub(crate) struct Final {
+    pub(crate) doc: String,
+    pub(crate) client: ClientId,
+    pub(crate) rev: u64,
+    /// None for light readers (they check revision order only).
+    pub(crate) content: Option<Document>,
+    /// Edits still unacknowledged at the end (must be 0).
+    pub(crate) pending: bool,
+}
+
+/// One user to simulate.
+#[derive(Clone, Debug)]
+pub(crate) struct UserSpec {
+    pub(crate) client: ClientId,
+    pub(crate) role: Role,
+    pub(crate) docs: Vec<String>,
+    pub(crate) edit_rate: f64,
+    pub(crate) cursor_rate: f64,
+    pub(crate) wire: Wire,
+    pub(crate) full_copy: bool,
+    pub(crate) start_at: Instant,
+    pub(crate) source: Option<IpAddr>,
+    pub(crate) seed: u64,
+}
+
+fn encoding(w: Wire) -> Encoding {
+    match w {
+        Wire::Binary => Encoding::Binary,
+        Wire::Json => Encoding::Json,
+    }
+}
+
+fn send(sender: &Sender, msg: &ClientMsg, enc: Encoding) {
+    let payload = encode_client(msg, enc);
+    sender.send(match enc {
+        Encoding::Binary => Message::binary(payload),
+        Encoding::Json => Message::text(String::from_utf8(payload).expect("JSON is UTF-8")),
+    });
+}
+
+/// An edit made but not yet acknowledged: its sequence number and due time.
+struct PendingEdit {
+    seq: u64,
+    due: Instant,
+}
+
+/// A full user's state, shared by its reader and its actor.
+struct Full {
+    session: ClientSession,
+    /// Per document: edits waiting for their ack, in order.
+    pending: HashMap<String, VecDeque<PendingEdit>>,
+    /// Per document: this user's caret.
+    caret: HashMap<String, usize>,
+    docs: Vec<Rc<str>>,
+    opened_at: HashMap<String, Instant>,
+    welcomed_at: Option<Instant>,
+}
+
+/// Runs one user from its start time to the end of the run.
+pub(crate) async fn run(thread: Rc<Thread>, spec: UserSpec) {
+    monoio::time::sleep_until(monoio::time::Instant::from_std(spec.start_at)).await;
+    let enc = encoding(spec.wire);
+    let connect_start = Instant::now();
+    let Ok(ws) = WsClient::connect(thread.target, "/ws", enc.subprotocol(), spec.source).await else {
+        thread.stats.borrow_mut().error(&thread.clock, Instant::now());
+        return;
+    };
+    if spec.role == Role::Reader && !spec.full_copy {
+        light_reader(thread, spec, ws, enc, connect_start).await;
+    } else {
+        full_user(thread, spec, ws, enc, connect_start).await;
+    }
+}
+
+async fn full_user(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Encoding, connect_start: Instant) {
+    let sender = Rc::clone(&ws.sender);
+    let mut session = ClientSession::new(spec.client, &thread.token, &format!("user-{}", spec.client), "");
+    session.on_connect();
+    for doc in &spec.docs {
+        session.open(doc);
+    }
+    let state = Rc::new(RefCell::new(Full {
+        session,
+        pending: HashMap::new(),
+        caret: HashMap::new(),
+        docs: spec.docs.iter().map(|d| Rc::from(d.as_str())).collect(),
+        opened_at: spec.docs.iter().map(|d| (d.clone(), connect_start)).collect(),
+        welcomed_at: None,
+    }));
+    flush(&thread, &state, &sender, enc, &spec);
+    if spec.role == Role::Editor || spec.cursor_rate > 0.0 {
+        monoio::spawn(actor(Rc::clone(&thread), Rc::clone(&state), Rc::clone(&sender), enc, spec.clone()));
+    }
+    // Detached: it ends once the run finishes.
+    monoio::spawn(close_at_finish(Rc::clone(&thread), Rc::clone(&sender)));
+    let t = Rc::clone(&thread);
+    let st = Rc::clone(&state);
+    let snd = Rc::clone(&sender);
+    let sp = spec.clone();
+    let code = ws
+        .run(move |bytes| {
+            let Ok(msg) = decode_server(&bytes, enc) else {
+                t.stats.borrow_mut().error(&t.clock, Instant::now());
+                return;
+            };
+            on_message(&t, &st, msg, connect_start);
+            flush(&t, &st, &snd, enc, &sp);
+        })
+        .await;
+    if !thread.finish.get() {
+        let mut stats = thread.stats.borrow_mut();
+        stats.disconnects += 1;
+        stats.error(&thread.clock, Instant::now());
+        let _ = code;
+    }
+    let st = state.borrow();
+    for doc in &spec.docs {
+        let ds = st.session.doc_state(doc);
+        thread.finals.borrow_mut().push(Final {
+            doc: doc.clone(),
+            client: spec.client,
+            rev: ds.map_or(0, tandem_engine::ClientDoc::rev),
+            content: ds.map(|d| d.document().clone()),
+            pending: ds.is_none_or(tandem_engine::ClientDoc::has_pending),
+        });
+    }
+    drop(st);
+}
+
+/// Sends what the session wants sent, noting when each op's first edit was due.
+fn flush(thread: &Thread, state: &RefCell<Full>, sender: &Sender, enc: Encoding, spec: &UserSpec) {
+    let mut st = state.borrow_mut();
+    while let Some(msg) = st.session.poll_outgoing() {
+        if let ClientMsg::Submit { doc, client_seq, .. } = &msg
+            && let Some(first) = st.pending.get(doc).and_then(|q| q.iter().find(|p| p.seq == *client_seq))
+        {
+            thread.sent_ops.borrow_mut().insert((spec.client, *client_seq), first.due);
+        }
+        send(sender, &msg, enc);
+    }
+}
+
+fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_start: Instant) {
+    let now = Instant::now();
+    let mut st = state.borrow_mut();
+    let st = &mut *st;
+    if let Err(_e) = st.session.handle(msg) {
+        thread.stats.borrow_mut().error(&thread.clock, now);
+        return;
+    }
+    let mut stats = thread.stats.borrow_mut();
+    while let Some(event) = st.session.poll_event() {
+        match event {
+            Event::Welcome { .. } => {
+                st.welcomed_at = Some(now);
+                stats.setup_latency(Latency::Connect, connect_start, now);
+                thread.live.set(thread.live.get() + 1);
+            }
+            Event::Opened { doc } => {
+                if let Some(t) = st.opened_at.remove(&doc) {
+                    stats.setup_latency(Latency::Join, t, now);
+                }
+                let len = st.session.document(&doc).map_or(0, Document::len);
+                let caret = st.caret.entry(doc).or_insert(len);
+                *caret = (*caret).min(len);
+            }
+            Event::Acked { doc, client_seq, .. } => {
+                if let Some(q) = st.pending.get_mut(&doc) {
+                    while q.front().is_some_and(|p| p.seq <= client_seq) {
+                        let p = q.pop_front().expect("checked");
+                        stats.latency(&thread.clock, Latency::Ack, p.due, now);
+                    }
+                }
+            }
+            Event::Remote { doc, delta, author, client_seq, .. } => {
+                stats.delivered(&thread.clock, now);
+                if let Some(due) = thread.sent_ops.borrow().get(&(author, client_seq)) {
+                    stats.latency(&thread.clock, Latency::Propagation, *due, now);
+                }
+                if let Some(c) = st.caret.get_mut(&doc) {
+                    *c = delta.transform_position(*c, true);
+                }
+            }
+            Event::Presence { doc, client, .. } => {
+                let key = (Rc::from(doc.as_str()), client);
+                if let Some(due) = thread.cursor_moves.borrow().get(&key) {
+                    stats.latency(&thread.clock, Latency::Presence, *due, now);
+                }
+            }
+            Event::RolledBack { doc, .. } => {
+                st.pending.remove(&doc);
+                stats.error(&thread.clock, now);
+            }
+            Event::Error { .. } => stats.error(&thread.clock, now),
+            Event::Joined { .. } | Event::Left { .. } | Event::Closed { .. } => {}
+        }
+    }
+}
+
+/// A keystroke at the caret: mostly a char, sometimes a backspace or a newline.
+fn keystroke(rng: &mut ChaCha8Rng, caret: &mut usize, len: usize) -> Delta {
+    *caret = (*caret).min(len);
+    let roll = rng.random_range(0..100);
+    if roll < 15 && *caret > 0 {
+        *caret -= 1;
+        return Delta::new().retain(*caret, Attributes::NONE).delete(1).chop();
+    }
+    let text =
+        if roll < 20 { "\n" } else { ["e", "t", "a", "o", "i", "n", " ", "s", "h", "r"][rng.random_range(0..10)] };
+    let d = Delta::new().retain(*caret, Attributes::NONE).insert(text, Attributes::NONE);
+    *caret += 1;
+    d
+}
+
+/// Edits and cursor moves on schedule, until the steady stage ends.
+async fn actor(thread: Rc<Thread>, state: Rc<RefCell<Full>>, sender: Rc<Sender>, enc: Encoding, spec: UserSpec) {
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let edit_every = (spec.role == Role::Editor).then(|| Duration::from_secs_f64(1.0 / spec.edit_rate));
+    let cursor_every = (spec.cursor_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / spec.cursor_rate));
+    // A random phase per user, so users do not act in lockstep.
+    let mut next_edit = edit_every.map(|e| spec.start_at + e.mul_f64(rng.random_range(0.0..1.0)));
+    let mut next_cursor = cursor_every.map(|e| spec.start_at + e.mul_f64(rng.random_range(0.0..1.0)));
+    while !thread.stop_acting.get() && !sender.is_closed() {
+        let Some(due) = [next_edit, next_cursor].into_iter().flatten().min() else { return };
+        monoio::time::sleep_until(monoio::time::Instant::from_std(due)).await;
+        if thread.stop_acting.get() {
+            return;
+        }
+        let now = Instant::now();
+        {
+            let mut st = state.borrow_mut();
+            let st = &mut *st;
+            let doc = Rc::clone(&st.docs[rng.random_range(0..st.docs.len())]);
+            // Until the document is open (ramp-up, re-opens) due actions are skipped.
+            let open = st.session.is_open(&doc);
+            // Every edit due by now, each charged to its own due time.
+            while let (Some(every), Some(t)) = (edit_every, next_edit)
+                && t <= now
+            {
+                if open {
+                    let len = st.session.document(&doc).map_or(0, Document::len);
+                    let caret = st.caret.entry(doc.to_string()).or_insert(len);
+                    let d = keystroke(&mut rng, caret, len);
+                    let before = st.session.doc_state(&doc).and_then(|s| s.inflight().map(|o| o.client_seq));
+                    if st.session.edit(&doc, d).is_ok() {
+                        let ds = st.session.doc_state(&doc).expect("open");
+                        // Sent now, or buffered: then it goes out with the next sequence number.
+                        let after = ds.inflight().map(|o| o.client_seq);
+                        let seq = if after == before { ds.next_seq() } else { after.expect("just sent") };
+                        st.pending.entry(doc.to_string()).or_default().push_back(PendingEdit { seq, due: t });
+                        thread.stats.borrow_mut().edit(&thread.clock, t);
+                    }
+                }
+                next_edit = Some(t + every);
+            }
+            if let (Some(every), Some(t)) = (cursor_every, next_cursor)
+                && t <= now
+            {
+                if open {
+                    let len = st.session.document(&doc).map_or(0, Document::len);
+                    let caret = st.caret.entry(doc.to_string()).or_insert(0);
+                    *caret = (*caret + rng.random_range(0..40)).saturating_sub(20).min(len);
+                    if st.session.set_selection(&doc, &[SelectionRange::caret(*caret)]).is_ok() {
+                        thread.cursor_moves.borrow_mut().insert((Rc::clone(&doc), spec.client), t);
+                        if thread.clock.measured(t) {
+                            thread.stats.borrow_mut().presence_sent += 1;
+                        }
+                    }
+                }
+                // Missed cursor moves are not made up for: only the latest position matters.
+                let mut next = t + every;
+                while next <= now {
+                    next += every;
+                }
+                next_cursor = Some(next);
+            }
+        }
+        flush(&thread, &state, &sender, enc, &spec);
+    }
+}
+
+async fn close_at_finish(thread: Rc<Thread>, sender: Rc<Sender>) {
+    while !thread.finish.get() {
+        monoio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sender.close();
+}
+
+async fn light_reader(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Encoding, connect_start: Instant) {
+    let sender = Rc::clone(&ws.sender);
+    let hello = ClientMsg::Hello {
+        protocol: PROTOCOL_VERSION,
+        client: spec.client,
+        token: thread.token.clone(),
+        name: format!("user-{}", spec.client),
+        color: String::new(),
+    };
+    send(&sender, &hello, enc);
+    let revs: Rc<RefCell<HashMap<String, u64>>> = Rc::new(RefCell::new(HashMap::new()));
+    let opened_at = Rc::new(RefCell::new(HashMap::new()));
+    for doc in &spec.docs {
+        send(&sender, &ClientMsg::Open { doc: doc.clone(), from_rev: None }, enc);
+        opened_at.borrow_mut().insert(doc.clone(), Instant::now());
+    }
+    // Detached: it ends once the run finishes.
+    monoio::spawn(close_at_finish(Rc::clone(&thread), Rc::clone(&sender)));
+    let t = Rc::clone(&thread);
+    let r = Rc::clone(&revs);
+    let code = ws
+        .run(move |bytes: Bytes| {
+            let now = Instant::now();
+            let mut stats = t.stats.borrow_mut();
+            match decode_server(&bytes, enc) {
+                Ok(ServerMsg::Welcome { .. }) => {
+                    stats.setup_latency(Latency::Connect, connect_start, now);
+                    t.live.set(t.live.get() + 1);
+                }
+                Ok(ServerMsg::Opened { doc, rev, .. }) => {
+                    if let Some(at) = opened_at.borrow_mut().remove(&doc) {
+                        stats.setup_latency(Latency::Join, at, now);
+                    }
+                    r.borrow_mut().insert(doc, rev);
+                }
+                Ok(ServerMsg::Op { doc, rev, author, client_seq, .. }) => {
+                    stats.delivered(&t.clock, now);
+                    let mut revs = r.borrow_mut();
+                    let last = revs.entry(doc).or_insert(0);
+                    if rev != *last + 1 {
+                        stats.gaps += 1;
+                    }
+                    *last = rev;
+                    if let Some(due) = t.sent_ops.borrow().get(&(author, client_seq)) {
+                        stats.latency(&t.clock, Latency::Propagation, *due, now);
+                    }
+                }
+                Ok(ServerMsg::Presence { doc, peers, .. }) => {
+                    let key_doc: Rc<str> = Rc::from(doc.as_str());
+                    for p in peers {
+                        if let Some(due) = t.cursor_moves.borrow().get(&(Rc::clone(&key_doc), p.client)) {
+                            stats.latency(&t.clock, Latency::Presence, *due, now);
+                        }
+                    }
+                }
+                Ok(ServerMsg::Error { .. }) | Err(_) => stats.error(&t.clock, now),
+                Ok(_) => {}
+            }
+        })
+        .await;
+    if !thread.finish.get() {
+        let mut stats = thread.stats.borrow_mut();
+        stats.disconnects += 1;
+        stats.error(&thread.clock, Instant::now());
+        let _ = code;
+    }
+    for (doc, rev) in revs.borrow().iter() {
+        thread.finals.borrow_mut().push(Final {
+            doc: doc.clone(),
+            client: spec.client,
+            rev: *rev,
+            content: None,
+            pending: false,
+        });
+    }
+}

@@ -1,0 +1,246 @@
+//! A WebSocket client connection on monoio, for the generator.
+//!
+//! The upgrade request is written and its response checked here; framing (masking, control
+//! frames, fragmentation) is tungstenite's protocol core over in-memory buffers, as on the
+//! server. A connection is split into a reader (which hands each message to a callback) and a
+//! writer task (which drains a queue in one socket write per wake-up).
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
+
+use tandem_net::server::Notify;
+
+/// Bytes to parse and bytes to write, as tungstenite's stream.
+struct Buffers<'a> {
+    input: &'a [u8],
+    output: &'a mut Vec<u8>,
+}
+
+impl Read for Buffers<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.input.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.input.len());
+        buf[..n].copy_from_slice(&self.input[..n]);
+        self.input = &self.input[n..];
+        Ok(n)
+    }
+}
+
+impl Write for Buffers<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The sending side of a connection, shared by every task of one user.
+pub(crate) struct Sender {
+    ctx: Rc<RefCell<WebSocketContext>>,
+    out: RefCell<Vec<u8>>,
+    wake: Notify,
+    closed: Cell<bool>,
+}
+
+impl Sender {
+    /// Queues a message (framed and masked now).
+    pub(crate) fn send(&self, msg: Message) {
+        if self.closed.get() {
+            return;
+        }
+        let mut out = self.out.borrow_mut();
+        let mut stream = Buffers { input: &[], output: &mut out };
+        let mut ctx = self.ctx.borrow_mut();
+        if ctx.write(&mut stream, msg).is_err() || ctx.flush(&mut stream).is_err() {
+            self.closed.set(true);
+        }
+        drop(out);
+        self.wake.notify();
+    }
+
+    /// True once the connection failed or closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Stops the writer.
+    pub(crate) fn close(&self) {
+        self.closed.set(true);
+        self.wake.notify();
+    }
+}
+
+/// A connected WebSocket.
+pub(crate) struct WsClient {
+    rd: OwnedReadHalf<TcpStream>,
+    ctx: Rc<RefCell<WebSocketContext>>,
+    leftover: Vec<u8>,
+    pub(crate) sender: Rc<Sender>,
+}
+
+/// Opens a TCP connection, from `source` when given (to spread connections over
+/// 127.x.y.z: loopback connect rates collapse past ~10K connections per address pair).
+async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(source) = source else { return TcpStream::connect_addr(addr).await };
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    // On loopback the kernel completes the handshake inside connect().
+    socket.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+    socket.set_nonblocking(true)?;
+    TcpStream::from_std(socket.into())
+}
+
+impl WsClient {
+    /// Connects and upgrades to `path` with `subprotocol`.
+    pub(crate) async fn connect(
+        addr: SocketAddr,
+        path: &str,
+        subprotocol: &str,
+        source: Option<IpAddr>,
+    ) -> io::Result<Self> {
+        let mut stream = tcp(addr, source).await?;
+        stream.set_nodelay(true)?;
+        let key_bytes: [u8; 16] = rand::random();
+        let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key_bytes);
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {subprotocol}\r\n\r\n"
+        );
+        let (res, _) = stream.write_all(request.into_bytes()).await;
+        res?;
+        let mut head = Vec::new();
+        let mut chunk = Vec::with_capacity(4096);
+        let end = loop {
+            let (res, buf) = stream.read(chunk).await;
+            chunk = buf;
+            let n = res?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the upgrade"));
+            }
+            head.extend_from_slice(&chunk[..n]);
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            if head.len() > 16 * 1024 {
+                return Err(io::Error::other("upgrade response too long"));
+            }
+        };
+        let text = String::from_utf8_lossy(&head[..end]).to_string();
+        if !text.starts_with("HTTP/1.1 101") {
+            let status = text.lines().next().unwrap_or("").to_owned();
+            return Err(io::Error::other(format!("upgrade refused: {status}")));
+        }
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        if !text.to_ascii_lowercase().contains(&format!("sec-websocket-accept: {}", accept.to_ascii_lowercase())) {
+            return Err(io::Error::other("bad Sec-WebSocket-Accept"));
+        }
+        let config = WebSocketConfig::default()
+            .read_buffer_size(8 * 1024)
+            .max_message_size(Some(512 << 20))
+            .max_frame_size(Some(512 << 20));
+        let ctx = Rc::new(RefCell::new(WebSocketContext::new(Role::Client, Some(config))));
+        let (rd, wr) = stream.into_split();
+        let sender = Rc::new(Sender {
+            ctx: Rc::clone(&ctx),
+            out: RefCell::new(Vec::new()),
+            wake: Notify::default(),
+            closed: Cell::new(false),
+        });
+        monoio::spawn(writer(Rc::clone(&sender), wr));
+        Ok(Self { rd, ctx, leftover: head.split_off(end), sender })
+    }
+
+    /// Reads until the connection ends, calling `on` for every data message. Returns the
+    /// close code, if the server sent one.
+    pub(crate) async fn run(mut self, mut on: impl FnMut(Bytes)) -> Option<u16> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let mut input = std::mem::take(&mut self.leftover);
+        loop {
+            if !input.is_empty() {
+                let mut out = Vec::new();
+                let mut closed = None;
+                // Messages are handed out after the context is released: handling one may send.
+                let mut messages = Vec::new();
+                {
+                    let mut ctx = self.ctx.borrow_mut();
+                    let mut stream = Buffers { input: &input, output: &mut out };
+                    loop {
+                        match ctx.read(&mut stream) {
+                            Ok(Message::Binary(b)) => messages.push(b),
+                            Ok(Message::Text(t)) => messages.push(Bytes::from(t)),
+                            Ok(Message::Close(frame)) => {
+                                closed = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                                let _ = ctx.flush(&mut stream);
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                                let _ = ctx.flush(&mut stream);
+                                break;
+                            }
+                            Err(_) => {
+                                closed = Some(1002);
+                                break;
+                            }
+                        }
+                    }
+                }
+                if !out.is_empty() {
+                    self.sender.out.borrow_mut().extend_from_slice(&out);
+                    self.sender.wake.notify();
+                }
+                for m in messages {
+                    on(m);
+                }
+                if let Some(code) = closed {
+                    self.sender.close();
+                    return Some(code);
+                }
+            }
+            buf.clear();
+            let (res, b) = self.rd.read(buf).await;
+            buf = b;
+            match res {
+                Ok(n) if n > 0 => input = buf[..n].to_vec(),
+                _ => {
+                    self.sender.close();
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+async fn writer(sender: Rc<Sender>, mut wr: OwnedWriteHalf<TcpStream>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    loop {
+        std::mem::swap(&mut buf, &mut *sender.out.borrow_mut());
+        if !buf.is_empty() {
+            let (res, b) = wr.write_all(std::mem::take(&mut buf)).await;
+            buf = b;
+            buf.clear();
+            if res.is_err() {
+                sender.closed.set(true);
+                return;
+            }
+            continue;
+        }
+        if sender.closed.get() {
+            let _ = wr.shutdown().await;
+            return;
+        }
+        sender.wake.wait().await;
+    }
+}
