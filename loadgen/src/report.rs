@@ -119,8 +119,13 @@ pub struct ServerReport {
     pub cpu_util: f64,
     /// Of the CPU seconds, those in the server's own code (user time).
     pub user_s: f64,
+    /// Resident memory before any user connected.
+    pub rss_before_bytes: u64,
     /// Resident memory at the start of the steady stage.
     pub rss_start_bytes: u64,
+    /// Resident memory the users added, per connected user (start of the steady stage
+    /// against before the run).
+    pub rss_per_connection_bytes: Option<f64>,
     /// Resident memory at its end.
     pub rss_end_bytes: u64,
     /// Op messages delivered per server CPU-second (the efficiency figure).
@@ -283,7 +288,11 @@ impl Report {
                 cpu_s: server_cpu,
                 cpu_util: server_util,
                 user_s: r.server.user_s,
+                rss_before_bytes: r.server.rss_before_bytes,
                 rss_start_bytes: r.server.rss_start_bytes,
+                rss_per_connection_bytes: (r.server.rss_before_bytes > 0 && r.live_users > 0).then(|| {
+                    (r.server.rss_start_bytes as f64 - r.server.rss_before_bytes as f64) / r.live_users as f64
+                }),
                 rss_end_bytes: r.server.rss_end_bytes,
                 delivered_per_cpu_s: (server_cpu > 0.0).then(|| s.delivered as f64 / server_cpu),
                 delivered_per_user_cpu_s: (r.server.user_s > 0.0).then(|| s.delivered as f64 / r.server.user_s),
@@ -399,6 +408,14 @@ impl Report {
             g.cpu_util,
             g.rss_bytes as f64 / 1048576.0
         );
+        if let Some(per) = s.rss_per_connection_bytes {
+            let _ = writeln!(
+                o,
+                "\nServer memory: {:.1} MiB before the users, {:.1} MiB with them: **{per:.0} bytes per connection**.",
+                s.rss_before_bytes as f64 / 1048576.0,
+                s.rss_start_bytes as f64 / 1048576.0
+            );
+        }
         if let (Some(eff), Some(user)) = (s.delivered_per_cpu_s, s.delivered_per_user_cpu_s) {
             let _ = writeln!(
                 o,

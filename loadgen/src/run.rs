@@ -63,6 +63,8 @@ pub struct Usage {
     pub cpu_util: f64,
     /// User (own code) CPU seconds used during the steady stage.
     pub user_s: f64,
+    /// Resident memory before any user connected.
+    pub rss_before_bytes: u64,
     /// Resident memory at the start of the steady stage.
     pub rss_start_bytes: u64,
     /// Resident memory at its end.
@@ -347,6 +349,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
         .server_pid
         .or_else(|| opts.target.ip().is_loopback().then(|| procstat::listener_pid(opts.target)).flatten());
 
+    let server_before = server_pid.and_then(|p| procstat::sample(Some(p)));
     let mut handles = Vec::new();
     for (i, (u, d)) in users.into_iter().zip(docs).enumerate() {
         let token = scenario.token.clone();
@@ -387,9 +390,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
             }
         }
     }
-    let usage = |pid: Option<u32>, a: Option<Sample>, b: Option<Sample>| match (a, b) {
+    let usage = |pid: Option<u32>, before: Option<Sample>, a: Option<Sample>, b: Option<Sample>| match (a, b) {
         (Some(a), Some(b)) => Usage {
             pid,
+            rss_before_bytes: before.map_or(0, |s| s.rss_bytes),
             cpu_s: b.cpu_s - a.cpu_s,
             cpu_util: (b.cpu_s - a.cpu_s) / steady_s,
             user_s: b.user_s - a.user_s,
@@ -410,8 +414,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
     Ok(RunResult {
         stats,
         convergence,
-        server: usage(server_pid, server_start, server_end),
-        generator: usage(Some(std::process::id()), gen_start, gen_end),
+        server: usage(server_pid, server_before, server_start, server_end),
+        generator: usage(Some(std::process::id()), None, gen_start, gen_end),
         threads,
         steady_s,
         server_rates,

@@ -1,7 +1,6 @@
 //! The connection side of a session: who the client is, which documents it has open, and
 //! how fast it may send. Lives on the core that accepted the connection.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,25 +32,28 @@ pub struct SessionInfo {
     pub peer: Peer,
 }
 
-/// A token bucket: `rate` tokens per second, holding at most `burst`.
+/// A token bucket: `rate` tokens per second, holding at most twice that. The rate lives in
+/// the shard's config, not here: every connection carries a bucket.
 #[derive(Clone, Debug)]
 pub(crate) struct RateLimit {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
+    tokens: f32,
     last: Instant,
 }
 
 impl RateLimit {
-    pub(crate) fn new(rate: u32, burst: u32, now: Instant) -> Self {
-        Self { rate: f64::from(rate), burst: f64::from(burst), tokens: f64::from(burst), last: now }
+    pub(crate) fn new(rate: u32, now: Instant) -> Self {
+        Self { tokens: Self::burst(rate), last: now }
+    }
+
+    fn burst(rate: u32) -> f32 {
+        2.0 * rate as f32
     }
 
     /// Takes a token; false when none is left.
-    pub(crate) fn take(&mut self, now: Instant) -> bool {
+    pub(crate) fn take(&mut self, rate: u32, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
         self.last = now;
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.burst);
+        self.tokens = (self.tokens + elapsed.as_secs_f32() * rate as f32).min(Self::burst(rate));
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -61,16 +63,17 @@ impl RateLimit {
     }
 }
 
-/// A connection's state on its own core.
+/// A connection's state on its own core. Kept small: one per connection, stored inline in
+/// the shard's table.
 #[derive(Debug)]
 pub(crate) struct Session {
-    pub(crate) encoding: Encoding,
     /// Set by a successful `hello`.
     pub(crate) info: Option<Arc<SessionInfo>>,
-    /// Documents this connection opened (and has not closed).
-    pub(crate) open: HashSet<DocId>,
+    /// Documents this connection opened (and has not closed); at most `max_open_docs`.
+    pub(crate) open: Vec<DocId>,
     pub(crate) rate: RateLimit,
     pub(crate) connected_at: Instant,
+    pub(crate) encoding: Encoding,
     /// The shard asked for the connection to be closed: further messages are ignored.
     pub(crate) closed: bool,
 }
@@ -80,8 +83,8 @@ impl Session {
         Self {
             encoding,
             info: None,
-            open: HashSet::new(),
-            rate: RateLimit::new(rate, rate.saturating_mul(2), now),
+            open: Vec::new(),
+            rate: RateLimit::new(rate, now),
             connected_at: now,
             closed: false,
         }
@@ -90,6 +93,18 @@ impl Session {
     /// How long the connection has been up.
     pub(crate) fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.connected_at)
+    }
+
+    /// True when `doc` is open on this connection.
+    pub(crate) fn is_open(&self, doc: &DocId) -> bool {
+        self.open.contains(doc)
+    }
+
+    /// Marks `doc` closed; false when it was not open.
+    pub(crate) fn forget(&mut self, doc: &DocId) -> bool {
+        let before = self.open.len();
+        self.open.retain(|d| d != doc);
+        self.open.len() != before
     }
 }
 
@@ -100,14 +115,14 @@ mod tests {
     #[test]
     fn rate_limit_allows_bursts_then_the_rate() {
         let t0 = Instant::now();
-        let mut r = RateLimit::new(10, 20, t0);
-        assert_eq!((0..25).filter(|_| r.take(t0)).count(), 20);
-        assert!(!r.take(t0));
+        let mut r = RateLimit::new(10, t0);
+        assert_eq!((0..25).filter(|_| r.take(10, t0)).count(), 20);
+        assert!(!r.take(10, t0));
         // 0.5 s later, 5 more tokens.
         let t1 = t0 + Duration::from_millis(500);
-        assert_eq!((0..10).filter(|_| r.take(t1)).count(), 5);
+        assert_eq!((0..10).filter(|_| r.take(10, t1)).count(), 5);
         // Never more than the burst, however long the pause.
         let t2 = t1 + Duration::from_secs(3600);
-        assert_eq!((0..100).filter(|_| r.take(t2)).count(), 20);
+        assert_eq!((0..100).filter(|_| r.take(10, t2)).count(), 20);
     }
 }

@@ -282,7 +282,7 @@ impl Shard {
         let Some(session) = self.sessions.get_mut(&conn).filter(|s| !s.closed) else { return };
         self.stats.messages_in += 1;
         let encoding = session.encoding;
-        if !session.rate.take(now) {
+        if !session.rate.take(self.config.max_messages_per_s, now) {
             let max = self.config.max_messages_per_s;
             self.error_to(conn, encoding, ErrorCode::RateLimited, format!("more than {max} messages/s"), None);
             self.close(conn, close::RATE_LIMITED, "rate limit exceeded");
@@ -331,7 +331,7 @@ impl Shard {
         let session = self.sessions.get_mut(&conn).expect("checked above");
         match req {
             DocRequest::Open { .. } => {
-                if !session.open.contains(&doc) && session.open.len() >= self.config.max_open_docs {
+                if !session.is_open(&doc) && session.open.len() >= self.config.max_open_docs {
                     let max = self.config.max_open_docs;
                     self.error_to(
                         conn,
@@ -342,16 +342,18 @@ impl Shard {
                     );
                     return;
                 }
-                session.open.insert(doc.clone());
+                if !session.is_open(&doc) {
+                    session.open.push(doc.clone());
+                }
             }
             DocRequest::Close => {
-                if !session.open.remove(&doc) {
+                if !session.forget(&doc) {
                     self.error_to(conn, encoding, ErrorCode::NotOpen, "document is not open".into(), Some(doc_name));
                     return;
                 }
             }
             _ => {
-                if !session.open.contains(&doc) {
+                if !session.is_open(&doc) {
                     self.error_to(conn, encoding, ErrorCode::NotOpen, "document is not open".into(), Some(doc_name));
                     return;
                 }

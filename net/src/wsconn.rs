@@ -74,8 +74,10 @@ pub(crate) struct WsConn {
 impl WsConn {
     /// A server-side connection; `max_frame` and `max_message` bound what the client sends.
     pub(crate) fn new(max_frame: usize, max_message: usize) -> Self {
+        // A small initial input buffer (tungstenite grows it for larger frames): idle
+        // connections must stay cheap.
         let config = WebSocketConfig::default()
-            .read_buffer_size(8 * 1024)
+            .read_buffer_size(64)
             .max_frame_size(Some(max_frame))
             .max_message_size(Some(max_message))
             .accept_unmasked_frames(false);

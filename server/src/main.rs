@@ -2,6 +2,12 @@
 //! its data directory and the process's signals; it holds no protocol logic.
 
 mod config;
+#[cfg(feature = "heap-stats")]
+mod heap;
+
+#[cfg(feature = "heap-stats")]
+#[global_allocator]
+static ALLOC: heap::Counting = heap::Counting;
 
 use std::fs::File;
 use std::path::Path;
@@ -62,6 +68,8 @@ fn serve(args: &ServeArgs) -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let _lock = lock_data_dir(&config.data_dir)?;
+    #[cfg(feature = "heap-stats")]
+    heap::report_periodically();
     if config.server.dev_secret.is_none() {
         warn!("no --dev-secret: any hello token is accepted (development only)");
     }

@@ -35,9 +35,17 @@ pub(crate) struct Core {
     pub(crate) shutdown: Notify,
     pub(crate) stopping: Cell<bool>,
     pub(crate) stats: Arc<CoreStats>,
+    /// When the core started: connection times are kept as milliseconds since.
+    pub(crate) epoch: Instant,
 }
 
 impl Core {
+    /// Milliseconds since the core started (wraps after 49 days; timeouts compare
+    /// differences, which stay right across the wrap for durations under 24 days).
+    pub(crate) fn millis(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_millis() % (1 << 32)).expect("reduced mod 2^32")
+    }
+
     /// Carries out the shard's effects.
     pub(crate) fn apply_effects(&self) {
         let mut effects = std::mem::take(&mut *self.effects.borrow_mut());
@@ -145,6 +153,7 @@ pub(crate) fn run(
             stopping: Cell::new(false),
             stats,
             shared,
+            epoch: Instant::now(),
         });
         monoio::spawn(inbox(Rc::clone(&core)));
         monoio::spawn(ticker(Rc::clone(&core)));
@@ -261,8 +270,9 @@ async fn ticker(core: Rc<Core>) {
         if now.duration_since(last_scan) >= Duration::from_millis(200) {
             last_scan = now;
             let shard = core.shard.borrow();
+            let ms = core.millis();
             for c in core.conns.borrow().values() {
-                c.check_timeouts(now, idle, handshake, shard.has_hello(c.id));
+                c.check_timeouts(ms, idle, handshake, shard.has_hello(c.id));
             }
         }
 

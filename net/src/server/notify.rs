@@ -1,37 +1,39 @@
 //! Wake-ups between tasks of one thread (one core's runtime): no atomics, no locks.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::poll_fn;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 /// A flag one task waits on and others on the same thread set: set by [`Notify::notify`],
 /// consumed by [`Notify::wait`].
 #[derive(Default)]
 pub struct Notify {
     set: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
+    waker: Cell<Option<Waker>>,
 }
 
 impl Notify {
     /// Sets the flag and wakes the waiting task.
     pub fn notify(&self) {
         self.set.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
+        if let Some(w) = self.waker.take() {
             w.wake();
         }
     }
 
     /// Waits until the flag is set, and clears it.
     pub async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.set.replace(false) {
-                Poll::Ready(())
-            } else {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
+        poll_fn(|cx| self.poll_wait(cx)).await;
+    }
+
+    /// Polls for the flag (clearing it when set), registering `cx`'s waker otherwise.
+    pub fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.set.replace(false) {
+            Poll::Ready(())
+        } else {
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
     }
 }
 
