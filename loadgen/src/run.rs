@@ -249,11 +249,9 @@ fn run_thread(
     ramp_down: Duration,
 ) -> Result<ThreadResult> {
     // The largest ring: every connection keeps a read in flight (see the server's core.rs).
-    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .with_entries(32_768)
-        .enable_timer()
-        .build()
-        .context("starting a generator runtime")?;
+    // Cooperative task running matters here as much as in the server: without it every op
+    // the server sends interrupts this thread, and the server's CPU pays for the interrupt.
+    let (mut rt, _) = tandem_net::server::runtime::build(32_768).context("starting a generator runtime")?;
     Ok(rt.block_on(async move {
         let thread = Rc::new(Thread::new(clock, target, token));
         let expected_finals: usize = users.iter().map(|u| u.docs.len()).sum();

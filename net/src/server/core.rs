@@ -14,6 +14,7 @@ use super::Shared;
 use super::conn::{self, ConnState};
 use super::mailbox::Backlog;
 use super::notify::Notify;
+use super::runtime;
 use crate::metrics::{CoreStats, Driver};
 use crate::protocol::close;
 use crate::session::ConnId;
@@ -108,30 +109,21 @@ pub(crate) fn run(
     {
         warn!(core = id, "could not pin to cpu {id}: {e:?}");
     }
-    let forced = std::env::var("MONOIO_FORCE_LEGACY_DRIVER")
-        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
-    let driver = if monoio::utils::detect_uring() { Driver::IoUring } else { Driver::Epoll };
-    let why = match driver {
-        Driver::IoUring => "the kernel supports every io_uring op used",
-        Driver::Epoll if forced => "MONOIO_FORCE_LEGACY_DRIVER is set",
-        Driver::Epoll => "io_uring is unavailable here (old kernel, or blocked by seccomp)",
-    };
-    info!(core = id, driver = driver.name(), "core {id} runs {}: {why}", driver.name());
-    let stats = Arc::clone(&shared.stats[usize::from(id)]);
-    stats.driver.store(u64::from(driver == Driver::Epoll), Ordering::Relaxed);
-
     // io_uring's largest ring: every connection keeps a read in flight, and monoio does not
     // recover completions that overflow a smaller completion queue (they surface only at the
     // next blocking wait: stalls of up to a second were measured with the default 1024).
-    let runtime =
-        monoio::RuntimeBuilder::<monoio::FusionDriver>::new().with_entries(IO_URING_ENTRIES).enable_timer().build();
-    let mut runtime = match runtime {
-        Ok(rt) => rt,
+    let (mut runtime, choice) = match runtime::build(IO_URING_ENTRIES) {
+        Ok(built) => built,
         Err(e) => {
             let _ = started.send(Err(e));
             return;
         }
     };
+    let driver = choice.driver;
+    info!(core = id, driver = driver.name(), "core {id} runs {}: {}", driver.name(), choice.why);
+    let stats = Arc::clone(&shared.stats[usize::from(id)]);
+    stats.driver.store(u64::from(driver == Driver::Epoll), Ordering::Relaxed);
+
     let started = started.clone();
     runtime.block_on(async move {
         let listener = match monoio::net::TcpListener::from_std(listener) {

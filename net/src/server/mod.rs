@@ -9,6 +9,7 @@ mod conn;
 mod core;
 mod mailbox;
 pub mod notify;
+pub mod runtime;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
