@@ -11,6 +11,9 @@
 #   REPEAT       runs of each (scenario, server) pair (default 1)
 #   DURATION     steady seconds, overriding the scenarios
 #   SERVERS      which servers (default "tandem tokio-baseline")
+#   WORKERS      server worker threads (default: one per server CPU)
+#   TAG          appended to each run's directory name (to keep variants apart)
+#   FIRST_RUN    number of the first run (default 1), to add runs to an existing OUT_DIR
 # Each run leaves OUT_DIR/<scenario>-<server>-<i>/report.{json,md} and server.log.
 set -euo pipefail
 out=${1:?usage: data-plane.sh OUT_DIR [SCENARIO ...]}
@@ -25,7 +28,8 @@ server_cpus=${SERVER_CPUS:-0-$(($(nproc --all) - 1))}
 gen_cpus=${GEN_CPUS:-0-$(($(nproc --all) - 1))}
 repeat=${REPEAT:-1}
 servers=${SERVERS:-tandem tokio-baseline}
-workers=$(taskset -c "$server_cpus" nproc)
+workers=${WORKERS:-$(taskset -c "$server_cpus" nproc)}
+tag=${TAG:+-$TAG}
 port=19400
 mkdir -p "$out"
 ulimit -n 20000 2>/dev/null || true
@@ -39,11 +43,12 @@ wait_port() {
     return 1
 }
 
-for i in $(seq "$repeat"); do
+first=${FIRST_RUN:-1}
+for i in $(seq "$first" $((first + repeat - 1))); do
     for scenario in "${scenarios[@]}"; do
         for server in $servers; do
             port=$((port + 1))
-            dir="$out/$scenario-$server-$i"
+            dir="$out/$scenario-$server$tag-$i"
             mkdir -p "$dir"
             case $server in
             tandem)
@@ -61,7 +66,7 @@ for i in $(seq "$repeat"); do
             wait_port "$port"
             sleep 0.5
             args=(run "$here/loadgen/scenarios/$scenario.toml" --target "ws://127.0.0.1:$port/ws"
-                --out "$dir" --label "$server" --server-pid "$pid")
+                --out "$dir" --label "$server$tag" --server-pid "$pid")
             if [ -n "${DURATION:-}" ]; then args+=(--duration "$DURATION"); fi
             echo "== $scenario on $server (run $i): server CPUs $server_cpus ($workers workers), generator CPUs $gen_cpus"
             taskset -c "$gen_cpus" "$bin/tandem-loadgen" "${args[@]}" >"$dir/loadgen.log" 2>&1 || {

@@ -93,14 +93,59 @@ pub(crate) struct WsClient {
 
 /// Opens a TCP connection, from `source` when given (to spread connections over
 /// 127.x.y.z: loopback connect rates collapse past ~10K connections per address pair).
+///
+/// The connect never blocks the generator thread (a dropped SYN would stall every user on it
+/// for a second), and the source port is picked at connect time for the whole 4-tuple
+/// (`IP_BIND_ADDRESS_NO_PORT`), so sockets of earlier runs in TIME_WAIT on the same source
+/// address do not use up its ports.
 async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
     let Some(source) = source else { return TcpStream::connect_addr(addr).await };
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    socket.bind(&SocketAddr::new(source, 0).into())?;
-    // On loopback the kernel completes the handshake inside connect().
-    socket.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+    if source.is_ipv4() {
+        bind_address_no_port(&socket)?;
+    }
     socket.set_nonblocking(true)?;
-    TcpStream::from_std(socket.into())
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    monoio::time::timeout(Duration::from_secs(10), stream.writable(false))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out after 10 s"))??;
+    let fd = {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // SAFETY: the fd belongs to `stream`, which outlives this borrow.
+        #[allow(unsafe_code)]
+        unsafe {
+            BorrowedFd::borrow_raw(stream.as_raw_fd())
+        }
+    };
+    if let Some(e) = socket2::SockRef::from(&fd).take_error()? {
+        return Err(e);
+    }
+    Ok(stream)
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux 4.2): `bind` takes the address and leaves the port
+/// to `connect`.
+fn bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: a plain setsockopt on a socket we own, with a pointer to a live c_int and its size.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 impl WsClient {

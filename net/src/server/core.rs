@@ -278,10 +278,11 @@ async fn ticker(core: Rc<Core>) {
             core.stats.ops_out_per_s.store(per_s(s.ops_out, last_ops.1), Ordering::Relaxed);
             last_ops = (s.ops_in, s.ops_out);
             last_second = now;
+            // A walk over every connection: once a second, not every tick.
+            let queued: usize = core.conns.borrow().values().map(|c| c.queued_bytes()).sum();
+            core.stats.send_queue_bytes.store(queued as u64, Ordering::Relaxed);
         }
         let mailbox = &core.shared.inboxes[usize::from(core.id)];
         core.stats.inbox_depth.store(mailbox.len() as u64, Ordering::Relaxed);
-        let queued: usize = core.conns.borrow().values().map(|c| c.queued_bytes()).sum();
-        core.stats.send_queue_bytes.store(queued as u64, Ordering::Relaxed);
     }
 }

@@ -59,7 +59,8 @@ pub fn build(entries: u32) -> io::Result<(Runtime, DriverChoice)> {
             },
         )),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().with_entries(entries).enable_timer().build()?;
+            let rt =
+                monoio::RuntimeBuilder::<monoio::FusionDriver>::new().with_entries(entries).enable_timer().build()?;
             Ok((
                 rt,
                 DriverChoice {
