@@ -57,14 +57,18 @@ impl Percentiles {
 pub struct Provenance {
     /// The command line.
     pub command: String,
-    /// `git rev-parse --short HEAD` of the generator's source, if known.
+    /// `git describe --always --dirty` of the generator's source tree when the run started
+    /// ("-dirty": with uncommitted changes), if known.
     pub commit: String,
     /// When the run started (UTC, RFC 3339).
     pub started_at: String,
     /// CPU model.
     pub cpu: String,
-    /// CPUs available.
+    /// CPUs online on the machine.
     pub cores: usize,
+    /// CPUs the generator was allowed to run on (its affinity mask).
+    #[serde(default)]
+    pub generator_cpus: usize,
     /// Kernel release.
     pub kernel: String,
     /// Physical memory.
@@ -89,7 +93,7 @@ impl Provenance {
             .and_then(|l| l.split_whitespace().next()?.parse().ok())
             .unwrap_or(0);
         let commit = std::process::Command::new("git")
-            .args(["rev-parse", "--short", "HEAD"])
+            .args(["describe", "--always", "--dirty", "--abbrev=7"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .ok()
@@ -101,7 +105,8 @@ impl Provenance {
             commit,
             started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             cpu,
-            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            cores: cpuinfo.lines().filter(|l| l.starts_with("processor")).count().max(1),
+            generator_cpus: std::thread::available_parallelism().map_or(1, usize::from),
             kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
             memory_bytes: memory_kb * 1024,
         }
@@ -341,9 +346,10 @@ impl Report {
         let _ = writeln!(o, "- **Date**: {}", p.started_at);
         let _ = writeln!(
             o,
-            "- **Machine**: {} ({} cores), Linux {}, {:.1} GiB",
+            "- **Machine**: {} ({} cores; the generator ran on {}), Linux {}, {:.1} GiB",
             p.cpu,
             p.cores,
+            p.generator_cpus,
             p.kernel,
             p.memory_bytes as f64 / (1u64 << 30) as f64
         );

@@ -194,6 +194,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/tandem.example.toml");
+        assert_eq!(load(&path).unwrap(), FileConfig::default());
+    }
+
+    #[test]
     fn invalid_values_are_refused() {
         let args = ServeArgs { max_messages_per_s: Some(0), ..ServeArgs::default() };
         assert!(args.resolve().unwrap_err().to_string().contains("invalid configuration"));

@@ -260,7 +260,24 @@ impl Drop for ServerHandle {
 }
 
 /// Binds one listener per core on the same address (`SO_REUSEPORT`).
+///
+/// `SO_REUSEPORT` would also let a second server of the same user join the port and silently
+/// take a share of the connections (two servers, each with its own documents), so a port that
+/// something else already listens on is refused first, with a socket that does not share.
 fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    if addr.port() != 0 {
+        let probe = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        // Connections of an earlier run in TIME_WAIT do not count.
+        probe.set_reuse_address(true)?;
+        if let Err(e) = probe.bind(&addr.into()) {
+            let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!("{addr} is already in use (another server listening there?)")
+            } else {
+                format!("cannot bind {addr}: {e}")
+            };
+            return Err(std::io::Error::new(e.kind(), why));
+        }
+    }
     let mut listeners = Vec::with_capacity(n);
     let mut addr = addr;
     for _ in 0..n {
@@ -321,4 +338,18 @@ pub fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
     }
     shared.ready.store(true, Ordering::Release);
     Ok(ServerHandle { addr, shared, threads, drivers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_is_refused_not_shared() {
+        let first = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let err = bind_listeners(first.0, 2).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains("already in use"), "{err}");
+        drop(first);
+    }
 }
