@@ -82,6 +82,32 @@ impl DocState {
         }
     }
 
+    /// A document restored at `rev` from a snapshot that also kept its clients' exactly-once
+    /// records (`(client, last client_seq, its revision)`), so a resubmission made before the
+    /// snapshot is still recognized after a restart.
+    pub fn restore_with_clients(
+        rev: u64,
+        doc: Document,
+        clients: impl IntoIterator<Item = (ClientId, u64, u64)>,
+        limits: Limits,
+    ) -> Self {
+        let mut state = Self::restore(rev, doc, limits);
+        let mut records: Vec<(ClientId, u64, u64)> = clients.into_iter().filter(|r| r.2 <= rev).collect();
+        records.sort_by_key(|r| r.2);
+        for (client, seq, rev) in records {
+            state.remember(client, seq, rev);
+        }
+        state
+    }
+
+    /// The exactly-once records, `(client, last client_seq, its revision)`, oldest activity
+    /// first: what a snapshot keeps.
+    pub fn client_records(&self) -> impl Iterator<Item = (ClientId, u64, u64)> + '_ {
+        let mut records: Vec<(ClientId, u64, u64)> = self.clients.iter().map(|(c, r)| (*c, r.seq, r.rev)).collect();
+        records.sort_by_key(|r| (r.2, r.0));
+        records.into_iter()
+    }
+
     /// The current revision.
     pub fn rev(&self) -> u64 {
         self.rev
@@ -353,6 +379,19 @@ mod tests {
         }
         assert!(doc.history.len() < 5, "history holds {}", doc.history.len());
         assert!(doc.history_bytes <= 4096);
+    }
+
+    #[test]
+    fn client_records_survive_a_restore() {
+        let mut doc = DocState::new(Limits::default());
+        applied(doc.submit(ClientId(1), 0, 1, ins(0, "a")));
+        applied(doc.submit(ClientId(2), 1, 5, ins(1, "b")));
+        let records: Vec<_> = doc.client_records().collect();
+        assert_eq!(records, vec![(ClientId(1), 1, 1), (ClientId(2), 5, 2)]);
+        let mut restored =
+            DocState::restore_with_clients(doc.rev(), doc.document().clone(), records, Limits::default());
+        assert_eq!(restored.submit(ClientId(2), 2, 5, ins(0, "x")).unwrap(), Submitted::Duplicate { rev: 2 });
+        assert_eq!(restored.last_client_seq(ClientId(1)), Some(1));
     }
 
     #[test]

@@ -1,0 +1,30 @@
+//! Tandem's storage: where acknowledged edits live.
+//!
+//! - [`OpLog`]: the op-log interface (append a document's op at a revision, read a revision
+//!   range, latest revision, snapshots, dropping history, compaction), with the document at
+//!   any retained revision and its list of revisions built on top.
+//! - [`LocalLog`]: the embedded backend, the default: one append-only segmented log per core,
+//!   written only by that core's storage thread, with group commit and crash recovery.
+//!   `docs/oplog-format.md` specifies its format.
+//! - [`BlobStore`] ([`LocalBlobs`]): snapshots (and later exports) as blobs.
+//! - [`Fs`]: the file layer under the log, with [`FaultyFs`] to inject failures in tests.
+//!
+//! Calls block. Server cores never make them on their event loops; they hand requests to a
+//! storage thread each.
+
+mod blob;
+pub mod conformance;
+mod error;
+pub mod format;
+mod fs;
+mod local;
+mod oplog;
+mod snapshot;
+
+pub use blob::{BlobStore, LocalBlobs, check_key};
+pub use error::StorageError;
+pub use format::{LogOp, Record};
+pub use fs::{Faults, FaultyFs, FileHandle, Fs, RealFs};
+pub use local::{FsyncPolicy, LocalLog, LocalOptions, RecoveryReport, Repair, snapshot_key};
+pub use oplog::{Appended, Compacted, Loaded, OpLog, RevisionInfo};
+pub use snapshot::{ClientMark, Snapshot};
