@@ -21,4 +21,4 @@ pub mod session;
 pub mod shard;
 mod wsconn;
 
-pub use server::{LimitsConfig, ServerConfig, ServerHandle, start};
+pub use server::{FsyncMode, LimitsConfig, OplogKind, ServerConfig, ServerHandle, StorageConfig, open_core_log, start};

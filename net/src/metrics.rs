@@ -70,6 +70,14 @@ pub struct CoreStats {
     pub slow_reader_closes: AtomicU64,
     /// Connections closed for exceeding the message rate.
     pub rate_limited_closes: AtomicU64,
+    /// Op-log write batches made durable.
+    pub oplog_batches: AtomicU64,
+    /// Ops made durable.
+    pub oplog_ops: AtomicU64,
+    /// Effects (acks, broadcasts) waiting for the op log.
+    pub held_effects: AtomicU64,
+    /// 1 once the op log failed on this core.
+    pub storage_failed: AtomicU64,
 }
 
 impl CoreStats {
@@ -153,6 +161,24 @@ pub fn render(cores: &[std::sync::Arc<CoreStats>]) -> String {
         "counter",
         "Connections closed for exceeding the message rate.",
         &|c| load(&c.rate_limited_closes),
+    );
+    metric(
+        &mut out,
+        "oplog_batches_total",
+        "counter",
+        "Op-log write batches made durable (one fdatasync each).",
+        &|c| load(&c.oplog_batches),
+    );
+    metric(&mut out, "oplog_ops_total", "counter", "Ops made durable in the op log.", &|c| load(&c.oplog_ops));
+    metric(&mut out, "held_effects", "gauge", "Acks and broadcasts waiting for the op log.", &|c| {
+        load(&c.held_effects)
+    });
+    metric(
+        &mut out,
+        "storage_failed",
+        "gauge",
+        "1 once the op log failed on this core (it then refuses writes).",
+        &|c| load(&c.storage_failed),
     );
     out
 }

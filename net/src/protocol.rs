@@ -72,6 +72,11 @@ impl DocId {
         &self.0
     }
 
+    /// The id, shared.
+    pub fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
+
     /// The core that owns this document among `cores`: FNV-1a of the id, modulo `cores`.
     ///
     /// FNV-1a is fixed here (not `std`'s hasher, which may change between Rust releases), so

@@ -30,6 +30,8 @@ pub(crate) struct Room {
     /// Clients whose selection changed since the last presence message.
     pub(crate) dirty: Vec<ClientId>,
     pub(crate) last_presence: Option<Instant>,
+    /// Ops, and their approximate bytes, since the last snapshot.
+    pub(crate) since_snapshot: (u64, u64),
 }
 
 impl Room {
@@ -41,7 +43,13 @@ impl Room {
             clients: HashMap::new(),
             dirty: Vec::new(),
             last_presence: None,
+            since_snapshot: (0, 0),
         }
+    }
+
+    /// Every subscriber.
+    pub(crate) fn subscribers(&self) -> impl Iterator<Item = &Arc<SessionInfo>> {
+        self.subs.values()
     }
 
     pub(crate) fn is_subscribed(&self, conn: ConnId) -> bool {

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem_engine::{Delta, DocState, Limits, SelectionRange, Submitted};
+use tandem_engine::{Commit, Delta, DocState, Limits, SelectionRange, Submitted};
+use tandem_storage::Snapshot;
 
 use crate::codec::{Frame, encode_server};
 use crate::protocol::{
@@ -43,6 +44,14 @@ pub struct ShardConfig {
     pub max_message_bytes: usize,
     /// When set, `hello` tokens must equal it; when unset, any token is accepted.
     pub dev_secret: Option<String>,
+    /// Documents are durable: committed ops are appended to the op log ([`Effect::Append`]),
+    /// documents not in memory are loaded from it ([`Effect::Load`]), and snapshots taken.
+    /// When false, documents live in memory only (tests, data-plane benchmarks).
+    pub durable: bool,
+    /// A snapshot is taken after this many ops...
+    pub snapshot_every_ops: u64,
+    /// ...or this many bytes of ops since the last one, whichever comes first.
+    pub snapshot_every_bytes: u64,
 }
 
 impl Default for ShardConfig {
@@ -56,9 +65,15 @@ impl Default for ShardConfig {
             presence_interval: Duration::from_millis(50),
             max_message_bytes: 4 * 1024 * 1024,
             dev_secret: None,
+            durable: false,
+            snapshot_every_ops: 1000,
+            snapshot_every_bytes: 1 << 20,
         }
     }
 }
+
+/// Requests waiting for a document to load, per document.
+const MAX_WAITING_PER_DOC: usize = 65_536;
 
 /// A request from a connection to a document's owner core.
 #[derive(Clone, Debug)]
@@ -154,6 +169,26 @@ pub enum Effect {
         /// The message.
         msg: CoreMsg,
     },
+    /// Append a commit to the op log. Every effect after it waits until it is durable: acks
+    /// and broadcasts never run ahead of the log.
+    Append {
+        /// The document.
+        doc: DocId,
+        /// The commit.
+        commit: Arc<Commit>,
+    },
+    /// Load a document from storage, then call [`Shard::on_loaded`].
+    Load {
+        /// The document.
+        doc: DocId,
+    },
+    /// Store a snapshot (its `time_ms` is for the shell to stamp).
+    Snapshot {
+        /// The document.
+        doc: DocId,
+        /// The snapshot.
+        snapshot: Box<Snapshot>,
+    },
 }
 
 /// Counters a shard keeps, for metrics.
@@ -186,6 +221,10 @@ pub struct Shard {
     rooms: HashMap<DocId, Room>,
     /// Rooms with presence waiting to be sent.
     presence_due: Vec<DocId>,
+    /// Documents being loaded, with the requests waiting for them.
+    loading: HashMap<DocId, Vec<(Arc<SessionInfo>, DocRequest)>>,
+    /// Storage failed: why. This core serves none of its documents any more.
+    failed: Option<String>,
     next_conn: u64,
     effects: Vec<Effect>,
     stats: ShardStats,
@@ -201,6 +240,8 @@ impl Shard {
             sessions: HashMap::new(),
             rooms: HashMap::new(),
             presence_due: Vec::new(),
+            loading: HashMap::new(),
+            failed: None,
             next_conn: 1,
             effects: Vec::new(),
             stats: ShardStats::default(),
@@ -438,7 +479,8 @@ impl Shard {
             CoreMsg::Kick { conns, code } => {
                 for conn in conns {
                     if self.sessions.contains_key(&conn) {
-                        self.close(conn, code, "server overloaded");
+                        let reason = if code == close::INTERNAL_ERROR { "storage failed" } else { "server overloaded" };
+                        self.close(conn, code, reason);
                     }
                 }
             }
@@ -491,6 +533,26 @@ impl Shard {
 
     /// Handles a request for a document this core owns.
     fn on_doc(&mut self, doc: DocId, from: &Arc<SessionInfo>, req: DocRequest, now: Instant) {
+        if let Some(reason) = &self.failed {
+            if !matches!(req, DocRequest::Gone | DocRequest::Close) {
+                let msg = format!("storage failed on this server ({reason}); try again after it restarts");
+                self.stats.errors += 1;
+                self.reply(
+                    from,
+                    &ServerMsg::Error { code: ErrorCode::Internal, message: msg, doc: Some(doc.to_string()) },
+                );
+            }
+            return;
+        }
+        if let Some(waiting) = self.loading.get_mut(&doc) {
+            if waiting.len() >= MAX_WAITING_PER_DOC {
+                let msg = "too many requests waiting for this document to load".to_owned();
+                self.doc_error(&doc, from, ErrorCode::Overloaded, msg);
+            } else {
+                waiting.push((Arc::clone(from), req));
+            }
+            return;
+        }
         match req {
             DocRequest::Open { from_rev } => self.open(doc, from, from_rev),
             DocRequest::Close => {
@@ -520,7 +582,7 @@ impl Shard {
 
     fn open(&mut self, doc: DocId, from: &Arc<SessionInfo>, from_rev: Option<u64>) {
         if !self.rooms.contains_key(&doc) {
-            if self.rooms.len() >= self.config.max_docs_per_core {
+            if self.rooms.len() + self.loading.len() >= self.config.max_docs_per_core {
                 let max = self.config.max_docs_per_core;
                 self.doc_error(
                     &doc,
@@ -528,6 +590,12 @@ impl Shard {
                     ErrorCode::TooManyDocs,
                     format!("this core holds its maximum of {max} documents"),
                 );
+                return;
+            }
+            if self.config.durable {
+                // Not in memory: load it (its latest snapshot and the ops after), then open.
+                self.loading.insert(doc.clone(), vec![(Arc::clone(from), DocRequest::Open { from_rev })]);
+                self.effects.push(Effect::Load { doc });
                 return;
             }
             self.rooms.insert(doc.clone(), Room::new(DocState::new(self.config.limits.clone())));
@@ -576,6 +644,78 @@ impl Shard {
         }
     }
 
+    /// A document asked for with [`Effect::Load`] was loaded (or could not be).
+    pub fn on_loaded(&mut self, doc: DocId, loaded: Result<DocState, String>, now: Instant) {
+        let Some(waiting) = self.loading.remove(&doc) else { return };
+        match loaded {
+            Ok(state) => {
+                self.rooms.insert(doc.clone(), Room::new(state));
+                for (from, req) in waiting {
+                    self.on_doc(doc.clone(), &from, req, now);
+                }
+            }
+            Err(e) => {
+                for (from, req) in waiting {
+                    if !matches!(req, DocRequest::Gone | DocRequest::Close) {
+                        let msg = format!("the document could not be loaded: {e}");
+                        self.stats.errors += 1;
+                        self.reply(
+                            &from,
+                            &ServerMsg::Error { code: ErrorCode::Internal, message: msg, doc: Some(doc.to_string()) },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The op log failed (a write or fdatasync error): what is in memory may not be durable,
+    /// so this core drops its documents, closes their subscribers with 1011 (their unacked
+    /// ops are resent after reconnecting, to a restarted server) and refuses every request
+    /// for its documents from now on. It never retries.
+    pub fn storage_failed(&mut self, reason: &str) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.failed = Some(reason.to_owned());
+        let rooms = std::mem::take(&mut self.rooms);
+        let mut remote: HashMap<u16, Vec<ConnId>> = HashMap::new();
+        for (doc, room) in rooms {
+            for info in room.subscribers() {
+                let msg = ServerMsg::Error {
+                    code: ErrorCode::Internal,
+                    message: format!("storage failed on this server ({reason})"),
+                    doc: Some(doc.to_string()),
+                };
+                self.reply(info, &msg);
+                if info.conn.core == self.core {
+                    self.close(info.conn, close::INTERNAL_ERROR, "storage failed");
+                } else {
+                    remote.entry(info.conn.core).or_default().push(info.conn);
+                }
+            }
+        }
+        for (core, conns) in remote {
+            self.send_core(core, CoreMsg::Kick { conns, code: close::INTERNAL_ERROR });
+        }
+        let loading = std::mem::take(&mut self.loading);
+        for (doc, waiting) in loading {
+            for (from, _) in waiting {
+                let msg = format!("storage failed on this server ({reason})");
+                self.reply(
+                    &from,
+                    &ServerMsg::Error { code: ErrorCode::Internal, message: msg, doc: Some(doc.to_string()) },
+                );
+            }
+        }
+        self.presence_due.clear();
+    }
+
+    /// Why storage failed on this core, if it did.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
     fn leave(&mut self, doc: &DocId, conn: ConnId) {
         let Some(room) = self.rooms.get_mut(doc) else { return };
         if let Some((info, true)) = room.unsubscribe(conn) {
@@ -591,6 +731,20 @@ impl Shard {
         match room.state.submit(from.client, base_rev, client_seq, delta) {
             Ok(Submitted::Applied(commit)) => {
                 self.stats.ops_in += 1;
+                if self.config.durable {
+                    room.since_snapshot.0 += 1;
+                    room.since_snapshot.1 += commit.delta.approx_bytes() as u64;
+                    let (ops, bytes) = room.since_snapshot;
+                    let snapshot = (ops >= self.config.snapshot_every_ops || bytes >= self.config.snapshot_every_bytes)
+                        .then(|| {
+                            room.since_snapshot = (0, 0);
+                            Box::new(Snapshot::of(&room.state, 0))
+                        });
+                    self.effects.push(Effect::Append { doc: doc.clone(), commit: Arc::clone(&commit) });
+                    if let Some(snapshot) = snapshot {
+                        self.effects.push(Effect::Snapshot { doc: doc.clone(), snapshot });
+                    }
+                }
                 self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev: commit.rev });
                 let op = ServerMsg::Op {
                     doc: doc.to_string(),
@@ -650,7 +804,7 @@ impl Shard {
             match e {
                 Effect::Send { conn, frame } => self.send_local(conn, frame),
                 Effect::ToCore { core, msg } => self.send_core(core, msg),
-                Effect::Close { .. } => unreachable!("broadcast closes nothing"),
+                _ => unreachable!("broadcast only sends"),
             }
         }
         sent

@@ -113,6 +113,30 @@ pub(crate) struct ServeArgs {
     /// Clients remembered per document for exactly-once resubmission [default: 100000].
     #[arg(long, env = "TANDEM_MAX_TRACKED_CLIENTS", value_name = "N")]
     max_tracked_clients: Option<usize>,
+    /// Op log: local (the default, in the data directory) or none (memory only, nothing survives a restart).
+    #[arg(long, env = "TANDEM_OPLOG", value_name = "KIND", value_parser = parse_oplog)]
+    oplog: Option<tandem_net::OplogKind>,
+    /// When appends are made durable: always (fdatasync before acking; default), interval, never.
+    #[arg(long, env = "TANDEM_FSYNC", value_name = "POLICY", value_parser = parse_fsync)]
+    fsync: Option<tandem_net::FsyncMode>,
+    /// With --fsync interval: how often to fdatasync, ms [default: 10].
+    #[arg(long, env = "TANDEM_FSYNC_INTERVAL_MS", value_name = "MS")]
+    fsync_interval_ms: Option<u64>,
+    /// Bytes per op-log segment file [default: 67108864].
+    #[arg(long, env = "TANDEM_SEGMENT_BYTES", value_name = "BYTES")]
+    segment_bytes: Option<u32>,
+    /// Snapshot a document after this many ops [default: 1000].
+    #[arg(long, env = "TANDEM_SNAPSHOT_EVERY_OPS", value_name = "N")]
+    snapshot_every_ops: Option<u64>,
+    /// ...or after this many bytes of ops [default: 1048576].
+    #[arg(long, env = "TANDEM_SNAPSHOT_EVERY_BYTES", value_name = "BYTES")]
+    snapshot_every_bytes: Option<u64>,
+    /// Days of history kept before compaction may drop it [default: 30].
+    #[arg(long, env = "TANDEM_HISTORY_RETENTION_DAYS", value_name = "DAYS")]
+    history_retention_days: Option<u64>,
+    /// How often compaction runs, seconds [default: 3600].
+    #[arg(long, env = "TANDEM_COMPACT_INTERVAL_S", value_name = "SECONDS")]
+    compact_interval_s: Option<u64>,
     /// Most ranges in one selection [default: 32].
     #[arg(long, env = "TANDEM_MAX_SELECTION_RANGES", value_name = "N")]
     max_selection_ranges: Option<usize>,
@@ -157,8 +181,29 @@ impl ServeArgs {
         let l = &mut s.limits;
         apply!(self, l, max_document_chars, max_insert_chars, max_delta_ops, history_ops, history_bytes);
         apply!(self, l, max_tracked_clients, max_selection_ranges);
+        let st = &mut s.storage;
+        apply!(self, st, oplog, fsync, fsync_interval_ms, segment_bytes, snapshot_every_ops, snapshot_every_bytes);
+        apply!(self, st, history_retention_days, compact_interval_s);
+        st.data_dir = config.data_dir.clone();
         s.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(config)
+    }
+}
+
+fn parse_oplog(s: &str) -> Result<tandem_net::OplogKind, String> {
+    match s {
+        "local" => Ok(tandem_net::OplogKind::Local),
+        "none" => Ok(tandem_net::OplogKind::None),
+        _ => Err(format!("{s:?}: expected local or none")),
+    }
+}
+
+fn parse_fsync(s: &str) -> Result<tandem_net::FsyncMode, String> {
+    match s {
+        "always" => Ok(tandem_net::FsyncMode::Always),
+        "interval" => Ok(tandem_net::FsyncMode::Interval),
+        "never" => Ok(tandem_net::FsyncMode::Never),
+        _ => Err(format!("{s:?}: expected always, interval or never")),
     }
 }
 
@@ -196,7 +241,11 @@ mod tests {
     #[test]
     fn the_example_file_is_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/tandem.example.toml");
-        assert_eq!(load(&path).unwrap(), FileConfig::default());
+        let mut defaults = FileConfig::default();
+        let loaded = load(&path).unwrap();
+        // The data directory reaches storage when the configuration is resolved.
+        defaults.server.storage.data_dir = loaded.server.storage.data_dir.clone();
+        assert_eq!(loaded, defaults);
     }
 
     #[test]

@@ -32,12 +32,17 @@ struct Cli {
 enum Command {
     /// Serve WebSocket clients (GET /ws), plus /healthz, /readyz and /metrics on the same port.
     Serve(ServeArgs),
+    /// Check the op log and truncate it after the last good record where it is corrupt,
+    /// reporting what was dropped. Run it when `tandem serve` refuses to start on corruption
+    /// (with the same --data-dir and --cores); the server must not be running.
+    Repair(ServeArgs),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Repair(args) => repair(&args),
     }
 }
 
@@ -58,6 +63,40 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
         }
         Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
     }
+}
+
+fn repair(args: &ServeArgs) -> Result<()> {
+    let config = args.resolve()?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let cores = config.server.resolved_cores();
+    let mut dropped = false;
+    for core in 0..cores {
+        let log = tandem_net::open_core_log(&config.server.storage, cores, core, true)
+            .with_context(|| format!("repairing the op log of core {core}"))?;
+        let r = log.recovery();
+        match &r.repaired {
+            Some(rep) => {
+                dropped = true;
+                println!(
+                    "core {core}: {}: truncated {} at offset {} ({} bytes dropped); removed {} later segment files{}",
+                    rep.reason,
+                    rep.file.display(),
+                    rep.offset,
+                    rep.bytes_dropped,
+                    rep.segments_removed.len(),
+                    rep.segments_removed.iter().map(|p| format!("\n  removed {}", p.display())).collect::<String>()
+                );
+            }
+            None => println!("core {core}: op log is sound ({} records in {} segments)", r.records, r.segments),
+        }
+        if let Some((file, offset, bytes)) = &r.torn_tail {
+            println!("core {core}: cleared a torn last write: {bytes} bytes at {} offset {offset}", file.display());
+        }
+    }
+    if dropped {
+        println!("repaired: records after the corruption are gone; documents end at their last good revision");
+    }
+    Ok(())
 }
 
 fn serve(args: &ServeArgs) -> Result<()> {

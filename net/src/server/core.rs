@@ -1,20 +1,22 @@
 //! One core's runtime: its listener, connections, inbox, timers and shard.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tandem_storage::LogOp;
+use tracing::{error, info, warn};
 
 use super::Shared;
 use super::conn::{self, ConnState};
 use super::mailbox::Backlog;
 use super::notify::Notify;
 use super::runtime;
+use super::storage::{StorageLink, StorageReply, StorageReq, StorageThread};
 use crate::metrics::{CoreStats, Driver};
 use crate::protocol::close;
 use crate::session::ConnId;
@@ -38,6 +40,34 @@ pub(crate) struct Core {
     pub(crate) stats: Arc<CoreStats>,
     /// When the core started: connection times are kept as milliseconds since.
     pub(crate) epoch: Instant,
+    /// This core's storage thread (none when documents live in memory only).
+    storage: Option<Arc<StorageLink>>,
+    durability: RefCell<Durability>,
+}
+
+/// Group commit, from the core's side: ops committed since the last batch was sent, and
+/// the effects waiting for a batch to be durable.
+#[derive(Default)]
+struct Durability {
+    /// Ops for the next batch.
+    pending: Vec<LogOp>,
+    /// A batch is with the storage thread.
+    inflight: bool,
+    /// Batches sent, and batches durable.
+    sent: u64,
+    durable: u64,
+    /// The batch the latest appended op belongs to: later effects wait for it.
+    last_ticket: u64,
+    /// Effects waiting, with the batch each waits for (non-decreasing).
+    held: VecDeque<(u64, Effect)>,
+    /// Storage failed: nothing is appended or held any more.
+    failed: bool,
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Core {
@@ -47,32 +77,146 @@ impl Core {
         u32::try_from(self.epoch.elapsed().as_millis() % (1 << 32)).expect("reduced mod 2^32")
     }
 
-    /// Carries out the shard's effects.
+    /// Carries out the shard's effects. Effects after an op-log append wait until that
+    /// append is durable (in order); loads go to the storage thread at once.
     pub(crate) fn apply_effects(&self) {
         let mut effects = std::mem::take(&mut *self.effects.borrow_mut());
         self.shard.borrow_mut().drain_effects_into(&mut effects);
-        let limit = self.shared.config.send_queue_bytes;
-        for effect in effects.drain(..) {
-            match effect {
-                Effect::Send { conn, frame } => {
-                    if let Some(c) = self.conns.borrow().get(&conn)
-                        && !c.queue(frame, limit)
-                    {
-                        CoreStats::bump(&self.stats.slow_reader_closes);
+        let mut failed_loads = Vec::new();
+        {
+            let mut guard = self.durability.borrow_mut();
+            let d = &mut *guard;
+            let now = wall_ms();
+            for effect in effects.drain(..) {
+                match effect {
+                    Effect::Append { doc, commit } => {
+                        if !d.failed {
+                            d.pending.push(LogOp { doc: doc.shared(), time_ms: now, commit });
+                            d.last_ticket = d.sent + 1;
+                        }
                     }
+                    Effect::Load { doc } => {
+                        let sent = self.storage.as_ref().map(|l| l.send(StorageReq::Load(doc.clone())));
+                        if !matches!(sent, Some(Ok(()))) {
+                            failed_loads.push(doc);
+                        }
+                    }
+                    e if d.last_ticket > d.durable => {
+                        let ticket = d.last_ticket;
+                        d.held.push_back((ticket, e));
+                    }
+                    e => self.execute(e),
                 }
-                Effect::Close { conn, code, reason } => {
-                    if code == close::RATE_LIMITED {
-                        CoreStats::bump(&self.stats.rate_limited_closes);
-                    }
-                    if let Some(c) = self.conns.borrow().get(&conn) {
-                        c.close(code, &reason);
-                    }
-                }
-                Effect::ToCore { core, msg } => self.send_core(core, msg),
             }
+            self.stats.held_effects.store(d.held.len() as u64, Ordering::Relaxed);
         }
         *self.effects.borrow_mut() = effects;
+        self.send_batch();
+        if !failed_loads.is_empty() {
+            {
+                let mut shard = self.shard.borrow_mut();
+                for doc in failed_loads {
+                    shard.on_loaded(doc, Err("the storage queue is full; try again".into()), Instant::now());
+                }
+            }
+            self.apply_effects();
+        }
+    }
+
+    /// Carries out one effect now.
+    fn execute(&self, effect: Effect) {
+        match effect {
+            Effect::Send { conn, frame } => {
+                if let Some(c) = self.conns.borrow().get(&conn)
+                    && !c.queue(frame, self.shared.config.send_queue_bytes)
+                {
+                    CoreStats::bump(&self.stats.slow_reader_closes);
+                }
+            }
+            Effect::Close { conn, code, reason } => {
+                if code == close::RATE_LIMITED {
+                    CoreStats::bump(&self.stats.rate_limited_closes);
+                }
+                if let Some(c) = self.conns.borrow().get(&conn) {
+                    c.close(code, &reason);
+                }
+            }
+            Effect::ToCore { core, msg } => self.send_core(core, msg),
+            Effect::Snapshot { doc, snapshot } => {
+                if let Some(link) = &self.storage
+                    && link.send(StorageReq::Snapshot(doc, snapshot)).is_err()
+                {
+                    warn!(core = self.id, "storage queue full: a snapshot was skipped");
+                }
+            }
+            Effect::Append { .. } | Effect::Load { .. } => unreachable!("handled in apply_effects"),
+        }
+    }
+
+    /// Sends the pending ops as the next batch when none is in flight.
+    fn send_batch(&self) {
+        let Some(link) = &self.storage else { return };
+        let mut d = self.durability.borrow_mut();
+        if d.inflight || d.pending.is_empty() || d.failed {
+            return;
+        }
+        let batch = std::mem::take(&mut d.pending);
+        match link.send(StorageReq::Append(batch)) {
+            Ok(()) => {
+                d.inflight = true;
+                d.sent += 1;
+            }
+            // The queue is full of loads and snapshots: retry when the next reply comes.
+            Err(StorageReq::Append(batch)) => d.pending = batch,
+            Err(_) => unreachable!("the request given back is the one sent"),
+        }
+    }
+
+    /// Handles what the storage thread answered.
+    fn on_storage_reply(&self, reply: StorageReply) {
+        match reply {
+            StorageReply::Appended(Ok(n)) => {
+                let ready: Vec<Effect> = {
+                    let mut d = self.durability.borrow_mut();
+                    d.inflight = false;
+                    d.durable += 1;
+                    let durable = d.durable;
+                    let mut ready = Vec::new();
+                    while d.held.front().is_some_and(|(t, _)| *t <= durable) {
+                        ready.push(d.held.pop_front().expect("checked").1);
+                    }
+                    self.stats.held_effects.store(d.held.len() as u64, Ordering::Relaxed);
+                    ready
+                };
+                CoreStats::bump(&self.stats.oplog_batches);
+                self.stats.oplog_ops.fetch_add(n as u64, Ordering::Relaxed);
+                for e in ready {
+                    self.execute(e);
+                }
+                self.send_batch();
+            }
+            StorageReply::Appended(Err(e)) => {
+                error!(core = self.id, "OP LOG FAILED, this core refuses all writes until a restart: {e}");
+                {
+                    let mut d = self.durability.borrow_mut();
+                    d.failed = true;
+                    d.inflight = false;
+                    d.pending.clear();
+                    // What waited for the failed batch must never be sent: nothing in it is
+                    // known to be durable.
+                    d.held.clear();
+                    d.last_ticket = d.durable;
+                }
+                self.stats.storage_failed.store(1, Ordering::Relaxed);
+                self.shared.ready.store(false, Ordering::Release);
+                self.shard.borrow_mut().storage_failed(&e);
+                self.apply_effects();
+            }
+            StorageReply::Loaded(doc, loaded) => {
+                self.shard.borrow_mut().on_loaded(doc, loaded.map(|s| *s), Instant::now());
+                self.apply_effects();
+            }
+        }
     }
 
     fn send_core(&self, core: u16, msg: CoreMsg) {
@@ -102,8 +246,13 @@ pub(crate) fn run(
     id: u16,
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
+    storage: Option<StorageThread>,
     started: &mpsc::Sender<std::io::Result<(u16, Driver)>>,
 ) {
+    let (link, storage_thread) = match storage {
+        Some(t) => (Some(t.link), Some(t.handle)),
+        None => (None, None),
+    };
     if shared.config.pin_cores
         && let Err(e) = monoio::utils::bind_to_cpu_set([usize::from(id)])
     {
@@ -125,6 +274,7 @@ pub(crate) fn run(
     stats.driver.store(u64::from(driver == Driver::Epoll), Ordering::Relaxed);
 
     let started = started.clone();
+    let core_link = link.clone();
     runtime.block_on(async move {
         let listener = match monoio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
@@ -146,7 +296,12 @@ pub(crate) fn run(
             stats,
             shared,
             epoch: Instant::now(),
+            storage: core_link,
+            durability: RefCell::new(Durability::default()),
         });
+        if core.storage.is_some() {
+            monoio::spawn(storage_replies(Rc::clone(&core)));
+        }
         monoio::spawn(inbox(Rc::clone(&core)));
         monoio::spawn(ticker(Rc::clone(&core)));
         monoio::spawn(flusher(Rc::clone(&core)));
@@ -154,6 +309,21 @@ pub(crate) fn run(
         accept(&core, listener).await;
         drain(&core).await;
     });
+    if let (Some(link), Some(thread)) = (link, storage_thread) {
+        link.stop();
+        let _ = thread.join();
+    }
+}
+
+/// Takes the storage thread's answers.
+async fn storage_replies(core: Rc<Core>) {
+    let link = Arc::clone(core.storage.as_ref().expect("spawned with storage"));
+    loop {
+        link.ready().await;
+        while let Some(reply) = link.try_reply() {
+            core.on_storage_reply(reply);
+        }
+    }
 }
 
 async fn accept(core: &Rc<Core>, listener: monoio::net::TcpListener) {

@@ -10,6 +10,7 @@ mod core;
 mod mailbox;
 pub mod notify;
 pub mod runtime;
+mod storage;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,6 +25,7 @@ use crate::metrics::{CoreStats, Driver};
 use crate::shard::ShardConfig;
 use mailbox::Mailbox;
 pub use notify::Notify;
+pub use storage::{FsyncMode, OplogKind, StorageConfig, open_core_log};
 
 /// Everything the server can be told. Every field has a safe default; the `tandem` binary
 /// loads this from TOML, flags and `TANDEM_*` variables.
@@ -71,6 +73,8 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Per-document engine limits.
     pub limits: LimitsConfig,
+    /// The op log and snapshots.
+    pub storage: StorageConfig,
 }
 
 /// The engine's per-document limits, as configuration.
@@ -144,6 +148,7 @@ impl Default for ServerConfig {
             backlog_limit: 1_000_000,
             shutdown_grace_ms: 5_000,
             limits: LimitsConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -178,7 +183,7 @@ impl ServerConfig {
         if self.inbox_capacity == 0 || self.backlog_limit == 0 {
             return Err("inbox_capacity and backlog_limit must be positive".into());
         }
-        Ok(())
+        self.storage.validate()
     }
 
     fn shard_config(&self) -> ShardConfig {
@@ -191,6 +196,9 @@ impl ServerConfig {
             presence_interval: Duration::from_millis(self.presence_interval_ms),
             max_message_bytes: self.max_message_bytes,
             dev_secret: self.dev_secret.clone(),
+            durable: self.storage.oplog != OplogKind::None,
+            snapshot_every_ops: self.storage.snapshot_every_ops,
+            snapshot_every_bytes: self.storage.snapshot_every_bytes,
         }
     }
 }
@@ -309,16 +317,25 @@ pub fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
         ready: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
     });
+    // Every core's op log is recovered before any core serves.
+    let mut storage = Vec::with_capacity(cores);
+    if shared.config.storage.oplog == OplogKind::Local {
+        for i in 0..cores {
+            storage.push(Some(storage::start(&shared.config.storage, cores, i, Limits::from(&shared.config.limits))?));
+        }
+    } else {
+        storage.resize_with(cores, || None);
+    }
     let (started_tx, started_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(cores);
-    for (i, listener) in listeners.into_iter().enumerate() {
+    for ((i, listener), storage) in listeners.into_iter().enumerate().zip(storage) {
         let shared = Arc::clone(&shared);
         let started = started_tx.clone();
         let id = u16::try_from(i).expect("validated: at most 1024 cores");
         threads.push(
             std::thread::Builder::new()
                 .name(format!("tandem-core-{i}"))
-                .spawn(move || core::run(id, shared, listener, &started))?,
+                .spawn(move || core::run(id, shared, listener, storage, &started))?,
         );
     }
     drop(started_tx);

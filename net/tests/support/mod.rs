@@ -13,11 +13,28 @@ use tandem_net::client::{Client, ClientOptions};
 use tandem_net::protocol::Encoding;
 use tandem_net::{ServerConfig, ServerHandle};
 
-/// Starts a server on an ephemeral port with `cores` cores, after `tweak`.
-pub fn server(cores: usize, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
+/// A server for a test, with its data directory (removed after the server stops).
+pub struct TestServer {
+    pub handle: ServerHandle,
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = ServerHandle;
+
+    fn deref(&self) -> &ServerHandle {
+        &self.handle
+    }
+}
+
+/// Starts a server on an ephemeral port with `cores` cores, the op log in a fresh
+/// directory, after `tweak`.
+pub fn server(cores: usize, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let dir = tempfile::Builder::new().prefix("tandem-test-").tempdir().unwrap();
     let mut config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), cores, ..ServerConfig::default() };
+    config.storage.data_dir = dir.path().to_path_buf();
     tweak(&mut config);
-    tandem_net::start(config).expect("server starts")
+    TestServer { handle: tandem_net::start(config).expect("server starts"), dir }
 }
 
 /// Connects a client.

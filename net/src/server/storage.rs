@@ -1,0 +1,354 @@
+//! Each core's storage thread: the core's op log, its snapshots and compaction, off the event
+//! loop.
+//!
+//! A core never touches a file. It hands requests to its own storage thread over a bounded
+//! queue and the thread answers over another, waking the core. Appends go one batch at a
+//! time: while a batch is being written and synced, the core gathers the next one, so under
+//! load a single `fdatasync` covers everything committed during the previous one (group
+//! commit). The core holds every effect that follows an append (acks, broadcasts, replies)
+//! until the storage thread says that append is durable.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use atomic_waker::AtomicWaker;
+use crossbeam_queue::ArrayQueue;
+use serde::Deserialize;
+use tandem_engine::{DocState, Limits};
+use tandem_storage::{
+    FsyncPolicy, LocalBlobs, LocalLog, LocalOptions, LogOp, OpLog, RealFs, RecoveryReport, Snapshot, StorageError,
+};
+use tracing::{error, info, warn};
+
+use crate::protocol::DocId;
+
+/// Which op log documents are kept in.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OplogKind {
+    /// The embedded per-core log in the data directory (the default).
+    Local,
+    /// None: documents live in memory only and are lost when the server stops (tests and
+    /// data-plane benchmarks).
+    None,
+}
+
+/// When the op log makes appends durable.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncMode {
+    /// `fdatasync` every write batch before acking its ops (group commit). The default.
+    Always,
+    /// Ack once written; `fdatasync` every `fsync_interval_ms`.
+    Interval,
+    /// Ack once written; never sync (benchmarks only).
+    Never,
+}
+
+/// Storage configuration (`[server.storage]`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Where the data lives (set from the top-level `data_dir`).
+    #[serde(skip)]
+    pub data_dir: PathBuf,
+    /// The op log: `local` (default) or `none`.
+    pub oplog: OplogKind,
+    /// When appends are made durable: `always` (default), `interval`, `never`.
+    pub fsync: FsyncMode,
+    /// With `fsync = "interval"`: how often, ms.
+    pub fsync_interval_ms: u64,
+    /// Bytes per log segment file.
+    pub segment_bytes: u32,
+    /// A snapshot of a document is taken after this many ops...
+    pub snapshot_every_ops: u64,
+    /// ...or this many bytes of ops, since its last one.
+    pub snapshot_every_bytes: u64,
+    /// History younger than this is kept, days.
+    pub history_retention_days: u64,
+    /// How often compaction runs, seconds.
+    pub compact_interval_s: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./tandem-data"),
+            oplog: OplogKind::Local,
+            fsync: FsyncMode::Always,
+            fsync_interval_ms: 10,
+            segment_bytes: 64 << 20,
+            snapshot_every_ops: 1000,
+            snapshot_every_bytes: 1 << 20,
+            history_retention_days: 30,
+            compact_interval_s: 3600,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The fsync policy, as the log takes it.
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        match self.fsync {
+            FsyncMode::Always => FsyncPolicy::Always,
+            FsyncMode::Interval => FsyncPolicy::Interval(Duration::from_millis(self.fsync_interval_ms.max(1))),
+            FsyncMode::Never => FsyncPolicy::Never,
+        }
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes < 64 * 1024 || !self.segment_bytes.is_multiple_of(4096) {
+            return Err(format!("storage.segment_bytes = {}: a multiple of 4096, at least 65536", self.segment_bytes));
+        }
+        if self.snapshot_every_ops == 0 || self.snapshot_every_bytes == 0 {
+            return Err("storage.snapshot_every_ops and snapshot_every_bytes must be positive".into());
+        }
+        if self.compact_interval_s == 0 {
+            return Err("storage.compact_interval_s must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The directory of core `core`'s op log.
+    pub fn oplog_dir(&self, core: usize) -> PathBuf {
+        self.data_dir.join("oplog").join(format!("core-{core}"))
+    }
+
+    /// The blob store's directory.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
+    }
+
+    fn options(&self, repair: bool) -> LocalOptions {
+        LocalOptions {
+            segment_bytes: self.segment_bytes,
+            fsync: self.fsync_policy(),
+            retention: Duration::from_secs(self.history_retention_days.saturating_mul(24 * 3600)),
+            repair,
+        }
+    }
+}
+
+/// Documents are placed on cores by hash, so a data directory written with N cores must be
+/// served with N cores: the layout file records N, and a mismatch is refused.
+fn check_layout(cfg: &StorageConfig, cores: usize) -> Result<(), StorageError> {
+    let dir = cfg.data_dir.join("oplog");
+    std::fs::create_dir_all(&dir).map_err(|e| StorageError::Invalid(format!("creating {}: {e}", dir.display())))?;
+    let path = dir.join("LAYOUT");
+    let want = format!("cores = {cores}\n");
+    match std::fs::read_to_string(&path) {
+        Ok(have) if have == want => Ok(()),
+        Ok(have) => Err(StorageError::Invalid(format!(
+            "{} holds documents placed on {} cores; start with --cores {} (moving documents between core counts is not supported yet)",
+            cfg.data_dir.display(),
+            have.trim().trim_start_matches("cores = "),
+            have.trim().trim_start_matches("cores = "),
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join("LAYOUT.tmp");
+            let write = || -> std::io::Result<()> {
+                std::fs::write(&tmp, &want)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(&dir)?.sync_all()
+            };
+            write().map_err(|e| StorageError::Invalid(format!("writing {}: {e}", path.display())))
+        }
+        Err(e) => Err(StorageError::Invalid(format!("reading {}: {e}", path.display()))),
+    }
+}
+
+/// Opens core `core`'s log (recovering it), as `tandem serve` and `tandem repair` do.
+pub fn open_core_log(cfg: &StorageConfig, cores: usize, core: usize, repair: bool) -> Result<LocalLog, StorageError> {
+    check_layout(cfg, cores)?;
+    let fs = Arc::new(RealFs);
+    let blobs = Arc::new(LocalBlobs::open(cfg.blob_dir(), fs.clone())?);
+    LocalLog::open(cfg.oplog_dir(core), blobs, fs, cfg.options(repair))
+}
+
+fn describe(core: usize, r: &RecoveryReport) -> String {
+    let mut s = format!(
+        "core {core}: op log recovered in {:.1} ms: {} segments, {} records, {:.1} MB, {} documents",
+        r.elapsed.as_secs_f64() * 1e3,
+        r.segments,
+        r.records,
+        r.bytes as f64 / 1e6,
+        r.documents
+    );
+    if let Some((file, offset, bytes)) = &r.torn_tail {
+        s.push_str(&format!("; truncated a torn last write ({bytes} bytes at {} offset {offset})", file.display()));
+    }
+    s
+}
+
+pub(crate) enum StorageReq {
+    Append(Vec<LogOp>),
+    Load(DocId),
+    Snapshot(DocId, Box<Snapshot>),
+}
+
+pub(crate) enum StorageReply {
+    /// The oldest batch not yet answered is durable, or the log failed.
+    Appended(Result<usize, String>),
+    Loaded(DocId, Result<Box<DocState>, String>),
+}
+
+/// Requests a core may have queued at once (appends: one; loads: one per document loading;
+/// snapshots: one per document due).
+const QUEUE: usize = 8192;
+
+/// A core's end of its storage thread.
+pub(crate) struct StorageLink {
+    reqs: ArrayQueue<StorageReq>,
+    replies: ArrayQueue<StorageReply>,
+    waker: AtomicWaker,
+    thread: std::sync::OnceLock<Thread>,
+    stop: AtomicBool,
+}
+
+impl StorageLink {
+    /// Queues a request; gives it back when the queue is full.
+    pub(crate) fn send(&self, req: StorageReq) -> Result<(), StorageReq> {
+        self.reqs.push(req)?;
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn try_reply(&self) -> Option<StorageReply> {
+        self.replies.pop()
+    }
+
+    /// Waits for a reply.
+    pub(crate) async fn ready(&self) {
+        std::future::poll_fn(|cx| {
+            if !self.replies.is_empty() {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.replies.is_empty() { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        })
+        .await;
+    }
+
+    fn reply(&self, reply: StorageReply) {
+        // Never full: every request has at most one reply and requests are bounded alike.
+        if self.replies.push(reply).is_err() {
+            error!("storage reply queue full: a reply was lost");
+        }
+        self.waker.wake();
+    }
+
+    /// Asks the thread to sync and stop once its queue is empty.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// A running storage thread.
+pub(crate) struct StorageThread {
+    pub(crate) link: Arc<StorageLink>,
+    pub(crate) handle: JoinHandle<()>,
+}
+
+/// Opens core `core`'s log and starts its storage thread.
+pub(crate) fn start(cfg: &StorageConfig, cores: usize, core: usize, limits: Limits) -> std::io::Result<StorageThread> {
+    let log = open_core_log(cfg, cores, core, false)
+        .map_err(|e| std::io::Error::other(format!("opening the op log of core {core}: {e}")))?;
+    info!("{}", describe(core, log.recovery()));
+    if core == 0 {
+        info!("op log fsync policy: {}", cfg.fsync_policy());
+    }
+    let link = Arc::new(StorageLink {
+        reqs: ArrayQueue::new(QUEUE),
+        replies: ArrayQueue::new(QUEUE + 1),
+        waker: AtomicWaker::new(),
+        thread: std::sync::OnceLock::new(),
+        stop: AtomicBool::new(false),
+    });
+    let compact_every = Duration::from_secs(cfg.compact_interval_s);
+    let sync_every = match cfg.fsync_policy() {
+        FsyncPolicy::Interval(d) => Some(d),
+        _ => None,
+    };
+    let thread_link = Arc::clone(&link);
+    let handle = std::thread::Builder::new()
+        .name(format!("tandem-storage-{core}"))
+        .spawn(move || run(core, log, &thread_link, limits, compact_every, sync_every))?;
+    let _ = link.thread.set(handle.thread().clone());
+    Ok(StorageThread { link, handle })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn run(
+    core: usize,
+    mut log: LocalLog,
+    link: &StorageLink,
+    limits: Limits,
+    compact_every: Duration,
+    sync_every: Option<Duration>,
+) {
+    let mut next_compaction = Instant::now() + compact_every;
+    loop {
+        while let Some(req) = link.reqs.pop() {
+            match req {
+                StorageReq::Append(ops) => {
+                    let result = log.append(&ops).map(|a| a.written + a.duplicates).map_err(|e| e.to_string());
+                    link.reply(StorageReply::Appended(result));
+                }
+                StorageReq::Load(doc) => {
+                    let loaded =
+                        log.load(doc.as_str()).and_then(|l| l.into_state(limits.clone()).map(Box::new)).map_err(|e| e.to_string());
+                    if let Err(e) = &loaded {
+                        error!(core, doc = %doc, "loading a document failed: {e}");
+                    }
+                    link.reply(StorageReply::Loaded(doc, loaded));
+                }
+                StorageReq::Snapshot(doc, mut snapshot) => {
+                    snapshot.time_ms = now_ms();
+                    if let Err(e) = log.put_snapshot(doc.as_str(), &snapshot) {
+                        warn!(core, doc = %doc, rev = snapshot.rev, "snapshot failed: {e}");
+                    }
+                }
+            }
+        }
+        if link.stop.load(Ordering::Acquire) && link.reqs.is_empty() {
+            if let Err(e) = log.sync() {
+                error!(core, "final op log sync failed: {e}");
+            }
+            return;
+        }
+        if Instant::now() >= next_compaction {
+            next_compaction = Instant::now() + compact_every;
+            match log.compact(now_ms()) {
+                Ok(c) if c.segments_deleted > 0 => info!(core, "compaction: {c:?}"),
+                Ok(_) => {}
+                Err(e) => warn!(core, "compaction failed: {e}"),
+            }
+        }
+        if let Some(every) = sync_every
+            && let Err(e) = log.sync()
+        {
+            error!(core, "op log sync failed: {e}");
+            std::thread::park_timeout(every);
+            continue;
+        }
+        let wait = sync_every.unwrap_or(compact_every).min(next_compaction.saturating_duration_since(Instant::now()));
+        if link.reqs.is_empty() {
+            std::thread::park_timeout(wait.max(Duration::from_millis(1)));
+        }
+    }
+}
