@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tandem_storage::Snapshot;
-use tandem_storage::format::{SegmentHeader, decode_record};
+use tandem_storage::format::{SegmentHeader, decode_header, decode_record};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
@@ -25,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
         let back = decode_record(&again).expect("our own record decodes");
         assert_eq!(back.record, d.record);
         assert_eq!(back.batch_start, d.batch_start);
+    }
+    if let Ok(h) = decode_header(&bytes) {
+        assert!(h.total % 8 == 0 && !h.doc.is_empty());
     }
     let _ = SegmentHeader::decode(&bytes);
     let _ = Snapshot::decode(&bytes, "doc", "fuzz");

@@ -14,6 +14,7 @@
 #   WORKERS      server worker threads (default: one per server CPU)
 #   TAG          appended to each run's directory name (to keep variants apart)
 #   FIRST_RUN    number of the first run (default 1), to add runs to an existing OUT_DIR
+#   TANDEM_ARGS  extra flags for tandem serve (e.g. "--oplog none", "--fsync never")
 # Each run leaves OUT_DIR/<scenario>-<server>-<i>/report.{json,md} and server.log.
 set -euo pipefail
 out=${1:?usage: data-plane.sh OUT_DIR [SCENARIO ...]}
@@ -54,7 +55,7 @@ for i in $(seq "$first" $((first + repeat - 1))); do
             tandem)
                 data=$(mktemp -d)
                 taskset -c "$server_cpus" "$bin/tandem" serve --listen "127.0.0.1:$port" --data-dir "$data" \
-                    --cores "$workers" --max-messages-per-s 1000000 --log warn 2>"$dir/server.log" &
+                    --cores "$workers" --max-messages-per-s 1000000 --log warn ${TANDEM_ARGS:-} 2>"$dir/server.log" &
                 ;;
             tokio-baseline)
                 taskset -c "$server_cpus" "$bin/tandem-tokio-baseline" --listen "127.0.0.1:$port" \

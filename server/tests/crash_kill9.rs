@@ -163,7 +163,12 @@ fn crash_loop(iterations: usize, seed: u64) {
     for doc in DOCS {
         let text = observer.session().document(doc).unwrap().text();
         for (w, client) in &results {
-            assert_eq!(client.session().document(doc).unwrap().text(), text, "seed {seed}: client {} sees {doc} differently", w.id);
+            assert_eq!(
+                client.session().document(doc).unwrap().text(),
+                text,
+                "seed {seed}: client {} sees {doc} differently",
+                w.id
+            );
             let made = w.made.get(doc).map_or(&[][..], Vec::as_slice);
             let mut last = 0;
             for marker in made {

@@ -338,12 +338,80 @@ pub fn decode_record(b: &[u8]) -> Result<Decoded, FormatError> {
     Ok(Decoded { record, batch_start, total: prefix.total() })
 }
 
-fn decode_body(body: &[u8]) -> Result<(u64, Record), FormatError> {
+/// What recovery needs of a record, read without decoding the op's delta (the checksum
+/// vouches for its bytes; the delta is validated when the op is read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// The kind.
+    pub kind: Kind,
+    /// The document.
+    pub doc: &'a str,
+    /// The revision.
+    pub rev: u64,
+    /// The time, ms since the epoch.
+    pub time_ms: u64,
+    /// Where its write batch began.
+    pub batch_start: u64,
+    /// The snapshot's blob key (snapshot records).
+    pub key: &'a str,
+    /// Bytes the record takes, padding included.
+    pub total: usize,
+}
+
+/// Checks the length and checksum of the record at the start of `b` and reads its header
+/// fields; the op payload's delta is not decoded.
+pub fn decode_header(b: &[u8]) -> Result<Header<'_>, FormatError> {
+    let prefix = RecordPrefix::read(b)?;
+    if prefix.len == 0 {
+        return Err(FormatError::Invalid("zero length (end of records)".into()));
+    }
+    let end = RECORD_PREFIX_BYTES + prefix.len as usize;
+    if b.len() < end {
+        return Err(FormatError::Truncated { need: end, have: b.len() });
+    }
+    let body = &b[RECORD_PREFIX_BYTES..end];
+    let computed = crc32c::crc32c(body);
+    if computed != prefix.crc {
+        return Err(FormatError::Checksum { stored: prefix.crc, computed });
+    }
+    let (fixed, payload) = split_body(body)?;
+    let (kind, time_ms, key) = match fixed.kind {
+        1 if payload.len() >= 24 && fixed.rev > 0 => (Kind::Op, u64_at(payload, 16), ""),
+        2 if payload.len() >= 16 => {
+            let key_len = u32_at(payload, 8) as usize;
+            if u32_at(payload, 12) != 0 || payload.len() != 16 + key_len {
+                return Err(FormatError::Invalid("snapshot record's key length does not match".into()));
+            }
+            let key = std::str::from_utf8(&payload[16..])
+                .map_err(|_| FormatError::Invalid("snapshot key is not UTF-8".into()))?;
+            (Kind::Snapshot, u64_at(payload, 0), key)
+        }
+        3 if payload.len() == 8 => (Kind::Floor, u64_at(payload, 0), ""),
+        k => return Err(FormatError::Invalid(format!("record of kind {k} with a {}-byte payload", payload.len()))),
+    };
+    Ok(Header {
+        kind,
+        doc: fixed.doc,
+        rev: fixed.rev,
+        time_ms,
+        batch_start: fixed.batch_start,
+        key,
+        total: prefix.total(),
+    })
+}
+
+struct Fixed<'a> {
+    kind: u8,
+    doc: &'a str,
+    rev: u64,
+    batch_start: u64,
+}
+
+fn split_body(body: &[u8]) -> Result<(Fixed<'_>, &[u8]), FormatError> {
     let invalid = |m: String| FormatError::Invalid(m);
     if body.len() < BODY_FIXED_BYTES {
         return Err(FormatError::Truncated { need: BODY_FIXED_BYTES, have: body.len() });
     }
-    let kind = body[0];
     let doc_len = usize::from(u16::from_le_bytes([body[2], body[3]]));
     if body[1] != 0 || body[4..8] != [0; 4] {
         return Err(invalid("reserved bytes are not zero".into()));
@@ -351,16 +419,22 @@ fn decode_body(body: &[u8]) -> Result<(u64, Record), FormatError> {
     if doc_len == 0 || doc_len > MAX_DOC_ID_BYTES {
         return Err(invalid(format!("document id of {doc_len} bytes")));
     }
-    let batch_start = u64_at(body, 8);
-    let rev = u64_at(body, 16);
     let payload_at = align8(RECORD_PREFIX_BYTES + BODY_FIXED_BYTES + doc_len) - RECORD_PREFIX_BYTES;
     if body.len() < payload_at {
         return Err(FormatError::Truncated { need: payload_at, have: body.len() });
     }
     let doc = std::str::from_utf8(&body[BODY_FIXED_BYTES..BODY_FIXED_BYTES + doc_len])
         .map_err(|_| invalid("document id is not UTF-8".into()))?;
-    let doc: Arc<str> = doc.into();
-    let payload = &body[payload_at..];
+    let fixed = Fixed { kind: body[0], doc, rev: u64_at(body, 16), batch_start: u64_at(body, 8) };
+    Ok((fixed, &body[payload_at..]))
+}
+
+fn decode_body(body: &[u8]) -> Result<(u64, Record), FormatError> {
+    let invalid = |m: String| FormatError::Invalid(m);
+    let (fixed, payload) = split_body(body)?;
+    let (kind, rev, batch_start) = (fixed.kind, fixed.rev, fixed.batch_start);
+    let payload_at = body.len() - payload.len();
+    let doc: Arc<str> = fixed.doc.into();
     let record = match kind {
         1 => {
             if payload.len() < 24 {

@@ -27,7 +27,8 @@ use tracing::{info, warn};
 use crate::blob::BlobStore;
 use crate::error::StorageError;
 use crate::format::{
-    Decoded, Kind, LogOp, RECORD_PREFIX_BYTES, Record, RecordPrefix, SEGMENT_HEADER_BYTES, SegmentHeader, decode_record,
+    Decoded, Kind, LogOp, RECORD_PREFIX_BYTES, Record, RecordPrefix, SEGMENT_HEADER_BYTES, SegmentHeader,
+    decode_header, decode_record,
 };
 use crate::fs::{FileHandle, Fs};
 use crate::oplog::{Appended, Compacted, OpLog};
@@ -456,9 +457,9 @@ impl LocalLog {
             if at + prefix.total() > data.len() {
                 break Some(format!("record of {} bytes runs past the end of the segment", prefix.len));
             }
-            match decode_record(&data[at..at + prefix.total()]) {
+            match decode_header(&data[at..at + prefix.total()]) {
                 Ok(d) => {
-                    if let Err(reason) = self.index(number, at as u64, &d) {
+                    if let Err(reason) = self.index(number, at as u64, d.kind, d.doc, d.rev, d.time_ms, d.key) {
                         // A record that checks out but breaks the document's revision order
                         // is never a torn write.
                         return Ok(Err((at as u64, reason)));
@@ -498,12 +499,24 @@ impl LocalLog {
     }
 
     /// Adds a record read at recovery (or just written) to the index.
-    fn index(&mut self, segment: u64, offset: u64, d: &Decoded) -> Result<(), String> {
-        let doc = Arc::clone(d.record.doc());
-        let rev = d.record.rev();
+    #[allow(clippy::too_many_arguments)]
+    fn index(
+        &mut self,
+        segment: u64,
+        offset: u64,
+        kind: Kind,
+        doc: &str,
+        rev: u64,
+        time_ms: u64,
+        key: &str,
+    ) -> Result<(), String> {
+        let doc: Arc<str> = match self.docs.get_key_value(doc) {
+            Some((k, _)) => Arc::clone(k),
+            None => doc.into(),
+        };
         let idx = self.docs.entry(Arc::clone(&doc)).or_default();
-        match &d.record {
-            Record::Op(_) => {
+        match kind {
+            Kind::Op => {
                 match idx.last_op_rev() {
                     Some(last) if rev != last + 1 => {
                         return Err(format!("op of {doc:?} at revision {rev} follows revision {last}"));
@@ -513,10 +526,10 @@ impl LocalLog {
                 }
                 idx.locs.push(pack(segment, offset));
             }
-            Record::Snapshot { time_ms, key, .. } => {
-                idx.add_snapshot(SnapRef { rev, time_ms: *time_ms, key: key.clone(), segment });
+            Kind::Snapshot => {
+                idx.add_snapshot(SnapRef { rev, time_ms, key: key.to_owned(), segment });
             }
-            Record::Floor { .. } => {
+            Kind::Floor => {
                 if rev >= idx.floor {
                     idx.floor = rev;
                     idx.floor_segment = segment;
@@ -525,14 +538,13 @@ impl LocalLog {
         }
         idx.latest = idx.latest.max(rev);
         let seg = self.segments.get_mut(&segment).expect("segment of an indexed record");
-        seg.max_time_ms = seg.max_time_ms.max(d.record.time_ms());
-        match &d.record {
-            Record::Op(_) => {
+        seg.max_time_ms = seg.max_time_ms.max(time_ms);
+        match kind {
+            Kind::Op => {
                 let m = seg.docs.entry(doc).or_default();
                 *m = (*m).max(rev);
             }
-            Record::Snapshot { .. } => seg.markers.push((doc, Kind::Snapshot, rev)),
-            Record::Floor { .. } => seg.markers.push((doc, Kind::Floor, rev)),
+            k => seg.markers.push((doc, k, rev)),
         }
         Ok(())
     }
@@ -614,8 +626,15 @@ impl LocalLog {
             self.active = seg;
             self.segments.get_mut(&seg).expect("written").end = start + bytes.len() as u64;
             for off in offsets {
-                let d = Decoded { record: records[i].clone(), batch_start: start, total: 0 };
-                if let Err(reason) = self.index(seg, off, &d) {
+                let r = &records[i];
+                let (kind, key) = match r {
+                    Record::Op(_) => (Kind::Op, ""),
+                    Record::Snapshot { key, .. } => (Kind::Snapshot, key.as_str()),
+                    Record::Floor { .. } => (Kind::Floor, ""),
+                };
+                let (doc, rev, time_ms) = (Arc::clone(r.doc()), r.rev(), r.time_ms());
+                let key = key.to_owned();
+                if let Err(reason) = self.index(seg, off, kind, &doc, rev, time_ms, &key) {
                     return Err(self.poison(StorageError::Invalid(format!("indexing a written record: {reason}"))));
                 }
                 i += 1;
@@ -735,7 +754,7 @@ fn later_batch_record(data: &[u8], at: usize) -> Option<(usize, u64)> {
         if data[off..off + 4] != [0; 4] {
             let prefix = RecordPrefix::read(&data[off..]).expect("8 bytes");
             if off + prefix.total() <= data.len()
-                && let Ok(d) = decode_record(&data[off..off + prefix.total()])
+                && let Ok(d) = decode_header(&data[off..off + prefix.total()])
                 && d.batch_start > at as u64
             {
                 return Some((off, d.batch_start));

@@ -310,8 +310,10 @@ fn run(
                     link.reply(StorageReply::Appended(result));
                 }
                 StorageReq::Load(doc) => {
-                    let loaded =
-                        log.load(doc.as_str()).and_then(|l| l.into_state(limits.clone()).map(Box::new)).map_err(|e| e.to_string());
+                    let loaded = log
+                        .load(doc.as_str())
+                        .and_then(|l| l.into_state(limits.clone()).map(Box::new))
+                        .map_err(|e| e.to_string());
                     if let Err(e) = &loaded {
                         error!(core, doc = %doc, "loading a document failed: {e}");
                     }
