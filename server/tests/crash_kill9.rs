@@ -83,11 +83,9 @@ fn run_writer(id: u64, addr: SocketAddr, stop: &AtomicBool, seed: u64) -> (Write
     }
     let mut n = 0;
     while !stop.load(Ordering::Acquire) {
-        if !client.session().is_welcomed() || client.close_reason().is_some() {
-            if client.reconnect().is_err() {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
+        if (!client.session().is_welcomed() || client.close_reason().is_some()) && client.reconnect().is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
         }
         if !DOCS.iter().all(|d| client.session().is_open(d)) {
             let _ = client.wait_until(Duration::from_secs(2), "re-open", |s| DOCS.iter().all(|d| s.is_open(d)));
