@@ -536,11 +536,8 @@ impl Shard {
         if let Some(reason) = &self.failed {
             if !matches!(req, DocRequest::Gone | DocRequest::Close) {
                 let msg = format!("storage failed on this server ({reason}); try again after it restarts");
-                self.stats.errors += 1;
-                self.reply(
-                    from,
-                    &ServerMsg::Error { code: ErrorCode::Internal, message: msg, doc: Some(doc.to_string()) },
-                );
+                // The document is in no room any more: this only replies.
+                self.doc_error(&doc, from, ErrorCode::Internal, msg);
             }
             return;
         }
@@ -658,11 +655,7 @@ impl Shard {
                 for (from, req) in waiting {
                     if !matches!(req, DocRequest::Gone | DocRequest::Close) {
                         let msg = format!("the document could not be loaded: {e}");
-                        self.stats.errors += 1;
-                        self.reply(
-                            &from,
-                            &ServerMsg::Error { code: ErrorCode::Internal, message: msg, doc: Some(doc.to_string()) },
-                        );
+                        self.doc_error(&doc, &from, ErrorCode::Internal, msg);
                     }
                 }
             }

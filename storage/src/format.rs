@@ -321,21 +321,23 @@ pub struct Decoded {
 /// Decodes the record at the start of `b` (which may hold more after it): checks the length,
 /// the checksum and every field. Never panics, whatever the bytes.
 pub fn decode_record(b: &[u8]) -> Result<Decoded, FormatError> {
-    let prefix = RecordPrefix::read(b)?;
-    if prefix.len == 0 {
-        return Err(FormatError::Invalid("zero length (end of records)".into()));
-    }
-    let end = RECORD_PREFIX_BYTES + prefix.len as usize;
-    if b.len() < end {
-        return Err(FormatError::Truncated { need: end, have: b.len() });
-    }
-    let body = &b[RECORD_PREFIX_BYTES..end];
-    let computed = crc32c::crc32c(body);
-    if computed != prefix.crc {
-        return Err(FormatError::Checksum { stored: prefix.crc, computed });
-    }
-    let (batch_start, record) = decode_body(body)?;
-    Ok(Decoded { record, batch_start, total: prefix.total() })
+    let (h, payload) = parse(b)?;
+    let doc: Arc<str> = h.doc.into();
+    let (rev, time_ms) = (h.rev, h.time_ms);
+    let record = match h.kind {
+        Kind::Op => {
+            let author = ClientId(u64_at(payload, 0));
+            let client_seq = u64_at(payload, 8);
+            // The archive must be aligned to be read in place: copy it into an aligned buffer.
+            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len() - 24);
+            aligned.extend_from_slice(&payload[24..]);
+            let delta = Delta::from_archive(&aligned).map_err(|e| FormatError::Invalid(format!("op delta: {e}")))?;
+            Record::Op(LogOp { doc, time_ms, commit: Arc::new(Commit { rev, author, client_seq, delta }) })
+        }
+        Kind::Snapshot => Record::Snapshot { doc, rev, time_ms, key: h.key.to_owned() },
+        Kind::Floor => Record::Floor { doc, rev, time_ms },
+    };
+    Ok(Decoded { record, batch_start: h.batch_start, total: h.total })
 }
 
 /// What recovery needs of a record, read without decoding the op's delta (the checksum
@@ -361,9 +363,16 @@ pub struct Header<'a> {
 /// Checks the length and checksum of the record at the start of `b` and reads its header
 /// fields; the op payload's delta is not decoded.
 pub fn decode_header(b: &[u8]) -> Result<Header<'_>, FormatError> {
+    parse(b).map(|(h, _)| h)
+}
+
+/// Checks the length, the checksum and every field but an op's delta; returns the header and
+/// the payload.
+fn parse(b: &[u8]) -> Result<(Header<'_>, &[u8]), FormatError> {
+    let invalid = |m: String| FormatError::Invalid(m);
     let prefix = RecordPrefix::read(b)?;
     if prefix.len == 0 {
-        return Err(FormatError::Invalid("zero length (end of records)".into()));
+        return Err(invalid("zero length (end of records)".into()));
     }
     let end = RECORD_PREFIX_BYTES + prefix.len as usize;
     if b.len() < end {
@@ -374,41 +383,6 @@ pub fn decode_header(b: &[u8]) -> Result<Header<'_>, FormatError> {
     if computed != prefix.crc {
         return Err(FormatError::Checksum { stored: prefix.crc, computed });
     }
-    let (fixed, payload) = split_body(body)?;
-    let (kind, time_ms, key) = match fixed.kind {
-        1 if payload.len() >= 24 && fixed.rev > 0 => (Kind::Op, u64_at(payload, 16), ""),
-        2 if payload.len() >= 16 => {
-            let key_len = u32_at(payload, 8) as usize;
-            if u32_at(payload, 12) != 0 || payload.len() != 16 + key_len {
-                return Err(FormatError::Invalid("snapshot record's key length does not match".into()));
-            }
-            let key = std::str::from_utf8(&payload[16..])
-                .map_err(|_| FormatError::Invalid("snapshot key is not UTF-8".into()))?;
-            (Kind::Snapshot, u64_at(payload, 0), key)
-        }
-        3 if payload.len() == 8 => (Kind::Floor, u64_at(payload, 0), ""),
-        k => return Err(FormatError::Invalid(format!("record of kind {k} with a {}-byte payload", payload.len()))),
-    };
-    Ok(Header {
-        kind,
-        doc: fixed.doc,
-        rev: fixed.rev,
-        time_ms,
-        batch_start: fixed.batch_start,
-        key,
-        total: prefix.total(),
-    })
-}
-
-struct Fixed<'a> {
-    kind: u8,
-    doc: &'a str,
-    rev: u64,
-    batch_start: u64,
-}
-
-fn split_body(body: &[u8]) -> Result<(Fixed<'_>, &[u8]), FormatError> {
-    let invalid = |m: String| FormatError::Invalid(m);
     if body.len() < BODY_FIXED_BYTES {
         return Err(FormatError::Truncated { need: BODY_FIXED_BYTES, have: body.len() });
     }
@@ -425,56 +399,27 @@ fn split_body(body: &[u8]) -> Result<(Fixed<'_>, &[u8]), FormatError> {
     }
     let doc = std::str::from_utf8(&body[BODY_FIXED_BYTES..BODY_FIXED_BYTES + doc_len])
         .map_err(|_| invalid("document id is not UTF-8".into()))?;
-    let fixed = Fixed { kind: body[0], doc, rev: u64_at(body, 16), batch_start: u64_at(body, 8) };
-    Ok((fixed, &body[payload_at..]))
-}
-
-fn decode_body(body: &[u8]) -> Result<(u64, Record), FormatError> {
-    let invalid = |m: String| FormatError::Invalid(m);
-    let (fixed, payload) = split_body(body)?;
-    let (kind, rev, batch_start) = (fixed.kind, fixed.rev, fixed.batch_start);
-    let payload_at = body.len() - payload.len();
-    let doc: Arc<str> = fixed.doc.into();
-    let record = match kind {
-        1 => {
-            if payload.len() < 24 {
-                return Err(FormatError::Truncated { need: payload_at + 24, have: body.len() });
-            }
-            if rev == 0 {
-                return Err(invalid("op at revision 0".into()));
-            }
-            let author = ClientId(u64_at(payload, 0));
-            let client_seq = u64_at(payload, 8);
-            let time_ms = u64_at(payload, 16);
-            // The archive must be aligned to be read in place: copy it into an aligned buffer.
-            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len() - 24);
-            aligned.extend_from_slice(&payload[24..]);
-            let delta = Delta::from_archive(&aligned).map_err(|e| invalid(format!("op delta: {e}")))?;
-            Record::Op(LogOp { doc, time_ms, commit: Arc::new(Commit { rev, author, client_seq, delta }) })
-        }
+    let rev = u64_at(body, 16);
+    let payload = &body[payload_at..];
+    let (kind, time_ms, key) = match body[0] {
+        1 if payload.len() < 24 => return Err(FormatError::Truncated { need: payload_at + 24, have: body.len() }),
+        1 if rev == 0 => return Err(invalid("op at revision 0".into())),
+        1 => (Kind::Op, u64_at(payload, 16), ""),
+        2 if payload.len() < 16 => return Err(FormatError::Truncated { need: payload_at + 16, have: body.len() }),
         2 => {
-            if payload.len() < 16 {
-                return Err(FormatError::Truncated { need: payload_at + 16, have: body.len() });
-            }
-            let time_ms = u64_at(payload, 0);
             let key_len = u32_at(payload, 8) as usize;
             if u32_at(payload, 12) != 0 || payload.len() != 16 + key_len {
                 return Err(invalid("snapshot record's key length does not match".into()));
             }
-            let key = std::str::from_utf8(&payload[16..])
-                .map_err(|_| invalid("snapshot key is not UTF-8".into()))?
-                .to_owned();
-            Record::Snapshot { doc, rev, time_ms, key }
+            let key = std::str::from_utf8(&payload[16..]).map_err(|_| invalid("snapshot key is not UTF-8".into()))?;
+            (Kind::Snapshot, u64_at(payload, 0), key)
         }
-        3 => {
-            if payload.len() != 8 {
-                return Err(invalid("history floor record of the wrong size".into()));
-            }
-            Record::Floor { doc, rev, time_ms: u64_at(payload, 0) }
-        }
+        3 if payload.len() != 8 => return Err(invalid("history floor record of the wrong size".into())),
+        3 => (Kind::Floor, u64_at(payload, 0), ""),
         k => return Err(invalid(format!("unknown record kind {k}"))),
     };
-    Ok((batch_start, record))
+    let header = Header { kind, doc, rev, time_ms, batch_start: u64_at(body, 8), key, total: prefix.total() };
+    Ok((header, payload))
 }
 
 #[cfg(test)]

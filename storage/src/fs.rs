@@ -70,10 +70,15 @@ impl FileHandle for RealFile {
     }
 }
 
+impl RealFile {
+    fn open(path: &Path, create: bool) -> io::Result<Self> {
+        OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path).map(Self)
+    }
+}
+
 impl Fs for RealFs {
     fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn FileHandle>> {
-        let f = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
-        Ok(Box::new(RealFile(f)))
+        Ok(Box::new(RealFile::open(path, create)?))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -164,8 +169,7 @@ impl FileHandle for FaultyFile {
 
 impl Fs for FaultyFs {
     fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn FileHandle>> {
-        let f = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
-        Ok(Box::new(FaultyFile { inner: RealFile(f), faults: Arc::clone(&self.faults) }))
+        Ok(Box::new(FaultyFile { inner: RealFile::open(path, create)?, faults: Arc::clone(&self.faults) }))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {

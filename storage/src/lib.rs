@@ -25,6 +25,6 @@ pub use blob::{BlobStore, LocalBlobs, check_key};
 pub use error::StorageError;
 pub use format::{LogOp, Record};
 pub use fs::{Faults, FaultyFs, FileHandle, Fs, RealFs};
-pub use local::{FsyncPolicy, LocalLog, LocalOptions, RecoveryReport, Repair, snapshot_key};
+pub use local::{FsyncPolicy, LocalLog, LocalOptions, RecoveryReport, Repair, now_ms, snapshot_key};
 pub use oplog::{Appended, Compacted, Loaded, OpLog, RevisionInfo};
 pub use snapshot::{ClientMark, Snapshot};

@@ -632,9 +632,7 @@ impl LocalLog {
                     Record::Snapshot { key, .. } => (Kind::Snapshot, key.as_str()),
                     Record::Floor { .. } => (Kind::Floor, ""),
                 };
-                let (doc, rev, time_ms) = (Arc::clone(r.doc()), r.rev(), r.time_ms());
-                let key = key.to_owned();
-                if let Err(reason) = self.index(seg, off, kind, &doc, rev, time_ms, &key) {
+                if let Err(reason) = self.index(seg, off, kind, r.doc(), r.rev(), r.time_ms(), key) {
                     return Err(self.poison(StorageError::Invalid(format!("indexing a written record: {reason}"))));
                 }
                 i += 1;
@@ -765,7 +763,8 @@ fn later_batch_record(data: &[u8], at: usize) -> Option<(usize, u64)> {
     None
 }
 
-fn now_ms() -> u64 {
+/// The wall clock, milliseconds since the Unix epoch (the time records carry).
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

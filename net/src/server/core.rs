@@ -64,12 +64,6 @@ struct Durability {
     failed: bool,
 }
 
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Core {
     /// Milliseconds since the core started (wraps after 49 days; timeouts compare
     /// differences, which stay right across the wrap for durations under 24 days).
@@ -86,7 +80,7 @@ impl Core {
         {
             let mut guard = self.durability.borrow_mut();
             let d = &mut *guard;
-            let now = wall_ms();
+            let now = tandem_storage::now_ms();
             for effect in effects.drain(..) {
                 match effect {
                     Effect::Append { doc, commit } => {

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tandem_engine::{DocState, Limits};
 use tandem_storage::{
     FsyncPolicy, LocalBlobs, LocalLog, LocalOptions, LogOp, OpLog, RealFs, RecoveryReport, Snapshot, StorageError,
+    now_ms,
 };
 use tracing::{error, info, warn};
 
@@ -285,12 +286,6 @@ pub(crate) fn start(cfg: &StorageConfig, cores: usize, core: usize, limits: Limi
         .spawn(move || run(core, log, &thread_link, limits, compact_every, sync_every))?;
     let _ = link.thread.set(handle.thread().clone());
     Ok(StorageThread { link, handle })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn run(
