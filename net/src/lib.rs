@@ -21,4 +21,6 @@ pub mod session;
 pub mod shard;
 mod wsconn;
 
-pub use server::{FsyncMode, LimitsConfig, OplogKind, ServerConfig, ServerHandle, StorageConfig, open_core_log, start};
+pub use server::{
+    FsyncMode, LimitsConfig, OplogKind, ScyllaConfig, ServerConfig, ServerHandle, StorageConfig, open_core_log, start,
+};

@@ -113,9 +113,18 @@ pub(crate) struct ServeArgs {
     /// Clients remembered per document for exactly-once resubmission [default: 100000].
     #[arg(long, env = "TANDEM_MAX_TRACKED_CLIENTS", value_name = "N")]
     max_tracked_clients: Option<usize>,
-    /// Op log: local (the default, in the data directory) or none (memory only, nothing survives a restart).
+    /// Op log: local (the default, in the data directory), scylla (a ScyllaDB cluster; builds with --features scylla) or none (memory only, nothing survives a restart).
     #[arg(long, env = "TANDEM_OPLOG", value_name = "KIND", value_parser = parse_oplog)]
     oplog: Option<tandem_net::OplogKind>,
+    /// With --oplog scylla: contact points, host:port, comma-separated [default: 127.0.0.1:9042].
+    #[arg(long, env = "TANDEM_SCYLLA_NODES", value_name = "HOST:PORT,...", value_delimiter = ',')]
+    scylla_nodes: Option<Vec<String>>,
+    /// With --oplog scylla: the keyspace [default: tandem].
+    #[arg(long, env = "TANDEM_SCYLLA_KEYSPACE", value_name = "NAME")]
+    scylla_keyspace: Option<String>,
+    /// With --oplog scylla: consistency of reads and writes [default: QUORUM].
+    #[arg(long, env = "TANDEM_SCYLLA_CONSISTENCY", value_name = "LEVEL")]
+    scylla_consistency: Option<String>,
     /// When appends are made durable: always (fdatasync before acking; default), interval, never.
     #[arg(long, env = "TANDEM_FSYNC", value_name = "POLICY", value_parser = parse_fsync)]
     fsync: Option<tandem_net::FsyncMode>,
@@ -184,6 +193,15 @@ impl ServeArgs {
         let st = &mut s.storage;
         apply!(self, st, oplog, fsync, fsync_interval_ms, segment_bytes, snapshot_every_ops, snapshot_every_bytes);
         apply!(self, st, history_retention_days, compact_interval_s);
+        if let Some(n) = &self.scylla_nodes {
+            st.scylla.nodes = n.clone();
+        }
+        if let Some(k) = &self.scylla_keyspace {
+            st.scylla.keyspace = k.clone();
+        }
+        if let Some(c) = &self.scylla_consistency {
+            st.scylla.consistency = c.clone();
+        }
         st.data_dir = config.data_dir.clone();
         s.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(config)
@@ -193,8 +211,9 @@ impl ServeArgs {
 fn parse_oplog(s: &str) -> Result<tandem_net::OplogKind, String> {
     match s {
         "local" => Ok(tandem_net::OplogKind::Local),
+        "scylla" => Ok(tandem_net::OplogKind::Scylla),
         "none" => Ok(tandem_net::OplogKind::None),
-        _ => Err(format!("{s:?}: expected local or none")),
+        _ => Err(format!("{s:?}: expected local, scylla or none")),
     }
 }
 

@@ -36,6 +36,9 @@ enum Command {
     /// reporting what was dropped. Run it when `tandem serve` refuses to start on corruption
     /// (with the same --data-dir and --cores); the server must not be running.
     Repair(ServeArgs),
+    /// Create the ScyllaDB keyspace and tables `--oplog scylla` uses (`[server.storage.scylla]`:
+    /// nodes, keyspace, replication); safe to run again. Needs a build with --features scylla.
+    Migrate(ServeArgs),
 }
 
 fn main() -> Result<()> {
@@ -43,6 +46,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Repair(args) => repair(&args),
+        Command::Migrate(args) => migrate(&args),
     }
 }
 
@@ -65,8 +69,32 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
     }
 }
 
+#[cfg(feature = "scylla")]
+fn migrate(args: &ServeArgs) -> Result<()> {
+    let config = args.resolve()?;
+    let st = &config.server.storage;
+    let opts = st.scylla.options(std::time::Duration::ZERO);
+    let statements = tandem_storage::scylla::migrate(&opts, &st.scylla.migration())
+        .with_context(|| format!("migrating keyspace {} on {}", opts.keyspace, opts.nodes.join(",")))?;
+    for s in statements {
+        println!("{s};");
+    }
+    println!("keyspace {} is at schema version {}", opts.keyspace, tandem_storage::scylla::SCHEMA_VERSION);
+    Ok(())
+}
+
+#[cfg(not(feature = "scylla"))]
+fn migrate(_args: &ServeArgs) -> Result<()> {
+    bail!(
+        "this tandem was built without ScyllaDB support: build it with `cargo build --release -p tandem --features scylla`"
+    )
+}
+
 fn repair(args: &ServeArgs) -> Result<()> {
     let config = args.resolve()?;
+    if config.server.storage.oplog != tandem_net::OplogKind::Local {
+        bail!("tandem repair checks the local op log in the data directory; this configuration uses another op log");
+    }
     let _lock = lock_data_dir(&config.data_dir)?;
     let cores = config.server.resolved_cores();
     let mut dropped = false;

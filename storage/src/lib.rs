@@ -6,6 +6,8 @@
 //! - [`LocalLog`]: the embedded backend, the default: one append-only segmented log per core,
 //!   written only by that core's storage thread, with group commit and crash recovery.
 //!   `docs/oplog-format.md` specifies its format.
+//! - `scylla::ScyllaLog` (feature `scylla`): the op log in a ScyllaDB cluster, appends fenced
+//!   by lightweight transactions, with `scylla::migrate` creating its schema.
 //! - [`BlobStore`] ([`LocalBlobs`]): snapshots (and later exports) as blobs.
 //! - [`Fs`]: the file layer under the log, with [`FaultyFs`] to inject failures in tests.
 //!
@@ -19,6 +21,8 @@ pub mod format;
 mod fs;
 mod local;
 mod oplog;
+#[cfg(feature = "scylla")]
+pub mod scylla;
 mod snapshot;
 
 pub use blob::{BlobStore, LocalBlobs, check_key};

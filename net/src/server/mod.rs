@@ -25,7 +25,7 @@ use crate::metrics::{CoreStats, Driver};
 use crate::shard::ShardConfig;
 use mailbox::Mailbox;
 pub use notify::Notify;
-pub use storage::{FsyncMode, OplogKind, StorageConfig, open_core_log};
+pub use storage::{FsyncMode, OplogKind, ScyllaConfig, StorageConfig, open_core_log};
 
 /// Everything the server can be told. Every field has a safe default; the `tandem` binary
 /// loads this from TOML, flags and `TANDEM_*` variables.
@@ -319,7 +319,7 @@ pub fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
     });
     // Every core's op log is recovered before any core serves.
     let mut storage = Vec::with_capacity(cores);
-    if shared.config.storage.oplog == OplogKind::Local {
+    if shared.config.storage.oplog != OplogKind::None {
         for i in 0..cores {
             storage.push(Some(storage::start(&shared.config.storage, cores, i, Limits::from(&shared.config.limits))?));
         }

@@ -32,9 +32,83 @@ use crate::protocol::DocId;
 pub enum OplogKind {
     /// The embedded per-core log in the data directory (the default).
     Local,
+    /// A ScyllaDB (or Cassandra) cluster, `[server.storage.scylla]`; needs a build with the
+    /// `scylla` feature and a keyspace made by `tandem migrate`.
+    Scylla,
     /// None: documents live in memory only and are lost when the server stops (tests and
     /// data-plane benchmarks).
     None,
+}
+
+/// The ScyllaDB backend's settings (`[server.storage.scylla]`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScyllaConfig {
+    /// Contact points, `host:port`.
+    pub nodes: Vec<String>,
+    /// The keyspace `tandem migrate` creates and the server uses.
+    pub keyspace: String,
+    /// Consistency of reads and writes: `QUORUM` (default), `LOCAL_QUORUM`, ...
+    pub consistency: String,
+    /// Consistency of the Paxos round fencing appends: `SERIAL` (default) or `LOCAL_SERIAL`.
+    pub serial_consistency: String,
+    /// Client-side timeout of one request, ms.
+    pub request_timeout_ms: u64,
+    /// The datacenter to prefer.
+    pub local_dc: Option<String>,
+    /// User name, if the cluster requires authentication (the password comes from
+    /// `password` or the `TANDEM_SCYLLA_PASSWORD` environment variable).
+    pub username: Option<String>,
+    /// Password (prefer the environment variable).
+    pub password: Option<String>,
+    /// `tandem migrate`: the keyspace's replication map, as CQL.
+    pub replication: String,
+    /// `tandem migrate`: create the keyspace with tablets off (ScyllaDB before 2025.4 refuses
+    /// lightweight transactions in tablet keyspaces); false for Apache Cassandra.
+    pub disable_tablets: bool,
+}
+
+impl Default for ScyllaConfig {
+    fn default() -> Self {
+        Self {
+            nodes: vec!["127.0.0.1:9042".into()],
+            keyspace: "tandem".into(),
+            consistency: "QUORUM".into(),
+            serial_consistency: "SERIAL".into(),
+            request_timeout_ms: 5000,
+            local_dc: None,
+            username: None,
+            password: None,
+            replication: "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}".into(),
+            disable_tablets: true,
+        }
+    }
+}
+
+#[cfg(feature = "scylla")]
+impl ScyllaConfig {
+    /// The backend's options.
+    pub fn options(&self, retention: Duration) -> tandem_storage::scylla::ScyllaOptions {
+        let password = std::env::var("TANDEM_SCYLLA_PASSWORD").ok().or_else(|| self.password.clone());
+        tandem_storage::scylla::ScyllaOptions {
+            nodes: self.nodes.clone(),
+            keyspace: self.keyspace.clone(),
+            consistency: self.consistency.clone(),
+            serial_consistency: self.serial_consistency.clone(),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            local_dc: self.local_dc.clone(),
+            credentials: self.username.clone().map(|u| (u, password.unwrap_or_default())),
+            retention,
+        }
+    }
+
+    /// What `tandem migrate` creates.
+    pub fn migration(&self) -> tandem_storage::scylla::Migration {
+        tandem_storage::scylla::Migration {
+            replication: self.replication.clone(),
+            disable_tablets: self.disable_tablets,
+        }
+    }
 }
 
 /// When the op log makes appends durable.
@@ -56,8 +130,10 @@ pub struct StorageConfig {
     /// Where the data lives (set from the top-level `data_dir`).
     #[serde(skip)]
     pub data_dir: PathBuf,
-    /// The op log: `local` (default) or `none`.
+    /// The op log: `local` (default), `scylla` or `none`.
     pub oplog: OplogKind,
+    /// With `oplog = "scylla"`: the cluster.
+    pub scylla: ScyllaConfig,
     /// When appends are made durable: `always` (default), `interval`, `never`.
     pub fsync: FsyncMode,
     /// With `fsync = "interval"`: how often, ms.
@@ -79,6 +155,7 @@ impl Default for StorageConfig {
         Self {
             data_dir: PathBuf::from("./tandem-data"),
             oplog: OplogKind::Local,
+            scylla: ScyllaConfig::default(),
             fsync: FsyncMode::Always,
             fsync_interval_ms: 10,
             segment_bytes: 64 << 20,
@@ -111,6 +188,12 @@ impl StorageConfig {
         if self.compact_interval_s == 0 {
             return Err("storage.compact_interval_s must be positive".into());
         }
+        if self.oplog == OplogKind::Scylla {
+            #[cfg(feature = "scylla")]
+            self.scylla.options(self.retention()).validate()?;
+            #[cfg(not(feature = "scylla"))]
+            return Err("storage.oplog = \"scylla\": this tandem was built without ScyllaDB support (build with --features scylla)".into());
+        }
         Ok(())
     }
 
@@ -124,11 +207,15 @@ impl StorageConfig {
         self.data_dir.join("blobs")
     }
 
+    fn retention(&self) -> Duration {
+        Duration::from_secs(self.history_retention_days.saturating_mul(24 * 3600))
+    }
+
     fn options(&self, repair: bool) -> LocalOptions {
         LocalOptions {
             segment_bytes: self.segment_bytes,
             fsync: self.fsync_policy(),
-            retention: Duration::from_secs(self.history_retention_days.saturating_mul(24 * 3600)),
+            retention: self.retention(),
             repair,
         }
     }
@@ -262,12 +349,24 @@ pub(crate) struct StorageThread {
 
 /// Opens core `core`'s log and starts its storage thread.
 pub(crate) fn start(cfg: &StorageConfig, cores: usize, core: usize, limits: Limits) -> std::io::Result<StorageThread> {
-    let log = open_core_log(cfg, cores, core, false)
-        .map_err(|e| std::io::Error::other(format!("opening the op log of core {core}: {e}")))?;
-    info!("{}", describe(core, log.recovery()));
-    if core == 0 {
-        info!("op log fsync policy: {}", cfg.fsync_policy());
-    }
+    let opening = |e: StorageError| std::io::Error::other(format!("opening the op log of core {core}: {e}"));
+    let log: Box<dyn OpLog + Send> = match cfg.oplog {
+        OplogKind::Local => {
+            let log = open_core_log(cfg, cores, core, false).map_err(opening)?;
+            info!("{}", describe(core, log.recovery()));
+            if core == 0 {
+                info!("op log fsync policy: {}", cfg.fsync_policy());
+            }
+            Box::new(log)
+        }
+        #[cfg(feature = "scylla")]
+        OplogKind::Scylla => {
+            Box::new(tandem_storage::scylla::ScyllaLog::connect(cfg.scylla.options(cfg.retention())).map_err(opening)?)
+        }
+        #[cfg(not(feature = "scylla"))]
+        OplogKind::Scylla => return Err(opening(StorageError::Invalid("built without the `scylla` feature".into()))),
+        OplogKind::None => return Err(opening(StorageError::Invalid("storage.oplog = \"none\"".into()))),
+    };
     let link = Arc::new(StorageLink {
         reqs: ArrayQueue::new(QUEUE),
         replies: ArrayQueue::new(QUEUE + 1),
@@ -290,7 +389,7 @@ pub(crate) fn start(cfg: &StorageConfig, cores: usize, core: usize, limits: Limi
 
 fn run(
     core: usize,
-    mut log: LocalLog,
+    mut log: Box<dyn OpLog + Send>,
     link: &StorageLink,
     limits: Limits,
     compact_every: Duration,
