@@ -267,7 +267,11 @@ fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_st
                 stats.error(&thread.clock, now);
             }
             Event::Error { .. } => stats.error(&thread.clock, now),
-            Event::Joined { .. } | Event::Left { .. } | Event::Closed { .. } => {}
+            Event::Joined { .. }
+            | Event::Left { .. }
+            | Event::Closed { .. }
+            | Event::Revision { .. }
+            | Event::Revisions { .. } => {}
         }
     }
 }

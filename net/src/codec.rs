@@ -17,7 +17,7 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::protocol::{
     ArchivedClientMsg, ArchivedOpRecord, ArchivedPeer, ArchivedServerMsg, ClientMsg, Encoding, ErrorCode, OpRecord,
-    Peer, PeerSelection, Range, ServerMsg, WireLimits,
+    Peer, PeerSelection, Range, RevisionRecord, ServerMsg, WireLimits,
 };
 
 /// A complete WebSocket frame (header and payload), shareable between connections.
@@ -140,6 +140,14 @@ fn client_from_archived(m: &ArchivedClientMsg) -> Result<ClientMsg, DecodeError>
             rev: rev.to_native(),
             ranges: ranges.iter().map(|r| Range { anchor: r.anchor.to_native(), head: r.head.to_native() }).collect(),
         },
+        ArchivedClientMsg::GetRevision { doc, rev } => {
+            ClientMsg::GetRevision { doc: doc.as_str().to_owned(), rev: rev.to_native() }
+        }
+        ArchivedClientMsg::ListRevisions { doc, from_rev, limit } => ClientMsg::ListRevisions {
+            doc: doc.as_str().to_owned(),
+            from_rev: from_rev.to_native(),
+            limit: limit.to_native(),
+        },
     })
 }
 
@@ -234,6 +242,23 @@ fn server_from_archived(m: &ArchivedServerMsg) -> Result<ServerMsg, DecodeError>
             message: message.as_str().to_owned(),
             doc: doc.as_ref().map(|d| d.as_str().to_owned()),
         },
+        ArchivedServerMsg::Revision { doc, rev, snapshot } => {
+            ServerMsg::Revision { doc: doc.as_str().to_owned(), rev: rev.to_native(), snapshot: delta_from(snapshot)? }
+        }
+        ArchivedServerMsg::Revisions { doc, oldest, latest, revisions } => ServerMsg::Revisions {
+            doc: doc.as_str().to_owned(),
+            oldest: oldest.to_native(),
+            latest: latest.to_native(),
+            revisions: revisions
+                .iter()
+                .map(|r| RevisionRecord {
+                    rev: r.rev.to_native(),
+                    author: ClientId::from(&r.author),
+                    client_seq: r.client_seq.to_native(),
+                    time_ms: r.time_ms.to_native(),
+                })
+                .collect(),
+        },
     })
 }
 
@@ -256,6 +281,8 @@ fn error_code_from(c: &crate::protocol::ArchivedErrorCode) -> ErrorCode {
         A::RateLimited => ErrorCode::RateLimited,
         A::Overloaded => ErrorCode::Overloaded,
         A::Internal => ErrorCode::Internal,
+        A::HistoryUnavailable => ErrorCode::HistoryUnavailable,
+        A::NoSuchRevision => ErrorCode::NoSuchRevision,
     }
 }
 
@@ -301,6 +328,19 @@ mod tests {
             ServerMsg::Left { doc: "d".into(), client: ClientId(9) },
             ServerMsg::Closed { doc: "d".into() },
             ServerMsg::Error { code: ErrorCode::NotOpen, message: "m".into(), doc: None },
+            ServerMsg::Error { code: ErrorCode::HistoryUnavailable, message: "m".into(), doc: Some("d".into()) },
+            ServerMsg::Revision { doc: "d".into(), rev: 3, snapshot: Delta::new().insert("abc", Attributes::NONE) },
+            ServerMsg::Revisions {
+                doc: "d".into(),
+                oldest: 0,
+                latest: 9,
+                revisions: vec![RevisionRecord {
+                    rev: 1,
+                    author: ClientId(7),
+                    client_seq: 1,
+                    time_ms: 1_700_000_000_000,
+                }],
+            },
         ]
     }
 
@@ -342,6 +382,8 @@ mod tests {
             ClientMsg::Close { doc: "d".into() },
             ClientMsg::Submit { doc: "d".into(), base_rev: 1, client_seq: 2, delta: Delta::new().delete(3) },
             ClientMsg::Presence { doc: "d".into(), rev: 1, ranges: vec![Range { anchor: 0, head: 2 }] },
+            ClientMsg::GetRevision { doc: "d".into(), rev: 4 },
+            ClientMsg::ListRevisions { doc: "d".into(), from_rev: 2, limit: 50 },
         ];
         for msg in msgs {
             for enc in [Encoding::Binary, Encoding::Json] {

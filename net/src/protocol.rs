@@ -48,6 +48,10 @@ impl Encoding {
 pub const MAX_DOC_ID_BYTES: usize = 256;
 /// Most bytes in a user name or color.
 pub const MAX_NAME_BYTES: usize = 128;
+/// Revisions in a `revisions` reply when `list_revisions` names no `limit`...
+pub const DEFAULT_REVISIONS_PER_REPLY: u32 = 100;
+/// ...and at most, whatever it names.
+pub const MAX_REVISIONS_PER_REPLY: u32 = 1000;
 /// Most bytes in an auth token.
 pub const MAX_TOKEN_BYTES: usize = 8192;
 
@@ -153,6 +157,20 @@ pub struct OpRecord {
     pub delta: Delta,
 }
 
+/// One revision in a document's history (`revisions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionRecord {
+    /// The revision.
+    pub rev: u64,
+    /// Who made it.
+    pub author: ClientId,
+    /// The author's sequence number for it.
+    pub client_seq: u64,
+    /// When it was committed, ms since the Unix epoch.
+    pub time_ms: u64,
+}
+
 /// One user's selection.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +241,12 @@ pub enum ErrorCode {
     Overloaded,
     /// An internal error.
     Internal,
+    /// A history request for a revision whose history is no longer kept (the document
+    /// stays open).
+    HistoryUnavailable,
+    /// A history request for a revision the document does not have yet (the document stays
+    /// open).
+    NoSuchRevision,
 }
 
 impl ErrorCode {
@@ -245,6 +269,8 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Overloaded => "overloaded",
             Self::Internal => "internal",
+            Self::HistoryUnavailable => "history_unavailable",
+            Self::NoSuchRevision => "no_such_revision",
         }
     }
 
@@ -272,7 +298,7 @@ mod messages {
 
     #[allow(unused_imports)]
     use super::PROTOCOL_VERSION;
-    use super::{ErrorCode, OpRecord, Peer, PeerSelection, Range, WireLimits};
+    use super::{ErrorCode, OpRecord, Peer, PeerSelection, Range, RevisionRecord, WireLimits};
 
     /// A message from a client.
     #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
@@ -325,6 +351,31 @@ mod messages {
             /// The selection ranges (empty: no selection).
             ranges: Vec<Range>,
         },
+        /// Ask for the document as it was at revision `rev` (reply: `revision`). The
+        /// document must be open.
+        GetRevision {
+            /// The document.
+            doc: String,
+            /// The revision (0: the empty document before the first op).
+            rev: u64,
+        },
+        /// Ask for up to `limit` revisions from `from_rev` on, with author and time (reply:
+        /// `revisions`). The document must be open.
+        ListRevisions {
+            /// The document.
+            doc: String,
+            /// The first revision wanted (older ones no longer kept are skipped).
+            #[serde(default)]
+            from_rev: u64,
+            /// Most revisions in the reply (the server caps it at
+            /// [`super::MAX_REVISIONS_PER_REPLY`]).
+            #[serde(default = "default_revision_limit")]
+            limit: u32,
+        },
+    }
+
+    fn default_revision_limit() -> u32 {
+        super::DEFAULT_REVISIONS_PER_REPLY
     }
 
     /// A message from the server.
@@ -419,6 +470,26 @@ mod messages {
             /// The document concerned, if any.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             doc: Option<String>,
+        },
+        /// Reply to `get_revision`: the document at `rev`, as a delta of inserts.
+        Revision {
+            /// The document.
+            doc: String,
+            /// The revision.
+            rev: u64,
+            /// Its content.
+            snapshot: Delta,
+        },
+        /// Reply to `list_revisions`.
+        Revisions {
+            /// The document.
+            doc: String,
+            /// The oldest revision `get_revision` can still build (older history was dropped).
+            oldest: u64,
+            /// The document's latest durable revision.
+            latest: u64,
+            /// The revisions, oldest first (empty past `latest`).
+            revisions: Vec<RevisionRecord>,
         },
     }
 }

@@ -19,8 +19,8 @@ use tandem_storage::Snapshot;
 
 use crate::codec::{Frame, encode_server};
 use crate::protocol::{
-    ClientMsg, DocId, Encoding, ErrorCode, MAX_NAME_BYTES, MAX_TOKEN_BYTES, OpRecord, PROTOCOL_VERSION, Peer,
-    PeerSelection, Range, ServerMsg, WireLimits, close,
+    ClientMsg, DocId, Encoding, ErrorCode, MAX_NAME_BYTES, MAX_REVISIONS_PER_REPLY, MAX_TOKEN_BYTES, OpRecord,
+    PROTOCOL_VERSION, Peer, PeerSelection, Range, RevisionRecord, ServerMsg, WireLimits, close,
 };
 use crate::room::Room;
 use crate::session::{ConnId, Session, SessionInfo};
@@ -104,6 +104,43 @@ pub enum DocRequest {
     },
     /// The connection is gone: unsubscribe without a reply.
     Gone,
+    /// A history request (the document at a revision, or its list of revisions).
+    History(HistoryQuery),
+}
+
+/// A history request, answered from the op log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryQuery {
+    /// The document at this revision.
+    At(u64),
+    /// Up to `limit` revisions from `from_rev` on.
+    List {
+        /// The first revision wanted.
+        from_rev: u64,
+        /// Most revisions (already capped at [`MAX_REVISIONS_PER_REPLY`]).
+        limit: u32,
+    },
+}
+
+/// What the op log answered to a [`HistoryQuery`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum HistoryAnswer {
+    /// The document at a revision.
+    At {
+        /// The revision.
+        rev: u64,
+        /// Its content.
+        content: Delta,
+    },
+    /// Revisions of the document.
+    List {
+        /// The oldest revision still readable.
+        oldest: u64,
+        /// The latest revision.
+        latest: u64,
+        /// The revisions.
+        revisions: Vec<RevisionRecord>,
+    },
 }
 
 /// A message between cores.
@@ -181,6 +218,16 @@ pub enum Effect {
     Load {
         /// The document.
         doc: DocId,
+    },
+    /// Answer a history request from the op log, then call [`Shard::on_history`]. Like
+    /// everything after an append, it waits until the log holds every op committed before it.
+    History {
+        /// The document.
+        doc: DocId,
+        /// Who asked.
+        from: Arc<SessionInfo>,
+        /// What.
+        query: HistoryQuery,
     },
     /// Store a snapshot (its `time_ms` is for the shell to stamp).
     Snapshot {
@@ -360,6 +407,11 @@ impl Shard {
                     return;
                 };
                 (doc, DocRequest::Presence { rev, ranges })
+            }
+            ClientMsg::GetRevision { doc, rev } => (doc, DocRequest::History(HistoryQuery::At(rev))),
+            ClientMsg::ListRevisions { doc, from_rev, limit } => {
+                let limit = limit.clamp(1, MAX_REVISIONS_PER_REPLY);
+                (doc, DocRequest::History(HistoryQuery::List { from_rev, limit }))
             }
         };
         let doc = match DocId::new(&doc_name) {
@@ -574,7 +626,59 @@ impl Shard {
                 }
                 let _ = now;
             }
+            DocRequest::History(query) => self.history(doc, from, query),
         }
+    }
+
+    /// A history request: the current revision from memory, anything else from the op log.
+    fn history(&mut self, doc: DocId, from: &Arc<SessionInfo>, query: HistoryQuery) {
+        let Some(room) = self.rooms.get(&doc).filter(|r| r.is_subscribed(from.conn)) else {
+            self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into());
+            return;
+        };
+        let latest = room.state.rev();
+        if let HistoryQuery::At(rev) = query {
+            if rev > latest {
+                let msg = format!("revision {rev} does not exist yet (the latest is {latest})");
+                self.history_error(&doc, from, ErrorCode::NoSuchRevision, msg);
+                return;
+            }
+            if rev == latest {
+                let snapshot = room.state.document().to_delta();
+                self.reply(from, &ServerMsg::Revision { doc: doc.to_string(), rev, snapshot });
+                return;
+            }
+        }
+        if !self.config.durable {
+            let msg = "this server keeps no op log (oplog = \"none\"): only the latest revision is available".into();
+            self.history_error(&doc, from, ErrorCode::HistoryUnavailable, msg);
+            return;
+        }
+        self.effects.push(Effect::History { doc, from: Arc::clone(from), query });
+    }
+
+    /// The op log answered a history request ([`Effect::History`]).
+    pub fn on_history(
+        &mut self,
+        doc: &DocId,
+        from: &Arc<SessionInfo>,
+        answer: Result<HistoryAnswer, (ErrorCode, String)>,
+    ) {
+        match answer {
+            Ok(HistoryAnswer::At { rev, content }) => {
+                self.reply(from, &ServerMsg::Revision { doc: doc.to_string(), rev, snapshot: content });
+            }
+            Ok(HistoryAnswer::List { oldest, latest, revisions }) => {
+                self.reply(from, &ServerMsg::Revisions { doc: doc.to_string(), oldest, latest, revisions });
+            }
+            Err((code, message)) => self.history_error(doc, from, code, message),
+        }
+    }
+
+    /// An error answering a history request: it leaves the document open.
+    fn history_error(&mut self, doc: &DocId, from: &Arc<SessionInfo>, code: ErrorCode, message: String) {
+        self.stats.errors += 1;
+        self.reply(from, &ServerMsg::Error { code, message, doc: Some(doc.to_string()) });
     }
 
     fn open(&mut self, doc: DocId, from: &Arc<SessionInfo>, from_rev: Option<u64>) {

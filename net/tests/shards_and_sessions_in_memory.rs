@@ -136,7 +136,8 @@ impl Sim {
                     panic!("seed {}: {conn:?} closed with {code} {reason}", self.seed)
                 }
                 Effect::ToCore { core: to, msg } => self.core_links[core * 2 + usize::from(to)].push_back(msg),
-                e @ (Effect::Append { .. } | Effect::Load { .. } | Effect::Snapshot { .. }) => {
+                e
+                @ (Effect::Append { .. } | Effect::Load { .. } | Effect::Snapshot { .. } | Effect::History { .. }) => {
                     panic!("seed {}: a storage effect with durability off: {e:?}", self.seed)
                 }
             }

@@ -16,7 +16,7 @@ use tungstenite::{Message, WebSocket};
 
 use super::session::{ClientSession, EditError, Event, SessionError};
 use crate::codec::{DecodeError, decode_server, encode_client};
-use crate::protocol::Encoding;
+use crate::protocol::{Encoding, ErrorCode, RevisionRecord};
 
 /// What can go wrong on the client side.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,14 @@ pub enum ClientError {
     /// A wait ran out of time.
     #[error("timed out waiting for {0}")]
     Timeout(String),
+    /// The server answered a request with an error.
+    #[error("refused: {}: {message}", code.as_str())]
+    Refused {
+        /// The error code.
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
 }
 
 impl From<tungstenite::Error> for ClientError {
@@ -92,13 +100,15 @@ pub struct Client {
     session: ClientSession,
     ws: Option<WebSocket<TcpStream>>,
     closed: Option<(u16, String)>,
+    /// Events read while waiting for a particular answer, for [`Client::events`].
+    stashed: Vec<Event>,
 }
 
 impl Client {
     /// Connects to `addr` (`/ws`) and says hello; returns once welcomed.
     pub fn connect(addr: SocketAddr, client: ClientId, options: ClientOptions) -> Result<Self, ClientError> {
         let session = ClientSession::new(client, &options.token, &options.name, &options.color);
-        let mut c = Self { addr, options, session, ws: None, closed: None };
+        let mut c = Self { addr, options, session, ws: None, closed: None, stashed: Vec::new() };
         c.reconnect()?;
         Ok(c)
     }
@@ -189,6 +199,56 @@ impl Client {
         self.flush()
     }
 
+    /// The document as it was at revision `rev` (it must be open).
+    pub fn get_revision(&mut self, doc: &str, rev: u64) -> Result<Delta, ClientError> {
+        self.session.get_revision(doc, rev)?;
+        self.flush()?;
+        match self.await_history(doc)? {
+            Event::Revision { rev: r, content, .. } if r == rev => Ok(content),
+            other => Err(ClientError::Timeout(format!("revision {rev} of {doc} (got {other:?})"))),
+        }
+    }
+
+    /// Up to `limit` revisions of `doc` from `from_rev` on: (oldest readable, latest,
+    /// revisions).
+    pub fn list_revisions(
+        &mut self,
+        doc: &str,
+        from_rev: u64,
+        limit: u32,
+    ) -> Result<(u64, u64, Vec<RevisionRecord>), ClientError> {
+        self.session.list_revisions(doc, from_rev, limit)?;
+        self.flush()?;
+        match self.await_history(doc)? {
+            Event::Revisions { oldest, latest, revisions, .. } => Ok((oldest, latest, revisions)),
+            other => Err(ClientError::Timeout(format!("revisions of {doc} (got {other:?})"))),
+        }
+    }
+
+    /// Reads until the answer to a history request for `doc` (or an error about `doc`)
+    /// arrives; other events are kept for [`Client::events`].
+    fn await_history(&mut self, doc: &str) -> Result<Event, ClientError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            while let Some(e) = self.session.poll_event() {
+                match e {
+                    Event::Revision { doc: ref d, .. } | Event::Revisions { doc: ref d, .. } if d == doc => {
+                        return Ok(e);
+                    }
+                    Event::Error { code, message, doc: Some(d) } if d == doc => {
+                        return Err(ClientError::Refused { code, message });
+                    }
+                    e => self.stashed.push(e),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout(format!("a history answer for {doc}")));
+            }
+            self.read_one(deadline)?;
+            self.flush()?;
+        }
+    }
+
     /// Sends a raw message (for tests of the server's checks).
     pub fn send_raw(&mut self, message: Message) -> Result<(), ClientError> {
         let ws = self.ws.as_mut().ok_or(ClientError::NotConnected)?;
@@ -218,7 +278,7 @@ impl Client {
     /// Reads and handles messages for up to `timeout`; returns the events that came out.
     pub fn pump(&mut self, timeout: Duration) -> Result<Vec<Event>, ClientError> {
         let deadline = Instant::now() + timeout;
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.stashed);
         loop {
             self.read_one(deadline)?;
             while let Some(e) = self.session.poll_event() {
@@ -251,7 +311,9 @@ impl Client {
 
     /// Takes the events gathered so far.
     pub fn events(&mut self) -> Vec<Event> {
-        std::iter::from_fn(|| self.session.poll_event()).collect()
+        let mut events = std::mem::take(&mut self.stashed);
+        events.extend(std::iter::from_fn(|| self.session.poll_event()));
+        events
     }
 
     /// Reads at most one message (waiting until `deadline`) and hands it to the session.

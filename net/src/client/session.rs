@@ -12,7 +12,9 @@ use std::collections::{HashMap, VecDeque};
 
 use tandem_engine::{ClientDoc, ClientId, Delta, Document, Remote, SelectionRange};
 
-use crate::protocol::{ClientMsg, ErrorCode, OpRecord, PROTOCOL_VERSION, Peer, Range, ServerMsg, WireLimits};
+use crate::protocol::{
+    ClientMsg, ErrorCode, OpRecord, PROTOCOL_VERSION, Peer, Range, RevisionRecord, ServerMsg, WireLimits,
+};
 
 /// Something that happened, for the application.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +88,26 @@ pub enum Event {
         doc: String,
         /// The change that undoes the refused local edits.
         undo: Delta,
+    },
+    /// The document at an earlier revision (the answer to [`ClientSession::get_revision`]).
+    Revision {
+        /// The document.
+        doc: String,
+        /// The revision.
+        rev: u64,
+        /// Its content, as a delta of inserts.
+        content: Delta,
+    },
+    /// Part of a document's history (the answer to [`ClientSession::list_revisions`]).
+    Revisions {
+        /// The document.
+        doc: String,
+        /// The oldest revision [`ClientSession::get_revision`] can still fetch.
+        oldest: u64,
+        /// The latest durable revision.
+        latest: u64,
+        /// The revisions, oldest first.
+        revisions: Vec<RevisionRecord>,
     },
     /// The server reported an error.
     Error {
@@ -246,6 +268,28 @@ impl ClientSession {
         Ok(())
     }
 
+    /// Asks for the document as it was at revision `rev` (answered with [`Event::Revision`],
+    /// or an [`Event::Error`] `history_unavailable` / `no_such_revision` that leaves the
+    /// document open). The document must be open.
+    pub fn get_revision(&mut self, doc: &str, rev: u64) -> Result<(), EditError> {
+        self.history_request(doc, ClientMsg::GetRevision { doc: doc.to_owned(), rev })
+    }
+
+    /// Asks for up to `limit` revisions from `from_rev` on, with author and time (answered
+    /// with [`Event::Revisions`]). The document must be open.
+    pub fn list_revisions(&mut self, doc: &str, from_rev: u64, limit: u32) -> Result<(), EditError> {
+        self.history_request(doc, ClientMsg::ListRevisions { doc: doc.to_owned(), from_rev, limit })
+    }
+
+    fn history_request(&mut self, doc: &str, msg: ClientMsg) -> Result<(), EditError> {
+        let entry = self.docs.get(doc).ok_or_else(|| EditError::NotOpen(doc.to_owned()))?;
+        if !self.connected || entry.opening {
+            return Err(EditError::NotOpen(doc.to_owned()));
+        }
+        self.outgoing.push_back(msg);
+        Ok(())
+    }
+
     /// Sends the local selection (in local positions).
     pub fn set_selection(&mut self, doc: &str, ranges: &[SelectionRange]) -> Result<(), EditError> {
         let entry = self.docs.get(doc).ok_or_else(|| EditError::NotOpen(doc.to_owned()))?;
@@ -345,8 +389,16 @@ impl ClientSession {
                 }
             }
             ServerMsg::Closed { doc } => self.events.push_back(Event::Closed { doc }),
+            ServerMsg::Revision { doc, rev, snapshot } => {
+                self.events.push_back(Event::Revision { doc, rev, content: snapshot });
+            }
+            ServerMsg::Revisions { doc, oldest, latest, revisions } => {
+                self.events.push_back(Event::Revisions { doc, oldest, latest, revisions });
+            }
             ServerMsg::Error { code, message, doc } => {
-                if let Some(name) = &doc {
+                // History errors answer a read and leave the document open.
+                let keeps_doc_open = matches!(code, ErrorCode::HistoryUnavailable | ErrorCode::NoSuchRevision);
+                if let Some(name) = doc.as_ref().filter(|_| !keeps_doc_open) {
                     self.doc_refused(name, code);
                 }
                 self.events.push_back(Event::Error { code, message, doc });

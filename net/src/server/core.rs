@@ -18,8 +18,8 @@ use super::notify::Notify;
 use super::runtime;
 use super::storage::{StorageLink, StorageReply, StorageReq, StorageThread};
 use crate::metrics::{CoreStats, Driver};
-use crate::protocol::close;
-use crate::session::ConnId;
+use crate::protocol::{DocId, ErrorCode, close};
+use crate::session::{ConnId, SessionInfo};
 use crate::shard::{CoreMsg, Effect, Shard};
 
 /// Most inbox messages handled before letting other tasks run.
@@ -43,6 +43,8 @@ pub(crate) struct Core {
     /// This core's storage thread (none when documents live in memory only).
     storage: Option<Arc<StorageLink>>,
     durability: RefCell<Durability>,
+    /// History requests the storage queue had no room for: answered `overloaded`.
+    history_refused: RefCell<Vec<(DocId, Arc<SessionInfo>)>>,
 }
 
 /// Group commit, from the core's side: ops committed since the last batch was sent, and
@@ -106,6 +108,7 @@ impl Core {
         }
         *self.effects.borrow_mut() = effects;
         self.send_batch();
+        self.answer_refused_history();
         if !failed_loads.is_empty() {
             {
                 let mut shard = self.shard.borrow_mut();
@@ -143,8 +146,31 @@ impl Core {
                     warn!(core = self.id, "storage queue full: a snapshot was skipped");
                 }
             }
+            Effect::History { doc, from, query } => {
+                let sent =
+                    self.storage.as_ref().map(|l| l.send(StorageReq::History(doc.clone(), Arc::clone(&from), query)));
+                if !matches!(sent, Some(Ok(()))) {
+                    self.history_refused.borrow_mut().push((doc, from));
+                }
+            }
             Effect::Append { .. } | Effect::Load { .. } => unreachable!("handled in apply_effects"),
         }
+    }
+
+    /// Answers the history requests the storage queue refused, then carries out the replies.
+    fn answer_refused_history(&self) {
+        let refused = std::mem::take(&mut *self.history_refused.borrow_mut());
+        if refused.is_empty() {
+            return;
+        }
+        {
+            let mut shard = self.shard.borrow_mut();
+            for (doc, from) in refused {
+                let busy = (ErrorCode::Overloaded, "the server is busy writing; ask again".to_owned());
+                shard.on_history(&doc, &from, Err(busy));
+            }
+        }
+        self.apply_effects();
     }
 
     /// Sends the pending ops as the next batch when none is in flight.
@@ -188,6 +214,7 @@ impl Core {
                     self.execute(e);
                 }
                 self.send_batch();
+                self.answer_refused_history();
             }
             StorageReply::Appended(Err(e)) => {
                 error!(core = self.id, "OP LOG FAILED, this core refuses all writes until a restart: {e}");
@@ -204,6 +231,10 @@ impl Core {
                 self.stats.storage_failed.store(1, Ordering::Relaxed);
                 self.shared.ready.store(false, Ordering::Release);
                 self.shard.borrow_mut().storage_failed(&e);
+                self.apply_effects();
+            }
+            StorageReply::History(doc, from, answer) => {
+                self.shard.borrow_mut().on_history(&doc, &from, answer);
                 self.apply_effects();
             }
             StorageReply::Loaded(doc, loaded) => {
@@ -292,6 +323,7 @@ pub(crate) fn run(
             epoch: Instant::now(),
             storage: core_link,
             durability: RefCell::new(Durability::default()),
+            history_refused: RefCell::new(Vec::new()),
         });
         if core.storage.is_some() {
             monoio::spawn(storage_replies(Rc::clone(&core)));

@@ -324,6 +324,7 @@ pub fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
             storage.push(Some(storage::start(&shared.config.storage, cores, i, Limits::from(&shared.config.limits))?));
         }
     } else {
+        tracing::warn!("oplog = \"none\": documents live in memory only and are lost when the server stops");
         storage.resize_with(cores, || None);
     }
     let (started_tx, started_rx) = mpsc::channel();

@@ -24,7 +24,9 @@ use tandem_storage::{
 };
 use tracing::{error, info, warn};
 
-use crate::protocol::DocId;
+use crate::protocol::{DocId, ErrorCode, RevisionRecord};
+use crate::session::SessionInfo;
+use crate::shard::{HistoryAnswer, HistoryQuery};
 
 /// Which op log documents are kept in.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -277,16 +279,45 @@ pub(crate) enum StorageReq {
     Append(Vec<LogOp>),
     Load(DocId),
     Snapshot(DocId, Box<Snapshot>),
+    History(DocId, Arc<SessionInfo>, HistoryQuery),
 }
 
 pub(crate) enum StorageReply {
     /// The oldest batch not yet answered is durable, or the log failed.
     Appended(Result<usize, String>),
     Loaded(DocId, Result<Box<DocState>, String>),
+    History(DocId, Arc<SessionInfo>, Result<HistoryAnswer, (ErrorCode, String)>),
+}
+
+/// Answers a history request from the log.
+fn answer_history(log: &mut dyn OpLog, doc: &str, query: HistoryQuery) -> Result<HistoryAnswer, (ErrorCode, String)> {
+    let refused = |e: StorageError| match e {
+        StorageError::HistoryUnavailable { .. } => (ErrorCode::HistoryUnavailable, e.to_string()),
+        StorageError::FutureRevision { .. } => (ErrorCode::NoSuchRevision, e.to_string()),
+        e => (ErrorCode::Internal, format!("reading the document's history failed: {e}")),
+    };
+    match query {
+        HistoryQuery::At(rev) => {
+            let d = log.document_at(doc, rev).map_err(refused)?;
+            Ok(HistoryAnswer::At { rev, content: d.to_delta() })
+        }
+        HistoryQuery::List { from_rev, limit } => {
+            let latest = log.latest_rev(doc).map_err(refused)?;
+            let oldest = log.oldest_readable(doc).map_err(refused)?;
+            let from = from_rev.max(oldest + 1);
+            let revisions = log
+                .revisions(doc, from, limit as usize)
+                .map_err(refused)?
+                .into_iter()
+                .map(|r| RevisionRecord { rev: r.rev, author: r.author, client_seq: r.client_seq, time_ms: r.time_ms })
+                .collect();
+            Ok(HistoryAnswer::List { oldest, latest, revisions })
+        }
+    }
 }
 
 /// Requests a core may have queued at once (appends: one; loads: one per document loading;
-/// snapshots: one per document due).
+/// snapshots: one per document due; history requests: refused as `overloaded` past this).
 const QUEUE: usize = 8192;
 
 /// A core's end of its storage thread.
@@ -413,6 +444,10 @@ fn run(
                         error!(core, doc = %doc, "loading a document failed: {e}");
                     }
                     link.reply(StorageReply::Loaded(doc, loaded));
+                }
+                StorageReq::History(doc, from, query) => {
+                    let answer = answer_history(log.as_mut(), doc.as_str(), query);
+                    link.reply(StorageReply::History(doc, from, answer));
                 }
                 StorageReq::Snapshot(doc, mut snapshot) => {
                     snapshot.time_ms = now_ms();

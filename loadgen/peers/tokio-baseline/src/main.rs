@@ -187,6 +187,10 @@ impl Conn {
                 drop(r);
                 self.open.insert(doc, room);
             }
+            ClientMsg::GetRevision { doc, .. } | ClientMsg::ListRevisions { doc, .. } => {
+                // The baseline measures the data plane only: it keeps no history.
+                self.error(ErrorCode::HistoryUnavailable, "the baseline keeps no history".into(), Some(doc));
+            }
             ClientMsg::Close { doc } => {
                 self.leave(&doc);
                 self.reply(&ServerMsg::Closed { doc });
