@@ -123,7 +123,7 @@ struct Segment {
     end: u64,
     max_time_ms: u64,
     /// The largest op revision of each document in this segment.
-    docs: HashMap<Arc<str>, u64>,
+    docs: FastMap<Arc<str>, u64>,
     /// Snapshot and floor records in this segment.
     markers: Vec<(Arc<str>, Kind, u64)>,
 }
@@ -136,8 +136,30 @@ struct SnapRef {
     segment: u64,
 }
 
+/// A segment file read whole at recovery.
+struct Loaded {
+    file: Box<dyn FileHandle>,
+    data: Vec<u8>,
+}
+
+/// Opens and reads a whole segment into `buf` (reused: only growth is zeroed).
+fn read_segment(fs: &dyn Fs, path: &Path, mut buf: Vec<u8>) -> Result<Loaded, StorageError> {
+    let io = |e| StorageError::io(format!("reading {}", path.display()), e);
+    let file = fs.open(path, false).map_err(io)?;
+    let len =
+        usize::try_from(file.size().map_err(io)?).map_err(|_| StorageError::Invalid("segment too large".into()))?;
+    buf.resize(len, 0);
+    file.read_exact_at(&mut buf, 0).map_err(io)?;
+    Ok(Loaded { file, data: buf })
+}
+
+/// Maps keyed by document id, with a fast hasher: recovery looks a document up per record.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct DocIndex {
+    /// The document (the map's key, shared).
+    name: Arc<str>,
     /// The revision of `locs[0]`.
     first_rev: u64,
     /// Where each op is: segment number << 32 | offset.
@@ -194,7 +216,7 @@ pub struct LocalLog {
     opts: LocalOptions,
     segments: BTreeMap<u64, Segment>,
     active: u64,
-    docs: HashMap<Arc<str>, DocIndex>,
+    docs: FastMap<Arc<str>, DocIndex>,
     poisoned: Option<String>,
     buf: Vec<u8>,
     unsynced: Vec<u64>,
@@ -273,7 +295,7 @@ impl LocalLog {
             opts,
             segments: BTreeMap::new(),
             active: 1,
-            docs: HashMap::new(),
+            docs: FastMap::default(),
             poisoned: None,
             buf: Vec::new(),
             unsynced: Vec::new(),
@@ -356,19 +378,45 @@ impl LocalLog {
             }
         }
         let numbers = &numbers[..stop_at.unwrap_or(numbers.len())];
-        for (i, &n) in numbers.iter().enumerate() {
-            let is_tail = !numbers[i + 1..].first().is_some_and(|&next| self.segment_has_data(next));
-            if let Err((offset, reason)) = self.recover_segment(n, is_tail)? {
-                let path = self.dir.join(segment_name(n));
-                if !self.opts.repair {
-                    return Err(self.corrupt(&path, offset, reason));
+        // A reader thread reads the next segment while this one is scanned (reading and
+        // scanning take about as long each); buffers go back to it for reuse.
+        let (fs, dir) = (Arc::clone(&self.fs), self.dir.clone());
+        std::thread::scope(|scope| {
+            let (loaded_tx, loaded) = std::sync::mpsc::sync_channel::<(u64, Result<Loaded, StorageError>)>(1);
+            let (spare_tx, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+            let to_read = numbers.to_vec();
+            scope.spawn(move || {
+                for n in to_read {
+                    let buf = spare.try_recv().unwrap_or_default();
+                    if loaded_tx.send((n, read_segment(&*fs, &dir.join(segment_name(n)), buf))).is_err() {
+                        return;
+                    }
                 }
-                let cleared = self.clear_from(n, offset)?;
-                self.drop_segments_from(&numbers[i + 1..], path, offset, cleared, reason)?;
-                break;
-            }
-        }
-        Ok(())
+            });
+            let result = (|| {
+                for (i, &n) in numbers.iter().enumerate() {
+                    let (got, segment) = loaded.recv().expect("the reader sends every segment");
+                    debug_assert_eq!(got, n);
+                    let segment = segment?;
+                    let is_tail = !numbers[i + 1..].first().is_some_and(|&next| self.segment_has_data(next));
+                    let outcome = self.recover_segment(n, is_tail, segment.file, &segment.data);
+                    let _ = spare_tx.send(segment.data);
+                    if let Err((offset, reason)) = outcome? {
+                        let path = self.dir.join(segment_name(n));
+                        if !self.opts.repair {
+                            return Err(self.corrupt(&path, offset, reason));
+                        }
+                        let cleared = self.clear_from(n, offset)?;
+                        self.drop_segments_from(&numbers[i + 1..], path, offset, cleared, reason)?;
+                        break;
+                    }
+                }
+                Ok(())
+            })();
+            // Unblocks the reader if it is ahead of a stop.
+            drop(loaded);
+            result
+        })
     }
 
     fn segment_has_data(&self, number: u64) -> bool {
@@ -421,13 +469,15 @@ impl LocalLog {
 
     /// Reads one segment into the index. The outer error is I/O; the inner one is corruption
     /// at an offset (for the caller to refuse or repair).
-    fn recover_segment(&mut self, number: u64, is_tail: bool) -> Result<Result<(), (u64, String)>, StorageError> {
+    fn recover_segment(
+        &mut self,
+        number: u64,
+        is_tail: bool,
+        file: Box<dyn FileHandle>,
+        data: &[u8],
+    ) -> Result<Result<(), (u64, String)>, StorageError> {
         let path = self.dir.join(segment_name(number));
-        let io = |e| StorageError::io(format!("reading {}", path.display()), e);
-        let file = self.fs.open(&path, false).map_err(io)?;
-        let len = file.size().map_err(io)?;
-        let mut data = vec![0u8; usize::try_from(len).map_err(|_| StorageError::Invalid("segment too large".into()))?];
-        file.read_exact_at(&mut data, 0).map_err(io)?;
+        let len = data.len() as u64;
         self.report.segments += 1;
         let header = match SegmentHeader::decode(&data) {
             Ok(h) => h,
@@ -495,7 +545,7 @@ impl LocalLog {
     }
 
     fn new_segment_entry(&self, path: PathBuf, file: Box<dyn FileHandle>, end: u64) -> Segment {
-        Segment { path, file, end, max_time_ms: 0, docs: HashMap::new(), markers: Vec::new() }
+        Segment { path, file, end, max_time_ms: 0, docs: FastMap::default(), markers: Vec::new() }
     }
 
     /// Adds a record read at recovery (or just written) to the index.
@@ -510,11 +560,12 @@ impl LocalLog {
         time_ms: u64,
         key: &str,
     ) -> Result<(), String> {
-        let doc: Arc<str> = match self.docs.get_key_value(doc) {
-            Some((k, _)) => Arc::clone(k),
-            None => doc.into(),
-        };
-        let idx = self.docs.entry(Arc::clone(&doc)).or_default();
+        if !self.docs.contains_key(doc) {
+            let name: Arc<str> = doc.into();
+            self.docs.insert(Arc::clone(&name), DocIndex { name, ..DocIndex::default() });
+        }
+        let idx = self.docs.get_mut(doc).expect("inserted above");
+        let doc = Arc::clone(&idx.name);
         match kind {
             Kind::Op => {
                 match idx.last_op_rev() {

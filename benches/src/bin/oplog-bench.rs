@@ -2,7 +2,7 @@
 //! (the floor), durable appends per core with group commit under 1, 100 and 10,000 writers,
 //! recovery time per GB, and the time to join a document with a 1M-op history.
 //!
-//! `cargo run --release -p tandem-benches --bin oplog-bench -- DIR [--recovery-mb N]`
+//! `cargo run --release -p tandem-benches --bin oplog-bench -- DIR [--recovery-mb N] [--only fdatasync|commit|recovery|join]`
 //! DIR must be on the disk to measure (not tmpfs); it is emptied first.
 
 use std::os::unix::fs::FileExt;
@@ -135,14 +135,21 @@ fn recovery(dir: &Path, mb: u64) -> (f64, u64, f64) {
     log.sync().unwrap();
     let bytes = log.size().1;
     drop(log);
-    // Drop the page cache's copy when allowed (root), so recovery reads the disk.
+    // Drop the page cache's copy when allowed (root), so recovery reads the disk; then again
+    // with the log in the page cache (a restart right after a stop), which isolates the scan.
     let cold = std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok();
     let t = Instant::now();
     let log = open(dir, FsyncPolicy::Always);
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(log.recovery().records, written);
+    drop(log);
+    let t = Instant::now();
+    let log = open(dir, FsyncPolicy::Always);
+    let warm = t.elapsed().as_secs_f64();
+    assert_eq!(log.recovery().records, written);
     eprintln!("recovery read {} records ({})", written, if cold { "cold cache" } else { "warm cache" });
-    (secs, bytes, secs / (bytes as f64 / (1u64 << 30) as f64))
+    let gb = bytes as f64 / (1u64 << 30) as f64;
+    (secs / gb, bytes, warm / gb)
 }
 
 /// A document with a 1M-op history (snapshots every 1,000 ops, as the server takes them):
@@ -208,16 +215,38 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().expect("usage: oplog-bench DIR [--recovery-mb N]"));
     let mut recovery_mb = 1024;
+    let mut only: Option<String> = None;
     while let Some(a) = args.next() {
-        if a == "--recovery-mb" {
-            recovery_mb = args.next().and_then(|v| v.parse().ok()).expect("--recovery-mb N");
+        match a.as_str() {
+            "--recovery-mb" => recovery_mb = args.next().and_then(|v| v.parse().ok()).expect("--recovery-mb N"),
+            "--only" => only = args.next(),
+            other => panic!("unknown argument {other:?} (--recovery-mb N, --only fdatasync|commit|recovery|join)"),
         }
     }
+    let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let raw = raw_fdatasync(&dir, 2000);
     println!("## Raw fdatasync (4 KiB overwrite of a pre-zeroed file), 2000 samples\n");
     println!("p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n", pct(&raw, 0.5), pct(&raw, 0.99), raw.max() as f64 / 1000.0);
+    if run("commit") {
+        commit_section(&dir, &raw);
+    }
+    if run("recovery") {
+        let (per_gb, bytes, warm_per_gb) = recovery(&dir.join("recovery"), recovery_mb);
+        println!(
+            "\n## Recovery\n\n{:.1} MB of records: {per_gb:.3} s per GB from a cold page cache, {warm_per_gb:.3} s per GB warm\n",
+            bytes as f64 / 1e6
+        );
+        let _ = std::fs::remove_dir_all(dir.join("recovery"));
+    }
+    if run("join") {
+        join_section(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn commit_section(dir: &Path, raw: &Histogram<u64>) {
     println!("## Durable appends, one core's log, group commit (fsync = always), 10 s each\n");
     println!(
         "| writers | durable ops/s | ops per fdatasync | commit p50 ms | commit p99 ms | p99 / raw fdatasync p99 |"
@@ -229,16 +258,13 @@ fn main() {
             "| {writers} | {rate:.0} | {per_batch:.0} | {:.3} | {:.3} | {:.2} |",
             pct(&h, 0.5),
             pct(&h, 0.99),
-            pct(&h, 0.99) / pct(&raw, 0.99)
+            pct(&h, 0.99) / pct(raw, 0.99)
         );
         let _ = std::fs::remove_dir_all(dir.join(format!("gc-{writers}")));
     }
-    let (secs, bytes, per_gb) = recovery(&dir.join("recovery"), recovery_mb);
-    println!(
-        "\n## Recovery\n\n{:.1} MB of records recovered in {secs:.3} s: {per_gb:.3} s per GB\n",
-        bytes as f64 / 1e6
-    );
-    let _ = std::fs::remove_dir_all(dir.join("recovery"));
+}
+
+fn join_section(dir: &Path) {
     let (h, rev, frame) = join_1m(&dir.join("join"));
     println!(
         "## Join a document with a {rev}-op history (snapshot every 1,000 ops), 50 joins\n\nload + restore + encode the first frame ({frame} bytes): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
@@ -246,5 +272,4 @@ fn main() {
         pct(&h, 0.99),
         h.max() as f64 / 1000.0
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -320,8 +320,22 @@ pub fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
     // Every core's op log is recovered before any core serves.
     let mut storage = Vec::with_capacity(cores);
     if shared.config.storage.oplog != OplogKind::None {
-        for i in 0..cores {
-            storage.push(Some(storage::start(&shared.config.storage, cores, i, Limits::from(&shared.config.limits))?));
+        // Each core's log is independent: recover them all at once.
+        let (cfg, limits) = (&shared.config.storage, Limits::from(&shared.config.limits));
+        if cfg.oplog == OplogKind::Local {
+            storage::check_layout(cfg, cores).map_err(|e| std::io::Error::other(format!("opening the op log: {e}")))?;
+        }
+        let started: Vec<std::io::Result<storage::StorageThread>> = std::thread::scope(|scope| {
+            let opening: Vec<_> = (0..cores)
+                .map(|i| {
+                    let limits = limits.clone();
+                    scope.spawn(move || storage::start(cfg, i, limits))
+                })
+                .collect();
+            opening.into_iter().map(|h| h.join().expect("opening an op log panicked")).collect()
+        });
+        for s in started {
+            storage.push(Some(s?));
         }
     } else {
         tracing::warn!("oplog = \"none\": documents live in memory only and are lost when the server stops");

@@ -225,7 +225,7 @@ impl StorageConfig {
 
 /// Documents are placed on cores by hash, so a data directory written with N cores must be
 /// served with N cores: the layout file records N, and a mismatch is refused.
-fn check_layout(cfg: &StorageConfig, cores: usize) -> Result<(), StorageError> {
+pub(crate) fn check_layout(cfg: &StorageConfig, cores: usize) -> Result<(), StorageError> {
     let dir = cfg.data_dir.join("oplog");
     std::fs::create_dir_all(&dir).map_err(|e| StorageError::Invalid(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join("LAYOUT");
@@ -255,6 +255,11 @@ fn check_layout(cfg: &StorageConfig, cores: usize) -> Result<(), StorageError> {
 /// Opens core `core`'s log (recovering it), as `tandem serve` and `tandem repair` do.
 pub fn open_core_log(cfg: &StorageConfig, cores: usize, core: usize, repair: bool) -> Result<LocalLog, StorageError> {
     check_layout(cfg, cores)?;
+    open_local(cfg, core, repair)
+}
+
+/// Opens core `core`'s log, the layout already checked.
+fn open_local(cfg: &StorageConfig, core: usize, repair: bool) -> Result<LocalLog, StorageError> {
     let fs = Arc::new(RealFs);
     let blobs = Arc::new(LocalBlobs::open(cfg.blob_dir(), fs.clone())?);
     LocalLog::open(cfg.oplog_dir(core), blobs, fs, cfg.options(repair))
@@ -378,12 +383,13 @@ pub(crate) struct StorageThread {
     pub(crate) handle: JoinHandle<()>,
 }
 
-/// Opens core `core`'s log and starts its storage thread.
-pub(crate) fn start(cfg: &StorageConfig, cores: usize, core: usize, limits: Limits) -> std::io::Result<StorageThread> {
+/// Opens core `core`'s log and starts its storage thread (with the local log, after
+/// [`check_layout`]).
+pub(crate) fn start(cfg: &StorageConfig, core: usize, limits: Limits) -> std::io::Result<StorageThread> {
     let opening = |e: StorageError| std::io::Error::other(format!("opening the op log of core {core}: {e}"));
     let log: Box<dyn OpLog + Send> = match cfg.oplog {
         OplogKind::Local => {
-            let log = open_core_log(cfg, cores, core, false).map_err(opening)?;
+            let log = open_local(cfg, core, false).map_err(opening)?;
             info!("{}", describe(core, log.recovery()));
             if core == 0 {
                 info!("op log fsync policy: {}", cfg.fsync_policy());
