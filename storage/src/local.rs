@@ -479,7 +479,7 @@ impl LocalLog {
         let path = self.dir.join(segment_name(number));
         let len = data.len() as u64;
         self.report.segments += 1;
-        let header = match SegmentHeader::decode(&data) {
+        let header = match SegmentHeader::decode(data) {
             Ok(h) => h,
             Err(e) => {
                 self.segments.insert(number, self.new_segment_entry(path, file, 0));
@@ -526,7 +526,7 @@ impl LocalLog {
         if !nonzero {
             return Ok(Ok(()));
         }
-        if let Some((later, batch)) = later_batch_record(&data, at) {
+        if let Some((later, batch)) = later_batch_record(data, at) {
             let what = stop.unwrap_or_else(|| "zeros".into());
             return Ok(Err((
                 at as u64,
