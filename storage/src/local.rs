@@ -824,7 +824,7 @@ pub fn now_ms() -> u64 {
 impl OpLog for LocalLog {
     fn append(&mut self, ops: &[LogOp]) -> Result<Appended, StorageError> {
         self.check_poison()?;
-        let mut next: HashMap<&str, u64> = HashMap::new();
+        let mut next: FastMap<&str, u64> = FastMap::default();
         let mut records = Vec::with_capacity(ops.len());
         let mut duplicates = 0;
         for op in ops {
