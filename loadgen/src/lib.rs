@@ -6,6 +6,8 @@
 //! bottleneck it measures, and it reports its own CPU use to show when it is. It never
 //! embeds the server: it talks to one over sockets, as any client would.
 
+pub mod plan;
+pub mod plots;
 pub mod procstat;
 pub mod report;
 pub mod run;

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tandem_loadgen::report::{Provenance, Report};
+use tandem_loadgen::plan;
+use tandem_loadgen::plots;
+use tandem_loadgen::report::{self, Provenance, Report};
 use tandem_loadgen::run::{RunOptions, parse_target, run};
 use tandem_loadgen::scenario::Scenario;
 
@@ -38,6 +40,60 @@ enum Command {
         #[arg(long)]
         server_pid: Option<u32>,
     },
+    /// Re-render a result directory's report.md and plots from its report.json and .hgrm files.
+    Report {
+        /// The result directory.
+        dir: PathBuf,
+    },
+    /// Print two runs side by side, with B/A ratios.
+    Compare {
+        /// The first result directory (A).
+        a: PathBuf,
+        /// The second result directory (B).
+        b: PathBuf,
+    },
+    /// Plan capacity for a target from measured per-core figures.
+    Plan {
+        /// Concurrent connections (10M, 250K, ...).
+        #[arg(long, value_parser = plan::parse_count)]
+        connections: f64,
+        /// WebSocket messages per second, in and out.
+        #[arg(long, value_parser = plan::parse_count)]
+        messages_per_s: f64,
+        /// Edits (durable ops) per second.
+        #[arg(long, value_parser = plan::parse_count, default_value = "0")]
+        edits_per_s: f64,
+        /// Documents stored.
+        #[arg(long, value_parser = plan::parse_count, default_value = "0")]
+        documents: f64,
+        /// Result directories to read per-core figures from (searched for report.json).
+        #[arg(long = "from", required = true, num_args = 1..)]
+        from: Vec<PathBuf>,
+        /// Share of connections in active documents (0..1); the rest are idle.
+        #[arg(long, default_value_t = 0.2)]
+        active_share: f64,
+        /// Bytes per message on the wire.
+        #[arg(long, default_value_t = 120.0)]
+        message_bytes: f64,
+        /// Stored bytes per document (snapshot plus retained history).
+        #[arg(long, default_value_t = 20_000.0)]
+        document_bytes: f64,
+        /// Plan every resource at this share of its capacity (0..1).
+        #[arg(long, default_value_t = 0.6)]
+        headroom: f64,
+        /// Only runs with ack p99 at or under this count, ms.
+        #[arg(long, default_value_t = 50.0)]
+        slo_p99_ms: f64,
+        /// A price table (TOML, see loadgen/prices.toml) instead of the built-in one.
+        #[arg(long)]
+        prices: Option<PathBuf>,
+        /// Only runs whose label starts with this (peers' runs are left out).
+        #[arg(long, default_value = "tandem")]
+        label: String,
+        /// Also write the plan to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -60,11 +116,72 @@ fn main() -> Result<()> {
                 PathBuf::from("results").join(format!("{date}-{}-{label}", sc.name))
             });
             report.write(&dir, &result.stats).with_context(|| format!("writing {}", dir.display()))?;
+            plots::render(&dir, &report)?;
             print!("{}", report.markdown());
             eprintln!("report written to {}", dir.display());
             if !report.converged {
                 anyhow::bail!("clients did not converge with the server");
             }
+            Ok(())
+        }
+        Command::Report { dir } => {
+            let r = report::load(&dir)?;
+            std::fs::write(dir.join("report.md"), r.markdown())
+                .with_context(|| format!("writing {}", dir.display()))?;
+            let plots = plots::render(&dir, &r)?;
+            print!("{}", r.markdown());
+            eprintln!("re-rendered report.md and {} plots in {}", plots.len(), dir.display());
+            Ok(())
+        }
+        Command::Compare { a, b } => {
+            let (ra, rb) = (report::load(&a)?, report::load(&b)?);
+            print!("{}", report::compare(&ra, &rb, &a.display().to_string(), &b.display().to_string()));
+            Ok(())
+        }
+        Command::Plan {
+            connections,
+            messages_per_s,
+            edits_per_s,
+            documents,
+            from,
+            active_share,
+            message_bytes,
+            document_bytes,
+            headroom,
+            slo_p99_ms,
+            prices,
+            label,
+            out,
+        } => {
+            if !((0.0..=1.0).contains(&active_share) && headroom > 0.0 && headroom <= 1.0) {
+                anyhow::bail!("--active-share must be in 0..=1 and --headroom in (0, 1]");
+            }
+            let prices = match prices {
+                Some(p) => plan::Prices::parse(
+                    &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+                )?,
+                None => plan::Prices::parse(plan::DEFAULT_PRICES)?,
+            };
+            let target = plan::Target {
+                connections,
+                messages_per_s,
+                edits_per_s,
+                documents,
+                active_share,
+                message_bytes,
+                document_bytes,
+                headroom,
+                slo_p99_ms,
+            };
+            let reports = plan::read_reports(&from)?;
+            let figures = plan::Figures::from_reports(&reports, &label, slo_p99_ms)?;
+            let p = plan::plan(&target, &figures, &prices);
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let md = p.markdown(&command, &from);
+            if let Some(out) = out {
+                std::fs::write(&out, &md).with_context(|| format!("writing {}", out.display()))?;
+            }
+            print!("{md}");
             Ok(())
         }
     }

@@ -120,3 +120,10 @@ mod tests {
         assert_eq!(metric_sum(text, "z"), None);
     }
 }
+
+/// The number of cores a Tandem server reports in its metrics (one `tandem_driver` line per
+/// core names the driver in use).
+pub fn metric_cores(text: &str) -> Option<usize> {
+    let n = text.lines().filter(|l| l.starts_with("tandem_driver{") && l.ends_with(" 1")).count();
+    (n > 0).then_some(n)
+}

@@ -118,6 +118,9 @@ impl Provenance {
 pub struct ServerReport {
     /// Its pid, when it was local and found.
     pub pid: Option<u32>,
+    /// Its cores (from its `/metrics`), when it exported them.
+    #[serde(default)]
+    pub cores: Option<usize>,
     /// CPU seconds over the steady stage.
     pub cpu_s: f64,
     /// CPU use, in cores.
@@ -290,6 +293,7 @@ impl Report {
             join_ms: Percentiles::of(&s.join),
             server: ServerReport {
                 pid: r.server.pid,
+                cores: r.server_cores,
                 cpu_s: server_cpu,
                 cpu_util: server_util,
                 user_s: r.server.user_s,
@@ -434,6 +438,91 @@ impl Report {
         }
         o
     }
+}
+
+/// Reads `report.json` from a result directory.
+pub fn load(dir: &Path) -> Result<Report> {
+    let path = dir.join("report.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let r: Report = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    if r.schema > SCHEMA {
+        anyhow::bail!("{} has report schema {}; this build reads up to {SCHEMA}", path.display(), r.schema);
+    }
+    Ok(r)
+}
+
+/// A side-by-side table of two reports, with B/A ratios.
+pub fn compare(a: &Report, b: &Report, name_a: &str, name_b: &str) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# {name_a} vs {name_b}\n");
+    let _ = writeln!(
+        o,
+        "- A: {} against {} ({}), commit `{}`, {}\n- B: {} against {} ({}), commit `{}`, {}\n",
+        a.scenario.name,
+        a.label,
+        a.target,
+        a.provenance.commit,
+        a.provenance.started_at,
+        b.scenario.name,
+        b.label,
+        b.target,
+        b.provenance.commit,
+        b.provenance.started_at
+    );
+    if a.scenario.name != b.scenario.name {
+        let _ = writeln!(o, "**Warning**: different scenarios; the ratios compare unlike runs.\n");
+    }
+    if a.provenance.cpu != b.provenance.cpu || a.provenance.cores != b.provenance.cores {
+        let _ = writeln!(o, "**Warning**: different machines ({} / {}).\n", a.provenance.cpu, b.provenance.cpu);
+    }
+    let _ = writeln!(o, "| measure | A | B | B / A |\n|---|---:|---:|---:|");
+    let _ = writeln!(o, "| converged | {} | {} | |", a.converged, b.converged);
+    let mut row = |name: &str, x: f64, y: f64| {
+        let ratio = if x != 0.0 { format!("{:.2}x", y / x) } else { "-".to_owned() };
+        let _ = writeln!(o, "| {name} | {} | {} | {ratio} |", num(x), num(y));
+    };
+    row("users connected", a.live_users as f64, b.live_users as f64);
+    row("edits sent/s", a.sent_per_s, b.sent_per_s);
+    row("edits acked/s", a.acked_per_s, b.acked_per_s);
+    row("ops delivered/s", a.delivered_per_s, b.delivered_per_s);
+    row("errors", a.errors as f64, b.errors as f64);
+    for (what, x, y) in [
+        ("ack", &a.ack_latency_ms, &b.ack_latency_ms),
+        ("propagation", &a.propagation_latency_ms, &b.propagation_latency_ms),
+        ("presence", &a.presence_latency_ms, &b.presence_latency_ms),
+        ("connect", &a.connect_ms, &b.connect_ms),
+        ("join", &a.join_ms, &b.join_ms),
+    ] {
+        if x.count == 0 && y.count == 0 {
+            continue;
+        }
+        row(&format!("{what} p50 ms"), x.p50, y.p50);
+        row(&format!("{what} p99 ms"), x.p99, y.p99);
+        row(&format!("{what} p99.9 ms"), x.p999, y.p999);
+        row(&format!("{what} max ms"), x.max, y.max);
+    }
+    row("server CPU s", a.server.cpu_s, b.server.cpu_s);
+    row("server cores used", a.server.cpu_util, b.server.cpu_util);
+    row(
+        "delivered per server CPU-s",
+        a.server.delivered_per_cpu_s.unwrap_or(0.0),
+        b.server.delivered_per_cpu_s.unwrap_or(0.0),
+    );
+    row("server RSS end MiB", a.server.rss_end_bytes as f64 / 1048576.0, b.server.rss_end_bytes as f64 / 1048576.0);
+    row(
+        "server bytes per connection",
+        a.server.rss_per_connection_bytes.unwrap_or(0.0),
+        b.server.rss_per_connection_bytes.unwrap_or(0.0),
+    );
+    row("generator cores used", a.generator.cpu_util, b.generator.cpu_util);
+    if a.generator.saturated || b.generator.saturated {
+        let _ = writeln!(o, "\n**Warning**: a generator was saturated; its side may understate the server.");
+    }
+    o
+}
+
+fn num(x: f64) -> String {
+    if x == 0.0 || x.abs() >= 100.0 { format!("{x:.0}") } else { format!("{x:.3}") }
 }
 
 /// A histogram as HdrHistogram's percentile distribution text (values in ms).

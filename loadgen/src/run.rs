@@ -21,6 +21,68 @@ use crate::stats::{Clock, Stats};
 use crate::user::{self, Thread, UserSpec};
 use crate::wsclient::WsClient;
 
+/// The live progress line: stage, elapsed time and current rates, redrawn every 500 ms on
+/// stderr (hidden when stderr is not a terminal).
+struct Progress {
+    bar: indicatif::ProgressBar,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(scenario: &Scenario, clock: Clock, ramp_down: Duration) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let total = (clock.steady_to + ramp_down).saturating_duration_since(clock.start);
+        let bar = indicatif::ProgressBar::new(total.as_millis() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {elapsed:>4} {msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(scenario.name.clone());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (b, st) = (bar.clone(), std::sync::Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let p = &crate::stats::PROGRESS;
+            let read =
+                || [p.sent.load(Relaxed), p.acked.load(Relaxed), p.delivered.load(Relaxed), p.errors.load(Relaxed)];
+            let mut last = (Instant::now(), read());
+            while !st.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                let now = Instant::now();
+                let cur = read();
+                let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
+                let rate = |i: usize| (cur[i] - last.1[i]) as f64 / dt;
+                let stage = if now < clock.steady_from {
+                    "ramp-up"
+                } else if now < clock.steady_to {
+                    "steady"
+                } else {
+                    "ramp-down"
+                };
+                b.set_position(now.saturating_duration_since(clock.start).as_millis() as u64);
+                b.set_message(format!(
+                    "{stage}: sent {:.0}/s acked {:.0}/s delivered {:.0}/s errors {}",
+                    rate(0),
+                    rate(1),
+                    rate(2),
+                    cur[3]
+                ));
+                last = (now, cur);
+            }
+        });
+        Self { bar, stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.bar.finish_and_clear();
+    }
+}
+
 /// Connections per source address before moving to the next 127.x.y.z.
 const PER_SOURCE: usize = 10_000;
 /// Documents one checker connection opens (the server's default per-connection limit).
@@ -90,6 +152,8 @@ pub struct RunResult {
     pub server_rates: Vec<(String, f64)>,
     /// Users connected at the end of the steady stage.
     pub live_users: usize,
+    /// The server's cores, from its `/metrics` (Tandem only).
+    pub server_cores: Option<usize>,
 }
 
 /// Parses `ws://host:port/ws` (or `host:port`).
@@ -359,6 +423,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
         );
     }
 
+    let progress = Progress::start(&scenario, clock, ramp_down);
     let wait_until = |t: Instant| std::thread::sleep(t.saturating_duration_since(Instant::now()));
     wait_until(clock.steady_from);
     let server_start = server_pid.and_then(|p| procstat::sample(Some(p)));
@@ -388,6 +453,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
             }
         }
     }
+    progress.finish();
     let usage = |pid: Option<u32>, before: Option<Sample>, a: Option<Sample>, b: Option<Sample>| match (a, b) {
         (Some(a), Some(b)) => Usage {
             pid,
@@ -418,6 +484,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
         steady_s,
         server_rates,
         live_users,
+        server_cores: metrics_end.as_deref().and_then(procstat::metric_cores),
     })
 }
 

@@ -177,6 +177,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_shipped_scenario_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                assert!(!s.description.is_empty(), "{}: no description", path.display());
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(text.starts_with("# "), "{}: documented at the top", path.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 8, "{n} scenarios");
+    }
+
+    #[test]
     fn parses_and_validates() {
         let s: Scenario = toml::from_str(
             r#"

@@ -123,6 +123,32 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, 3_600_000_000)
 }
 
+/// Counters every generator thread bumps as it goes, for the live progress line (the
+/// histograms stay per thread and merge at the end).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Edits sent.
+    pub sent: std::sync::atomic::AtomicU64,
+    /// Edits acked.
+    pub acked: std::sync::atomic::AtomicU64,
+    /// Ops delivered.
+    pub delivered: std::sync::atomic::AtomicU64,
+    /// Errors.
+    pub errors: std::sync::atomic::AtomicU64,
+}
+
+/// The process's progress counters.
+pub static PROGRESS: Progress = Progress {
+    sent: std::sync::atomic::AtomicU64::new(0),
+    acked: std::sync::atomic::AtomicU64::new(0),
+    delivered: std::sync::atomic::AtomicU64::new(0),
+    errors: std::sync::atomic::AtomicU64::new(0),
+};
+
+fn bump(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl Stats {
     fn second(&mut self, clock: &Clock, t: Instant) -> &mut Second {
         let s = clock.second(t).min(100_000);
@@ -136,6 +162,7 @@ impl Stats {
     pub fn latency(&mut self, clock: &Clock, which: Latency, intended: Instant, now: Instant) {
         let us = micros(now.saturating_duration_since(intended));
         if which == Latency::Ack {
+            bump(&PROGRESS.acked);
             let sec = self.second(clock, now);
             sec.acked += 1;
             sec.ack_max_us = sec.ack_max_us.max(us);
@@ -169,6 +196,7 @@ impl Stats {
 
     /// Counts an edit made at `intended`.
     pub fn edit(&mut self, clock: &Clock, intended: Instant) {
+        bump(&PROGRESS.sent);
         self.second(clock, intended).sent += 1;
         if clock.measured(intended) {
             self.sent += 1;
@@ -177,6 +205,7 @@ impl Stats {
 
     /// Counts an op delivered to a user at `now`.
     pub fn delivered(&mut self, clock: &Clock, now: Instant) {
+        bump(&PROGRESS.delivered);
         self.second(clock, now).delivered += 1;
         if clock.measured(now) {
             self.delivered += 1;
@@ -185,6 +214,7 @@ impl Stats {
 
     /// Counts an error at `now`.
     pub fn error(&mut self, clock: &Clock, now: Instant) {
+        bump(&PROGRESS.errors);
         self.second(clock, now).errors += 1;
         self.errors += 1;
     }

@@ -1,0 +1,596 @@
+//! Capacity planning from measurements (`tandem-loadgen plan`): per-core figures read off
+//! result directories, scaled linearly (with headroom) to a stated target, priced with a table
+//! of machine shapes.
+//!
+//! The arithmetic is sans I/O ([`Figures::from_reports`], [`plan`]); the command reads the
+//! reports and prints [`Plan::markdown`].
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::report::Report;
+
+/// Hours in a month, for monthly cost (365.25 × 24 / 12).
+pub const HOURS_PER_MONTH: f64 = 730.5;
+
+/// The reference design's own estimate, printed beside ours.
+pub const REFERENCE: Reference =
+    Reference { websocket_servers: 200, connections_per_server: 50_000, app_servers: 65, usd_per_month: 170_651.0 };
+
+/// A published estimate to compare with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reference {
+    /// WebSocket servers.
+    pub websocket_servers: u32,
+    /// Connections each holds.
+    pub connections_per_server: u32,
+    /// Application (OT) servers.
+    pub app_servers: u32,
+    /// Total monthly cost, USD.
+    pub usd_per_month: f64,
+}
+
+/// A machine shape with its price.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    /// Its name (e.g. `c5.2xlarge`).
+    pub name: String,
+    /// vCPUs (one Tandem core each).
+    pub vcpu: u32,
+    /// Memory, GiB.
+    pub ram_gib: f64,
+    /// Network bandwidth, Gbit/s.
+    pub nic_gbps: f64,
+    /// On-demand price, USD per hour.
+    pub usd_per_hour: f64,
+}
+
+/// The price table (a TOML file of `[[machine]]` entries).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Prices {
+    /// Where the prices come from.
+    #[serde(default)]
+    pub source: String,
+    /// The shapes.
+    pub machine: Vec<Machine>,
+}
+
+/// The default price table: the reference design's prices (AWS us-east-1 on-demand, Linux).
+pub const DEFAULT_PRICES: &str = include_str!("../prices.toml");
+
+impl Prices {
+    /// Parses and checks a price table.
+    pub fn parse(text: &str) -> Result<Self> {
+        let p: Self = toml::from_str(text).context("parsing the price table")?;
+        if p.machine.is_empty() {
+            bail!("the price table names no machine");
+        }
+        for m in &p.machine {
+            if m.vcpu == 0 || m.ram_gib <= 0.0 || m.nic_gbps <= 0.0 || m.usd_per_hour <= 0.0 {
+                bail!("machine {}: vcpu, ram_gib, nic_gbps and usd_per_hour must be positive", m.name);
+            }
+        }
+        Ok(p)
+    }
+
+    /// The shape called `name`.
+    pub fn get(&self, name: &str) -> Result<&Machine> {
+        self.machine.iter().find(|m| m.name == name).with_context(|| {
+            let names: Vec<&str> = self.machine.iter().map(|m| m.name.as_str()).collect();
+            format!("no machine {name:?} in the price table ({})", names.join(", "))
+        })
+    }
+}
+
+/// What to plan for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    /// Concurrent connections.
+    pub connections: f64,
+    /// WebSocket messages per second (in and out).
+    pub messages_per_s: f64,
+    /// Edits (durable ops) per second.
+    pub edits_per_s: f64,
+    /// Documents stored.
+    pub documents: f64,
+    /// Of the connections, the share in an open, active document (the rest idle).
+    pub active_share: f64,
+    /// Average bytes on the wire per message (frame header included).
+    pub message_bytes: f64,
+    /// Average stored bytes per document (snapshot plus retained history).
+    pub document_bytes: f64,
+    /// Use at most this share of any resource (cores, memory, network).
+    pub headroom: f64,
+    /// The ack latency SLO the per-core figures must have been measured under, ms (p99).
+    pub slo_p99_ms: f64,
+}
+
+/// One run the CPU model was fitted on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FitRun {
+    /// The run.
+    pub name: String,
+    /// WebSocket messages per second.
+    pub messages_per_s: f64,
+    /// Acked edits per second.
+    pub edits_per_s: f64,
+    /// Server cores busy (CPU-seconds per second).
+    pub cores_used: f64,
+    /// The server's core count, when the report has it.
+    pub server_cores: Option<usize>,
+}
+
+/// Per-core figures, and the runs they came from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Figures {
+    /// Server CPU-seconds per WebSocket message (the model's `a`).
+    pub cpu_s_per_message: f64,
+    /// Server CPU-seconds per acked edit on top of its messages: transform, apply and the
+    /// durable append (the model's `b`; 0 when the runs cannot tell it apart).
+    pub cpu_s_per_edit: f64,
+    /// Whether `b` was fitted (runs with different edit/message mixes) or set to 0.
+    pub edit_cost_fitted: bool,
+    /// The runs the model was fitted on (converged, within the SLO).
+    pub fit: Vec<FitRun>,
+    /// Server memory per idle connection, bytes.
+    pub idle_bytes: f64,
+    /// The run it came from.
+    pub idle_from: String,
+    /// Server memory per connection in an active document, bytes.
+    pub active_bytes: f64,
+    /// The run it came from.
+    pub active_from: String,
+    /// Runs read (of the label), runs at the SLO.
+    pub runs: (usize, usize),
+}
+
+impl Figures {
+    /// WebSocket messages one core handles per second (edits aside).
+    pub fn messages_per_core_s(&self) -> f64 {
+        1.0 / self.cpu_s_per_message
+    }
+
+    /// The model's prediction of a run's busy cores.
+    pub fn predict(&self, messages_per_s: f64, edits_per_s: f64) -> f64 {
+        self.cpu_s_per_message * messages_per_s + self.cpu_s_per_edit * edits_per_s
+    }
+}
+
+/// Least squares fit of `cores = a * messages + b * edits` through the origin; `b` is 0 when
+/// the runs cannot determine it (one mix only) or it fits negative.
+pub fn fit(runs: &[FitRun]) -> Option<(f64, f64, bool)> {
+    let (mut mm, mut me, mut ee, mut mc, mut ec) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for r in runs {
+        let (m, e, c) = (r.messages_per_s, r.edits_per_s, r.cores_used);
+        mm += m * m;
+        me += m * e;
+        ee += e * e;
+        mc += m * c;
+        ec += e * c;
+    }
+    if mm == 0.0 {
+        return None;
+    }
+    let det = mm * ee - me * me;
+    if det > 1e-9 * mm * ee.max(1.0) {
+        let a = (mc * ee - ec * me) / det;
+        let b = (mm * ec - me * mc) / det;
+        if a > 0.0 && b >= 0.0 {
+            return Some((a, b, true));
+        }
+    }
+    Some((mc / mm, 0.0, false))
+}
+
+/// A run's WebSocket messages per second: the server's own counters when it exported them,
+/// else what the clients counted.
+pub fn messages_per_s(r: &Report) -> f64 {
+    let m = &r.server.metrics_per_s;
+    match (m.get("tandem_messages_in_total"), m.get("tandem_frames_out_total")) {
+        (Some(i), Some(o)) => i + o,
+        _ => {
+            let presence = (r.presence_sent + r.presence_received) as f64 / r.duration_s.max(1e-9);
+            r.sent_per_s + r.acked_per_s + r.delivered_per_s + presence
+        }
+    }
+}
+
+impl Figures {
+    /// Fits the CPU model on the converged runs of `label` (a prefix of the report's label)
+    /// that met the SLO, and takes the largest memory per connection seen.
+    pub fn from_reports(reports: &[(String, Report)], label: &str, slo_p99_ms: f64) -> Result<Self> {
+        let mine: Vec<&(String, Report)> = reports.iter().filter(|(_, r)| r.label.starts_with(label)).collect();
+        let mut f = Self { runs: (mine.len(), 0), ..Self::default() };
+        for (name, r) in mine {
+            let s = &r.server;
+            if r.converged && s.cpu_util > 0.05 && r.sent > 0 && r.ack_latency_ms.p99 <= slo_p99_ms {
+                f.fit.push(FitRun {
+                    name: name.clone(),
+                    messages_per_s: messages_per_s(r),
+                    edits_per_s: r.acked_per_s,
+                    cores_used: s.cpu_util,
+                    server_cores: s.cores,
+                });
+            }
+            let within_slo = r.converged && r.ack_latency_ms.p99 <= slo_p99_ms;
+            if within_slo && r.live_users >= 1000 && s.rss_end_bytes > s.rss_before_bytes && s.rss_before_bytes > 0 {
+                let per = (s.rss_end_bytes - s.rss_before_bytes) as f64 / r.live_users as f64;
+                if r.sent == 0 && per > f.idle_bytes {
+                    (f.idle_bytes, f.idle_from) = (per, name.clone());
+                }
+                if r.sent > 0 && per > f.active_bytes {
+                    (f.active_bytes, f.active_from) = (per, name.clone());
+                }
+            }
+        }
+        f.runs.1 = f.fit.len();
+        let Some((a, b, fitted)) = fit(&f.fit) else {
+            bail!(
+                "none of the {} {label:?} runs converged with ack p99 <= {slo_p99_ms} ms and a measured server CPU: nothing to plan from",
+                f.runs.0
+            );
+        };
+        (f.cpu_s_per_message, f.cpu_s_per_edit, f.edit_cost_fitted) = (a, b, fitted);
+        if f.idle_bytes == 0.0 {
+            bail!("no {label:?} run measured memory per idle connection (run loadgen/scenarios/idle.toml)");
+        }
+        if f.active_bytes == 0.0 {
+            f.active_bytes = f.idle_bytes;
+            f.active_from = format!("{} (no active run measured memory: the idle figure)", f.idle_from);
+        }
+        Ok(f)
+    }
+}
+
+/// The answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The target.
+    pub target: Target,
+    /// The figures used.
+    pub figures: Figures,
+    /// Cores for the messages.
+    pub cores_for_messages: f64,
+    /// Cores for the edits' own work (beyond their messages).
+    pub cores_for_edits: f64,
+    /// Cores (both, with headroom).
+    pub cores: f64,
+    /// Server memory, bytes (with headroom).
+    pub memory_bytes: f64,
+    /// Network, Gbit/s (with headroom).
+    pub network_gbps: f64,
+    /// Stored bytes for the documents.
+    pub storage_bytes: f64,
+    /// Per machine shape: (shape, machines, what bounds it, USD per month).
+    pub shapes: Vec<(Machine, u64, &'static str, f64)>,
+}
+
+/// Computes the plan.
+pub fn plan(target: &Target, figures: &Figures, prices: &Prices) -> Plan {
+    let h = target.headroom;
+    let cores_for_messages = figures.predict(target.messages_per_s, 0.0) / h;
+    let cores_for_edits = figures.predict(0.0, target.edits_per_s) / h;
+    let cores = cores_for_messages + cores_for_edits;
+    let per_conn = target.active_share * figures.active_bytes + (1.0 - target.active_share) * figures.idle_bytes;
+    let memory_bytes = target.connections * per_conn / h;
+    let network_gbps = target.messages_per_s * target.message_bytes * 8.0 / 1e9 / h;
+    let mut shapes = Vec::new();
+    for m in &prices.machine {
+        let by_cpu = (cores / f64::from(m.vcpu)).ceil();
+        let by_mem = (memory_bytes / (m.ram_gib * (1u64 << 30) as f64)).ceil();
+        let by_net = (network_gbps / m.nic_gbps).ceil();
+        let (n, bound) = [(by_cpu, "cores"), (by_mem, "memory"), (by_net, "network")]
+            .into_iter()
+            .fold((0.0, "cores"), |acc, x| if x.0 > acc.0 { x } else { acc });
+        let n = n.max(1.0) as u64;
+        shapes.push((m.clone(), n, bound, n as f64 * m.usd_per_hour * HOURS_PER_MONTH));
+    }
+    Plan {
+        target: target.clone(),
+        figures: figures.clone(),
+        cores_for_messages,
+        cores_for_edits,
+        cores,
+        memory_bytes,
+        network_gbps,
+        storage_bytes: target.documents * target.document_bytes,
+        shapes,
+    }
+}
+
+fn si(x: f64) -> String {
+    match x {
+        x if x >= 1e9 => format!("{:.2}G", x / 1e9),
+        x if x >= 1e6 => format!("{:.2}M", x / 1e6),
+        x if x >= 1e3 => format!("{:.1}K", x / 1e3),
+        x => format!("{x:.0}"),
+    }
+}
+
+/// Parses a count with an optional K/M/G suffix (`10M`, `1.5K`, `16000000`).
+pub fn parse_count(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        Some('g' | 'G' | 'b' | 'B') => (&t[..t.len() - 1], 1e9),
+        _ => (t, 1.0),
+    };
+    let v: f64 =
+        num.replace('_', "").parse().map_err(|_| format!("{s:?}: expected a number like 10M, 1.5K or 16000000"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{s:?}: must be a non-negative number"));
+    }
+    Ok(v * mul)
+}
+
+impl Plan {
+    /// The plan as a report.
+    pub fn markdown(&self, command: &str, sources: &[PathBuf]) -> String {
+        let (t, f) = (&self.target, &self.figures);
+        let mut o = String::new();
+        let _ = writeln!(o, "# Capacity plan\n");
+        let _ = writeln!(o, "- **Command**: `{command}`");
+        let _ = writeln!(
+            o,
+            "- **Target**: {} concurrent connections, {} WebSocket messages/s, {} edits/s, {} documents",
+            si(t.connections),
+            si(t.messages_per_s),
+            si(t.edits_per_s),
+            si(t.documents)
+        );
+        let _ = writeln!(
+            o,
+            "- **Inputs**: {} runs read from {}; {} converged within the SLO (ack p99 <= {} ms)\n",
+            f.runs.0,
+            sources.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", "),
+            f.runs.1,
+            t.slo_p99_ms
+        );
+        let _ = writeln!(o, "## Method and assumptions\n");
+        let _ = writeln!(
+            o,
+            "- CPU is modelled from measurements, not assumed: busy server cores = a x messages/s + b x edits/s, \
+             fitted (least squares) over every run of the label that converged with ack p99 within the SLO; \
+             `a` is the cost of a WebSocket message in or out, `b` the extra cost of an edit (transform, apply, \
+             durable append). Memory per connection is the largest seen in a run within the SLO (overloaded runs fill queues).\n\
+             - Linear scaling per core: documents are sharded onto cores and a core shares nothing on the hot \
+             path, so N cores do N times one core's work (checked below with what the runs have).\n\
+             - Headroom: every resource is planned at {:.0}% use, for bursts, failover and rebalancing.\n\
+             - One Tandem core per vCPU. {:.0}% of connections are in active documents, the rest idle. \
+             A message averages {} bytes on the wire; a stored document {} bytes (snapshot plus retained history).\n\
+             - The target's messages include its edits' own messages (submit, ack, deliveries).",
+            t.headroom * 100.0,
+            t.active_share * 100.0,
+            t.message_bytes,
+            t.document_bytes
+        );
+        let _ = writeln!(o, "\n## Per-core figures\n\n| figure | value | from |\n|---|---:|---|");
+        let _ = writeln!(
+            o,
+            "| a: server CPU per WebSocket message | {:.2} µs ({:.0} messages per core-second) | fit over {} runs |",
+            f.cpu_s_per_message * 1e6,
+            f.messages_per_core_s(),
+            f.fit.len()
+        );
+        let b_note = if f.edit_cost_fitted { "fit" } else { "not separable in these runs (one edit/message mix): 0" };
+        let _ = writeln!(o, "| b: extra server CPU per edit | {:.2} µs | {b_note} |", f.cpu_s_per_edit * 1e6);
+        let _ = writeln!(o, "| server memory per idle connection | {:.0} B | {} |", f.idle_bytes, f.idle_from);
+        let _ = writeln!(o, "| server memory per active connection | {:.0} B | {} |", f.active_bytes, f.active_from);
+        let _ = writeln!(
+            o,
+            "\nThe fit against its runs (busy server cores, measured and predicted):\n\n| run | messages/s | edits/s | cores measured | predicted | error |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for r in &f.fit {
+            let p = f.predict(r.messages_per_s, r.edits_per_s);
+            let _ = writeln!(
+                o,
+                "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:+.0}% |",
+                r.name,
+                r.messages_per_s,
+                r.edits_per_s,
+                r.cores_used,
+                p,
+                (p / r.cores_used - 1.0) * 100.0
+            );
+        }
+        let _ = writeln!(o, "\n## Sizing\n\n| resource | needed (with headroom) |\n|---|---:|");
+        let _ = writeln!(o, "| cores for messages | {:.0} |", self.cores_for_messages);
+        let _ = writeln!(o, "| cores for edits | {:.0} |", self.cores_for_edits);
+        let _ = writeln!(o, "| **cores** | **{:.0}** |", self.cores);
+        let _ = writeln!(o, "| memory | {:.1} GiB |", self.memory_bytes / (1u64 << 30) as f64);
+        let _ = writeln!(o, "| network | {:.1} Gbit/s |", self.network_gbps);
+        let _ = writeln!(o, "| document storage (op log + snapshots) | {:.1} TB |", self.storage_bytes / 1e12);
+        let _ = writeln!(
+            o,
+            "\n## Machines\n\n| shape | vCPU | RAM GiB | NIC Gbit/s | $/h | machines | bound by | $/month |\n|---|---:|---:|---:|---:|---:|---|---:|"
+        );
+        for (m, n, bound, cost) in &self.shapes {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {:.3} | {n} | {bound} | {:.0} |",
+                m.name, m.vcpu, m.ram_gib, m.nic_gbps, m.usd_per_hour, cost
+            );
+        }
+        let best = self.shapes.iter().min_by(|a, b| a.3.total_cmp(&b.3)).expect("at least one shape");
+        let r = REFERENCE;
+        let _ = writeln!(
+            o,
+            "\n## Against the reference design\n\nThe reference design estimates {} WebSocket servers at {}K connections each plus {} application servers: \
+             **${:.0}/month**. This plan: {} x {} = **${:.0}/month**, {:.1}x less ({:.0} machines instead of {}). \
+             The reference figure also covers its databases, queues and load balancers; the op log's own \
+             store (ScyllaDB at this scale) and object storage are not in this plan's machine count.",
+            r.websocket_servers,
+            r.connections_per_server / 1000,
+            r.app_servers,
+            r.usd_per_month,
+            best.1,
+            best.0.name,
+            best.3,
+            r.usd_per_month / best.3,
+            best.1,
+            r.websocket_servers + r.app_servers
+        );
+        let _ = writeln!(o, "\n## Linearity check\n");
+        let mut counts: Vec<usize> = f.fit.iter().filter_map(|r| r.server_cores).collect();
+        counts.sort_unstable();
+        counts.dedup();
+        if counts.len() < 2 {
+            let _ = writeln!(
+                o,
+                "Not checked: {}. Run the same scenario against `tandem serve --cores 1` and `--cores N` on a \
+                 machine with N free cores and pass both result directories: each core count's runs are then \
+                 compared with the model fitted on all of them.",
+                if counts.is_empty() {
+                    "these runs do not record their server's core count (reports from before `server.cores`)".to_owned()
+                } else {
+                    format!("every run at the SLO used {} server core(s)", counts[0])
+                }
+            );
+        } else {
+            let _ = writeln!(o, "| server cores | runs | measured / predicted cores (mean) |\n|---:|---:|---:|");
+            for c in &counts {
+                let runs: Vec<&FitRun> = f.fit.iter().filter(|r| r.server_cores == Some(*c)).collect();
+                let ratio = runs.iter().map(|r| r.cores_used / f.predict(r.messages_per_s, r.edits_per_s)).sum::<f64>()
+                    / runs.len() as f64;
+                let _ = writeln!(o, "| {c} | {} | {ratio:.2} |", runs.len());
+            }
+            let _ = writeln!(o, "\nLinear scaling shows as the same ratio at every core count.");
+        }
+        o
+    }
+}
+
+/// Reads every `report.json` under the given directories.
+pub fn read_reports(dirs: &[PathBuf]) -> Result<Vec<(String, Report)>> {
+    let mut out = Vec::new();
+    for d in dirs {
+        let mut found = Vec::new();
+        walk(d, &mut found)?;
+        if found.is_empty() {
+            bail!("no report.json under {}", d.display());
+        }
+        for p in found {
+            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let r: Report = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+            let name = p.parent().unwrap_or(&p).display().to_string();
+            out.push((name, r));
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let direct = dir.join("report.json");
+    if direct.is_file() {
+        out.push(direct);
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    entries.sort();
+    for e in entries {
+        walk(&e, out)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures() -> Figures {
+        Figures {
+            cpu_s_per_message: 1e-5,
+            cpu_s_per_edit: 5e-5,
+            edit_cost_fitted: true,
+            idle_bytes: 2_000.0,
+            active_bytes: 6_000.0,
+            runs: (3, 2),
+            ..Figures::default()
+        }
+    }
+
+    fn run(m: f64, e: f64, c: f64) -> FitRun {
+        FitRun { name: format!("{m}/{e}"), messages_per_s: m, edits_per_s: e, cores_used: c, server_cores: None }
+    }
+
+    #[test]
+    fn the_fit_recovers_costs() {
+        // cores = 1e-5 x messages + 5e-5 x edits, two mixes.
+        let runs = [run(100_000.0, 10_000.0, 1.5), run(200_000.0, 1_000.0, 2.05), run(50_000.0, 10_000.0, 1.0)];
+        let (a, b, fitted) = fit(&runs).unwrap();
+        assert!(fitted);
+        assert!((a - 1e-5).abs() < 1e-12 && (b - 5e-5).abs() < 1e-12, "{a} {b}");
+        // One mix only: edits are not separable, all cost goes to messages.
+        let (a, b, fitted) = fit(&[run(100_000.0, 10_000.0, 1.5), run(200_000.0, 20_000.0, 3.0)]).unwrap();
+        assert!(!fitted && b == 0.0 && (a - 1.5e-5).abs() < 1e-12);
+        assert!(fit(&[]).is_none());
+    }
+
+    fn target() -> Target {
+        Target {
+            connections: 10e6,
+            messages_per_s: 16e6,
+            edits_per_s: 5e6,
+            documents: 1e9,
+            active_share: 0.25,
+            message_bytes: 100.0,
+            document_bytes: 10_000.0,
+            headroom: 0.5,
+            slo_p99_ms: 50.0,
+        }
+    }
+
+    #[test]
+    fn the_arithmetic() {
+        let prices = Prices::parse(DEFAULT_PRICES).unwrap();
+        let p = plan(&target(), &figures(), &prices);
+        // 16M x 10 µs / 0.5 = 320 cores; 5M x 50 µs / 0.5 = 500 cores more.
+        assert!((p.cores_for_messages - 320.0).abs() < 1e-6);
+        assert!((p.cores_for_edits - 500.0).abs() < 1e-6);
+        assert!((p.cores - 820.0).abs() < 1e-6);
+        // 10M x (0.25 x 6000 + 0.75 x 2000) / 0.5 = 60 GB.
+        assert!((p.memory_bytes - 60e9).abs() < 1.0);
+        // 16M x 100 B x 8 / 0.5 = 25.6 Gbit/s.
+        assert!((p.network_gbps - 25.6).abs() < 1e-9);
+        assert!((p.storage_bytes - 1e13).abs() < 1.0);
+        let c52 = p.shapes.iter().find(|s| s.0.name == "c5.2xlarge").unwrap();
+        // 820 cores / 8 vCPU = 102.5 -> 103 machines, at $0.34/h.
+        assert_eq!((c52.1, c52.2), (103, "cores"));
+        assert!((c52.3 - 103.0 * 0.34 * HOURS_PER_MONTH).abs() < 1e-6);
+        let md = p.markdown("plan", &[]);
+        assert!(md.contains("$170651/month"), "{md}");
+        assert!(md.contains("Not checked"), "{md}");
+    }
+
+    #[test]
+    fn memory_or_network_can_bound() {
+        let prices =
+            Prices::parse("[[machine]]\nname = \"tiny\"\nvcpu = 64\nram_gib = 1\nnic_gbps = 100\nusd_per_hour = 1\n")
+                .unwrap();
+        let p = plan(&target(), &figures(), &prices);
+        assert_eq!(p.shapes[0].2, "memory");
+        assert_eq!(p.shapes[0].1, (60e9 / (1u64 << 30) as f64).ceil() as u64);
+    }
+
+    #[test]
+    fn counts_parse() {
+        assert_eq!(parse_count("10M"), Ok(10e6));
+        assert_eq!(parse_count("1.5k"), Ok(1500.0));
+        assert_eq!(parse_count("1B"), Ok(1e9));
+        assert_eq!(parse_count("16_000_000"), Ok(16e6));
+        assert!(parse_count("ten").is_err());
+        assert!(parse_count("-1").is_err());
+        assert!(Prices::parse("machine = []").is_err());
+        assert!(Prices::parse(DEFAULT_PRICES).unwrap().get("nope").unwrap_err().to_string().contains("c5.xlarge"));
+    }
+}

@@ -1,0 +1,106 @@
+//! The generator end to end: `tandem-loadgen run` (the binary) drives a 5-second scenario
+//! against a Tandem server with its op log on disk (the `tandem serve` engine, started
+//! in-process on an ephemeral port), and the result directory holds a report whose counts add
+//! up, that converged, with its `.hgrm` files and plots; `report` re-renders it and `compare`
+//! reads it.
+
+use std::path::Path;
+use std::process::Command;
+
+fn loadgen(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem-loadgen")).args(args).output().expect("runs");
+    assert!(
+        out.status.success(),
+        "tandem-loadgen {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn a_five_second_scenario_reports_and_converges() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = tandem_net::ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cores: 2,
+        max_messages_per_s: 10_000,
+        ..tandem_net::ServerConfig::default()
+    };
+    config.storage.data_dir = data.path().to_path_buf();
+    let server = tandem_net::start(config).expect("server starts");
+    let target = format!("ws://{}/ws", server.local_addr());
+
+    let work = tempfile::tempdir().unwrap();
+    let scenario = work.path().join("small.toml");
+    std::fs::write(
+        &scenario,
+        r#"# small: 4 documents x 3 editors, plus a reader each.
+name = "small"
+description = "4 documents x 3 editors at 10 ops/s, 1 reader each"
+threads = 2
+[stages]
+ramp_up_s = 1
+steady_s = 5
+ramp_down_s = 1
+[[groups]]
+name = "editors"
+role = "editor"
+docs = 4
+users_per_doc = 3
+edit_rate = 10
+cursor_rate = 2
+[[groups]]
+name = "readers"
+role = "reader"
+docs = 4
+users_per_doc = 1
+"#,
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    loadgen(&["run", scenario.to_str().unwrap(), "--target", &target, "--out", out.to_str().unwrap()]);
+
+    for f in [
+        "report.json",
+        "report.md",
+        "ack_latency.hgrm",
+        "propagation_latency.hgrm",
+        "latency_percentiles.svg",
+        "throughput.svg",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["converged"], true, "{r:#}");
+    assert_eq!(r["errors"], 0);
+    assert_eq!(r["live_users"], 16);
+    let (sent, acked, delivered) =
+        (r["sent"].as_u64().unwrap(), r["acked"].as_u64().unwrap(), r["delivered"].as_u64().unwrap());
+    // 12 editors x 10 ops/s x ~5 s.
+    assert!((500..=700).contains(&sent), "sent {sent}");
+    assert!(acked <= sent && acked * 10 >= sent * 9, "acked {acked} of {sent}");
+    // Each op reaches the 2 other editors and the reader of its document: 3 deliveries (ops
+    // made at the edges of the steady stage are counted on one side only).
+    assert!(delivered >= sent * 3 * 9 / 10 && delivered <= sent * 3 * 11 / 10, "delivered {delivered} of {sent}");
+    let ack = &r["ack_latency_ms"];
+    assert_eq!(ack["count"].as_u64().unwrap(), acked);
+    for k in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(ack[k].as_f64().unwrap() > 0.0, "{k}");
+    }
+    assert!(ack["p50"].as_f64() <= ack["p99"].as_f64() && ack["p99"].as_f64() <= ack["max"].as_f64());
+    assert!(r["acked_per_s"].as_f64().unwrap() > 80.0);
+    assert!(r["server"]["cores"] == 2, "{}", r["server"]);
+
+    // `report` re-renders from the files; `compare` reads two result directories.
+    std::fs::remove_file(out.join("report.md")).unwrap();
+    std::fs::remove_file(out.join("throughput.svg")).unwrap();
+    loadgen(&["report", out.to_str().unwrap()]);
+    assert!(out.join("report.md").is_file() && out.join("throughput.svg").is_file());
+    let cmp = loadgen(&["compare", out.to_str().unwrap(), out.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&cmp.stdout);
+    assert!(text.contains("| ack p99 ms |") && text.contains("1.00x"), "{text}");
+    drop(server);
+    let _ = Path::new(".");
+}
