@@ -95,6 +95,13 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
     found.then_some(sum)
 }
 
+/// The number of cores a Tandem server reports in its metrics (one `tandem_driver` line per
+/// core names the driver in use).
+pub fn metric_cores(text: &str) -> Option<usize> {
+    let n = text.lines().filter(|l| l.starts_with("tandem_driver{") && l.ends_with(" 1")).count();
+    (n > 0).then_some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,16 +121,16 @@ mod tests {
     }
 
     #[test]
+    fn counts_cores_from_driver_lines() {
+        let text = "tandem_driver{core=\"0\",driver=\"io_uring\"} 1\ntandem_driver{core=\"0\",driver=\"epoll\"} 0\ntandem_driver{core=\"1\",driver=\"io_uring\"} 0\ntandem_driver{core=\"1\",driver=\"epoll\"} 1\n";
+        assert_eq!(metric_cores(text), Some(2));
+        assert_eq!(metric_cores("nothing"), None);
+    }
+
+    #[test]
     fn sums_metrics() {
         let text = "# HELP x\nx_total{core=\"0\"} 3\nx_total{core=\"1\"} 4\ny 1\n";
         assert_eq!(metric_sum(text, "x_total"), Some(7.0));
         assert_eq!(metric_sum(text, "z"), None);
     }
-}
-
-/// The number of cores a Tandem server reports in its metrics (one `tandem_driver` line per
-/// core names the driver in use).
-pub fn metric_cores(text: &str) -> Option<usize> {
-    let n = text.lines().filter(|l| l.starts_with("tandem_driver{") && l.ends_with(" 1")).count();
-    (n > 0).then_some(n)
 }
