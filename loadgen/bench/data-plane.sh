@@ -10,7 +10,9 @@
 #   GEN_CPUS     CPUs for the generator (default: all)
 #   REPEAT       runs of each (scenario, server) pair (default 1)
 #   DURATION     steady seconds, overriding the scenarios
-#   SERVERS      which servers (default "tandem tokio-baseline")
+#   SERVERS      which servers (default "tandem tokio-baseline"; also sharedb and y-websocket,
+#                installed by loadgen/peers/install.sh; Node is single-threaded, so they get
+#                the server CPUs but no worker count)
 #   WORKERS      server worker threads (default: one per server CPU)
 #   TAG          appended to each run's directory name (to keep variants apart)
 #   FIRST_RUN    number of the first run (default 1), to add runs to an existing OUT_DIR
@@ -61,12 +63,21 @@ for i in $(seq "$first" $((first + repeat - 1))); do
                 taskset -c "$server_cpus" "$bin/tandem-tokio-baseline" --listen "127.0.0.1:$port" \
                     --threads "$workers" 2>"$dir/server.log" &
                 ;;
+            sharedb | y-websocket)
+                peer=$("$here/loadgen/peers/install.sh" "$server")
+                taskset -c "$server_cpus" node "$peer/server.js" --port "$port" 2>"$dir/server.log" &
+                ;;
             *) echo "unknown server $server" >&2; exit 2 ;;
             esac
             pid=$!
             wait_port "$port"
             sleep 0.5
-            args=(run "$here/loadgen/scenarios/$scenario.toml" --target "ws://127.0.0.1:$port/ws"
+            case $server in
+            sharedb) target=(--target "ws://127.0.0.1:$port/" --protocol sharedb) ;;
+            y-websocket) target=(--target "ws://127.0.0.1:$port/" --protocol yjs) ;;
+            *) target=(--target "ws://127.0.0.1:$port/ws") ;;
+            esac
+            args=(run "$here/loadgen/scenarios/$scenario.toml" "${target[@]}"
                 --out "$dir" --label "$server$tag" --server-pid "$pid")
             if [ -n "${DURATION:-}" ]; then args+=(--duration "$DURATION"); fi
             echo "== $scenario on $server (run $i): server CPUs $server_cpus ($workers workers), generator CPUs $gen_cpus"

@@ -39,6 +39,10 @@ enum Command {
         /// The server's pid, for its CPU and memory (found from the port when local).
         #[arg(long)]
         server_pid: Option<u32>,
+        /// The protocol the target speaks: tandem, sharedb (ShareDB with rich-text) or yjs
+        /// (a y-websocket server).
+        #[arg(long, default_value = "tandem")]
+        protocol: tandem_loadgen::peers::Protocol,
     },
     /// Re-render a result directory's report.md and plots from its report.json and .hgrm files.
     Report {
@@ -99,9 +103,9 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { scenario, target, duration, out, label, server_pid } => {
+        Command::Run { scenario, target, duration, out, label, server_pid, protocol } => {
             let sc = Scenario::load(&scenario)?;
-            let opts = RunOptions { target: parse_target(&target)?, duration, server_pid };
+            let opts = RunOptions { target: parse_target(&target)?, duration, server_pid, protocol };
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let provenance = Provenance::here(command);
             eprintln!("running {} ({} users) against {target} ...", sc.name, sc.users());

@@ -15,6 +15,7 @@ use tandem_net::codec::{decode_server, encode_client};
 use tandem_net::protocol::Encoding;
 use tungstenite::Message;
 
+use crate::peers::{self, Protocol};
 use crate::procstat::{self, Sample};
 use crate::scenario::{Role, Scenario};
 use crate::stats::{Clock, Stats};
@@ -97,6 +98,8 @@ pub struct RunOptions {
     pub duration: Option<f64>,
     /// The server's pid, if known (else looked up from the listening port when local).
     pub server_pid: Option<u32>,
+    /// The protocol it speaks.
+    pub protocol: Protocol,
 }
 
 /// What the convergence check found.
@@ -225,7 +228,7 @@ fn assign(
         if let Some(d) = &doc {
             docs[t].push(d.clone());
         }
-        for m in members {
+        for (i, m) in members.into_iter().enumerate() {
             let g = &scenario.groups[m.group];
             let full_copy = match (m.role, g.full_copies_per_doc, &doc) {
                 (Role::Reader, Some(k), Some(d)) => {
@@ -247,6 +250,7 @@ fn assign(
                 start_at,
                 source: source_for(n, target),
                 seed: scenario.seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                first_of_doc: i == 0 && doc.is_some(),
             });
             n += 1;
         }
@@ -254,8 +258,17 @@ fn assign(
     (users, docs)
 }
 
-/// Opens `docs` on fresh connections and returns each one's revision and content.
+/// Reads `docs` from the server on fresh connections: each one's revision and content.
 async fn server_view(thread: &Thread, docs: &[String]) -> HashMap<String, (u64, Document)> {
+    match thread.protocol {
+        Protocol::Tandem => tandem_view(thread, docs).await,
+        Protocol::ShareDb => peers::sharedb::server_view(thread, docs).await,
+        Protocol::Yjs => peers::yjs::server_view(thread, docs).await,
+    }
+}
+
+/// Opens `docs` on fresh Tandem connections and returns each one's revision and content.
+async fn tandem_view(thread: &Thread, docs: &[String]) -> HashMap<String, (u64, Document)> {
     let mut out = HashMap::new();
     for (i, chunk) in docs.chunks(DOCS_PER_CHECKER).enumerate() {
         let Ok(ws) = WsClient::connect(thread.target, "/ws", Encoding::Binary.subprotocol(), None).await else {
@@ -311,13 +324,14 @@ fn run_thread(
     target: SocketAddr,
     token: String,
     ramp_down: Duration,
+    protocol: Protocol,
 ) -> Result<ThreadResult> {
     // The largest ring: every connection keeps a read in flight (see the server's core.rs).
     // Cooperative task running matters here as much as in the server: without it every op
     // the server sends interrupts this thread, and the server's CPU pays for the interrupt.
     let (mut rt, _) = tandem_net::server::runtime::build(32_768).context("starting a generator runtime")?;
     Ok(rt.block_on(async move {
-        let thread = Rc::new(Thread::new(clock, target, token));
+        let thread = Rc::new(Thread::new(clock, target, token, protocol));
         let expected_finals: usize = users.iter().map(|u| u.docs.len()).sum();
         for spec in users {
             monoio::spawn(user::run(Rc::clone(&thread), spec));
@@ -415,11 +429,11 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
     let mut handles = Vec::new();
     for (i, (u, d)) in users.into_iter().zip(docs).enumerate() {
         let token = scenario.token.clone();
-        let target = opts.target;
+        let (target, protocol) = (opts.target, opts.protocol);
         handles.push(
             std::thread::Builder::new()
                 .name(format!("loadgen-{i}"))
-                .spawn(move || run_thread(u, d, clock, target, token, ramp_down))?,
+                .spawn(move || run_thread(u, d, clock, target, token, ramp_down, protocol))?,
         );
     }
 

@@ -23,6 +23,7 @@ use tandem_net::codec::{decode_server, encode_client};
 use tandem_net::protocol::{ClientMsg, Encoding, PROTOCOL_VERSION, ServerMsg};
 use tungstenite::Message;
 
+use crate::peers::Protocol;
 use crate::scenario::{Role, Wire};
 use crate::stats::{Clock, Latency, Stats};
 use crate::wsclient::{Sender, WsClient};
@@ -34,7 +35,7 @@ pub(crate) struct Thread {
     pub(crate) token: String,
     pub(crate) stats: RefCell<Stats>,
     /// (author, client_seq) → due time of the op's first edit, for propagation latency.
-    sent_ops: RefCell<HashMap<(ClientId, u64), Instant>>,
+    pub(crate) sent_ops: RefCell<HashMap<(ClientId, u64), Instant>>,
     /// (doc, client) → due time of the client's latest cursor move.
     cursor_moves: RefCell<HashMap<(Rc<str>, ClientId), Instant>>,
     /// Set at the end of the steady stage: users stop acting.
@@ -45,10 +46,12 @@ pub(crate) struct Thread {
     pub(crate) live: Cell<usize>,
     /// What each user holds at the end, for the convergence check.
     pub(crate) finals: RefCell<Vec<Final>>,
+    /// The server's protocol.
+    pub(crate) protocol: Protocol,
 }
 
 impl Thread {
-    pub(crate) fn new(clock: Clock, target: SocketAddr, token: String) -> Self {
+    pub(crate) fn new(clock: Clock, target: SocketAddr, token: String, protocol: Protocol) -> Self {
         Self {
             clock,
             target,
@@ -60,6 +63,7 @@ impl Thread {
             finish: Cell::new(false),
             live: Cell::new(0),
             finals: RefCell::new(Vec::new()),
+            protocol,
         }
     }
 
@@ -96,6 +100,8 @@ pub(crate) struct UserSpec {
     pub(crate) start_at: Instant,
     pub(crate) source: Option<IpAddr>,
     pub(crate) seed: u64,
+    /// The first user of its document (on ShareDB, the one that creates it).
+    pub(crate) first_of_doc: bool,
 }
 
 fn encoding(w: Wire) -> Encoding {
@@ -133,6 +139,14 @@ struct Full {
 
 /// Runs one user from its start time to the end of the run.
 pub(crate) async fn run(thread: Rc<Thread>, spec: UserSpec) {
+    match thread.protocol {
+        Protocol::Tandem => {}
+        Protocol::ShareDb => {
+            let creator = spec.first_of_doc;
+            return crate::peers::sharedb::run(thread, spec, creator).await;
+        }
+        Protocol::Yjs => return crate::peers::yjs::run(thread, spec).await,
+    }
     monoio::time::sleep_until(monoio::time::Instant::from_std(spec.start_at)).await;
     let enc = encoding(spec.wire);
     let connect_start = Instant::now();
@@ -277,7 +291,7 @@ fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_st
 }
 
 /// A keystroke at the caret: mostly a char, sometimes a backspace or a newline.
-fn keystroke(rng: &mut ChaCha8Rng, caret: &mut usize, len: usize) -> Delta {
+pub(crate) fn keystroke(rng: &mut ChaCha8Rng, caret: &mut usize, len: usize) -> Delta {
     *caret = (*caret).min(len);
     let roll = rng.random_range(0..100);
     if roll < 15 && *caret > 0 {

@@ -160,8 +160,11 @@ impl WsClient {
         stream.set_nodelay(true)?;
         let key_bytes: [u8; 16] = rand::random();
         let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key_bytes);
+        // Peers (ShareDB, y-websocket) take no subprotocol: "" leaves the header out.
+        let protocol =
+            if subprotocol.is_empty() { String::new() } else { format!("Sec-WebSocket-Protocol: {subprotocol}\r\n") };
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {subprotocol}\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n"
         );
         let (res, _) = stream.write_all(request.into_bytes()).await;
         res?;
