@@ -17,6 +17,7 @@
 #   TAG          appended to each run's directory name (to keep variants apart)
 #   FIRST_RUN    number of the first run (default 1), to add runs to an existing OUT_DIR
 #   TANDEM_ARGS  extra flags for tandem serve (e.g. "--oplog none", "--fsync never")
+#   LOADGEN_ARGS extra flags for tandem-loadgen run (e.g. "--no-cursors")
 # Each run leaves OUT_DIR/<scenario>-<server>-<i>/report.{json,md} and server.log.
 set -euo pipefail
 out=${1:?usage: data-plane.sh OUT_DIR [SCENARIO ...]}
@@ -80,6 +81,8 @@ for i in $(seq "$first" $((first + repeat - 1))); do
             args=(run "$here/loadgen/scenarios/$scenario.toml" "${target[@]}"
                 --out "$dir" --label "$server$tag" --server-pid "$pid")
             if [ -n "${DURATION:-}" ]; then args+=(--duration "$DURATION"); fi
+            # shellcheck disable=SC2206
+            args+=(${LOADGEN_ARGS:-})
             echo "== $scenario on $server (run $i): server CPUs $server_cpus ($workers workers), generator CPUs $gen_cpus"
             taskset -c "$gen_cpus" "$bin/tandem-loadgen" "${args[@]}" >"$dir/loadgen.log" 2>&1 || {
                 echo "loadgen failed, see $dir/loadgen.log" >&2

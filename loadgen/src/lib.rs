@@ -13,6 +13,7 @@ pub mod procstat;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod search;
 pub mod stats;
 mod user;
 mod wsclient;

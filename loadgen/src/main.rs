@@ -43,6 +43,10 @@ enum Command {
         /// (a y-websocket server).
         #[arg(long, default_value = "tandem")]
         protocol: tandem_loadgen::peers::Protocol,
+        /// Drive no cursor moves (cursor_rate 0 in every group): the peers' runs carry none,
+        /// so this makes Tandem's runs like theirs.
+        #[arg(long)]
+        no_cursors: bool,
     },
     /// Re-render a result directory's report.md and plots from its report.json and .hgrm files.
     Report {
@@ -103,14 +107,25 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { scenario, target, duration, out, label, server_pid, protocol } => {
-            let sc = Scenario::load(&scenario)?;
+        Command::Run { scenario, target, duration, out, label, server_pid, protocol, no_cursors } => {
+            let mut sc = Scenario::load(&scenario)?;
+            if no_cursors || protocol != tandem_loadgen::peers::Protocol::Tandem {
+                for g in &mut sc.groups {
+                    g.cursor_rate = 0.0;
+                }
+            }
             let opts = RunOptions { target: parse_target(&target)?, duration, server_pid, protocol };
+            if let Some(x) = sc.search.clone() {
+                let dir = out.unwrap_or_else(|| PathBuf::from("results").join(format!("{}-{label}", sc.name)));
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                tandem_loadgen::search::search(&sc, &x, &opts, &target, &label, &dir)?;
+                eprintln!("search written to {}", dir.display());
+                return Ok(());
+            }
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let provenance = Provenance::here(command);
             eprintln!("running {} ({} users) against {target} ...", sc.name, sc.users());
             let result = run(&sc, &opts)?;
-            let mut sc = sc;
             if let Some(d) = duration {
                 sc.stages.steady_s = d;
             }

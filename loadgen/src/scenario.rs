@@ -109,6 +109,36 @@ pub struct Scenario {
     /// Token for `hello`.
     #[serde(default)]
     pub token: String,
+    /// Makes this a max-throughput search: run after run, every editor's rate grows by
+    /// `factor` until the latency SLO breaks; the last run within it is the knee.
+    #[serde(default)]
+    pub search: Option<Search>,
+}
+
+/// A max-throughput search.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// The SLO: p99 of ack latency (of propagation latency on servers without acks), ms.
+    pub p99_ms: f64,
+    /// Every step multiplies the editors' rates by this.
+    pub factor: f64,
+    /// Most steps.
+    pub max_steps: usize,
+}
+
+impl Search {
+    /// The rate multiplier of step `k` (0-based).
+    pub fn multiplier(&self, k: usize) -> f64 {
+        self.factor.powi(i32::try_from(k).unwrap_or(i32::MAX))
+    }
+
+    /// Whether a step stays within the SLO and kept up with its offered load: converged, no
+    /// errors, p99 at or under the threshold, and at least 95% of the edits made were acked
+    /// (or delivered, on servers without acks).
+    pub fn passed(&self, converged: bool, errors: u64, p99_ms: f64, sent: u64, done: u64) -> bool {
+        converged && errors == 0 && p99_ms > 0.0 && p99_ms <= self.p99_ms && done * 100 >= sent * 95
+    }
 }
 
 fn default_seed() -> u64 {
@@ -155,6 +185,14 @@ impl Scenario {
                 bail!("group {}: cursor_rate must be between 0 and 10000", g.name);
             }
         }
+        if let Some(x) = &self.search {
+            if !(x.p99_ms > 0.0 && x.factor > 1.0 && (1..=50).contains(&x.max_steps)) {
+                bail!("search: p99_ms must be positive, factor above 1 and max_steps 1 to 50");
+            }
+            if !self.groups.iter().any(|g| g.role == Role::Editor) {
+                bail!("search: a max-throughput search needs editors");
+            }
+        }
         if self.users() > MAX_USERS {
             bail!("{} users: at most {MAX_USERS}", self.users());
         }
@@ -191,6 +229,19 @@ mod tests {
             }
         }
         assert!(n >= 8, "{n} scenarios");
+    }
+
+    #[test]
+    fn search_steps_and_verdicts() {
+        let x = Search { p99_ms: 50.0, factor: 1.5, max_steps: 8 };
+        assert_eq!(x.multiplier(0), 1.0);
+        assert!((x.multiplier(2) - 2.25).abs() < 1e-12);
+        assert!(x.passed(true, 0, 49.0, 1000, 990));
+        assert!(!x.passed(true, 0, 51.0, 1000, 1000), "over the SLO");
+        assert!(!x.passed(false, 0, 10.0, 1000, 1000), "did not converge");
+        assert!(!x.passed(true, 1, 10.0, 1000, 1000), "errors");
+        assert!(!x.passed(true, 0, 10.0, 1000, 900), "fell behind its offered load");
+        assert!(!x.passed(true, 0, 0.0, 0, 0), "measured nothing");
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! match it.
 //!
 //! What differs is said in the reports: presence is not driven on the peers (ShareDB's
-//! presence and Yjs awareness are not Tandem's protocol), and y-websocket has no ack (a CRDT
-//! server applies and forwards; the edit is acked by nothing), so its runs have propagation
-//! latency but no ack latency.
+//! presence and Yjs awareness are not Tandem's protocol), and y-websocket has no ack: the
+//! echo of a user's own update, which the server sends to every connection of the room,
+//! stands for it.
 
 use std::cell::RefCell;
 use std::rc::Rc;

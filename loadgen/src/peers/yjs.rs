@@ -1,8 +1,10 @@
 //! y-websocket users: the Yjs sync protocol (sync step 1 and 2, then updates; awareness is
 //! ignored) over one WebSocket per document (`ws://host:port/<document>`), each user a `yrs`
-//! document editing one shared text. A CRDT server forwards updates without acknowledging
-//! them, so these users measure propagation, not ack latency; an update is traced to the edit
-//! that made it by the (client, clock) its first block starts at.
+//! document editing one shared text. A CRDT server acknowledges nothing, but y-websocket
+//! sends each update back to its author with everyone else's: that echo counts as the ack.
+//! An update is traced to the edit that made it by the (client, clock) its first block
+//! starts at; deletes make no blocks and are not traced (their acks and propagation go
+//! unmeasured, about 15% of keystrokes).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -11,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use tandem_engine::{Attributes, ClientId, Delta, Document, Op};
 use tungstenite::Message;
+use yrs::sync::{Message as YMessage, SyncMessage};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::sync::{Message as YMessage, SyncMessage};
 use yrs::{GetString, ReadTxn, Text, TextRef, Transact, Update};
 
 use super::Editor;
@@ -83,10 +85,16 @@ impl User {
         }
         if delivered {
             let mut stats = thread.stats.borrow_mut();
-            stats.delivered(&thread.clock, now);
+            // The server sends every update to every connection of the room, its author's
+            // too: that echo is the closest thing to an ack a CRDT server gives.
+            let own = starts.iter().any(|&(c, _)| c == self.client.0);
+            if !own {
+                stats.delivered(&thread.clock, now);
+            }
             for (c, k) in starts {
                 if let Some(due) = thread.sent_ops.borrow().get(&(ClientId(c), u64::from(k))) {
-                    stats.latency(&thread.clock, Latency::Propagation, *due, now);
+                    let which = if c == self.client.0 { Latency::Ack } else { Latency::Propagation };
+                    stats.latency(&thread.clock, which, *due, now);
                 }
             }
         }
