@@ -205,6 +205,9 @@ pub struct Report {
     pub disconnects: u64,
     /// Revisions out of order (must be 0).
     pub gaps: u64,
+    /// Edits (steady stage) whose ack the protocol cannot show (y-websocket deletes).
+    #[serde(default)]
+    pub untraced: u64,
     /// Edit to ack.
     pub ack_latency_ms: Percentiles,
     /// Edit to receipt by other users.
@@ -286,6 +289,7 @@ impl Report {
             errors: s.errors,
             disconnects: s.disconnects,
             gaps: s.gaps,
+            untraced: s.untraced,
             ack_latency_ms: Percentiles::of(&s.ack),
             propagation_latency_ms: Percentiles::of(&s.propagation),
             presence_latency_ms: Percentiles::of(&s.presence),
@@ -303,8 +307,10 @@ impl Report {
                     (r.server.rss_start_bytes as f64 - r.server.rss_before_bytes as f64) / r.live_users as f64
                 }),
                 rss_end_bytes: r.server.rss_end_bytes,
-                delivered_per_cpu_s: (server_cpu > 0.0).then(|| s.delivered as f64 / server_cpu),
-                delivered_per_user_cpu_s: (r.server.user_s > 0.0).then(|| s.delivered as f64 / r.server.user_s),
+                // Rates over rates: the counts cover the steady stage, usage its sampling.
+                delivered_per_cpu_s: (server_cpu > 0.0).then(|| per_s(s.delivered) / (server_cpu / r.sampled_s)),
+                delivered_per_user_cpu_s: (r.server.user_s > 0.0)
+                    .then(|| per_s(s.delivered) / (r.server.user_s / r.sampled_s)),
                 metrics_per_s: r.server_rates.iter().cloned().collect(),
             },
             generator: GeneratorReport {

@@ -149,8 +149,10 @@ pub struct RunResult {
     pub generator: Usage,
     /// Generator threads.
     pub threads: usize,
-    /// The steady stage's actual length, seconds.
+    /// The steady stage's length, seconds (the rates' denominator).
     pub steady_s: f64,
+    /// How long server and generator usage were sampled over, seconds (about `steady_s`).
+    pub sampled_s: f64,
     /// Server counters over the steady stage, from `/metrics` (name → increase per second).
     pub server_rates: Vec<(String, f64)>,
     /// Users connected at the end of the steady stage.
@@ -448,7 +450,11 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
     let server_end = server_pid.and_then(|p| procstat::sample(Some(p)));
     let gen_end = procstat::sample(None);
     let metrics_end = procstat::http_get(opts.target, "/metrics");
-    let steady_s = t0.elapsed().as_secs_f64();
+    // Server and generator usage are rates over the sampling interval (which starts late if
+    // this thread woke late); counts are of actions intended within the steady stage, so
+    // their rates are over its nominal length.
+    let sampled_s = t0.elapsed().as_secs_f64().max(1e-3);
+    let steady_s = scenario.steady().as_secs_f64();
 
     let mut stats = Stats::default();
     let mut convergence = Convergence::default();
@@ -473,7 +479,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
             pid,
             rss_before_bytes: before.map_or(0, |s| s.rss_bytes),
             cpu_s: b.cpu_s - a.cpu_s,
-            cpu_util: (b.cpu_s - a.cpu_s) / steady_s,
+            cpu_util: (b.cpu_s - a.cpu_s) / sampled_s,
             user_s: b.user_s - a.user_s,
             rss_start_bytes: a.rss_bytes,
             rss_end_bytes: b.rss_bytes,
@@ -484,7 +490,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
         (Some(a), Some(b)) => SERVER_COUNTERS
             .iter()
             .filter_map(|name| {
-                Some(((*name).to_owned(), (procstat::metric_sum(b, name)? - procstat::metric_sum(a, name)?) / steady_s))
+                Some((
+                    (*name).to_owned(),
+                    (procstat::metric_sum(b, name)? - procstat::metric_sum(a, name)?) / sampled_s,
+                ))
             })
             .collect(),
         _ => Vec::new(),
@@ -496,6 +505,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
         generator: usage(Some(std::process::id()), None, gen_start, gen_end),
         threads,
         steady_s,
+        sampled_s,
         server_rates,
         live_users,
         server_cores: metrics_end.as_deref().and_then(procstat::metric_cores),

@@ -135,7 +135,7 @@ fn step(sc: &Scenario, x: &Search, opts: &RunOptions, target: &str, label: &str,
     report.write(dir, &result.stats).with_context(|| format!("writing {}", dir.display()))?;
     plots::render(dir, &report)?;
     let p99 = slo_p99(&report);
-    let done = if report.acked > 0 { report.acked } else { report.delivered.min(report.sent) };
+    let done = report.acked + report.untraced;
     let passed = x.passed(report.converged, report.errors, p99, report.sent, done);
     eprintln!(
         "  acked {:.0}/s, delivered {:.0}/s, p99 {p99:.2} ms: {}",

@@ -94,6 +94,9 @@ pub struct Stats {
     pub disconnects: u64,
     /// Revisions that arrived out of order (must be 0), whole run.
     pub gaps: u64,
+    /// Edits (made in the steady stage) whose ack the protocol cannot show (y-websocket
+    /// deletes: they make no blocks to trace).
+    pub untraced: u64,
     /// Per second of the run.
     pub series: Vec<Second>,
 }
@@ -114,6 +117,7 @@ impl Default for Stats {
             errors: 0,
             disconnects: 0,
             gaps: 0,
+            untraced: 0,
             series: Vec::new(),
         }
     }
@@ -238,6 +242,7 @@ impl Stats {
         self.errors += other.errors;
         self.disconnects += other.disconnects;
         self.gaps += other.gaps;
+        self.untraced += other.untraced;
         if self.series.len() < other.series.len() {
             self.series.resize(other.series.len(), Second::default());
         }

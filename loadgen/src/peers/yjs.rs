@@ -129,8 +129,14 @@ impl Editor for User {
             }
             txn.encode_update_v1()
         };
-        // Traced by the clock its first new block starts at (deletes make no blocks: untraced).
-        thread.sent_ops.borrow_mut().insert((self.client, u64::from(start)), due);
+        let end = self.doc.transact().state_vector().get(&me);
+        if end > start {
+            // Traced by the clock its first new block starts at.
+            thread.sent_ops.borrow_mut().insert((self.client, u64::from(start)), due);
+        } else if thread.clock.measured(due) {
+            // A delete makes no blocks: nothing to trace its ack or receipt by.
+            thread.stats.borrow_mut().untraced += 1;
+        }
         send(&self.sender, &YMessage::Sync(SyncMessage::Update(update)));
         true
     }
