@@ -442,18 +442,22 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
     let progress = Progress::start(&scenario, clock, ramp_down);
     let wait_until = |t: Instant| std::thread::sleep(t.saturating_duration_since(Instant::now()));
     wait_until(clock.steady_from);
+    // The /proc samples bracket the interval closely; /metrics (an HTTP request a swamped
+    // server may answer late) is read after them, its rates over their own interval.
+    let t0 = Instant::now();
     let server_start = server_pid.and_then(|p| procstat::sample(Some(p)));
     let gen_start = procstat::sample(None);
+    let m0 = Instant::now();
     let metrics_start = procstat::http_get(opts.target, "/metrics");
-    let t0 = Instant::now();
     wait_until(clock.steady_to);
     let server_end = server_pid.and_then(|p| procstat::sample(Some(p)));
     let gen_end = procstat::sample(None);
+    let sampled_s = t0.elapsed().as_secs_f64().max(1e-3);
     let metrics_end = procstat::http_get(opts.target, "/metrics");
+    let metrics_s = m0.elapsed().as_secs_f64().max(1e-3);
     // Server and generator usage are rates over the sampling interval (which starts late if
     // this thread woke late); counts are of actions intended within the steady stage, so
     // their rates are over its nominal length.
-    let sampled_s = t0.elapsed().as_secs_f64().max(1e-3);
     let steady_s = scenario.steady().as_secs_f64();
 
     let mut stats = Stats::default();
@@ -492,7 +496,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
             .filter_map(|name| {
                 Some((
                     (*name).to_owned(),
-                    (procstat::metric_sum(b, name)? - procstat::metric_sum(a, name)?) / sampled_s,
+                    (procstat::metric_sum(b, name)? - procstat::metric_sum(a, name)?) / metrics_s,
                 ))
             })
             .collect(),

@@ -41,6 +41,10 @@ pub struct Step {
     pub passed: bool,
     /// The step was run a second time (its first run broke the SLO); these are the second's.
     pub retried: bool,
+    /// Generator cores busy.
+    pub generator_cores_used: f64,
+    /// The generator used over 90% of its CPU: the server may have had more to give.
+    pub generator_saturated: bool,
 }
 
 /// The SLO latency of a report: ack p99, or propagation p99 when nothing was acked.
@@ -98,6 +102,8 @@ pub fn search(base: &Scenario, x: &Search, opts: &RunOptions, target: &str, labe
             errors: report.errors,
             passed,
             retried: attempt > 0,
+            generator_cores_used: report.generator.cpu_util,
+            generator_saturated: report.generator.saturated,
         });
         if !passed {
             break;
@@ -157,18 +163,19 @@ fn markdown(sc: &Scenario, x: &Search, label: &str, target: &str, steps: &[Step]
     );
     let _ = writeln!(
         o,
-        "| step | rates | offered edits/s | acked/s | delivered/s | p99 ms | server cores | converged | errors | within |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"
+        "| step | rates | offered edits/s | acked/s | delivered/s | p99 ms | server cores | generator cores | converged | errors | within |\n|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"
     );
     for (k, s) in steps.iter().enumerate() {
         let _ = writeln!(
             o,
-            "| {k} | x{:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            "| {k} | x{:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
             s.multiplier,
             s.offered_per_s,
             s.acked_per_s,
             s.delivered_per_s,
             s.p99_ms,
             s.server_cores_used,
+            s.generator_cores_used,
             s.converged,
             s.errors,
             match (s.passed, s.retried) {
@@ -188,6 +195,15 @@ fn markdown(sc: &Scenario, x: &Search, label: &str, target: &str, steps: &[Step]
             );
             if k + 1 == steps.len() {
                 let _ = writeln!(o, "\nThe search ran out of steps before the SLO broke: the knee is higher still.");
+            }
+            if let Some(first) = steps.iter().position(|s| s.generator_saturated)
+                && first <= k + 1
+            {
+                let _ = writeln!(
+                    o,
+                    "\n**The generator was saturated from step {first}**: the SLO may have broken in the generator, \
+                     not the server, so the knee is a lower bound for the server. Give the generator more cores."
+                );
             }
         }
         None => {
