@@ -135,6 +135,9 @@ pub struct Figures {
     pub cpu_s_per_edit: f64,
     /// Whether `b` was fitted (runs with different edit/message mixes) or set to 0.
     pub edit_cost_fitted: bool,
+    /// The largest measured / predicted cores among the runs (at least 1): the model's worst
+    /// underestimate, which the plan applies so that no measured mix is undersized.
+    pub worst_fit: f64,
     /// The runs the model was fitted on (converged, within the SLO).
     pub fit: Vec<FitRun>,
     /// Server memory per idle connection, bytes.
@@ -236,6 +239,11 @@ impl Figures {
             );
         };
         (f.cpu_s_per_message, f.cpu_s_per_edit, f.edit_cost_fitted) = (a, b, fitted);
+        f.worst_fit = f
+            .fit
+            .iter()
+            .map(|r| r.cores_used / f.predict(r.messages_per_s, r.edits_per_s))
+            .fold(1.0_f64, f64::max);
         if f.idle_bytes == 0.0 {
             bail!("no {label:?} run measured memory per idle connection (run loadgen/scenarios/idle.toml)");
         }
@@ -273,8 +281,9 @@ pub struct Plan {
 /// Computes the plan.
 pub fn plan(target: &Target, figures: &Figures, prices: &Prices) -> Plan {
     let h = target.headroom;
-    let cores_for_messages = figures.predict(target.messages_per_s, 0.0) / h;
-    let cores_for_edits = figures.predict(0.0, target.edits_per_s) / h;
+    let w = figures.worst_fit.max(1.0);
+    let cores_for_messages = figures.predict(target.messages_per_s, 0.0) * w / h;
+    let cores_for_edits = figures.predict(0.0, target.edits_per_s) * w / h;
     let cores = cores_for_messages + cores_for_edits;
     let per_conn = target.active_share * figures.active_bytes + (1.0 - target.active_share) * figures.idle_bytes;
     let memory_bytes = target.connections * per_conn / h;
@@ -358,13 +367,16 @@ impl Plan {
             "- CPU is modelled from measurements, not assumed: busy server cores = a x messages/s + b x edits/s, \
              fitted (least squares) over every run of the label that converged with ack p99 within the SLO; \
              `a` is the cost of a WebSocket message in or out, `b` the extra cost of an edit (transform, apply, \
-             durable append). Memory per connection is the largest seen in a run within the SLO (overloaded runs fill queues).\n\
+             durable append). The model's worst underestimate of a run ({:.2}x) is applied to the cores, so \
+             no measured mix is undersized. Memory per connection is the largest seen in a run within the SLO \
+             (overloaded runs fill queues).\n\
              - Linear scaling per core: documents are sharded onto cores and a core shares nothing on the hot \
              path, so N cores do N times one core's work (checked below with what the runs have).\n\
              - Headroom: every resource is planned at {:.0}% use, for bursts, failover and rebalancing.\n\
              - One Tandem core per vCPU. {:.0}% of connections are in active documents, the rest idle. \
              A message averages {} bytes on the wire; a stored document {} bytes (snapshot plus retained history).\n\
              - The target's messages include its edits' own messages (submit, ack, deliveries).",
+            f.worst_fit,
             t.headroom * 100.0,
             t.active_share * 100.0,
             t.message_bytes,
@@ -515,6 +527,7 @@ mod tests {
             idle_bytes: 2_000.0,
             active_bytes: 6_000.0,
             runs: (3, 2),
+            worst_fit: 1.0,
             ..Figures::default()
         }
     }
@@ -570,6 +583,14 @@ mod tests {
         let md = p.markdown("plan", &[]);
         assert!(md.contains("$170651/month"), "{md}");
         assert!(md.contains("Not checked"), "{md}");
+    }
+
+    #[test]
+    fn the_worst_fit_scales_the_cores() {
+        let prices = Prices::parse(DEFAULT_PRICES).unwrap();
+        let base = plan(&target(), &figures(), &prices).cores;
+        let worse = plan(&target(), &Figures { worst_fit: 1.5, ..figures() }, &prices).cores;
+        assert!((worse - 1.5 * base).abs() < 1e-6, "{worse} vs {base}");
     }
 
     #[test]
