@@ -239,11 +239,8 @@ impl Figures {
             );
         };
         (f.cpu_s_per_message, f.cpu_s_per_edit, f.edit_cost_fitted) = (a, b, fitted);
-        f.worst_fit = f
-            .fit
-            .iter()
-            .map(|r| r.cores_used / f.predict(r.messages_per_s, r.edits_per_s))
-            .fold(1.0_f64, f64::max);
+        f.worst_fit =
+            f.fit.iter().map(|r| r.cores_used / f.predict(r.messages_per_s, r.edits_per_s)).fold(1.0_f64, f64::max);
         if f.idle_bytes == 0.0 {
             bail!("no {label:?} run measured memory per idle connection (run loadgen/scenarios/idle.toml)");
         }

@@ -83,12 +83,7 @@ pub fn search(base: &Scenario, x: &Search, opts: &RunOptions, target: &str, labe
             eprintln!("step {k} broke the SLO; running it once more");
             attempt += 1;
         };
-        let offered: f64 = sc
-            .groups
-            .iter()
-            .filter(|g| g.role == Role::Editor)
-            .map(|g| g.edit_rate * (g.docs * g.users_per_doc) as f64)
-            .sum();
+        let offered = offered(&sc);
         let p99 = slo_p99(&report);
         steps.push(Step {
             multiplier: m,
@@ -126,14 +121,14 @@ pub fn search(base: &Scenario, x: &Search, opts: &RunOptions, target: &str, labe
     Ok(report)
 }
 
+/// Edits per second a scenario's editors offer.
+fn offered(sc: &Scenario) -> f64 {
+    sc.groups.iter().filter(|g| g.role == Role::Editor).map(|g| g.edit_rate * (g.docs * g.users_per_doc) as f64).sum()
+}
+
 /// Runs one step and writes its report to `dir`: the report, and whether it passed.
 fn step(sc: &Scenario, x: &Search, opts: &RunOptions, target: &str, label: &str, dir: &Path) -> Result<(Report, bool)> {
-    let offered: f64 = sc
-        .groups
-        .iter()
-        .filter(|g| g.role == Role::Editor)
-        .map(|g| g.edit_rate * (g.docs * g.users_per_doc) as f64)
-        .sum();
+    let offered = offered(sc);
     eprintln!("{}: {offered:.0} edits/s offered", dir.display());
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let result = run(sc, opts)?;
