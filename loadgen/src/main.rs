@@ -115,6 +115,7 @@ fn main() -> Result<()> {
                 }
             }
             let opts = RunOptions { target: parse_target(&target)?, duration, server_pid, protocol };
+            tandem_loadgen::run::preload(&sc, &opts)?;
             if let Some(x) = sc.search.clone() {
                 let dir = out.unwrap_or_else(|| PathBuf::from("results").join(format!("{}-{label}", sc.name)));
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

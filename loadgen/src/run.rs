@@ -406,6 +406,47 @@ fn run_thread(
 const SERVER_COUNTERS: &[&str] =
     &["tandem_ops_in_total", "tandem_ops_out_total", "tandem_frames_out_total", "tandem_messages_in_total"];
 
+/// Gives the scenario's preload documents their history: `ops` acknowledged ops each, from
+/// `writers` clients per document typing at the end of the text, one op in flight each.
+pub fn preload(scenario: &Scenario, opts: &RunOptions) -> Result<()> {
+    let Some(p) = &scenario.preload else { return Ok(()) };
+    if opts.protocol != Protocol::Tandem {
+        bail!("preload is only implemented for Tandem's protocol");
+    }
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for d in 0..p.docs {
+        for w in 0..p.writers {
+            let doc = format!("{}-{d}", p.doc_prefix);
+            let (addr, token) = (opts.target, scenario.token.clone());
+            let n = p.ops / p.writers as u64 + u64::from((w as u64) < p.ops % p.writers as u64);
+            let id = ClientId(u64::MAX / 2 + (d * p.writers + w) as u64);
+            handles.push(std::thread::spawn(move || -> Result<()> {
+                use tandem_net::client::{Client, ClientOptions};
+                let options = ClientOptions { token, name: "preload".into(), ..ClientOptions::default() };
+                let mut c = Client::connect(addr, id, options).context("preload: connecting")?;
+                c.open(&doc).context("preload: opening")?;
+                for i in 0..n {
+                    let len = c.session().document(&doc).map_or(0, Document::len);
+                    let text = if i % 50 == 49 { "\n" } else { "p" };
+                    let delta = tandem_engine::Delta::new()
+                        .retain(len, tandem_engine::Attributes::NONE)
+                        .insert(text, tandem_engine::Attributes::NONE);
+                    c.edit(&doc, delta).context("preload: editing")?;
+                    c.wait_until(Duration::from_secs(60), "preload ack", |s| s.is_synced())
+                        .context("preload: waiting for an ack")?;
+                }
+                Ok(())
+            }));
+        }
+    }
+    for h in handles {
+        h.join().map_err(|_| anyhow::anyhow!("a preload writer panicked"))??;
+    }
+    eprintln!("preloaded {} document(s) with {} ops each in {:.1} s", p.docs, p.ops, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 /// Runs a scenario against a server.
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
     let mut scenario = scenario.clone();

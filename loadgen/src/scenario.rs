@@ -109,10 +109,33 @@ pub struct Scenario {
     /// Token for `hello`.
     #[serde(default)]
     pub token: String,
+    /// Documents given a history before any user connects (Tandem only).
+    #[serde(default)]
+    pub preload: Option<Preload>,
     /// Makes this a max-throughput search: run after run, every editor's rate grows by
     /// `factor` until the latency SLO breaks; the last run within it is the knee.
     #[serde(default)]
     pub search: Option<Search>,
+}
+
+/// Documents to give a long history before the run (for join storms): `ops` acknowledged
+/// ops each, written by `writers` concurrent clients per document.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Preload {
+    /// Document name prefix (`{doc_prefix}-{i}`, as the groups name theirs).
+    pub doc_prefix: String,
+    /// How many documents.
+    pub docs: usize,
+    /// Ops (revisions) each.
+    pub ops: u64,
+    /// Concurrent writers per document.
+    #[serde(default = "default_writers")]
+    pub writers: usize,
+}
+
+fn default_writers() -> usize {
+    16
 }
 
 /// A max-throughput search.
@@ -184,6 +207,11 @@ impl Scenario {
             if !(0.0..=10_000.0).contains(&g.cursor_rate) {
                 bail!("group {}: cursor_rate must be between 0 and 10000", g.name);
             }
+        }
+        if let Some(p) = &self.preload
+            && !(p.docs > 0 && p.ops > 0 && (1..=256).contains(&p.writers) && p.ops <= 10_000_000)
+        {
+            bail!("preload: docs and ops must be positive (ops at most 10M), writers 1 to 256");
         }
         if let Some(x) = &self.search {
             if !(x.p99_ms > 0.0 && x.factor > 1.0 && (1..=50).contains(&x.max_steps)) {
