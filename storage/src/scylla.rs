@@ -562,9 +562,10 @@ async fn append_doc(
             // Ours already (a retried append), or someone else's.
             let upto = head.min(ops[ops.len() - 1].rev());
             let existing = read_rows(s, st, doc, first, upto).await?;
-            if let Some(e) = existing.first().filter(|e| e.rev() != first) {
+            if existing.first().is_none_or(|e| e.rev() != first) {
                 // Dropped history: the revision is taken, but by what cannot be told.
-                return Err(StorageError::HistoryUnavailable { doc: doc.to_owned(), rev: first, oldest: e.rev() });
+                let oldest = existing.first().map_or(upto + 1, LogOp::rev);
+                return Err(StorageError::HistoryUnavailable { doc: doc.to_owned(), rev: first, oldest });
             }
             if existing.len() as u64 != upto + 1 - first {
                 return Err(StorageError::Invalid(format!(
