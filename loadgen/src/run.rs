@@ -44,9 +44,7 @@ impl Progress {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (b, st) = (bar.clone(), std::sync::Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
-            let p = &crate::stats::PROGRESS;
-            let read =
-                || [p.sent.load(Relaxed), p.acked.load(Relaxed), p.delivered.load(Relaxed), p.errors.load(Relaxed)];
+            let read = crate::stats::progress;
             let mut last = (Instant::now(), read());
             while !st.load(Relaxed) {
                 std::thread::sleep(Duration::from_millis(500));
@@ -473,11 +471,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
     for (i, (u, d)) in users.into_iter().zip(docs).enumerate() {
         let token = scenario.token.clone();
         let (target, protocol) = (opts.target, opts.protocol);
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("loadgen-{i}"))
-                .spawn(move || run_thread(u, d, clock, target, token, ramp_down, protocol))?,
-        );
+        handles.push(std::thread::Builder::new().name(format!("loadgen-{i}")).spawn(move || {
+            crate::stats::use_progress_slot(i);
+            run_thread(u, d, clock, target, token, ramp_down, protocol)
+        })?);
     }
 
     let progress = Progress::start(&scenario, clock, ramp_down);

@@ -1,6 +1,8 @@
 //! What a run measures: latency histograms (HDR, microseconds), counters, and a per-second
 //! series. Each generator thread keeps its own and the coordinator merges them.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -128,29 +130,56 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// Counters every generator thread bumps as it goes, for the live progress line (the
-/// histograms stay per thread and merge at the end).
+/// histograms stay per thread and merge at the end). One slot per thread, each on its own
+/// cache line, so the threads never write the same line.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct Progress {
     /// Edits sent.
-    pub sent: std::sync::atomic::AtomicU64,
+    pub sent: AtomicU64,
     /// Edits acked.
-    pub acked: std::sync::atomic::AtomicU64,
+    pub acked: AtomicU64,
     /// Ops delivered.
-    pub delivered: std::sync::atomic::AtomicU64,
+    pub delivered: AtomicU64,
     /// Errors.
-    pub errors: std::sync::atomic::AtomicU64,
+    pub errors: AtomicU64,
 }
 
-/// The process's progress counters.
-pub static PROGRESS: Progress = Progress {
-    sent: std::sync::atomic::AtomicU64::new(0),
-    acked: std::sync::atomic::AtomicU64::new(0),
-    delivered: std::sync::atomic::AtomicU64::new(0),
-    errors: std::sync::atomic::AtomicU64::new(0),
-};
+/// Progress slots (threads beyond this share them).
+const SLOTS: usize = 64;
 
-fn bump(c: &std::sync::atomic::AtomicU64) {
-    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+static PROGRESS: [Progress; SLOTS] = [const {
+    Progress {
+        sent: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    }
+}; SLOTS];
+
+thread_local! {
+    static SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes this thread bump progress slot `i`.
+pub fn use_progress_slot(i: usize) {
+    SLOT.set(i % SLOTS);
+}
+
+/// The process's progress so far: sent, acked, delivered, errors.
+pub fn progress() -> [u64; 4] {
+    PROGRESS.iter().fold([0; 4], |t, p| {
+        [
+            t[0] + p.sent.load(Relaxed),
+            t[1] + p.acked.load(Relaxed),
+            t[2] + p.delivered.load(Relaxed),
+            t[3] + p.errors.load(Relaxed),
+        ]
+    })
+}
+
+fn bump(counter: fn(&Progress) -> &AtomicU64) {
+    counter(&PROGRESS[SLOT.get()]).fetch_add(1, Relaxed);
 }
 
 impl Stats {
@@ -166,7 +195,7 @@ impl Stats {
     pub fn latency(&mut self, clock: &Clock, which: Latency, intended: Instant, now: Instant) {
         let us = micros(now.saturating_duration_since(intended));
         if which == Latency::Ack {
-            bump(&PROGRESS.acked);
+            bump(|p| &p.acked);
             let sec = self.second(clock, now);
             sec.acked += 1;
             sec.ack_max_us = sec.ack_max_us.max(us);
@@ -200,7 +229,7 @@ impl Stats {
 
     /// Counts an edit made at `intended`.
     pub fn edit(&mut self, clock: &Clock, intended: Instant) {
-        bump(&PROGRESS.sent);
+        bump(|p| &p.sent);
         self.second(clock, intended).sent += 1;
         if clock.measured(intended) {
             self.sent += 1;
@@ -209,7 +238,7 @@ impl Stats {
 
     /// Counts an op delivered to a user at `now`.
     pub fn delivered(&mut self, clock: &Clock, now: Instant) {
-        bump(&PROGRESS.delivered);
+        bump(|p| &p.delivered);
         self.second(clock, now).delivered += 1;
         if clock.measured(now) {
             self.delivered += 1;
@@ -218,7 +247,7 @@ impl Stats {
 
     /// Counts an error at `now`.
     pub fn error(&mut self, clock: &Clock, now: Instant) {
-        bump(&PROGRESS.errors);
+        bump(|p| &p.errors);
         self.second(clock, now).errors += 1;
         self.errors += 1;
     }

@@ -414,6 +414,46 @@ impl ScyllaLog {
         &self.opts
     }
 
+    /// Drops the history of `doc` before `rev` (see [`OpLog::drop_history_before`]), with its
+    /// snapshot list when the caller has read it; returns the snapshots deleted.
+    fn drop_history(&mut self, doc: &str, rev: u64, snaps: Option<&[(u64, u64)]>) -> Result<usize, StorageError> {
+        let (s, st) = (&self.session, &self.st);
+        let m = self.rt.block_on(meta(s, &st.meta_serial, doc))?;
+        if m.head == 0 {
+            return Err(StorageError::NoSnapshot { doc: doc.to_owned(), rev });
+        }
+        if rev <= m.floor {
+            return Ok(0);
+        }
+        if rev > m.head + 1 {
+            return Err(StorageError::FutureRevision { doc: doc.to_owned(), rev, latest: m.head });
+        }
+        let read;
+        let snaps = match snaps {
+            Some(v) => v,
+            None => {
+                read = self.rt.block_on(snapshots_of(s, st, doc))?;
+                &read[..]
+            }
+        };
+        if !snaps.iter().any(|&(r, _)| r + 1 >= rev) {
+            return Err(StorageError::NoSnapshot { doc: doc.to_owned(), rev });
+        }
+        self.rt.block_on(async {
+            // The floor first: a reader that sees rows gone also sees why.
+            s.execute_unpaged(&st.set_floor, (i64_of(rev)?, doc)).await.map_err(|e| backend("raising the floor", e))?;
+            s.execute_unpaged(&st.delete_ops_before, (doc, i64_of(rev)?))
+                .await
+                .map_err(|e| backend("deleting old ops", e))?;
+            Ok::<_, StorageError>(())
+        })?;
+        // Snapshots before the oldest readable revision are of no more use.
+        let keep_from = snaps.iter().map(|&(r, _)| r).filter(|&r| r + 1 >= rev).min().unwrap_or(u64::MAX);
+        let old: Vec<u64> = snaps.iter().map(|&(r, _)| r).filter(|&r| r < keep_from).collect();
+        self.rt.block_on(delete_snapshots(s, st, doc, &old))?;
+        Ok(old.len())
+    }
+
     fn remember_head(&mut self, doc: &Arc<str>, head: u64) {
         if self.heads.len() >= HEAD_CACHE && !self.heads.contains_key(doc) {
             self.heads.clear();
@@ -773,34 +813,7 @@ impl OpLog for ScyllaLog {
     }
 
     fn drop_history_before(&mut self, doc: &str, rev: u64) -> Result<(), StorageError> {
-        let (s, st) = (&self.session, &self.st);
-        let m = self.rt.block_on(meta(s, &st.meta_serial, doc))?;
-        if m.head == 0 {
-            return Err(StorageError::NoSnapshot { doc: doc.to_owned(), rev });
-        }
-        if rev <= m.floor {
-            return Ok(());
-        }
-        if rev > m.head + 1 {
-            return Err(StorageError::FutureRevision { doc: doc.to_owned(), rev, latest: m.head });
-        }
-        let snaps = self.rt.block_on(snapshots_of(s, st, doc))?;
-        if !snaps.iter().any(|&(r, _)| r + 1 >= rev) {
-            return Err(StorageError::NoSnapshot { doc: doc.to_owned(), rev });
-        }
-        self.rt.block_on(async {
-            // The floor first: a reader that sees rows gone also sees why.
-            s.execute_unpaged(&st.set_floor, (i64_of(rev)?, doc)).await.map_err(|e| backend("raising the floor", e))?;
-            s.execute_unpaged(&st.delete_ops_before, (doc, i64_of(rev)?))
-                .await
-                .map_err(|e| backend("deleting old ops", e))?;
-            Ok::<_, StorageError>(())
-        })?;
-        // Snapshots before the oldest readable revision are of no more use.
-        let keep_from = snaps.iter().map(|&(r, _)| r).filter(|&r| r + 1 >= rev).min().unwrap_or(u64::MAX);
-        let old: Vec<u64> = snaps.iter().map(|&(r, _)| r).filter(|&r| r < keep_from).collect();
-        self.rt.block_on(delete_snapshots(s, st, doc, &old))?;
-        Ok(())
+        self.drop_history(doc, rev, None).map(|_| ())
     }
 
     fn oldest_readable(&mut self, doc: &str) -> Result<u64, StorageError> {
@@ -835,13 +848,10 @@ impl OpLog for ScyllaLog {
             let snaps = self.rt.block_on(snapshots_of(&self.session, &self.st, &doc))?;
             // The newest snapshot older than the retention: every op before it is older too.
             if let Some(&(rev, _)) = snaps.iter().filter(|&&(_, t)| t < cutoff).max_by_key(|&&(r, _)| r) {
-                let before = snaps.len();
                 let floor = self.rt.block_on(meta(&self.session, &self.st.meta, &doc))?.floor;
                 if rev + 1 > floor {
-                    self.drop_history_before(&doc, rev + 1)?;
+                    out.snapshots_deleted += self.drop_history(&doc, rev + 1, Some(&snaps))?;
                     out.segments_deleted += 1;
-                    let after = self.rt.block_on(snapshots_of(&self.session, &self.st, &doc))?.len();
-                    out.snapshots_deleted += before.saturating_sub(after);
                 }
             }
             // Keep watching documents with snapshots still inside the retention.

@@ -223,8 +223,8 @@ pub(crate) async fn server_view(thread: &Thread, docs: &[String]) -> HashMap<Str
         let user = Rc::new(RefCell::new(User::new(ClientId(u64::from(u32::MAX)), Rc::clone(&sender), Instant::now())));
         let sv = user.borrow().doc.transact().state_vector();
         send(&sender, &YMessage::Sync(SyncMessage::SyncStep1(sv)));
-        let (t, u) = (thread, Rc::clone(&user));
-        let reader = ws.run(move |bytes| {
+        let u = Rc::clone(&user);
+        let reader = monoio::spawn(ws.run(move |bytes| {
             let mut u = u.borrow_mut();
             // Not counted as deliveries: the checker is not a user.
             if let Ok(YMessage::Sync(SyncMessage::SyncStep2(update))) = YMessage::decode_v1(&bytes)
@@ -233,44 +233,19 @@ pub(crate) async fn server_view(thread: &Thread, docs: &[String]) -> HashMap<Str
                 let _ = u.doc.transact_mut().apply_update(update);
                 u.synced = true;
             }
-            let _ = t;
-        });
-        let wait = async {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline && !user.borrow().synced {
-                monoio::time::sleep(Duration::from_millis(5)).await;
-            }
-            sender.close();
-        };
-        let ((), _) = futures_join(wait, reader).await;
+        }));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && !user.borrow().synced {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sender.close();
+        let _ = reader.await;
         let u = user.borrow();
         if u.synced {
             out.insert(d.clone(), (0, text_document(&u.string())));
         }
     }
     out
-}
-
-/// Runs two futures to completion on this thread.
-async fn futures_join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
-    let mut a = std::pin::pin!(a);
-    let mut b = std::pin::pin!(b);
-    let (mut ra, mut rb) = (None, None);
-    std::future::poll_fn(|cx| {
-        if ra.is_none()
-            && let std::task::Poll::Ready(v) = a.as_mut().poll(cx)
-        {
-            ra = Some(v);
-        }
-        if rb.is_none()
-            && let std::task::Poll::Ready(v) = b.as_mut().poll(cx)
-        {
-            rb = Some(v);
-        }
-        if ra.is_some() && rb.is_some() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
-    })
-    .await;
-    (ra.expect("ready"), rb.expect("ready"))
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ use super::notify::Notify;
 use super::runtime;
 use super::storage::{StorageLink, StorageReply, StorageReq, StorageThread};
 use crate::metrics::{CoreStats, Driver};
-use crate::protocol::{DocId, ErrorCode, close};
-use crate::session::{ConnId, SessionInfo};
+use crate::protocol::{ErrorCode, close};
+use crate::session::ConnId;
 use crate::shard::{CoreMsg, Effect, Shard};
 
 /// Most inbox messages handled before letting other tasks run.
@@ -43,8 +43,9 @@ pub(crate) struct Core {
     /// This core's storage thread (none when documents live in memory only).
     storage: Option<Arc<StorageLink>>,
     durability: RefCell<Durability>,
-    /// History requests the storage queue had no room for: answered `overloaded`.
-    history_refused: RefCell<Vec<(DocId, Arc<SessionInfo>)>>,
+    /// Loads and history requests the storage queue had no room for: answered with an error
+    /// once the effects being carried out are done.
+    storage_refused: RefCell<Vec<StorageReq>>,
 }
 
 /// Group commit, from the core's side: ops committed since the last batch was sent, and
@@ -78,7 +79,6 @@ impl Core {
     pub(crate) fn apply_effects(&self) {
         let mut effects = std::mem::take(&mut *self.effects.borrow_mut());
         self.shard.borrow_mut().drain_effects_into(&mut effects);
-        let mut failed_loads = Vec::new();
         {
             let mut guard = self.durability.borrow_mut();
             let d = &mut *guard;
@@ -91,12 +91,7 @@ impl Core {
                             d.last_ticket = d.sent + 1;
                         }
                     }
-                    Effect::Load { doc } => {
-                        let sent = self.storage.as_ref().map(|l| l.send(StorageReq::Load(doc.clone())));
-                        if !matches!(sent, Some(Ok(()))) {
-                            failed_loads.push(doc);
-                        }
-                    }
+                    Effect::Load { doc } => self.to_storage(StorageReq::Load(doc)),
                     e if d.last_ticket > d.durable => {
                         let ticket = d.last_ticket;
                         d.held.push_back((ticket, e));
@@ -108,15 +103,17 @@ impl Core {
         }
         *self.effects.borrow_mut() = effects;
         self.send_batch();
-        self.answer_refused_history();
-        if !failed_loads.is_empty() {
-            {
-                let mut shard = self.shard.borrow_mut();
-                for doc in failed_loads {
-                    shard.on_loaded(doc, Err("the storage queue is full; try again".into()), Instant::now());
-                }
-            }
-            self.apply_effects();
+        self.answer_refused();
+    }
+
+    /// Hands a load or history request to the storage thread, or keeps it to be refused.
+    fn to_storage(&self, req: StorageReq) {
+        let refused = match &self.storage {
+            Some(link) => link.send(req).err(),
+            None => Some(req),
+        };
+        if let Some(req) = refused {
+            self.storage_refused.borrow_mut().push(req);
         }
     }
 
@@ -146,28 +143,30 @@ impl Core {
                     warn!(core = self.id, "storage queue full: a snapshot was skipped");
                 }
             }
-            Effect::History { doc, from, query } => {
-                let sent =
-                    self.storage.as_ref().map(|l| l.send(StorageReq::History(doc.clone(), Arc::clone(&from), query)));
-                if !matches!(sent, Some(Ok(()))) {
-                    self.history_refused.borrow_mut().push((doc, from));
-                }
-            }
+            Effect::History { doc, from, query } => self.to_storage(StorageReq::History(doc, from, query)),
             Effect::Append { .. } | Effect::Load { .. } => unreachable!("handled in apply_effects"),
         }
     }
 
-    /// Answers the history requests the storage queue refused, then carries out the replies.
-    fn answer_refused_history(&self) {
-        let refused = std::mem::take(&mut *self.history_refused.borrow_mut());
+    /// Answers the requests the storage queue refused, then carries out the replies.
+    fn answer_refused(&self) {
+        let refused = std::mem::take(&mut *self.storage_refused.borrow_mut());
         if refused.is_empty() {
             return;
         }
         {
             let mut shard = self.shard.borrow_mut();
-            for (doc, from) in refused {
-                let busy = (ErrorCode::Overloaded, "the server is busy writing; ask again".to_owned());
-                shard.on_history(&doc, &from, Err(busy));
+            for req in refused {
+                match req {
+                    StorageReq::Load(doc) => {
+                        shard.on_loaded(doc, Err("the storage queue is full; try again".into()), Instant::now());
+                    }
+                    StorageReq::History(doc, from, _) => {
+                        let busy = (ErrorCode::Overloaded, "the server is busy writing; ask again".to_owned());
+                        shard.on_history(&doc, &from, Err(busy));
+                    }
+                    StorageReq::Append(_) | StorageReq::Snapshot(..) => unreachable!("never kept to refuse"),
+                }
             }
         }
         self.apply_effects();
@@ -214,7 +213,7 @@ impl Core {
                     self.execute(e);
                 }
                 self.send_batch();
-                self.answer_refused_history();
+                self.answer_refused();
             }
             StorageReply::Appended(Err(e)) => {
                 error!(core = self.id, "OP LOG FAILED, this core refuses all writes until a restart: {e}");
@@ -323,7 +322,7 @@ pub(crate) fn run(
             epoch: Instant::now(),
             storage: core_link,
             durability: RefCell::new(Durability::default()),
-            history_refused: RefCell::new(Vec::new()),
+            storage_refused: RefCell::new(Vec::new()),
         });
         if core.storage.is_some() {
             monoio::spawn(storage_replies(Rc::clone(&core)));
