@@ -42,7 +42,9 @@ pub enum OplogKind {
     None,
 }
 
-/// The ScyllaDB backend's settings (`[server.storage.scylla]`).
+/// The ScyllaDB backend's settings (`[server.storage.scylla]`). They mirror
+/// `tandem_storage::scylla::ScyllaOptions` (defaults included) because a build without the
+/// `scylla` feature must still parse them and refuse `oplog = "scylla"` by name.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScyllaConfig {
