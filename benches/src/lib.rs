@@ -6,4 +6,7 @@
 //! like. This crate never ships in the server.
 
 pub mod replay;
-pub mod trace;
+/// The trace loader (the `tandem-traces` crate, shared with the load generator).
+pub mod trace {
+    pub use tandem_traces::*;
+}

@@ -10,6 +10,7 @@ pub mod peers;
 pub mod plan;
 pub mod plots;
 pub mod procstat;
+mod replay;
 pub mod report;
 pub mod run;
 pub mod scenario;

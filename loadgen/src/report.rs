@@ -372,9 +372,17 @@ impl Report {
         let c = &self.convergence;
         let _ = writeln!(
             o,
-            "- **Converged**: {verdict} ({} documents, {} client views checked against the server, {} of them full copies; {} revision gaps)\n",
+            "- **Converged**: {verdict} ({} documents, {} client views checked against the server, {} of them full copies; {} revision gaps)",
             c.documents, c.views_checked, c.full_copies, self.gaps
         );
+        if c.replayed_texts > 0 {
+            let _ = writeln!(
+                o,
+                "- **Trace replay**: {} transactions replayed; {} documents' text checked against the traces",
+                c.replayed_txns, c.replayed_texts
+            );
+        }
+        let _ = writeln!(o);
         for m in &c.mismatches {
             let _ = writeln!(o, "  - {m}");
         }

@@ -17,6 +17,7 @@ use tungstenite::Message;
 
 use crate::peers::{self, Protocol};
 use crate::procstat::{self, Sample};
+use crate::replay::{self, ReplayDoc};
 use crate::scenario::{Role, Scenario};
 use crate::stats::{Clock, Stats};
 use crate::user::{self, Thread, UserSpec};
@@ -113,6 +114,12 @@ pub struct Convergence {
     pub mismatches: Vec<String>,
     /// Mismatches in all.
     pub mismatch_count: usize,
+    /// Replayed documents whose text was checked against their traces.
+    #[serde(default)]
+    pub replayed_texts: usize,
+    /// Trace transactions the replaying authors sent.
+    #[serde(default)]
+    pub replayed_txns: u64,
 }
 
 /// CPU and memory of a process over the steady stage.
@@ -190,6 +197,7 @@ fn assign(
     threads: usize,
     clock: &Clock,
     target: SocketAddr,
+    replayed: &HashMap<String, std::sync::Arc<ReplayDoc>>,
 ) -> (Vec<Vec<UserSpec>>, Vec<Vec<String>>) {
     struct Member {
         role: Role,
@@ -223,6 +231,7 @@ fn assign(
     let mut n = 0usize;
     let mut full_seen: HashMap<(String, usize), usize> = HashMap::new();
     for (doc, members) in by_doc {
+        let mut authors = 0;
         let t = (0..threads).min_by_key(|&t| load[t]).expect("at least one thread");
         load[t] += members.len();
         if let Some(d) = &doc {
@@ -239,6 +248,13 @@ fn assign(
                 _ => true,
             };
             let start_at = clock.start + ramp.mul_f64(n as f64 / total.max(1) as f64);
+            let author = match (m.role, &doc) {
+                (Role::Replay, Some(d)) => {
+                    authors += 1;
+                    replayed.get(d).map(|r| replay::Author { doc: std::sync::Arc::clone(r), index: authors - 1 })
+                }
+                _ => None,
+            };
             users[t].push(UserSpec {
                 client: ClientId(scenario.seed.wrapping_mul(1_000_003).wrapping_add(n as u64 + 1)),
                 role: m.role,
@@ -251,6 +267,7 @@ fn assign(
                 source: source_for(n, target),
                 seed: scenario.seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                 first_of_doc: i == 0 && doc.is_some(),
+                author,
             });
             n += 1;
         }
@@ -377,7 +394,31 @@ fn run_thread(
                 ),
             );
         }
-        for f in thread.finals.borrow().iter() {
+        // Replayed documents: each author's sent count, then the text against the traces.
+        let mut replayed: HashMap<&str, (&ReplayDoc, Vec<Option<usize>>)> = HashMap::new();
+        let finals = thread.finals.borrow();
+        for f in finals.iter() {
+            let Some(r) = &f.replay else { continue };
+            let doc = &*r.author.doc;
+            let entry = replayed.entry(doc.name.as_str()).or_insert_with(|| (doc, vec![None; doc.traces.len()]));
+            entry.1[r.author.index] = Some(r.sent);
+            c.replayed_txns += r.sent as u64;
+            if let Some(why) = &r.broken {
+                note(&mut c, why.clone());
+            }
+        }
+        for (name, (doc, sent)) in &replayed {
+            let Some((_, content)) = server.get(*name) else { continue };
+            let Some(sent) = sent.iter().copied().collect::<Option<Vec<usize>>>() else {
+                note(&mut c, format!("{name}: an author's view is missing"));
+                continue;
+            };
+            c.replayed_texts += 1;
+            if let Some(why) = doc.check(&content.text(), &sent) {
+                note(&mut c, why);
+            }
+        }
+        for f in finals.iter() {
             let Some((rev, content)) = server.get(&f.doc) else { continue };
             c.views_checked += 1;
             if f.pending {
@@ -395,6 +436,7 @@ fn run_thread(
                 }
             }
         }
+        drop(finals);
         let stats = thread.stats.borrow().clone();
         ThreadResult { stats, convergence: c, live }
     }))
@@ -457,10 +499,11 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
     } else {
         scenario.threads
     };
+    let replayed = replay::setup(&scenario, opts)?;
     let start = Instant::now() + Duration::from_millis(300);
     let steady_from = start + Duration::from_secs_f64(scenario.stages.ramp_up_s);
     let clock = Clock { start, steady_from, steady_to: steady_from + scenario.steady() };
-    let (users, docs) = assign(&scenario, threads, &clock, opts.target);
+    let (users, docs) = assign(&scenario, threads, &clock, opts.target, &replayed);
     let ramp_down = Duration::from_secs_f64(scenario.stages.ramp_down_s);
     let server_pid = opts
         .server_pid
@@ -509,6 +552,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
         convergence.views_checked += r.convergence.views_checked;
         convergence.full_copies += r.convergence.full_copies;
         convergence.mismatch_count += r.convergence.mismatch_count;
+        convergence.replayed_texts += r.convergence.replayed_texts;
+        convergence.replayed_txns += r.convergence.replayed_txns;
         for m in r.convergence.mismatches {
             if convergence.mismatches.len() < 20 {
                 convergence.mismatches.push(m);
@@ -603,7 +648,7 @@ mod tests {
         .unwrap();
         let now = Instant::now();
         let clock = Clock { start: now, steady_from: now, steady_to: now };
-        let (users, docs) = assign(&s, 3, &clock, "127.0.0.1:1".parse().unwrap());
+        let (users, docs) = assign(&s, 3, &clock, "127.0.0.1:1".parse().unwrap(), &HashMap::new());
         assert_eq!(users.iter().map(Vec::len).sum::<usize>(), 57);
         assert_eq!(docs.iter().map(Vec::len).sum::<usize>(), 10);
         for (t, ds) in docs.iter().enumerate() {

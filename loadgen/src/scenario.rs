@@ -5,7 +5,7 @@
 //! groups that name the same documents share those documents, and run on the same generator
 //! thread, so an op's send time and its receipt by every other user are read off one clock.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -22,6 +22,10 @@ pub enum Role {
     Reader,
     /// Connects, says hello, and sits (for memory per idle connection).
     Idle,
+    /// Replays an editing trace (`traces`) at its recorded speed: the users of a document are
+    /// its authors, each typing its own trace into its own section of the document at once,
+    /// so the final text is known exactly and checked (Tandem only).
+    Replay,
 }
 
 /// The subprotocol users speak.
@@ -64,6 +68,31 @@ pub struct Group {
     /// server at the end (the rest check only that revisions arrive in order); all when unset.
     #[serde(default)]
     pub full_copies_per_doc: Option<usize>,
+    /// Replay: the traces (sequential `.json.gz` files, relative to the scenario file), taken
+    /// in turn by each document's authors.
+    #[serde(default)]
+    pub traces: Vec<PathBuf>,
+    /// Replay: how much faster than recorded.
+    #[serde(default = "default_speed")]
+    pub speed: f64,
+    /// Replay: recorded pauses longer than this are cut to it, seconds.
+    #[serde(default = "default_max_pause")]
+    pub max_pause_s: f64,
+    /// Replay: transactions per second for traces whose clock does not advance.
+    #[serde(default = "default_fallback_rate")]
+    pub fallback_rate: f64,
+}
+
+fn default_speed() -> f64 {
+    1.0
+}
+
+fn default_max_pause() -> f64 {
+    2.0
+}
+
+fn default_fallback_rate() -> f64 {
+    5.0
 }
 
 fn default_prefix() -> String {
@@ -175,7 +204,15 @@ impl Scenario {
     /// Loads and checks a scenario file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading scenario {}", path.display()))?;
-        let s: Self = toml::from_str(&text).with_context(|| format!("parsing scenario {}", path.display()))?;
+        let mut s: Self = toml::from_str(&text).with_context(|| format!("parsing scenario {}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for g in &mut s.groups {
+            for t in &mut g.traces {
+                if t.is_relative() {
+                    *t = dir.join(&*t);
+                }
+            }
+        }
         s.validate().with_context(|| format!("scenario {}", path.display()))?;
         Ok(s)
     }
@@ -206,6 +243,31 @@ impl Scenario {
             }
             if !(0.0..=10_000.0).contains(&g.cursor_rate) {
                 bail!("group {}: cursor_rate must be between 0 and 10000", g.name);
+            }
+            if g.role == Role::Replay {
+                if g.traces.is_empty() {
+                    bail!("group {}: a replay group needs traces", g.name);
+                }
+                if !(g.speed > 0.0 && g.speed <= 1_000.0 && g.max_pause_s > 0.0 && g.fallback_rate > 0.0) {
+                    bail!("group {}: speed must be in (0, 1000], max_pause_s and fallback_rate positive", g.name);
+                }
+                if g.fallback_rate > 10_000.0 {
+                    bail!("group {}: fallback_rate at most 10000", g.name);
+                }
+            } else if !g.traces.is_empty() {
+                bail!("group {}: traces are for replay groups", g.name);
+            }
+        }
+        // A replayed document's text is checked exactly: only its authors may edit it.
+        for g in self.groups.iter().filter(|g| g.role == Role::Replay) {
+            for e in self.groups.iter().filter(|e| e.role == Role::Editor) {
+                if e.doc_prefix == g.doc_prefix {
+                    bail!(
+                        "groups {} and {}: editors may not edit the documents a replay group replays",
+                        e.name,
+                        g.name
+                    );
+                }
             }
         }
         if let Some(p) = &self.preload
@@ -251,12 +313,15 @@ mod tests {
             if path.extension().is_some_and(|x| x == "toml") {
                 let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
                 assert!(!s.description.is_empty(), "{}: no description", path.display());
+                for t in s.groups.iter().flat_map(|g| &g.traces) {
+                    assert!(t.is_file(), "{}: no trace {}", path.display(), t.display());
+                }
                 let text = std::fs::read_to_string(&path).unwrap();
                 assert!(text.starts_with("# "), "{}: documented at the top", path.display());
                 n += 1;
             }
         }
-        assert!(n >= 8, "{n} scenarios");
+        assert!(n >= 9, "{n} scenarios");
     }
 
     #[test]
@@ -298,5 +363,42 @@ mod tests {
         bad.stages.steady_s = 0.0;
         assert!(bad.validate().is_err());
         assert!(toml::from_str::<Scenario>("name = \"x\"\nbogus = 1\n[stages]\nramp_up_s=0\nsteady_s=1\n").is_err());
+    }
+
+    #[test]
+    fn replay_groups_are_checked_and_their_traces_found_beside_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"
+            name = "r"
+            [stages]
+            ramp_up_s = 1
+            steady_s = 5
+            [[groups]]
+            name = "authors"
+            role = "replay"
+            docs = 2
+            doc_prefix = "trace"
+            users_per_doc = 3
+            traces = ["t/a.json.gz", "/abs/b.json"]
+            speed = 2
+        "#;
+        std::fs::write(dir.path().join("r.toml"), text).unwrap();
+        let s = Scenario::load(&dir.path().join("r.toml")).unwrap();
+        assert_eq!(s.groups[0].traces[0], dir.path().join("t/a.json.gz"));
+        assert_eq!(s.groups[0].traces[1], PathBuf::from("/abs/b.json"));
+        assert_eq!((s.groups[0].max_pause_s, s.groups[0].fallback_rate), (2.0, 5.0));
+        let mut bad = s.clone();
+        bad.groups[0].traces.clear();
+        assert!(bad.validate().unwrap_err().to_string().contains("needs traces"));
+        let mut bad = s.clone();
+        bad.groups[0].speed = 0.0;
+        assert!(bad.validate().is_err());
+        let mut bad = s;
+        let mut editors = bad.groups[0].clone();
+        editors.role = Role::Editor;
+        editors.edit_rate = 1.0;
+        editors.traces.clear();
+        bad.groups.push(editors);
+        assert!(bad.validate().unwrap_err().to_string().contains("may not edit"));
     }
 }

@@ -24,6 +24,7 @@ use tandem_net::protocol::{ClientMsg, Encoding, PROTOCOL_VERSION, ServerMsg};
 use tungstenite::Message;
 
 use crate::peers::Protocol;
+use crate::replay::{self, Author, AuthorState};
 use crate::scenario::{Role, Wire};
 use crate::stats::{Clock, Latency, Stats};
 use crate::wsclient::{Sender, WsClient};
@@ -85,6 +86,8 @@ pub(crate) struct Final {
     pub(crate) content: Option<Document>,
     /// Edits still unacknowledged at the end (must be 0).
     pub(crate) pending: bool,
+    /// A replaying author's progress (and what stopped it, if anything).
+    pub(crate) replay: Option<AuthorState>,
 }
 
 /// One user to simulate.
@@ -102,6 +105,8 @@ pub(crate) struct UserSpec {
     pub(crate) seed: u64,
     /// The first user of its document (on ShareDB, the one that creates it).
     pub(crate) first_of_doc: bool,
+    /// A replaying author: its document and section.
+    pub(crate) author: Option<Author>,
 }
 
 fn encoding(w: Wire) -> Encoding {
@@ -135,6 +140,26 @@ struct Full {
     docs: Vec<Rc<str>>,
     opened_at: HashMap<String, Instant>,
     welcomed_at: Option<Instant>,
+    /// A replaying author's state.
+    replay: Option<AuthorState>,
+}
+
+impl Full {
+    /// Makes an edit due at `due`, noting its sequence number for the ack; false if the
+    /// session refused it.
+    fn submit(&mut self, thread: &Thread, doc: &str, delta: Delta, due: Instant) -> bool {
+        let before = self.session.doc_state(doc).and_then(|s| s.inflight().map(|o| o.client_seq));
+        if self.session.edit(doc, delta).is_err() {
+            return false;
+        }
+        let ds = self.session.doc_state(doc).expect("open");
+        // Sent now, or buffered: then it goes out with the next sequence number.
+        let after = ds.inflight().map(|o| o.client_seq);
+        let seq = if after == before { ds.next_seq() } else { after.expect("just sent") };
+        self.pending.entry(doc.to_owned()).or_default().push_back(PendingEdit { seq, due });
+        thread.stats.borrow_mut().edit(&thread.clock, due);
+        true
+    }
 }
 
 /// Runs one user from its start time to the end of the run.
@@ -175,10 +200,14 @@ async fn full_user(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Encodi
         docs: spec.docs.iter().map(|d| Rc::from(d.as_str())).collect(),
         opened_at: spec.docs.iter().map(|d| (d.clone(), connect_start)).collect(),
         welcomed_at: None,
+        replay: spec.author.clone().map(AuthorState::new),
     }));
     flush(&thread, &state, &sender, enc, &spec);
     if spec.role == Role::Editor || spec.cursor_rate > 0.0 {
         monoio::spawn(actor(Rc::clone(&thread), Rc::clone(&state), Rc::clone(&sender), enc, spec.clone()));
+    }
+    if spec.author.is_some() {
+        monoio::spawn(replayer(Rc::clone(&thread), Rc::clone(&state), Rc::clone(&sender), enc, spec.clone()));
     }
     // Detached: it ends once the run finishes.
     monoio::spawn(close_at_finish(Rc::clone(&thread), Rc::clone(&sender)));
@@ -202,7 +231,8 @@ async fn full_user(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Encodi
         stats.error(&thread.clock, Instant::now());
         let _ = code;
     }
-    let st = state.borrow();
+    let mut st = state.borrow_mut();
+    let mut replay = st.replay.take();
     for doc in &spec.docs {
         let ds = st.session.doc_state(doc);
         thread.finals.borrow_mut().push(Final {
@@ -211,6 +241,7 @@ async fn full_user(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Encodi
             rev: ds.map_or(0, tandem_engine::ClientDoc::rev),
             content: ds.map(|d| d.document().clone()),
             pending: ds.is_none_or(tandem_engine::ClientDoc::has_pending),
+            replay: replay.take(),
         });
     }
     drop(st);
@@ -250,6 +281,13 @@ fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_st
                     stats.setup_latency(Latency::Join, t, now);
                 }
                 let len = st.session.document(&doc).map_or(0, Document::len);
+                if let Some(r) = &mut st.replay
+                    && r.author.doc.name == doc
+                    && let Err(e) = r.opened(st.session.doc_state(&doc).map_or(0, tandem_engine::ClientDoc::rev))
+                {
+                    r.broken = Some(e);
+                    stats.error(&thread.clock, now);
+                }
                 let caret = st.caret.entry(doc).or_insert(len);
                 *caret = (*caret).min(len);
             }
@@ -268,6 +306,11 @@ fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_st
                 }
                 if let Some(c) = st.caret.get_mut(&doc) {
                     *c = delta.transform_position(*c, true);
+                }
+                if let Some(r) = &mut st.replay
+                    && r.author.doc.name == doc
+                {
+                    r.remote(&delta);
                 }
             }
             Event::Presence { doc, client, .. } => {
@@ -334,15 +377,7 @@ async fn actor(thread: Rc<Thread>, state: Rc<RefCell<Full>>, sender: Rc<Sender>,
                     let len = st.session.document(&doc).map_or(0, Document::len);
                     let caret = st.caret.entry(doc.to_string()).or_insert(len);
                     let d = keystroke(&mut rng, caret, len);
-                    let before = st.session.doc_state(&doc).and_then(|s| s.inflight().map(|o| o.client_seq));
-                    if st.session.edit(&doc, d).is_ok() {
-                        let ds = st.session.doc_state(&doc).expect("open");
-                        // Sent now, or buffered: then it goes out with the next sequence number.
-                        let after = ds.inflight().map(|o| o.client_seq);
-                        let seq = if after == before { ds.next_seq() } else { after.expect("just sent") };
-                        st.pending.entry(doc.to_string()).or_default().push_back(PendingEdit { seq, due: t });
-                        thread.stats.borrow_mut().edit(&thread.clock, t);
-                    }
+                    st.submit(&thread, &doc, d, t);
                 }
                 next_edit = Some(t + every);
             }
@@ -369,6 +404,66 @@ async fn actor(thread: Rc<Thread>, state: Rc<RefCell<Full>>, sender: Rc<Sender>,
             }
         }
         flush(&thread, &state, &sender, enc, &spec);
+    }
+}
+
+/// A replaying author: its trace's transactions at their recorded times (from the start of
+/// the steady stage), each charged to its own due time, until the steady stage ends.
+async fn replayer(thread: Rc<Thread>, state: Rc<RefCell<Full>>, sender: Rc<Sender>, enc: Encoding, spec: UserSpec) {
+    let author = spec.author.clone().expect("a replaying author");
+    let doc = author.doc.name.clone();
+    let n = author.doc.traces[author.index].trace.txns.len();
+    let (from, until) = (thread.clock.steady_from, thread.clock.steady_to);
+    let mut i = 0;
+    while i < n && replay::due(&author, from, i) < until && !thread.stop_acting.get() && !sender.is_closed() {
+        monoio::time::sleep_until(monoio::time::Instant::from_std(replay::due(&author, from, i))).await;
+        if thread.stop_acting.get() {
+            break;
+        }
+        let ready = {
+            let mut st = state.borrow_mut();
+            let st = &mut *st;
+            let r = st.replay.as_mut().expect("a replaying author");
+            if r.broken.is_some() {
+                return;
+            }
+            let ready = r.section.is_some() && st.session.is_open(&doc);
+            let now = Instant::now();
+            // Every transaction due by now, each charged to its own due time.
+            while ready && i < n {
+                let t = replay::due(&author, from, i);
+                if t > now || t >= until {
+                    break;
+                }
+                let r = st.replay.as_mut().expect("a replaying author");
+                let d = match r.delta(i) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        r.broken = Some(e);
+                        thread.stats.borrow_mut().error(&thread.clock, now);
+                        break;
+                    }
+                };
+                if !st.submit(&thread, &doc, d, t) {
+                    st.replay.as_mut().expect("a replaying author").broken =
+                        Some(format!("{doc}: the session refused transaction {i}"));
+                    thread.stats.borrow_mut().error(&thread.clock, now);
+                    break;
+                }
+                i += 1;
+                let r = st.replay.as_mut().expect("a replaying author");
+                r.sent = i;
+                // The caret (for cursor moves) follows the typing.
+                let at = r.section.unwrap_or(0) + r.last_edit_at;
+                st.caret.insert(doc.clone(), at);
+            }
+            ready
+        };
+        flush(&thread, &state, &sender, enc, &spec);
+        if !ready {
+            // Not open yet (the transaction waits; its latency counts from when it was due).
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -452,6 +547,7 @@ async fn light_reader(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Enc
             rev: *rev,
             content: None,
             pending: false,
+            replay: None,
         });
     }
 }

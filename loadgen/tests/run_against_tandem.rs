@@ -18,8 +18,8 @@ fn loadgen(args: &[&str]) -> std::process::Output {
     out
 }
 
-#[test]
-fn a_five_second_scenario_reports_and_converges() {
+/// A durable two-core server on an ephemeral port, and its data directory.
+fn server() -> (tandem_net::ServerHandle, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let mut config = tandem_net::ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -28,7 +28,16 @@ fn a_five_second_scenario_reports_and_converges() {
         ..tandem_net::ServerConfig::default()
     };
     config.storage.data_dir = data.path().to_path_buf();
-    let server = tandem_net::start(config).expect("server starts");
+    (tandem_net::start(config).expect("server starts"), data)
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_five_second_scenario_reports_and_converges() {
+    let (server, _data) = server();
     let target = format!("ws://{}/ws", server.local_addr());
 
     let work = tempfile::tempdir().unwrap();
@@ -71,8 +80,7 @@ users_per_doc = 1
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let r = report(&out);
     assert_eq!(r["converged"], true, "{r:#}");
     assert_eq!(r["errors"], 0);
     assert_eq!(r["live_users"], 16);
@@ -102,5 +110,63 @@ users_per_doc = 1
     let text = String::from_utf8_lossy(&cmp.stdout);
     assert!(text.contains("| ack p99 ms |") && text.contains("1.00x"), "{text}");
     drop(server);
-    let _ = Path::new(".");
+}
+
+/// Three authors per document replay real traces (sped up 20x, so that a few seconds type a
+/// few hundred transactions each) into one document at once; the run checks every
+/// document's text against what the traces leave.
+#[test]
+fn trace_replay_types_real_traces_and_checks_the_text() {
+    let (server, _data) = server();
+    let target = format!("ws://{}/ws", server.local_addr());
+    let traces = Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces/sequential");
+    let work = tempfile::tempdir().unwrap();
+    let scenario = work.path().join("replay.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"# replay: 3 documents x 3 authors.
+name = "replay"
+description = "3 documents x 3 authors replaying traces at 20x"
+threads = 2
+[stages]
+ramp_up_s = 1
+steady_s = 4
+ramp_down_s = 2
+[[groups]]
+name = "authors"
+role = "replay"
+docs = 3
+doc_prefix = "t"
+users_per_doc = 3
+traces = ["{0}/clownschool_flat.json.gz", "{0}/rustcode.json.gz", "{0}/friendsforever_flat.json.gz"]
+speed = 20
+[[groups]]
+name = "readers"
+role = "reader"
+docs = 3
+doc_prefix = "t"
+users_per_doc = 1
+"#,
+            traces.display()
+        ),
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    loadgen(&["run", scenario.to_str().unwrap(), "--target", &target, "--out", out.to_str().unwrap()]);
+    let r = report(&out);
+    assert_eq!(r["converged"], true, "{r:#}");
+    assert_eq!(r["errors"], 0);
+    let c = &r["convergence"];
+    assert_eq!(c["replayed_texts"], 3, "{c}");
+    let txns = c["replayed_txns"].as_u64().unwrap();
+    // friendsforever has no clock: 5 txns/s x 20 x 4 s = 400 per author; the others follow
+    // their recorded times (tens per second at 20x).
+    assert!(txns >= 3 * 400, "{txns} transactions");
+    assert_eq!(r["sent"].as_u64().unwrap(), txns, "one edit per transaction");
+    assert_eq!(r["acked"].as_u64().unwrap(), txns);
+    assert!(
+        std::fs::read_to_string(out.join("report.md")).unwrap().contains("documents' text checked against the traces")
+    );
+    drop(server);
 }

@@ -243,6 +243,7 @@ pub(crate) async fn run(thread: Rc<Thread>, spec: UserSpec, creator: bool) {
             rev: u.state.as_ref().map_or(0, ClientDoc::rev),
             content: u.state.as_ref().filter(|_| spec.full_copy).map(|s| s.document().clone()),
             pending: u.state.as_ref().is_none_or(ClientDoc::has_pending),
+            replay: None,
         });
     }
 }

@@ -190,7 +190,14 @@ pub(crate) async fn run(thread: Rc<Thread>, spec: UserSpec) {
     }
     let u = user.borrow();
     let content = spec.full_copy.then(|| text_document(&u.string()));
-    thread.finals.borrow_mut().push(Final { doc, client: spec.client, rev: 0, content, pending: !u.synced });
+    thread.finals.borrow_mut().push(Final {
+        doc,
+        client: spec.client,
+        rev: 0,
+        content,
+        pending: !u.synced,
+        replay: None,
+    });
 }
 
 async fn idle(thread: Rc<Thread>, spec: UserSpec, connect_start: Instant) {
