@@ -17,4 +17,5 @@ pub mod scenario;
 pub mod search;
 pub mod stats;
 mod user;
+pub mod worker;
 mod wsclient;

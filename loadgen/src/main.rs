@@ -47,7 +47,14 @@ enum Command {
         /// so this makes Tandem's runs like theirs.
         #[arg(long)]
         no_cursors: bool,
+        /// Most users (connections) one generator process holds; a scenario with more runs in
+        /// worker processes. 0: as many as the file-descriptor limit allows, at most 18,000.
+        #[arg(long, default_value_t = 0)]
+        connections_per_process: usize,
     },
+    /// Run one process's share of a run (started by `run`; speaks JSON lines on stdin/stdout).
+    #[command(hide = true)]
+    Worker,
     /// Re-render a result directory's report.md and plots from its report.json and .hgrm files.
     Report {
         /// The result directory.
@@ -107,14 +114,26 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { scenario, target, duration, out, label, server_pid, protocol, no_cursors } => {
+        Command::Worker => tandem_loadgen::worker::main(),
+        Command::Run {
+            scenario,
+            target,
+            duration,
+            out,
+            label,
+            server_pid,
+            protocol,
+            no_cursors,
+            connections_per_process,
+        } => {
             let mut sc = Scenario::load(&scenario)?;
             if no_cursors || protocol != tandem_loadgen::peers::Protocol::Tandem {
                 for g in &mut sc.groups {
                     g.cursor_rate = 0.0;
                 }
             }
-            let opts = RunOptions { target: parse_target(&target)?, duration, server_pid, protocol };
+            let opts =
+                RunOptions { target: parse_target(&target)?, duration, server_pid, protocol, connections_per_process };
             tandem_loadgen::run::preload(&sc, &opts)?;
             if let Some(x) = sc.search.clone() {
                 let dir = out.unwrap_or_else(|| PathBuf::from("results").join(format!("{}-{label}", sc.name)));

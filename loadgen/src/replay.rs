@@ -201,17 +201,23 @@ fn load_traces(scenario: &Scenario) -> Result<HashMap<(PathBuf, usize), Arc<Load
 /// Documents one setup connection opens (the server's default per-connection limit).
 const DOCS_PER_SETUP: usize = 64;
 
-/// Gets every replayed document ready: loads the traces and appends the authors' sections to
-/// each document, returning them by name. Nothing when the scenario replays nothing.
-pub(crate) fn setup(scenario: &Scenario, opts: &RunOptions) -> Result<HashMap<String, Arc<ReplayDoc>>> {
-    if !scenario.groups.iter().any(|g| g.role == Role::Replay) {
-        return Ok(HashMap::new());
-    }
-    if opts.protocol != crate::peers::Protocol::Tandem {
-        bail!("trace replay is only implemented for Tandem's protocol");
-    }
+/// Where the setup put a document's sections: what a worker process needs, with the
+/// scenario, to rebuild its [`ReplayDoc`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Placement {
+    name: String,
+    prefix_len: usize,
+    setup_rev: u64,
+    phase_ms: u64,
+}
+
+/// Replayed documents by name.
+pub(crate) type Replayed = HashMap<String, Arc<ReplayDoc>>;
+
+/// Every replayed document of the scenario with its authors' traces, in order.
+fn replayed_docs(scenario: &Scenario) -> Result<Vec<(String, Vec<Arc<Loaded>>)>> {
     let loaded = load_traces(scenario)?;
-    let mut docs: Vec<(String, Vec<Arc<Loaded>>)> = Vec::new();
+    let mut docs = Vec::new();
     for (gi, g) in scenario.groups.iter().enumerate().filter(|(_, g)| g.role == Role::Replay) {
         for d in 0..g.docs {
             let traces = (0..g.users_per_doc)
@@ -220,7 +226,22 @@ pub(crate) fn setup(scenario: &Scenario, opts: &RunOptions) -> Result<HashMap<St
             docs.push((format!("{}-{d}", g.doc_prefix), traces));
         }
     }
+    Ok(docs)
+}
+
+/// Gets every replayed document ready: loads the traces and appends the authors' sections to
+/// each document, returning them by name with their placements. Nothing when the scenario
+/// replays nothing.
+pub(crate) fn setup(scenario: &Scenario, opts: &RunOptions) -> Result<(Replayed, Vec<Placement>)> {
+    if !scenario.groups.iter().any(|g| g.role == Role::Replay) {
+        return Ok((HashMap::new(), Vec::new()));
+    }
+    if opts.protocol != crate::peers::Protocol::Tandem {
+        bail!("trace replay is only implemented for Tandem's protocol");
+    }
+    let docs = replayed_docs(scenario)?;
     let mut out = HashMap::new();
+    let mut placements = Vec::new();
     let started = Instant::now();
     for (k, chunk) in docs.chunks(DOCS_PER_SETUP).enumerate() {
         use tandem_net::client::{Client, ClientOptions};
@@ -238,15 +259,45 @@ pub(crate) fn setup(scenario: &Scenario, opts: &RunOptions) -> Result<HashMap<St
                 .with_context(|| format!("replay setup: waiting for {name}'s ack"))?;
             let setup_rev = c.session().doc_state(name).map_or(0, tandem_engine::ClientDoc::rev);
             // Spread over a second, deterministically per document.
-            let phase = Duration::from_millis((out.len() as u64).wrapping_mul(617) % 1000);
-            out.insert(
-                name.clone(),
-                Arc::new(ReplayDoc { name: name.clone(), traces: traces.clone(), prefix_len, setup_rev, phase }),
-            );
+            let phase_ms = (placements.len() as u64).wrapping_mul(617) % 1000;
+            let placement = Placement { name: name.clone(), prefix_len, setup_rev, phase_ms };
+            out.insert(name.clone(), Arc::new(ReplayDoc::placed(&placement, traces.clone())));
+            placements.push(placement);
         }
     }
     eprintln!("set up {} replayed document(s) in {:.1} s", out.len(), started.elapsed().as_secs_f64());
+    Ok((out, placements))
+}
+
+/// The replayed documents as the coordinator's setup placed them (in a worker process).
+pub(crate) fn rebuild(scenario: &Scenario, placements: &[Placement]) -> Result<Replayed> {
+    if placements.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let docs = replayed_docs(scenario)?;
+    if docs.len() != placements.len() {
+        bail!("{} replayed documents but {} placements", docs.len(), placements.len());
+    }
+    let mut out = HashMap::new();
+    for ((name, traces), p) in docs.into_iter().zip(placements) {
+        if name != p.name {
+            bail!("placement for {} given for {name}", p.name);
+        }
+        out.insert(name, Arc::new(ReplayDoc::placed(p, traces)));
+    }
     Ok(out)
+}
+
+impl ReplayDoc {
+    fn placed(p: &Placement, traces: Vec<Arc<Loaded>>) -> Self {
+        Self {
+            name: p.name.clone(),
+            traces,
+            prefix_len: p.prefix_len,
+            setup_rev: p.setup_rev,
+            phase: Duration::from_millis(p.phase_ms),
+        }
+    }
 }
 
 /// When transaction `i` of `a`'s trace is due.

@@ -144,11 +144,18 @@ pub struct ServerReport {
     pub metrics_per_s: std::collections::BTreeMap<String, f64>,
 }
 
+fn one() -> usize {
+    1
+}
+
 /// The generator's side of a run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct GeneratorReport {
     /// Threads.
     pub threads: usize,
+    /// Processes they ran in (worker processes past one process's file-descriptor limit).
+    #[serde(default = "one")]
+    pub processes: usize,
     /// CPU seconds over the steady stage.
     pub cpu_s: f64,
     /// CPU use, in cores.
@@ -263,6 +270,7 @@ impl Report {
     /// Builds the report of a run.
     pub fn new(scenario: &Scenario, target: &str, label: &str, provenance: Provenance, r: &RunResult) -> Self {
         let s = &r.stats;
+        let generator_cpus = provenance.generator_cpus;
         let per_s = |n: u64| n as f64 / r.steady_s;
         let usage = |u: &Usage| (u.cpu_s, u.cpu_util);
         let (server_cpu, server_util) = usage(&r.server);
@@ -315,10 +323,12 @@ impl Report {
             },
             generator: GeneratorReport {
                 threads: r.threads,
+                processes: r.processes,
                 cpu_s: r.generator.cpu_s,
                 cpu_util: r.generator.cpu_util,
                 rss_bytes: r.generator.rss_end_bytes,
-                saturated: r.generator.cpu_util > 0.9 * r.threads as f64,
+                // Of the CPUs it could use: its threads, or the machine's when it has more.
+                saturated: r.generator.cpu_util > 0.9 * r.threads.min(generator_cpus) as f64,
             },
             series: s.series.iter().enumerate().map(SeriesPoint::from).collect(),
         }
@@ -426,8 +436,9 @@ impl Report {
         let g = &self.generator;
         let _ = writeln!(
             o,
-            "| generator ({} threads) | {:.2} | | {:.2} | | {:.1} MiB |",
+            "| generator ({} threads{}) | {:.2} | | {:.2} | | {:.1} MiB |",
             g.threads,
+            if g.processes > 1 { format!(" in {} processes", g.processes) } else { String::new() },
             g.cpu_s,
             g.cpu_util,
             g.rss_bytes as f64 / 1048576.0

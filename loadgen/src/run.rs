@@ -21,6 +21,7 @@ use crate::replay::{self, ReplayDoc};
 use crate::scenario::{Role, Scenario};
 use crate::stats::{Clock, Stats};
 use crate::user::{self, Thread, UserSpec};
+use crate::worker;
 use crate::wsclient::WsClient;
 
 /// The live progress line: stage, elapsed time and current rates, redrawn every 500 ms on
@@ -32,7 +33,12 @@ struct Progress {
 }
 
 impl Progress {
-    fn start(scenario: &Scenario, clock: Clock, ramp_down: Duration) -> Self {
+    fn start(
+        scenario: &Scenario,
+        clock: Clock,
+        ramp_down: Duration,
+        read: impl Fn() -> [u64; 4] + Send + 'static,
+    ) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
         let total = (clock.steady_to + ramp_down).saturating_duration_since(clock.start);
         let bar = indicatif::ProgressBar::new(total.as_millis() as u64);
@@ -45,7 +51,6 @@ impl Progress {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (b, st) = (bar.clone(), std::sync::Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
-            let read = crate::stats::progress;
             let mut last = (Instant::now(), read());
             while !st.load(Relaxed) {
                 std::thread::sleep(Duration::from_millis(500));
@@ -83,6 +88,13 @@ impl Progress {
     }
 }
 
+/// Users per generator process by default: this machine caps file descriptors at 20,000 per
+/// process.
+pub const DEFAULT_CONNECTIONS_PER_PROCESS: usize = 18_000;
+/// File descriptors kept for everything but users' connections (checkers, /proc, pipes,
+/// io_uring, the server-view connections).
+const FD_RESERVE: usize = 1_000;
+
 /// Connections per source address before moving to the next 127.x.y.z.
 const PER_SOURCE: usize = 10_000;
 /// Documents one checker connection opens (the server's default per-connection limit).
@@ -99,6 +111,9 @@ pub struct RunOptions {
     pub server_pid: Option<u32>,
     /// The protocol it speaks.
     pub protocol: Protocol,
+    /// Most users one generator process holds (0: as many as its file-descriptor limit
+    /// allows, at most [`DEFAULT_CONNECTIONS_PER_PROCESS`]); more start worker processes.
+    pub connections_per_process: usize,
 }
 
 /// What the convergence check found.
@@ -152,8 +167,10 @@ pub struct RunResult {
     pub server: Usage,
     /// The generator's own usage.
     pub generator: Usage,
-    /// Generator threads.
+    /// Generator threads, in all processes.
     pub threads: usize,
+    /// Generator processes (1 unless the users needed more file descriptors than one has).
+    pub processes: usize,
     /// The steady stage's length, seconds (the rates' denominator).
     pub steady_s: f64,
     /// How long server and generator usage were sampled over, seconds (about `steady_s`).
@@ -192,12 +209,17 @@ fn source_for(index: usize, target: SocketAddr) -> Option<IpAddr> {
 }
 
 /// The users of a scenario, assigned to threads: users of one document share a thread.
-fn assign(
+/// Deterministic, so that every worker process computes the same assignment.
+///
+/// Users go to the least loaded of `processes`, then to its least loaded thread; the lists
+/// come back process by process (`processes x threads` of them).
+pub(crate) fn assign(
     scenario: &Scenario,
+    processes: usize,
     threads: usize,
     clock: &Clock,
     target: SocketAddr,
-    replayed: &HashMap<String, std::sync::Arc<ReplayDoc>>,
+    replayed: &replay::Replayed,
 ) -> (Vec<Vec<UserSpec>>, Vec<Vec<String>>) {
     struct Member {
         role: Role,
@@ -225,14 +247,17 @@ fn assign(
     }
     let total: usize = by_doc.iter().map(|(_, m)| m.len()).sum();
     let ramp = Duration::from_secs_f64(scenario.stages.ramp_up_s);
-    let mut load = vec![0usize; threads];
-    let mut users: Vec<Vec<UserSpec>> = vec![Vec::new(); threads];
-    let mut docs: Vec<Vec<String>> = vec![Vec::new(); threads];
+    let mut process_load = vec![0usize; processes];
+    let mut load = vec![0usize; processes * threads];
+    let mut users: Vec<Vec<UserSpec>> = vec![Vec::new(); processes * threads];
+    let mut docs: Vec<Vec<String>> = vec![Vec::new(); processes * threads];
     let mut n = 0usize;
     let mut full_seen: HashMap<(String, usize), usize> = HashMap::new();
     for (doc, members) in by_doc {
         let mut authors = 0;
-        let t = (0..threads).min_by_key(|&t| load[t]).expect("at least one thread");
+        let p = (0..processes).min_by_key(|&p| process_load[p]).expect("at least one process");
+        let t = (p * threads..(p + 1) * threads).min_by_key(|&t| load[t]).expect("at least one thread");
+        process_load[p] += members.len();
         load[t] += members.len();
         if let Some(d) = &doc {
             docs[t].push(d.clone());
@@ -328,10 +353,51 @@ async fn tandem_view(thread: &Thread, docs: &[String]) -> HashMap<String, (u64, 
     out
 }
 
-struct ThreadResult {
+/// What a generator thread (or, merged, a process) found.
+pub(crate) struct ThreadResult {
     stats: Stats,
     convergence: Convergence,
     live: usize,
+}
+
+/// [`ThreadResult`] as a worker process sends it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ThreadResultWire {
+    stats: crate::stats::StatsWire,
+    convergence: Convergence,
+    live: usize,
+}
+
+impl ThreadResult {
+    fn empty() -> Self {
+        Self { stats: Stats::default(), convergence: Convergence::default(), live: 0 }
+    }
+
+    /// Adds another thread's (or process's) findings.
+    fn merge(&mut self, r: Self) {
+        self.stats.merge(&r.stats);
+        self.live += r.live;
+        let (c, o) = (&mut self.convergence, r.convergence);
+        c.documents += o.documents;
+        c.views_checked += o.views_checked;
+        c.full_copies += o.full_copies;
+        c.mismatch_count += o.mismatch_count;
+        c.replayed_texts += o.replayed_texts;
+        c.replayed_txns += o.replayed_txns;
+        for m in o.mismatches {
+            if c.mismatches.len() < 20 {
+                c.mismatches.push(m);
+            }
+        }
+    }
+
+    pub(crate) fn to_wire(&self) -> ThreadResultWire {
+        ThreadResultWire { stats: self.stats.to_wire(), convergence: self.convergence.clone(), live: self.live }
+    }
+
+    pub(crate) fn from_wire(w: ThreadResultWire) -> Result<Self, String> {
+        Ok(Self { stats: Stats::from_wire(&w.stats)?, convergence: w.convergence, live: w.live })
+    }
 }
 
 fn run_thread(
@@ -487,6 +553,79 @@ pub fn preload(scenario: &Scenario, opts: &RunOptions) -> Result<()> {
     Ok(())
 }
 
+/// The users run in this process's threads or in worker processes.
+enum Fleet {
+    Threads(Vec<std::thread::JoinHandle<Result<ThreadResult>>>),
+    Workers(worker::Workers),
+}
+
+/// The clock of a run starting at `start`.
+pub(crate) fn clock_from(scenario: &Scenario, start: Instant) -> Clock {
+    let steady_from = start + Duration::from_secs_f64(scenario.stages.ramp_up_s);
+    Clock { start, steady_from, steady_to: steady_from + scenario.steady() }
+}
+
+/// How many processes of `threads` threads the scenario needs so that none holds more than
+/// `per_process` users (documents are not split, so a process may need room to spare).
+fn processes_for(scenario: &Scenario, threads: usize, per_process: usize, target: SocketAddr) -> Result<usize> {
+    let users = scenario.users();
+    let mut per_doc: HashMap<String, usize> = HashMap::new();
+    for g in scenario.groups.iter().filter(|g| g.role != Role::Idle) {
+        for d in 0..g.docs {
+            *per_doc.entry(format!("{}-{d}", g.doc_prefix)).or_default() += g.users_per_doc;
+        }
+    }
+    if let Some((doc, n)) = per_doc.iter().max_by_key(|(_, n)| **n)
+        && *n > per_process
+    {
+        bail!("{doc}'s {n} users alone are more than {per_process}, the most one process holds");
+    }
+    let clock = clock_from(scenario, Instant::now());
+    let mut p = users.div_ceil(per_process).max(1);
+    loop {
+        if p == 1 {
+            return Ok(1);
+        }
+        let (assigned, _) = assign(scenario, p, threads, &clock, target, &HashMap::new());
+        let most = assigned.chunks(threads).map(|c| c.iter().map(Vec::len).sum::<usize>()).max().unwrap_or(0);
+        // Greedy placement leaves each process under its share plus one document.
+        if most <= per_process {
+            return Ok(p);
+        }
+        p += 1;
+    }
+}
+
+/// Starts one thread per user list.
+pub(crate) fn spawn_threads(
+    scenario: &Scenario,
+    users: Vec<Vec<UserSpec>>,
+    docs: Vec<Vec<String>>,
+    clock: Clock,
+    target: SocketAddr,
+    protocol: Protocol,
+) -> Result<Vec<std::thread::JoinHandle<Result<ThreadResult>>>> {
+    let ramp_down = Duration::from_secs_f64(scenario.stages.ramp_down_s);
+    let mut handles = Vec::new();
+    for (i, (u, d)) in users.into_iter().zip(docs).enumerate() {
+        let token = scenario.token.clone();
+        handles.push(std::thread::Builder::new().name(format!("loadgen-{i}")).spawn(move || {
+            crate::stats::use_progress_slot(i);
+            run_thread(u, d, clock, target, token, ramp_down, protocol)
+        })?);
+    }
+    Ok(handles)
+}
+
+/// Waits for the threads and merges what they found.
+pub(crate) fn join_threads(handles: Vec<std::thread::JoinHandle<Result<ThreadResult>>>) -> Result<ThreadResult> {
+    let mut total = ThreadResult::empty();
+    for h in handles {
+        total.merge(h.join().map_err(|_| anyhow::anyhow!("a generator thread panicked"))??);
+    }
+    Ok(total)
+}
+
 /// Runs a scenario against a server.
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
     let mut scenario = scenario.clone();
@@ -499,40 +638,74 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
     } else {
         scenario.threads
     };
-    let replayed = replay::setup(&scenario, opts)?;
-    let start = Instant::now() + Duration::from_millis(300);
-    let steady_from = start + Duration::from_secs_f64(scenario.stages.ramp_up_s);
-    let clock = Clock { start, steady_from, steady_to: steady_from + scenario.steady() };
-    let (users, docs) = assign(&scenario, threads, &clock, opts.target, &replayed);
-    let ramp_down = Duration::from_secs_f64(scenario.stages.ramp_down_s);
+    let fd_limit = usize::try_from(worker::raise_fd_limit()).unwrap_or(usize::MAX);
+    let per_process = if opts.connections_per_process == 0 {
+        DEFAULT_CONNECTIONS_PER_PROCESS.min(fd_limit.saturating_sub(FD_RESERVE))
+    } else {
+        opts.connections_per_process
+    };
+    if per_process == 0 || per_process > fd_limit.saturating_sub(FD_RESERVE) {
+        bail!(
+            "{per_process} connections per process: this process may open {fd_limit} files, so at most {}",
+            fd_limit.saturating_sub(FD_RESERVE)
+        );
+    }
+    let processes = processes_for(&scenario, threads, per_process, opts.target)?;
+    let (replayed, placements) = replay::setup(&scenario, opts)?;
     let server_pid = opts
         .server_pid
         .or_else(|| opts.target.ip().is_loopback().then(|| procstat::listener_pid(opts.target)).flatten());
-
     let server_before = server_pid.and_then(|p| procstat::sample(Some(p)));
-    let mut handles = Vec::new();
-    for (i, (u, d)) in users.into_iter().zip(docs).enumerate() {
-        let token = scenario.token.clone();
-        let (target, protocol) = (opts.target, opts.protocol);
-        handles.push(std::thread::Builder::new().name(format!("loadgen-{i}")).spawn(move || {
-            crate::stats::use_progress_slot(i);
-            run_thread(u, d, clock, target, token, ramp_down, protocol)
-        })?);
-    }
 
-    let progress = Progress::start(&scenario, clock, ramp_down);
+    // Users run in this process's threads, or in worker processes when one cannot hold them.
+    let (fleet, clock) = if processes == 1 {
+        let clock = clock_from(&scenario, Instant::now() + Duration::from_millis(300));
+        let (users, docs) = assign(&scenario, 1, threads, &clock, opts.target, &replayed);
+        (Fleet::Threads(spawn_threads(&scenario, users, docs, clock, opts.target, opts.protocol)?), clock)
+    } else {
+        eprintln!("{} users: {processes} worker processes of {threads} threads each", scenario.users());
+        let mut job = worker::Job {
+            scenario: scenario.clone(),
+            target: opts.target,
+            protocol: opts.protocol,
+            processes,
+            threads,
+            index: 0,
+            placements,
+        };
+        let mut workers = worker::Workers::spawn(&mut job)?;
+        let clock = clock_from(&scenario, Instant::now() + Duration::from_millis(300));
+        workers.start(clock.start)?;
+        (Fleet::Workers(workers), clock)
+    };
+    let ramp_down = Duration::from_secs_f64(scenario.stages.ramp_down_s);
+    let generator_pids: Vec<Option<u32>> = match &fleet {
+        Fleet::Threads(_) => vec![None],
+        Fleet::Workers(w) => std::iter::once(None).chain(w.pids().into_iter().map(Some)).collect(),
+    };
+    let sample_generator = || -> Option<Sample> {
+        generator_pids.iter().map(|p| procstat::sample(*p)).try_fold(Sample::default(), |t, s| {
+            let s = s?;
+            Some(Sample { cpu_s: t.cpu_s + s.cpu_s, user_s: t.user_s + s.user_s, rss_bytes: t.rss_bytes + s.rss_bytes })
+        })
+    };
+
+    let progress = match &fleet {
+        Fleet::Threads(_) => Progress::start(&scenario, clock, ramp_down, crate::stats::progress),
+        Fleet::Workers(w) => Progress::start(&scenario, clock, ramp_down, w.progress()),
+    };
     let wait_until = |t: Instant| std::thread::sleep(t.saturating_duration_since(Instant::now()));
     wait_until(clock.steady_from);
     // The /proc samples bracket the interval closely; /metrics (an HTTP request a swamped
     // server may answer late) is read after them, its rates over their own interval.
     let t0 = Instant::now();
     let server_start = server_pid.and_then(|p| procstat::sample(Some(p)));
-    let gen_start = procstat::sample(None);
+    let gen_start = sample_generator();
     let m0 = Instant::now();
     let metrics_start = procstat::http_get(opts.target, "/metrics");
     wait_until(clock.steady_to);
     let server_end = server_pid.and_then(|p| procstat::sample(Some(p)));
-    let gen_end = procstat::sample(None);
+    let gen_end = sample_generator();
     let sampled_s = t0.elapsed().as_secs_f64().max(1e-3);
     let metrics_end = procstat::http_get(opts.target, "/metrics");
     let metrics_s = m0.elapsed().as_secs_f64().max(1e-3);
@@ -541,25 +714,22 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
     // their rates are over its nominal length.
     let steady_s = scenario.steady().as_secs_f64();
 
-    let mut stats = Stats::default();
-    let mut convergence = Convergence::default();
-    let mut live_users = 0;
-    for h in handles {
-        let r = h.join().map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
-        stats.merge(&r.stats);
-        live_users += r.live;
-        convergence.documents += r.convergence.documents;
-        convergence.views_checked += r.convergence.views_checked;
-        convergence.full_copies += r.convergence.full_copies;
-        convergence.mismatch_count += r.convergence.mismatch_count;
-        convergence.replayed_texts += r.convergence.replayed_texts;
-        convergence.replayed_txns += r.convergence.replayed_txns;
-        for m in r.convergence.mismatches {
-            if convergence.mismatches.len() < 20 {
-                convergence.mismatches.push(m);
-            }
+    let total = match fleet {
+        Fleet::Threads(handles) => join_threads(handles),
+        Fleet::Workers(w) => w.join().map(|rs| {
+            rs.into_iter().fold(ThreadResult::empty(), |mut t, r| {
+                t.merge(r);
+                t
+            })
+        }),
+    };
+    let ThreadResult { stats, convergence, live: live_users } = match total {
+        Ok(t) => t,
+        Err(e) => {
+            progress.finish();
+            return Err(e);
         }
-    }
+    };
     progress.finish();
     let usage = |pid: Option<u32>, before: Option<Sample>, a: Option<Sample>, b: Option<Sample>| match (a, b) {
         (Some(a), Some(b)) => Usage {
@@ -590,7 +760,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
         convergence,
         server: usage(server_pid, server_before, server_start, server_end),
         generator: usage(Some(std::process::id()), None, gen_start, gen_end),
-        threads,
+        threads: threads * processes,
+        processes,
         steady_s,
         sampled_s,
         server_rates,
@@ -617,6 +788,55 @@ mod tests {
         assert_eq!(source_for(9_999, t), Some("127.0.0.1".parse().unwrap()));
         assert_eq!(source_for(10_000, t), Some("127.0.0.2".parse().unwrap()));
         assert_eq!(source_for(0, "10.0.0.1:1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn processes_split_users_without_splitting_documents() {
+        let s: Scenario = toml::from_str(
+            r#"
+            name = "t"
+            [stages]
+            ramp_up_s = 1
+            steady_s = 1
+            [[groups]]
+            name = "w"
+            role = "editor"
+            docs = 10
+            users_per_doc = 4
+            edit_rate = 1
+            [[groups]]
+            name = "i"
+            role = "idle"
+            users_per_doc = 30
+            "#,
+        )
+        .unwrap();
+        let t: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(processes_for(&s, 2, 100, t).unwrap(), 1);
+        let p = processes_for(&s, 2, 20, t).unwrap();
+        assert_eq!(p, 4);
+        let now = Instant::now();
+        let clock = Clock { start: now, steady_from: now, steady_to: now };
+        let (users, docs) = assign(&s, p, 2, &clock, t, &HashMap::new());
+        assert_eq!(users.len(), 8);
+        for (k, chunk) in users.chunks(2).enumerate() {
+            let n: usize = chunk.iter().map(Vec::len).sum();
+            assert!(n <= 20, "process {k} holds {n}");
+        }
+        for (t, ds) in docs.iter().enumerate() {
+            for d in ds {
+                assert_eq!(users[t].iter().filter(|u| u.docs.contains(d)).count(), 4, "{d} on one thread");
+            }
+        }
+        // The same users whatever the split: ids and source addresses are by global index.
+        let (one, _) = assign(&s, 1, 2, &clock, t, &HashMap::new());
+        let key = |v: &[Vec<UserSpec>]| {
+            let mut k: Vec<(u64, Option<IpAddr>)> = v.iter().flatten().map(|u| (u.client.0, u.source)).collect();
+            k.sort();
+            k
+        };
+        assert_eq!(key(&users), key(&one));
+        assert!(processes_for(&s, 2, 3, t).unwrap_err().to_string().contains("4 users alone are more than 3"));
     }
 
     #[test]
@@ -648,7 +868,7 @@ mod tests {
         .unwrap();
         let now = Instant::now();
         let clock = Clock { start: now, steady_from: now, steady_to: now };
-        let (users, docs) = assign(&s, 3, &clock, "127.0.0.1:1".parse().unwrap(), &HashMap::new());
+        let (users, docs) = assign(&s, 1, 3, &clock, "127.0.0.1:1".parse().unwrap(), &HashMap::new());
         assert_eq!(users.iter().map(Vec::len).sum::<usize>(), 57);
         assert_eq!(docs.iter().map(Vec::len).sum::<usize>(), 10);
         for (t, ds) in docs.iter().enumerate() {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The run's clock: when it started and which part is measured.
 #[derive(Clone, Copy, Debug)]
@@ -36,7 +36,7 @@ fn histogram() -> Histogram<u64> {
 }
 
 /// One second of the run.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Second {
     /// Edits acknowledged.
     pub acked: u64,
@@ -122,6 +122,81 @@ impl Default for Stats {
             untraced: 0,
             series: Vec::new(),
         }
+    }
+}
+
+/// [`Stats`] as a worker process hands them to the coordinator: each histogram as its
+/// recorded (value, count) pairs, so the coordinator's merge is exact.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatsWire {
+    /// ack, propagation, presence, connect, join.
+    histograms: Vec<Vec<(u64, u64)>>,
+    /// sent, acked, delivered, presence_sent, presence_received, errors, disconnects, gaps,
+    /// untraced.
+    counters: Vec<u64>,
+    series: Vec<Second>,
+}
+
+impl Stats {
+    fn histograms(&self) -> [&Histogram<u64>; 5] {
+        [&self.ack, &self.propagation, &self.presence, &self.connect, &self.join]
+    }
+
+    /// The wire form.
+    pub fn to_wire(&self) -> StatsWire {
+        StatsWire {
+            histograms: self
+                .histograms()
+                .iter()
+                .map(|h| h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect())
+                .collect(),
+            counters: vec![
+                self.sent,
+                self.acked,
+                self.delivered,
+                self.presence_sent,
+                self.presence_received,
+                self.errors,
+                self.disconnects,
+                self.gaps,
+                self.untraced,
+            ],
+            series: self.series.clone(),
+        }
+    }
+
+    /// Back from the wire form.
+    pub fn from_wire(w: &StatsWire) -> Result<Self, String> {
+        let [sent, acked, delivered, presence_sent, presence_received, errors, disconnects, gaps, untraced] =
+            w.counters[..]
+        else {
+            return Err(format!("{} counters, expected 9", w.counters.len()));
+        };
+        let mut s = Self {
+            sent,
+            acked,
+            delivered,
+            presence_sent,
+            presence_received,
+            errors,
+            disconnects,
+            gaps,
+            untraced,
+            series: w.series.clone(),
+            ..Self::default()
+        };
+        if w.histograms.len() != 5 {
+            return Err(format!("{} histograms, expected 5", w.histograms.len()));
+        }
+        for (h, values) in [&mut s.ack, &mut s.propagation, &mut s.presence, &mut s.connect, &mut s.join]
+            .into_iter()
+            .zip(&w.histograms)
+        {
+            for &(v, n) in values {
+                h.record_n(v, n).map_err(|e| format!("value {v}: {e}"))?;
+            }
+        }
+        Ok(s)
     }
 }
 
@@ -307,6 +382,32 @@ mod tests {
         total.merge(&s);
         total.merge(&s);
         assert_eq!((total.ack.len(), total.series[3].acked), (2, 2));
+    }
+
+    #[test]
+    fn the_wire_form_round_trips_exactly() {
+        let start = Instant::now();
+        let clock = Clock { start, steady_from: start, steady_to: start + Duration::from_secs(10) };
+        let mut s = Stats::default();
+        for i in 0..5_000u64 {
+            let t = start + Duration::from_micros(i * 1_000);
+            s.edit(&clock, t);
+            s.latency(&clock, Latency::Ack, t, t + Duration::from_micros(50 + i * i % 90_000));
+            s.latency(&clock, Latency::Propagation, t, t + Duration::from_micros(70 + i % 7_000));
+        }
+        s.error(&clock, start);
+        s.gaps = 3;
+        let json = serde_json::to_string(&s.to_wire()).unwrap();
+        let back = Stats::from_wire(&serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(back.histograms(), s.histograms());
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(back.ack.value_at_quantile(q), s.ack.value_at_quantile(q));
+        }
+        assert_eq!((back.sent, back.acked, back.errors, back.gaps), (5_000, 5_000, 1, 3));
+        assert_eq!(back.series, s.series);
+        let mut bad = s.to_wire();
+        bad.counters.pop();
+        assert!(Stats::from_wire(&bad).is_err());
     }
 
     #[test]

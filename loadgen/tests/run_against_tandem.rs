@@ -114,7 +114,9 @@ users_per_doc = 1
 
 /// Three authors per document replay real traces (sped up 20x, so that a few seconds type a
 /// few hundred transactions each) into one document at once; the run checks every
-/// document's text against what the traces leave.
+/// document's text against what the traces leave. At most 5 connections per process, so the
+/// 12 users run in three worker processes (a document's 4 users together), which rebuild
+/// the replay's sections from the coordinator's setup.
 #[test]
 fn trace_replay_types_real_traces_and_checks_the_text() {
     let (server, _data) = server();
@@ -153,10 +155,23 @@ users_per_doc = 1
     )
     .unwrap();
     let out = work.path().join("out");
-    loadgen(&["run", scenario.to_str().unwrap(), "--target", &target, "--out", out.to_str().unwrap()]);
+    loadgen(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--target",
+        &target,
+        "--out",
+        out.to_str().unwrap(),
+        "--connections-per-process",
+        "5",
+    ]);
     let r = report(&out);
     assert_eq!(r["converged"], true, "{r:#}");
     assert_eq!(r["errors"], 0);
+    assert_eq!(r["generator"]["processes"], 3, "{}", r["generator"]);
+    assert_eq!(r["generator"]["threads"], 6);
+    assert_eq!(r["live_users"], 12);
+    assert!(r["generator"]["cpu_s"].as_f64().unwrap() > 0.0, "the workers' CPU is counted");
     let c = &r["convergence"];
     assert_eq!(c["replayed_texts"], 3, "{c}");
     let txns = c["replayed_txns"].as_u64().unwrap();

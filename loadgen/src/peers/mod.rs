@@ -26,7 +26,7 @@ pub(crate) mod sharedb;
 pub(crate) mod yjs;
 
 /// Which server the generator talks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Protocol {
     /// Tandem's protocol v1 (`docs/protocol.md`).
     #[default]
