@@ -509,8 +509,14 @@ fn run_thread(
 }
 
 /// Server counters worth a rate over the steady stage.
-const SERVER_COUNTERS: &[&str] =
-    &["tandem_ops_in_total", "tandem_ops_out_total", "tandem_frames_out_total", "tandem_messages_in_total"];
+const SERVER_COUNTERS: &[&str] = &[
+    "tandem_ops_in_total",
+    "tandem_ops_out_total",
+    "tandem_frames_out_total",
+    "tandem_messages_in_total",
+    "tandem_socket_writes_total",
+    "tandem_socket_reads_total",
+];
 
 /// Gives the scenario's preload documents their history: `ops` acknowledged ops each, from
 /// `writers` clients per document typing at the end of the text, one op in flight each.

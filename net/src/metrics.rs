@@ -78,6 +78,11 @@ pub struct CoreStats {
     pub held_effects: AtomicU64,
     /// 1 once the op log failed on this core.
     pub storage_failed: AtomicU64,
+    /// send(2)/sendmsg(2) calls that wrote to a client socket (a write carries every frame
+    /// queued by then: messages per write show how much fan-out batching there is).
+    pub socket_writes: AtomicU64,
+    /// read(2) calls that read bytes from a client socket.
+    pub socket_reads: AtomicU64,
 }
 
 impl CoreStats {
@@ -134,6 +139,12 @@ pub fn render(cores: &[std::sync::Arc<CoreStats>]) -> String {
         load(&c.frames_out)
     });
     metric(&mut out, "presence_out_total", "counter", "Presence messages fanned out.", &|c| load(&c.presence_out));
+    metric(&mut out, "socket_writes_total", "counter", "Writes (send calls) to client sockets.", &|c| {
+        load(&c.socket_writes)
+    });
+    metric(&mut out, "socket_reads_total", "counter", "Reads from client sockets that returned bytes.", &|c| {
+        load(&c.socket_reads)
+    });
     metric(&mut out, "errors_total", "counter", "Error messages sent to clients.", &|c| load(&c.errors));
     metric(&mut out, "core_messages_out_total", "counter", "Messages sent to other cores.", &|c| {
         load(&c.core_msgs_out)

@@ -158,7 +158,7 @@ impl ConnState {
     }
 
     /// Sends as much of the queue as the socket takes now. `Ok(true)` when it is all sent.
-    fn flush(&self, socket: &Socket) -> std::io::Result<bool> {
+    fn flush(&self, socket: &Socket, stats: &CoreStats) -> std::io::Result<bool> {
         let mut out = self.out.borrow_mut();
         while !out.is_empty() {
             // One frame (the common case under fan-out): send(2), cheaper than sendmsg(2).
@@ -169,7 +169,10 @@ impl ConnState {
                 socket.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL)
             };
             let mut sent = match result {
-                Ok(n) => n,
+                Ok(n) => {
+                    CoreStats::bump(&stats.socket_writes);
+                    n
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -335,6 +338,7 @@ fn read_available(
                 Ok(0) => return Input::End,
                 Ok(n) => {
                     total += n;
+                    CoreStats::bump(&core.stats.socket_reads);
                     on_bytes(core, state, ws, encoding, &buf[..n]);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -366,7 +370,7 @@ async fn run(core: &Rc<Core>, state: &Rc<ConnState>, stream: TcpStream, encoding
             return;
         }
         if waiting_write.is_none() {
-            match with_socket(&stream, |s| state.flush(s)) {
+            match with_socket(&stream, |s| state.flush(s, &core.stats)) {
                 Ok(true) => {
                     // Closing and everything (the close frame last) written: half-close so
                     // the client sees the end; keep reading until it hangs up or time is up.
@@ -409,7 +413,7 @@ async fn run(core: &Rc<Core>, state: &Rc<ConnState>, stream: TcpStream, encoding
                     Input::More => waiting_read = Some(Box::pin(readable(&stream))),
                     Input::End => {
                         // The client is gone: send what can still be sent, then end.
-                        let _ = with_socket(&stream, |s| state.flush(s));
+                        let _ = with_socket(&stream, |s| state.flush(s, &core.stats));
                         return;
                     }
                 }
