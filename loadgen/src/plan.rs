@@ -119,6 +119,9 @@ pub struct FitRun {
     pub messages_per_s: f64,
     /// Acked edits per second.
     pub edits_per_s: f64,
+    /// Op-log commits (group-commit batches, one `fdatasync` each) per second, for servers
+    /// that count them.
+    pub commits_per_s: Option<f64>,
     /// Server cores busy (CPU-seconds per second).
     pub cores_used: f64,
     /// The server's core count, when the report has it.
@@ -135,6 +138,17 @@ pub struct Figures {
     pub cpu_s_per_edit: f64,
     /// Whether `b` was fitted (runs with different edit/message mixes) or set to 0.
     pub edit_cost_fitted: bool,
+    /// Server CPU-seconds per op-log commit: the `fdatasync`, the storage thread's wake-ups
+    /// and the disk queue's kernel path (the model's `c`; 0 when the runs cannot tell it
+    /// apart).
+    pub cpu_s_per_commit: f64,
+    /// Whether `c` was fitted (every run counted its commits, at different batch sizes).
+    pub commit_cost_fitted: bool,
+    /// The most commits per second one server core made in a run (group commit bounds it:
+    /// one `fdatasync` in flight per core), and the run.
+    pub commits_per_core_s: f64,
+    /// The run it came from.
+    pub commits_from: String,
     /// The largest measured / predicted cores among the runs (at least 1): the model's worst
     /// underestimate, which the plan applies so that no measured mix is undersized.
     pub worst_fit: f64,
@@ -158,36 +172,113 @@ impl Figures {
         1.0 / self.cpu_s_per_message
     }
 
+    /// The model's prediction of busy cores.
+    pub fn predict(&self, messages_per_s: f64, edits_per_s: f64, commits_per_s: f64) -> f64 {
+        self.cpu_s_per_message * messages_per_s
+            + self.cpu_s_per_edit * edits_per_s
+            + self.cpu_s_per_commit * commits_per_s
+    }
+
     /// The model's prediction of a run's busy cores.
-    pub fn predict(&self, messages_per_s: f64, edits_per_s: f64) -> f64 {
-        self.cpu_s_per_message * messages_per_s + self.cpu_s_per_edit * edits_per_s
+    pub fn predict_run(&self, r: &FitRun) -> f64 {
+        self.predict(r.messages_per_s, r.edits_per_s, r.commits_per_s.unwrap_or(0.0))
     }
 }
 
-/// Least squares fit of `cores = a * messages + b * edits` through the origin; `b` is 0 when
-/// the runs cannot determine it (one mix only) or it fits negative.
-pub fn fit(runs: &[FitRun]) -> Option<(f64, f64, bool)> {
-    let (mut mm, mut me, mut ee, mut mc, mut ec) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for r in runs {
-        let (m, e, c) = (r.messages_per_s, r.edits_per_s, r.cores_used);
-        mm += m * m;
-        me += m * e;
-        ee += e * e;
-        mc += m * c;
-        ec += e * c;
-    }
-    if mm == 0.0 {
-        return None;
-    }
-    let det = mm * ee - me * me;
-    if det > 1e-9 * mm * ee.max(1.0) {
-        let a = (mc * ee - ec * me) / det;
-        let b = (mm * ec - me * mc) / det;
-        if a > 0.0 && b >= 0.0 {
-            return Some((a, b, true));
+/// The CPU model's coefficients.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Coefficients {
+    /// Per message.
+    pub a: f64,
+    /// Per edit (0 unless fitted).
+    pub b: f64,
+    /// Per op-log commit (0 unless fitted).
+    pub c: f64,
+    /// Whether `b` was fitted.
+    pub edits: bool,
+    /// Whether `c` was fitted.
+    pub commits: bool,
+}
+
+/// Least squares through the origin of `y = X w` for up to three columns: the normal
+/// equations (symmetric, positive semi-definite) by elimination without pivoting. `None` when
+/// a column is all but a combination of the ones before it (what is left of it after them
+/// is under 1e-9 of its own size): the runs cannot tell that term apart.
+fn least_squares(rows: &[([f64; 3], f64)], k: usize) -> Option<[f64; 3]> {
+    let mut m = [[0.0f64; 4]; 3];
+    for (x, y) in rows {
+        for i in 0..k {
+            for j in 0..k {
+                m[i][j] += x[i] * x[j];
+            }
+            m[i][3] += x[i] * y;
         }
     }
-    Some((mc / mm, 0.0, false))
+    let size: [f64; 3] = [m[0][0], m[1][1], m[2][2]];
+    for col in 0..k {
+        if m[col][col].is_nan() || m[col][col] <= 1e-9 * size[col] {
+            return None;
+        }
+        let pivot = m[col];
+        for (r, row) in m.iter_mut().enumerate().take(k) {
+            if r != col {
+                let f = row[col] / pivot[col];
+                for (v, p) in row.iter_mut().zip(pivot).skip(col) {
+                    *v -= f * p;
+                }
+            }
+        }
+    }
+    let mut w = [0.0; 3];
+    for i in 0..k {
+        w[i] = m[i][3] / m[i][i];
+    }
+    Some(w)
+}
+
+/// Least squares fit of `cores = a * messages + b * edits + c * commits` through the origin.
+/// Terms the runs cannot determine (one mix only, collinear) or that fit negative are left
+/// out, richest model first: all three, then messages and commits, messages and edits,
+/// messages alone. Commits take part only when every run counted them.
+pub fn fit(runs: &[FitRun]) -> Option<Coefficients> {
+    if runs.iter().all(|r| r.messages_per_s == 0.0) {
+        return None;
+    }
+    let with_commits = runs.iter().all(|r| r.commits_per_s.is_some());
+    // Which terms, in order: (edits, commits).
+    let models: &[(bool, bool)] = &[(true, true), (false, true), (true, false), (false, false)];
+    for &(edits, commits) in models {
+        if commits && !with_commits {
+            continue;
+        }
+        let rows: Vec<([f64; 3], f64)> = runs
+            .iter()
+            .map(|r| {
+                let mut x = [r.messages_per_s, 0.0, 0.0];
+                let mut k = 1;
+                if edits {
+                    x[k] = r.edits_per_s;
+                    k += 1;
+                }
+                if commits {
+                    x[k] = r.commits_per_s.unwrap_or(0.0);
+                }
+                (x, r.cores_used)
+            })
+            .collect();
+        let k = 1 + usize::from(edits) + usize::from(commits);
+        if runs.len() < k {
+            continue;
+        }
+        let Some(w) = least_squares(&rows, k) else { continue };
+        if w[0] <= 0.0 || w[1..k].iter().any(|&v| v < 0.0) {
+            continue;
+        }
+        let b = if edits { w[1] } else { 0.0 };
+        let c = if commits { w[k - 1] } else { 0.0 };
+        return Some(Coefficients { a: w[0], b, c, edits, commits });
+    }
+    None
 }
 
 /// A run's WebSocket messages per second: the server's own counters when it exported them,
@@ -212,10 +303,18 @@ impl Figures {
         for (name, r) in mine {
             let s = &r.server;
             if r.converged && s.cpu_util > 0.05 && r.sent > 0 && r.ack_latency_ms.p99 <= slo_p99_ms {
+                let m = &s.metrics_per_s;
+                let commits_per_s = m.get("tandem_oplog_batches_total").copied();
+                if let (Some(c), Some(cores)) = (commits_per_s, s.cores)
+                    && c / cores as f64 > f.commits_per_core_s
+                {
+                    (f.commits_per_core_s, f.commits_from) = (c / cores as f64, name.clone());
+                }
                 f.fit.push(FitRun {
                     name: name.clone(),
                     messages_per_s: messages_per_s(r),
                     edits_per_s: r.acked_per_s,
+                    commits_per_s,
                     cores_used: s.cpu_util,
                     server_cores: s.cores,
                 });
@@ -232,15 +331,15 @@ impl Figures {
             }
         }
         f.runs.1 = f.fit.len();
-        let Some((a, b, fitted)) = fit(&f.fit) else {
+        let Some(k) = fit(&f.fit) else {
             bail!(
                 "none of the {} {label:?} runs converged with ack p99 <= {slo_p99_ms} ms and a measured server CPU: nothing to plan from",
                 f.runs.0
             );
         };
-        (f.cpu_s_per_message, f.cpu_s_per_edit, f.edit_cost_fitted) = (a, b, fitted);
-        f.worst_fit =
-            f.fit.iter().map(|r| r.cores_used / f.predict(r.messages_per_s, r.edits_per_s)).fold(1.0_f64, f64::max);
+        (f.cpu_s_per_message, f.cpu_s_per_edit, f.edit_cost_fitted) = (k.a, k.b, k.edits);
+        (f.cpu_s_per_commit, f.commit_cost_fitted) = (k.c, k.commits);
+        f.worst_fit = f.fit.iter().map(|r| r.cores_used / f.predict_run(r)).fold(1.0_f64, f64::max);
         if f.idle_bytes == 0.0 {
             bail!("no {label:?} run measured memory per idle connection (run loadgen/scenarios/idle.toml)");
         }
@@ -263,6 +362,8 @@ pub struct Plan {
     pub cores_for_messages: f64,
     /// Cores for the edits' own work (beyond their messages).
     pub cores_for_edits: f64,
+    /// Cores for op-log commits: each core commits up to `commits_per_core_s` times a second.
+    pub cores_for_commits: f64,
     /// Cores (both, with headroom).
     pub cores: f64,
     /// Server memory, bytes (with headroom).
@@ -279,9 +380,15 @@ pub struct Plan {
 pub fn plan(target: &Target, figures: &Figures, prices: &Prices) -> Plan {
     let h = target.headroom;
     let w = figures.worst_fit.max(1.0);
-    let cores_for_messages = figures.predict(target.messages_per_s, 0.0) * w / h;
-    let cores_for_edits = figures.predict(0.0, target.edits_per_s) * w / h;
-    let cores = cores_for_messages + cores_for_edits;
+    let cores_for_messages = figures.predict(target.messages_per_s, 0.0, 0.0) * w / h;
+    let cores_for_edits = figures.predict(0.0, target.edits_per_s, 0.0) * w / h;
+    // Commits: a core that makes edits commits as often as its disk lets it, up to one per
+    // edit, and loses `c` of its time per commit.
+    let base = cores_for_messages + cores_for_edits;
+    let per_core = figures.commits_per_core_s.min(if base > 0.0 { target.edits_per_s / base } else { 0.0 });
+    let lost = (figures.cpu_s_per_commit * per_core * w).min(0.9);
+    let cores_for_commits = base * lost / (1.0 - lost);
+    let cores = base + cores_for_commits;
     let per_conn = target.active_share * figures.active_bytes + (1.0 - target.active_share) * figures.idle_bytes;
     let memory_bytes = target.connections * per_conn / h;
     let network_gbps = target.messages_per_s * target.message_bytes * 8.0 / 1e9 / h;
@@ -301,6 +408,7 @@ pub fn plan(target: &Target, figures: &Figures, prices: &Prices) -> Plan {
         figures: figures.clone(),
         cores_for_messages,
         cores_for_edits,
+        cores_for_commits,
         cores,
         memory_bytes,
         network_gbps,
@@ -361,10 +469,15 @@ impl Plan {
         let _ = writeln!(o, "## Method and assumptions\n");
         let _ = writeln!(
             o,
-            "- CPU is modelled from measurements, not assumed: busy server cores = a x messages/s + b x edits/s, \
-             fitted (least squares) over every run of the label that converged with ack p99 within the SLO; \
-             `a` is the cost of a WebSocket message in or out, `b` the extra cost of an edit (transform, apply, \
-             durable append). The model's worst underestimate of a run ({:.2}x) is applied to the cores, so \
+            "- CPU is modelled from measurements, not assumed: busy server cores = a x messages/s + b x edits/s \
+             + c x commits/s, fitted (least squares) over every run of the label that converged with ack p99 \
+             within the SLO; `a` is the cost of a WebSocket message in or out, `b` the extra cost of an edit \
+             (transform, apply, append), `c` the cost of an op-log commit (a group-commit batch: one \
+             `fdatasync`, the storage thread's wake-ups and the disk queue's kernel path). Many documents with \
+             a few edits each make small batches, so commits, not edits, are what such loads pay for. At the \
+             target, each core commits as often as the busiest core of the runs did (group commit keeps one \
+             `fdatasync` in flight per core), or once per edit if it has fewer, and loses `c` per commit. \
+             The model's worst underestimate of a run ({:.2}x) is applied to the cores, so \
              no measured mix is undersized. Memory per connection is the largest seen in a run within the SLO \
              (overloaded runs fill queues).\n\
              - Linear scaling per core: documents are sharded onto cores and a core shares nothing on the hot \
@@ -389,20 +502,36 @@ impl Plan {
         );
         let b_note = if f.edit_cost_fitted { "fit" } else { "not separable in these runs (one edit/message mix): 0" };
         let _ = writeln!(o, "| b: extra server CPU per edit | {:.2} µs | {b_note} |", f.cpu_s_per_edit * 1e6);
+        let c_note = if f.commit_cost_fitted {
+            "fit"
+        } else if f.fit.iter().any(|r| r.commits_per_s.is_none()) {
+            "not measured (runs from servers that do not count op-log commits): 0"
+        } else {
+            "not separable in these runs: 0"
+        };
+        let _ = writeln!(o, "| c: server CPU per op-log commit | {:.2} µs | {c_note} |", f.cpu_s_per_commit * 1e6);
+        if f.commits_per_core_s > 0.0 {
+            let _ = writeln!(
+                o,
+                "| op-log commits per core-second (most seen) | {:.0} | {} |",
+                f.commits_per_core_s, f.commits_from
+            );
+        }
         let _ = writeln!(o, "| server memory per idle connection | {:.0} B | {} |", f.idle_bytes, f.idle_from);
         let _ = writeln!(o, "| server memory per active connection | {:.0} B | {} |", f.active_bytes, f.active_from);
         let _ = writeln!(
             o,
-            "\nThe fit against its runs (busy server cores, measured and predicted):\n\n| run | messages/s | edits/s | cores measured | predicted | error |\n|---|---:|---:|---:|---:|---:|"
+            "\nThe fit against its runs (busy server cores, measured and predicted):\n\n| run | messages/s | edits/s | commits/s | cores measured | predicted | error |\n|---|---:|---:|---:|---:|---:|---:|"
         );
         for r in &f.fit {
-            let p = f.predict(r.messages_per_s, r.edits_per_s);
+            let p = f.predict_run(r);
             let _ = writeln!(
                 o,
-                "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {:+.0}% |",
+                "| {} | {:.0} | {:.0} | {} | {:.3} | {:.3} | {:+.0}% |",
                 r.name,
                 r.messages_per_s,
                 r.edits_per_s,
+                r.commits_per_s.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
                 r.cores_used,
                 p,
                 (p / r.cores_used - 1.0) * 100.0
@@ -411,6 +540,7 @@ impl Plan {
         let _ = writeln!(o, "\n## Sizing\n\n| resource | needed (with headroom) |\n|---|---:|");
         let _ = writeln!(o, "| cores for messages | {:.0} |", self.cores_for_messages);
         let _ = writeln!(o, "| cores for edits | {:.0} |", self.cores_for_edits);
+        let _ = writeln!(o, "| cores for op-log commits | {:.0} |", self.cores_for_commits);
         let _ = writeln!(o, "| **cores** | **{:.0}** |", self.cores);
         let _ = writeln!(o, "| memory | {:.1} GiB |", self.memory_bytes / (1u64 << 30) as f64);
         let _ = writeln!(o, "| network | {:.1} Gbit/s |", self.network_gbps);
@@ -465,8 +595,7 @@ impl Plan {
             let _ = writeln!(o, "| server cores | runs | measured / predicted cores (mean) |\n|---:|---:|---:|");
             for c in &counts {
                 let runs: Vec<&FitRun> = f.fit.iter().filter(|r| r.server_cores == Some(*c)).collect();
-                let ratio = runs.iter().map(|r| r.cores_used / f.predict(r.messages_per_s, r.edits_per_s)).sum::<f64>()
-                    / runs.len() as f64;
+                let ratio = runs.iter().map(|r| r.cores_used / f.predict_run(r)).sum::<f64>() / runs.len() as f64;
                 let _ = writeln!(o, "| {c} | {} | {ratio:.2} |", runs.len());
             }
             let _ = writeln!(o, "\nLinear scaling shows as the same ratio at every core count.");
@@ -530,20 +659,54 @@ mod tests {
     }
 
     fn run(m: f64, e: f64, c: f64) -> FitRun {
-        FitRun { name: format!("{m}/{e}"), messages_per_s: m, edits_per_s: e, cores_used: c, server_cores: None }
+        FitRun {
+            name: format!("{m}/{e}"),
+            messages_per_s: m,
+            edits_per_s: e,
+            commits_per_s: None,
+            cores_used: c,
+            server_cores: None,
+        }
+    }
+
+    fn close(x: f64, y: f64) -> bool {
+        (x - y).abs() <= 1e-9 * y.abs().max(1e-12)
     }
 
     #[test]
     fn the_fit_recovers_costs() {
         // cores = 1e-5 x messages + 5e-5 x edits, two mixes.
         let runs = [run(100_000.0, 10_000.0, 1.5), run(200_000.0, 1_000.0, 2.05), run(50_000.0, 10_000.0, 1.0)];
-        let (a, b, fitted) = fit(&runs).unwrap();
-        assert!(fitted);
-        assert!((a - 1e-5).abs() < 1e-12 && (b - 5e-5).abs() < 1e-12, "{a} {b}");
+        let k = fit(&runs).unwrap();
+        assert!(k.edits && !k.commits);
+        assert!(close(k.a, 1e-5) && close(k.b, 5e-5), "{k:?}");
         // One mix only: edits are not separable, all cost goes to messages.
-        let (a, b, fitted) = fit(&[run(100_000.0, 10_000.0, 1.5), run(200_000.0, 20_000.0, 3.0)]).unwrap();
-        assert!(!fitted && b == 0.0 && (a - 1.5e-5).abs() < 1e-12);
+        let k = fit(&[run(100_000.0, 10_000.0, 1.5), run(200_000.0, 20_000.0, 3.0)]).unwrap();
+        assert!(!k.edits && k.b == 0.0 && close(k.a, 1.5e-5), "{k:?}");
         assert!(fit(&[]).is_none());
+    }
+
+    #[test]
+    fn the_fit_separates_commits_when_batches_vary() {
+        // cores = 4 µs x messages + 20 µs x edits + 100 µs x commits: a room (250 edits in
+        // 200 commits), many documents (4,000 edits in 2,000) and a flood (17,000 in 800).
+        let mk = |m: f64, e: f64, c: f64| {
+            let mut r = run(m, e, 4e-6 * m + 20e-6 * e + 100e-6 * c);
+            r.commits_per_s = Some(c);
+            r
+        };
+        let runs = [mk(13_000.0, 250.0, 200.0), mk(24_000.0, 4_000.0, 2_000.0), mk(100_000.0, 17_000.0, 800.0)];
+        let k = fit(&runs).unwrap();
+        assert!(k.edits && k.commits, "{k:?}");
+        assert!(close(k.a, 4e-6) && close(k.b, 20e-6) && close(k.c, 100e-6), "{k:?}");
+        let f = Figures { cpu_s_per_message: k.a, cpu_s_per_edit: k.b, cpu_s_per_commit: k.c, ..Figures::default() };
+        for r in &runs {
+            assert!(close(f.predict_run(r), r.cores_used));
+        }
+        // A run without commit counts: the model falls back to messages and edits.
+        let mut mixed = runs.to_vec();
+        mixed.push(run(10_000.0, 100.0, 0.2));
+        assert!(!fit(&mixed).unwrap().commits);
     }
 
     fn target() -> Target {
@@ -580,6 +743,26 @@ mod tests {
         let md = p.markdown("plan", &[]);
         assert!(md.contains("$170651/month"), "{md}");
         assert!(md.contains("Not checked"), "{md}");
+    }
+
+    #[test]
+    fn commits_take_their_share_of_each_core() {
+        let prices = Prices::parse(DEFAULT_PRICES).unwrap();
+        // 820 cores before commits (see the_arithmetic), 5M edits over them = 6,098 per core,
+        // above the 1,000 commits per core-second seen: each core spends 1,000 x 200 µs = 20%
+        // of its time committing, so 820 / 0.8 = 1,025 cores.
+        let f =
+            Figures { cpu_s_per_commit: 200e-6, commit_cost_fitted: true, commits_per_core_s: 1_000.0, ..figures() };
+        let p = plan(&target(), &f, &prices);
+        assert!((p.cores_for_commits - 205.0).abs() < 1e-6, "{}", p.cores_for_commits);
+        assert!((p.cores - 1_025.0).abs() < 1e-6);
+        // Few edits per core: one commit per edit at most.
+        let few = Target { edits_per_s: 41_000.0, ..target() };
+        let p = plan(&few, &f, &prices);
+        let per_core = 41_000.0 / (p.cores_for_messages + p.cores_for_edits);
+        assert!(per_core < 1_000.0);
+        let lost = 200e-6 * per_core;
+        assert!((p.cores_for_commits - (p.cores_for_messages + p.cores_for_edits) * lost / (1.0 - lost)).abs() < 1e-6);
     }
 
     #[test]
