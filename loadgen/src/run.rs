@@ -516,6 +516,8 @@ const SERVER_COUNTERS: &[&str] = &[
     "tandem_messages_in_total",
     "tandem_socket_writes_total",
     "tandem_socket_reads_total",
+    "tandem_oplog_batches_total",
+    "tandem_oplog_ops_total",
 ];
 
 /// Gives the scenario's preload documents their history: `ops` acknowledged ops each, from
