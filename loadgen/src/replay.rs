@@ -223,7 +223,7 @@ fn replayed_docs(scenario: &Scenario) -> Result<Vec<(String, Vec<Arc<Loaded>>)>>
             let traces = (0..g.users_per_doc)
                 .map(|a| Arc::clone(&loaded[&(g.traces[a % g.traces.len()].clone(), gi)]))
                 .collect();
-            docs.push((format!("{}-{d}", g.doc_prefix), traces));
+            docs.push((g.doc_name(d), traces));
         }
     }
     Ok(docs)

@@ -137,6 +137,20 @@ pub struct Convergence {
     pub replayed_txns: u64,
 }
 
+impl Convergence {
+    /// Adds another thread's (or process's) findings, keeping the first 20 mismatches.
+    fn merge(&mut self, o: Self) {
+        self.documents += o.documents;
+        self.views_checked += o.views_checked;
+        self.full_copies += o.full_copies;
+        self.mismatch_count += o.mismatch_count;
+        self.replayed_texts += o.replayed_texts;
+        self.replayed_txns += o.replayed_txns;
+        let room = 20usize.saturating_sub(self.mismatches.len());
+        self.mismatches.extend(o.mismatches.into_iter().take(room));
+    }
+}
+
 /// CPU and memory of a process over the steady stage.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Usage {
@@ -235,7 +249,7 @@ pub(crate) fn assign(
             continue;
         }
         for d in 0..g.docs {
-            let name = format!("{}-{d}", g.doc_prefix);
+            let name = g.doc_name(d);
             let slot = *index.entry(name.clone()).or_insert_with(|| {
                 by_doc.push((Some(name.clone()), Vec::new()));
                 by_doc.len() - 1
@@ -377,18 +391,7 @@ impl ThreadResult {
     fn merge(&mut self, r: Self) {
         self.stats.merge(&r.stats);
         self.live += r.live;
-        let (c, o) = (&mut self.convergence, r.convergence);
-        c.documents += o.documents;
-        c.views_checked += o.views_checked;
-        c.full_copies += o.full_copies;
-        c.mismatch_count += o.mismatch_count;
-        c.replayed_texts += o.replayed_texts;
-        c.replayed_txns += o.replayed_txns;
-        for m in o.mismatches {
-            if c.mismatches.len() < 20 {
-                c.mismatches.push(m);
-            }
-        }
+        self.convergence.merge(r.convergence);
     }
 
     pub(crate) fn to_wire(&self) -> ThreadResultWire {
@@ -580,7 +583,7 @@ fn processes_for(scenario: &Scenario, threads: usize, per_process: usize, target
     let mut per_doc: HashMap<String, usize> = HashMap::new();
     for g in scenario.groups.iter().filter(|g| g.role != Role::Idle) {
         for d in 0..g.docs {
-            *per_doc.entry(format!("{}-{d}", g.doc_prefix)).or_default() += g.users_per_doc;
+            *per_doc.entry(g.doc_name(d)).or_default() += g.users_per_doc;
         }
     }
     if let Some((doc, n)) = per_doc.iter().max_by_key(|(_, n)| **n)

@@ -83,6 +83,13 @@ pub struct Group {
     pub fallback_rate: f64,
 }
 
+impl Group {
+    /// The name of its document `d` (`{doc_prefix}-{d}`).
+    pub fn doc_name(&self, d: usize) -> String {
+        format!("{}-{d}", self.doc_prefix)
+    }
+}
+
 fn default_speed() -> f64 {
     1.0
 }

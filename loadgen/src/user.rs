@@ -160,6 +160,21 @@ impl Full {
         thread.stats.borrow_mut().edit(&thread.clock, due);
         true
     }
+
+    /// Sends transaction `i` of the replaying author's trace, due at `due`; what went wrong
+    /// if it could not.
+    fn replay_txn(&mut self, thread: &Thread, doc: &str, i: usize, due: Instant) -> Result<(), String> {
+        let d = self.replay.as_mut().expect("a replaying author").delta(i)?;
+        if !self.submit(thread, doc, d, due) {
+            return Err(format!("{doc}: the session refused transaction {i}"));
+        }
+        let r = self.replay.as_mut().expect("a replaying author");
+        r.sent = i + 1;
+        // The caret (for cursor moves) follows the typing.
+        let at = r.section.unwrap_or(0) + r.last_edit_at;
+        self.caret.insert(doc.to_owned(), at);
+        Ok(())
+    }
 }
 
 /// Runs one user from its start time to the end of the run.
@@ -435,27 +450,12 @@ async fn replayer(thread: Rc<Thread>, state: Rc<RefCell<Full>>, sender: Rc<Sende
                 if t > now || t >= until {
                     break;
                 }
-                let r = st.replay.as_mut().expect("a replaying author");
-                let d = match r.delta(i) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        r.broken = Some(e);
-                        thread.stats.borrow_mut().error(&thread.clock, now);
-                        break;
-                    }
-                };
-                if !st.submit(&thread, &doc, d, t) {
-                    st.replay.as_mut().expect("a replaying author").broken =
-                        Some(format!("{doc}: the session refused transaction {i}"));
+                if let Err(e) = st.replay_txn(&thread, &doc, i, t) {
+                    st.replay.as_mut().expect("a replaying author").broken = Some(e);
                     thread.stats.borrow_mut().error(&thread.clock, now);
                     break;
                 }
                 i += 1;
-                let r = st.replay.as_mut().expect("a replaying author");
-                r.sent = i;
-                // The caret (for cursor moves) follows the typing.
-                let at = r.section.unwrap_or(0) + r.last_edit_at;
-                st.caret.insert(doc.clone(), at);
             }
             ready
         };
