@@ -69,14 +69,7 @@ pub fn search(base: &Scenario, x: &Search, opts: &RunOptions, target: &str, labe
         // on a shared machine is not the knee.
         let mut attempt = 0;
         let (report, passed) = loop {
-            let (report, passed) = step(
-                &sc,
-                x,
-                opts,
-                target,
-                label,
-                &out.join(format!("step-{k}{}", if attempt > 0 { "-retry" } else { "" })),
-            )?;
+            let (report, passed) = step(&sc, x, opts, target, label, &step_dir(out, k, attempt))?;
             if passed || attempt > 0 {
                 break (report, passed);
             }
@@ -113,12 +106,17 @@ pub fn search(base: &Scenario, x: &Search, opts: &RunOptions, target: &str, labe
         bail!("even the first step broke the SLO (p99 <= {} ms); see {}", x.p99_ms, out.display());
     };
     // The knee's files at the top, for `compare`, `plan` and `report`.
-    let knee_dir = out.join(format!("step-{k}{}", if attempt > 0 { "-retry" } else { "" }));
+    let knee_dir = step_dir(out, k, attempt);
     for f in std::fs::read_dir(knee_dir)? {
         let f = f?;
         std::fs::copy(f.path(), out.join(f.file_name()))?;
     }
     Ok(report)
+}
+
+/// Where step `k`'s run (its retry, after the first attempt) writes its report.
+fn step_dir(out: &Path, k: usize, attempt: usize) -> std::path::PathBuf {
+    out.join(format!("step-{k}{}", if attempt > 0 { "-retry" } else { "" }))
 }
 
 /// Edits per second a scenario's editors offer.
