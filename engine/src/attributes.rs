@@ -12,7 +12,23 @@ use crate::value::{Object, Value};
 
 /// The formatting on an insert or retain: a possibly empty, cheaply cloned JSON object.
 #[derive(Clone, Default)]
-pub struct Attributes(Option<Arc<Object>>);
+pub struct Attributes(Option<Arc<Shared>>);
+
+/// A map with its size counted once, when it is made: documents count formatting bytes per
+/// run, and a run's map must not be walked again for that.
+#[derive(PartialEq)]
+struct Shared {
+    map: Object,
+    bytes: usize,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Object;
+
+    fn deref(&self) -> &Object {
+        &self.map
+    }
+}
 
 impl Attributes {
     /// No attributes.
@@ -20,7 +36,12 @@ impl Attributes {
 
     /// Wraps a map; an empty map becomes [`Attributes::NONE`].
     pub fn from_object(map: Object) -> Self {
-        if map.is_empty() { Self(None) } else { Self(Some(Arc::new(map))) }
+        if map.is_empty() {
+            Self(None)
+        } else {
+            let bytes = object_bytes(&map);
+            Self(Some(Arc::new(Shared { map, bytes })))
+        }
     }
 
     /// True when there are no attributes.
@@ -40,7 +61,7 @@ impl Attributes {
 
     /// The attributes as an object, if any.
     pub fn as_object(&self) -> Option<&Object> {
-        self.0.as_deref()
+        self.0.as_deref().map(|m| &m.map)
     }
 
     /// Iterates over `(key, value)` in key order.
@@ -133,10 +154,22 @@ impl Attributes {
         Self::from_object(out)
     }
 
+    /// The bytes these attributes count for: each key and value (strings by their UTF-8
+    /// length, containers by their elements plus 24 or 48 bytes each) plus 48 bytes per key.
+    /// Counted once, when the map is made.
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.bytes)
+    }
+
     /// A rough count of heap bytes, for memory accounting.
     pub(crate) fn approx_bytes(&self) -> usize {
-        self.iter().map(|(k, v)| k.len() + approx_value_bytes(v) + 48).sum()
+        self.bytes()
     }
+}
+
+/// The bytes an object counts for (see [`Attributes::bytes`]).
+pub(crate) fn object_bytes(o: &Object) -> usize {
+    o.iter().map(|(k, v)| k.len() + approx_value_bytes(v) + 48).sum()
 }
 
 fn approx_value_bytes(v: &Value) -> usize {
@@ -162,7 +195,7 @@ impl std::fmt::Debug for Attributes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             None => f.write_str("{}"),
-            Some(m) => f.debug_map().entries(m.iter()).finish(),
+            Some(m) => f.debug_map().entries(m.map.iter()).finish(),
         }
     }
 }
@@ -177,7 +210,7 @@ impl Serialize for Attributes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
             None => Object::new().serialize(s),
-            Some(m) => m.serialize(s),
+            Some(m) => m.map.serialize(s),
         }
     }
 }

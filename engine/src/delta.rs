@@ -6,7 +6,9 @@
 //! from JSON, from archives and from the algorithms are also chopped (no trailing plain
 //! retain); the builder methods leave that to [`Delta::chop`], as quill-delta does.
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeStruct;
@@ -17,6 +19,7 @@ use crate::archive::{attributes_from_json, embed_from_json};
 use crate::attributes::Attributes;
 use crate::cursor::{Body, Piece};
 use crate::error::Error;
+use crate::limits::Limits;
 use crate::op::{ArchivedInsert, ArchivedOp, Embed, Insert, Op, Text, char_count};
 
 /// Ops held inline before spilling to the heap: a keystroke is `[retain, insert]` or
@@ -283,6 +286,57 @@ impl Delta {
         Ok(s)
     }
 
+    /// Bytes of attributes and embeds in this delta ([`Op::format_bytes`] summed).
+    pub fn format_bytes(&self) -> usize {
+        self.ops.iter().map(Op::format_bytes).sum()
+    }
+
+    /// A 64-bit fingerprint of the delta, equal for equal deltas within one process: the
+    /// sequencer keeps one per client to tell an exact resubmission from a different op
+    /// under a reused `client_seq`.
+    pub fn fingerprint(&self) -> u64 {
+        /// Feeds JSON bytes to a hasher without building a string.
+        struct Feed<'a, H: Hasher>(&'a mut H);
+        impl<H: Hasher> std::io::Write for Feed<'_, H> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.write(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        fn json(h: &mut impl Hasher, v: &impl Serialize) {
+            serde_json::to_writer(Feed(h), v).expect("values always serialize");
+        }
+        let mut h = foldhash::fast::FixedState::with_seed(0x7a6e_6465_6d5f_6670).build_hasher();
+        self.ops.len().hash(&mut h);
+        for op in &self.ops {
+            match op {
+                Op::Insert { insert: Insert::Text(t), attributes } => {
+                    h.write_u8(0);
+                    t.as_str().hash(&mut h);
+                    json(&mut h, attributes);
+                }
+                Op::Insert { insert: Insert::Embed(e), attributes } => {
+                    h.write_u8(1);
+                    json(&mut h, e.as_object());
+                    json(&mut h, attributes);
+                }
+                Op::Retain { retain, attributes } => {
+                    h.write_u8(2);
+                    retain.hash(&mut h);
+                    json(&mut h, attributes);
+                }
+                Op::Delete { delete } => {
+                    h.write_u8(3);
+                    delete.hash(&mut h);
+                }
+            }
+        }
+        h.finish()
+    }
+
     /// A rough count of bytes held, for memory accounting of op history.
     pub fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + self.ops.iter().map(Op::approx_bytes).sum::<usize>()
@@ -314,6 +368,8 @@ impl Delta {
     /// in attributes and embeds, length ranges) and canonicalizing.
     pub fn from_archived(archived: &ArchivedDelta) -> Result<Self, Error> {
         let mut d = Self::new();
+        let mut count = DecodeCount::default();
+        count.ops(archived.ops.len())?;
         for op in archived.ops.iter() {
             let op = match op {
                 ArchivedOp::Insert { insert: ArchivedInsert::Text(s), attributes } => Op::Insert {
@@ -330,6 +386,7 @@ impl Delta {
                 },
                 ArchivedOp::Delete { delete } => Op::Delete { delete: archived_len(delete.to_native())? },
             };
+            count.op(&op)?;
             d.push(op);
         }
         Ok(d.chop())
@@ -387,7 +444,7 @@ impl<'de> Visitor<'de> for DeltaVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Delta, A::Error> {
-        let mut ops: Option<Vec<Op>> = None;
+        let mut ops: Option<Delta> = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if key != "ops" {
                 return Err(de::Error::unknown_field(&key, &["ops"]));
@@ -395,10 +452,124 @@ impl<'de> Visitor<'de> for DeltaVisitor {
             if ops.is_some() {
                 return Err(de::Error::duplicate_field("ops"));
             }
-            ops = Some(map.next_value()?);
+            ops = Some(map.next_value_seed(OpsSeed)?);
         }
         let ops = ops.ok_or_else(|| de::Error::missing_field("ops"))?;
-        Ok(Delta::from_ops(ops))
+        Ok(ops.chop())
+    }
+}
+
+/// The `ops` array, pushed into a delta one op at a time as it is parsed: an over-limit
+/// delta is refused at the op that crosses the limit, never built whole first.
+struct OpsSeed;
+
+impl<'de> de::DeserializeSeed<'de> for OpsSeed {
+    type Value = Delta;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Delta, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OpsSeed {
+    type Value = Delta;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of ops")
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Delta, A::Error> {
+        let mut delta = Delta::new();
+        let mut count = DecodeCount::default();
+        if let Some(n) = seq.size_hint() {
+            count.ops(n).map_err(de::Error::custom)?;
+        }
+        let mut n = 0;
+        while let Some(op) = seq.next_element::<Op>()? {
+            n += 1;
+            count.ops(n).map_err(de::Error::custom)?;
+            count.op(&op).map_err(de::Error::custom)?;
+            delta.push(op);
+        }
+        Ok(delta)
+    }
+}
+
+/// Bounds checked while a delta is decoded (from JSON or an archive), so that an over-limit
+/// delta is refused before it is built and costs at most a small multiple of its message's
+/// size: ops as sent (before merging), chars inserted, bytes of attributes and embeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Most ops, as sent.
+    pub max_ops: usize,
+    /// Most chars inserted.
+    pub max_insert_chars: usize,
+    /// Most bytes of attributes and embeds ([`Delta::format_bytes`]).
+    pub max_format_bytes: usize,
+}
+
+impl DecodeLimits {
+    /// No bounds (the default outside [`DecodeLimits::scope`]).
+    pub const NONE: Self = Self { max_ops: usize::MAX, max_insert_chars: usize::MAX, max_format_bytes: usize::MAX };
+
+    /// The bounds a document's [`Limits`] put on one op.
+    pub fn of(limits: &Limits) -> Self {
+        Self {
+            max_ops: limits.max_delta_ops,
+            max_insert_chars: limits.max_insert_chars,
+            max_format_bytes: limits.max_op_format_bytes,
+        }
+    }
+
+    /// Runs `f` (which decodes deltas on this thread) under these bounds. Returns what `f`
+    /// returned and, when a delta was refused for a bound, the engine's error saying which
+    /// (`f`'s own error then holds the same text, through the decoder's error type).
+    pub fn scope<T>(self, f: impl FnOnce() -> T) -> (T, Option<Error>) {
+        let before = DECODE_LIMITS.replace(self);
+        OVER_LIMIT.with(|e| e.borrow_mut().take());
+        let out = f();
+        DECODE_LIMITS.set(before);
+        (out, OVER_LIMIT.with(|e| e.borrow_mut().take()))
+    }
+}
+
+thread_local! {
+    static DECODE_LIMITS: Cell<DecodeLimits> = const { Cell::new(DecodeLimits::NONE) };
+    static OVER_LIMIT: RefCell<Option<Error>> = const { RefCell::new(None) };
+}
+
+/// What one delta being decoded has used of its [`DecodeLimits`].
+#[derive(Default)]
+struct DecodeCount {
+    inserted: usize,
+    format_bytes: usize,
+}
+
+impl DecodeCount {
+    fn over(what: &'static str, len: usize, max: usize) -> Error {
+        let e = Error::OpTooLarge { what, len, max };
+        OVER_LIMIT.with(|o| *o.borrow_mut() = Some(e.clone()));
+        e
+    }
+
+    fn ops(&mut self, n: usize) -> Result<(), Error> {
+        let max = DECODE_LIMITS.get().max_ops;
+        if n > max { Err(Self::over("ops", n, max)) } else { Ok(()) }
+    }
+
+    fn op(&mut self, op: &Op) -> Result<(), Error> {
+        let limits = DECODE_LIMITS.get();
+        if let Op::Insert { insert, .. } = op {
+            self.inserted += insert.len();
+            if self.inserted > limits.max_insert_chars {
+                return Err(Self::over("inserted chars", self.inserted, limits.max_insert_chars));
+            }
+        }
+        self.format_bytes += op.format_bytes();
+        if self.format_bytes > limits.max_format_bytes {
+            return Err(Self::over("bytes of attributes and embeds", self.format_bytes, limits.max_format_bytes));
+        }
+        Ok(())
     }
 }
 

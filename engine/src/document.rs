@@ -71,6 +71,50 @@ impl Document {
         self.text.len_bytes()
     }
 
+    /// Bytes of formatting: every run's attributes and embed ([`Attributes::bytes`],
+    /// [`crate::Embed::bytes`]). A run's attributes are written out with every run, so this
+    /// is what the document's formatting costs in a snapshot, beyond its text.
+    pub fn format_bytes(&self) -> usize {
+        self.runs.bytes()
+    }
+
+    /// An upper bound of [`Document::format_bytes`] after applying `delta` (which must fit
+    /// the document), computed without changing anything: each insert adds its own
+    /// formatting and may split the run it lands in; a formatting retain may add its
+    /// attributes to every run it covers and split those at its ends; deletes add nothing.
+    pub fn format_bytes_after(&self, delta: &Delta) -> usize {
+        let mut total = self.format_bytes();
+        if total == 0 && delta.ops().iter().all(|op| op.format_bytes() == 0) {
+            return 0;
+        }
+        let mut pos = 0;
+        for op in delta.ops() {
+            match op {
+                Op::Retain { retain, attributes } => {
+                    if !attributes.is_empty() {
+                        let (end, added) = (pos + retain, attributes.bytes());
+                        self.runs.for_each(pos, end, &mut |start, run| {
+                            total += added;
+                            // A run cut at either end of the range leaves a copy outside it.
+                            total += run.bytes() * (usize::from(start < pos) + usize::from(start + run.len > end));
+                        });
+                    }
+                    pos += retain;
+                }
+                Op::Delete { delete } => pos += delete,
+                Op::Insert { .. } => {
+                    total += op.format_bytes();
+                    self.runs.for_each(pos, pos + 1, &mut |start, run| {
+                        if start < pos {
+                            total += run.bytes();
+                        }
+                    });
+                }
+            }
+        }
+        total
+    }
+
     /// Applies a delta. A delta that retains or deletes past the end is refused with
     /// [`Error::DeltaTooLong`] and the document is left unchanged.
     ///

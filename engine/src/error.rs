@@ -59,6 +59,37 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// The document's attributes and embeds would grow past their byte limit.
+    #[error("the document's formatting would grow to {bytes} bytes; the limit is {max}")]
+    DocumentFormatTooLarge {
+        /// The bytes the formatting could reach (counted conservatively before applying).
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Transforming the op over the revisions since its base would cost more than allowed;
+    /// the client should catch up (re-open from its revision), rebase locally and resubmit.
+    #[error(
+        "transforming this op over the revisions since its base would take {steps} steps; at most {max} are allowed now: re-open the document, rebase the op and resubmit it"
+    )]
+    TransformTooCostly {
+        /// The steps it would take (at least).
+        steps: u64,
+        /// The steps allowed.
+        max: u64,
+    },
+    /// An op with this client sequence number was already applied, and this one is a
+    /// different op (or, after a restart, cannot be shown to be the same): another session
+    /// is using the client id, or the client reused a sequence number.
+    #[error(
+        "client_seq {client_seq} was already applied (revision {rev}) with a different op: is this client id in use by another session?"
+    )]
+    SeqConflict {
+        /// The sequence number sent.
+        client_seq: u64,
+        /// The revision the earlier op with that number produced.
+        rev: u64,
+    },
     /// A client sequence number went backwards: an op older than one already applied.
     #[error("client_seq {client_seq} is older than the last applied client_seq {last}")]
     ClientSeqReused {

@@ -35,7 +35,7 @@ mod value;
 pub use archive::{AsU64, JsonBytes, JsonBytesResolver};
 pub use attributes::Attributes;
 pub use client::{ClientDoc, Outgoing, Remote};
-pub use delta::{ArchivedDelta, Delta};
+pub use delta::{ArchivedDelta, DecodeLimits, Delta};
 pub use document::{Document, EMBED_CHAR};
 pub use error::Error;
 pub use limits::Limits;

@@ -75,29 +75,36 @@ impl fmt::Debug for Text {
 
 /// An embed: a non-text item of length 1, such as `{"image": "https://…"}`.
 #[derive(Clone)]
-pub struct Embed(Arc<Object>);
+pub struct Embed(Arc<(Object, usize)>);
 
 impl Embed {
     /// Wraps an object.
     pub fn new(object: Object) -> Self {
-        Self(Arc::new(object))
+        let bytes = crate::attributes::object_bytes(&object) + 64;
+        Self(Arc::new((object, bytes)))
     }
 
     /// The embed's object.
     pub fn as_object(&self) -> &Object {
-        &self.0
+        &self.0.0
+    }
+
+    /// The bytes the embed counts for (as [`Attributes::bytes`] counts, plus 64), counted
+    /// once when it is made.
+    pub fn bytes(&self) -> usize {
+        self.0.1
     }
 }
 
 impl PartialEq for Embed {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+        Arc::ptr_eq(&self.0, &other.0) || self.0.0 == other.0.0
     }
 }
 
 impl fmt::Debug for Embed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.0.iter()).finish()
+        f.debug_map().entries(self.0.0.iter()).finish()
     }
 }
 
@@ -214,15 +221,22 @@ impl Op {
         }
     }
 
+    /// Bytes of attributes and embed this op carries ([`Attributes::bytes`], [`Embed::bytes`]).
+    pub fn format_bytes(&self) -> usize {
+        match self {
+            Self::Insert { insert: Insert::Embed(e), attributes } => e.bytes() + attributes.bytes(),
+            Self::Insert { attributes, .. } | Self::Retain { attributes, .. } => attributes.bytes(),
+            Self::Delete { .. } => 0,
+        }
+    }
+
     pub(crate) fn approx_bytes(&self) -> usize {
         let own = std::mem::size_of::<Self>();
         match self {
             Self::Insert { insert: Insert::Text(t), attributes } => {
                 own + if t.as_str().len() > 24 { t.as_str().len() } else { 0 } + attributes.approx_bytes()
             }
-            Self::Insert { insert: Insert::Embed(e), attributes } => {
-                own + 64 + Attributes::from_object(e.as_object().clone()).approx_bytes() + attributes.approx_bytes()
-            }
+            Self::Insert { insert: Insert::Embed(e), attributes } => own + e.bytes() + attributes.approx_bytes(),
             Self::Retain { attributes, .. } => own + attributes.approx_bytes(),
             Self::Delete { .. } => own,
         }

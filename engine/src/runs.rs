@@ -4,7 +4,8 @@
 //! chars, so finding, inserting, deleting or reformatting at any position costs
 //! O(log n + runs touched). Adjacent text runs with equal attributes merge, so a plain
 //! document is one run however long it is. The text itself lives in the document's rope;
-//! the two always have the same length.
+//! the two always have the same length. Inner nodes also count each child's formatting bytes
+//! (attributes and embeds, per run), so a document knows what its formatting costs in O(1).
 
 use crate::attributes::Attributes;
 use crate::op::Embed;
@@ -32,6 +33,11 @@ impl Run {
         Self { len: 1, attrs, embed: Some(embed) }
     }
 
+    /// Bytes of attributes and embed this run carries.
+    pub(crate) fn bytes(&self) -> usize {
+        self.attrs.bytes() + self.embed.as_ref().map_or(0, Embed::bytes)
+    }
+
     fn can_merge(&self, other: &Self) -> bool {
         self.embed.is_none() && other.embed.is_none() && self.attrs == other.attrs
     }
@@ -46,7 +52,20 @@ enum Node {
 #[derive(Clone, Debug)]
 struct Child {
     len: usize,
+    /// Formatting bytes of the runs below.
+    bytes: usize,
     node: Node,
+}
+
+impl Child {
+    fn of(node: Node) -> Self {
+        Self { len: node.total(), bytes: node.bytes(), node }
+    }
+
+    /// Recounts the formatting bytes after the node below changed.
+    fn recount(&mut self) {
+        self.bytes = self.node.bytes();
+    }
 }
 
 impl Node {
@@ -61,6 +80,14 @@ impl Node {
         match self {
             Self::Leaf(runs) => runs.iter().map(|r| r.len).sum(),
             Self::Inner(children) => children.iter().map(|c| c.len).sum(),
+        }
+    }
+
+    /// Formatting bytes of the runs below (one level: children keep their own counts).
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Leaf(runs) => runs.iter().map(Run::bytes).sum(),
+            Self::Inner(children) => children.iter().map(|c| c.bytes).sum(),
         }
     }
 
@@ -90,6 +117,11 @@ impl Default for Runs {
 impl Runs {
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Formatting bytes of every run: each run's attributes and embed ([`Run::bytes`]).
+    pub(crate) fn bytes(&self) -> usize {
+        self.root.bytes()
     }
 
     /// Inserts `run` so that it starts at `pos`.
@@ -148,8 +180,7 @@ impl Runs {
 
     fn grow(&mut self, right: Node) {
         let left = std::mem::replace(&mut self.root, Node::Leaf(Vec::new()));
-        let (left_len, right_len) = (left.total(), right.total());
-        self.root = Node::Inner(vec![Child { len: left_len, node: left }, Child { len: right_len, node: right }]);
+        self.root = Node::Inner(vec![Child::of(left), Child::of(right)]);
     }
 
     /// Checks every structural invariant; for tests.
@@ -168,6 +199,9 @@ impl Runs {
                         assert!(!w[0].can_merge(&w[1]), "mergeable neighbours inside a leaf: {w:?}");
                     }
                     (0, runs.iter().map(|r| r.len).sum())
+                }
+                Node::Inner(children) if children.iter().any(|c| c.bytes != c.node.bytes()) => {
+                    panic!("stale child byte count")
                 }
                 Node::Inner(children) => {
                     assert!(!children.is_empty() && children.len() <= MAX);
@@ -209,10 +243,11 @@ fn insert(node: &mut Node, pos: usize, run: Run) -> Option<Node> {
             let added = run.len;
             children[i].len += added;
             if let Some(right) = insert(&mut children[i].node, pos - off, run) {
-                let right_len = right.total();
-                children[i].len -= right_len;
-                children.insert(i + 1, Child { len: right_len, node: right });
+                let right = Child::of(right);
+                children[i].len -= right.len;
+                children.insert(i + 1, right);
             }
+            children[i].recount();
         }
     }
     node.split_if_full()
@@ -267,6 +302,7 @@ fn remove(node: &mut Node, start: usize, end: usize) {
                     }
                     remove(&mut children[i].node, s - off, e - off);
                     children[i].len -= e - s;
+                    children[i].recount();
                 }
                 off += len;
                 i += 1;
@@ -299,6 +335,7 @@ fn rebalance(children: &mut Vec<Child>) {
                     }
                     _ => unreachable!("siblings at different depths"),
                 }
+                left.recount();
                 i = a;
                 continue;
             }
@@ -347,13 +384,15 @@ fn format(node: &mut Node, start: usize, end: usize, f: &mut dyn FnMut(&Attribut
             while i < children.len() && off < end {
                 let len = children[i].len;
                 let (s, e) = (start.max(off), end.min(off + len));
-                if s < e
-                    && let Some(right) = format(&mut children[i].node, s - off, e - off, f)
-                {
-                    let right_len = right.total();
-                    children[i].len -= right_len;
-                    children.insert(i + 1, Child { len: right_len, node: right });
-                    i += 1;
+                if s < e {
+                    let split = format(&mut children[i].node, s - off, e - off, f);
+                    children[i].recount();
+                    if let Some(right) = split {
+                        let right = Child::of(right);
+                        children[i].len -= right.len;
+                        children.insert(i + 1, right);
+                        i += 1;
+                    }
                 }
                 off += len;
                 i += 1;

@@ -3,7 +3,10 @@
 //! [`DocState::submit`] orders every op: it transforms a client's delta against every op
 //! committed since the client's base revision, applies it, and returns the new revision with
 //! the transformed delta to broadcast. A resubmission of the same `(client, client_seq)`
-//! (after a lost ack) returns the original revision and changes nothing.
+//! (after a lost ack) returns the original revision and changes nothing; a *different* op
+//! under a `client_seq` already applied (two sessions sharing a client id) is refused, never
+//! acknowledged without being applied. What one submission may cost is bounded: its size,
+//! its formatting, and the transform work to bring it up to date.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -45,6 +48,28 @@ pub enum Submitted {
 struct ClientRecord {
     seq: u64,
     rev: u64,
+    /// [`submission_fingerprint`] of the op as submitted (its base revision and delta, before
+    /// transforming); unknown for records restored from storage.
+    fingerprint: Option<u64>,
+}
+
+/// What identifies a submission as sent: its base revision and its delta.
+fn submission_fingerprint(base_rev: u64, delta: &Delta) -> u64 {
+    delta.fingerprint() ^ base_rev.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// A submission's transform work, counted as it goes: each step over a commit costs the ops
+/// of both deltas.
+struct Steps {
+    used: u64,
+    max: u64,
+}
+
+impl Steps {
+    fn charge(&mut self, n: usize) -> Result<(), Error> {
+        self.used = self.used.saturating_add(n as u64);
+        if self.used > self.max { Err(Error::TransformTooCostly { steps: self.used, max: self.max }) } else { Ok(()) }
+    }
 }
 
 /// One document's authoritative state: content, revision, recent history, exactly-once
@@ -95,7 +120,7 @@ impl DocState {
         let mut records: Vec<(ClientId, u64, u64)> = clients.into_iter().filter(|r| r.2 <= rev).collect();
         records.sort_by_key(|r| r.2);
         for (client, seq, rev) in records {
-            state.remember(client, seq, rev);
+            state.remember(client, seq, rev, None);
         }
         state
     }
@@ -133,7 +158,8 @@ impl DocState {
         self.clients.get(&client).map(|r| r.seq)
     }
 
-    /// Submits `delta`, made by `client` against revision `base_rev`.
+    /// Submits `delta`, made by `client` against revision `base_rev`, with the transform
+    /// work bounded by [`Limits::max_transform_steps`].
     pub fn submit(
         &mut self,
         client: ClientId,
@@ -141,9 +167,31 @@ impl DocState {
         client_seq: u64,
         delta: Delta,
     ) -> Result<Submitted, Error> {
-        if let Some(rec) = self.clients.get(&client) {
+        let max = self.limits.max_transform_steps;
+        self.submit_within(client, base_rev, client_seq, delta, max).map(|(s, _)| s)
+    }
+
+    /// [`DocState::submit`] with at most `max_steps` of transform work (the server passes
+    /// what the submitting connection has left of its share); also returns the steps used.
+    ///
+    /// A `client_seq` equal to the client's last applied one is a resubmission only if it is
+    /// the same op: the same base revision and delta as first submitted, or (a client that
+    /// rebased its op in flight over ops it saw since) a delta that transforms to the op as
+    /// applied. Anything else is refused with [`Error::SeqConflict`].
+    pub fn submit_within(
+        &mut self,
+        client: ClientId,
+        base_rev: u64,
+        client_seq: u64,
+        delta: Delta,
+        max_steps: u64,
+    ) -> Result<(Submitted, u64), Error> {
+        let mut steps = Steps { used: 0, max: max_steps.min(self.limits.max_transform_steps) };
+        let fingerprint = submission_fingerprint(base_rev, &delta);
+        if let Some(&rec) = self.clients.get(&client) {
             if client_seq == rec.seq {
-                return Ok(Submitted::Duplicate { rev: rec.rev });
+                self.check_resubmission(rec, base_rev, client_seq, delta, fingerprint, &mut steps)?;
+                return Ok((Submitted::Duplicate { rev: rec.rev }, steps.used));
             }
             if client_seq < rec.seq {
                 return Err(Error::ClientSeqReused { client_seq, last: rec.seq });
@@ -151,12 +199,7 @@ impl DocState {
         }
         let oldest = self.check_base(base_rev)?;
         self.check_op(&delta)?;
-
-        let mut delta = delta;
-        let skip = usize::try_from(base_rev - oldest).expect("history window fits in memory");
-        for commit in self.history.iter().skip(skip) {
-            delta = commit.delta.transform(&delta, true);
-        }
+        let delta = self.transform_since(base_rev - oldest, self.rev, delta, &mut steps)?;
 
         let (base_len, len) = (delta.base_len(), self.doc.len());
         if base_len > len {
@@ -166,14 +209,65 @@ impl DocState {
         if new_len > self.limits.max_document_chars {
             return Err(Error::DocumentTooLarge { len: new_len, max: self.limits.max_document_chars });
         }
+        let max_format = self.limits.max_document_format_bytes;
+        let bytes = self.doc.format_bytes_after(&delta);
+        if bytes > max_format {
+            return Err(Error::DocumentFormatTooLarge { bytes, max: max_format });
+        }
         self.doc.apply(&delta)?;
         self.rev += 1;
         self.presence.transform(&delta, client);
 
         let commit = Arc::new(Commit { rev: self.rev, author: client, client_seq, delta });
         self.push_history(Arc::clone(&commit));
-        self.remember(client, client_seq, self.rev);
-        Ok(Submitted::Applied(commit))
+        self.remember(client, client_seq, self.rev, Some(fingerprint));
+        Ok((Submitted::Applied(commit), steps.used))
+    }
+
+    /// Transforms `delta`, made at history index `from` (revision `oldest_base + from`),
+    /// over the commits up to revision `to`, charging the work to `steps`. The whole cost is
+    /// estimated first (it is at least every commit's ops plus the delta's, per commit), so
+    /// a submission far over the bound is refused before any work.
+    fn transform_since(&self, from: u64, to: u64, delta: Delta, steps: &mut Steps) -> Result<Delta, Error> {
+        let from = usize::try_from(from).expect("history window fits in memory");
+        let count = usize::try_from(to - self.oldest_base()).expect("history window fits in memory") - from;
+        let commits = || self.history.iter().skip(from).take(count);
+        let estimate: usize = commits().map(|c| c.delta.ops().len() + delta.ops().len()).sum();
+        if estimate as u64 > steps.max.saturating_sub(steps.used) {
+            return Err(Error::TransformTooCostly { steps: steps.used + estimate as u64, max: steps.max });
+        }
+        let mut delta = delta;
+        for commit in commits() {
+            steps.charge(commit.delta.ops().len() + delta.ops().len())?;
+            delta = commit.delta.transform(&delta, true);
+        }
+        Ok(delta)
+    }
+
+    /// Accepts a resubmission of the client's last applied op, or refuses a different op
+    /// under its sequence number.
+    fn check_resubmission(
+        &self,
+        rec: ClientRecord,
+        base_rev: u64,
+        client_seq: u64,
+        delta: Delta,
+        fingerprint: u64,
+        steps: &mut Steps,
+    ) -> Result<(), Error> {
+        if rec.fingerprint == Some(fingerprint) {
+            return Ok(());
+        }
+        // Rebased since (or restored from storage, without a fingerprint): it is the same op
+        // if it transforms to the op as applied, over the commits before it.
+        let conflict = Error::SeqConflict { client_seq, rev: rec.rev };
+        let oldest = self.oldest_base();
+        if base_rev >= rec.rev || base_rev < oldest || rec.rev <= oldest {
+            return Err(conflict);
+        }
+        let applied = &self.history[usize::try_from(rec.rev - 1 - oldest).expect("in the window")];
+        let moved = self.transform_since(base_rev - oldest, rec.rev - 1, delta, steps)?;
+        if moved == applied.delta { Ok(()) } else { Err(conflict) }
     }
 
     /// Appends an already-ordered commit (recovery from the op log), checking it continues
@@ -184,7 +278,7 @@ impl DocState {
         }
         self.doc.apply(&commit.delta)?;
         self.rev = commit.rev;
-        self.remember(commit.author, commit.client_seq, commit.rev);
+        self.remember(commit.author, commit.client_seq, commit.rev, None);
         self.push_history(Arc::new(commit));
         Ok(())
     }
@@ -252,6 +346,11 @@ impl DocState {
         if inserted > self.limits.max_insert_chars {
             return Err(Error::OpTooLarge { what: "inserted chars", len: inserted, max: self.limits.max_insert_chars });
         }
+        let format = delta.format_bytes();
+        if format > self.limits.max_op_format_bytes {
+            let max = self.limits.max_op_format_bytes;
+            return Err(Error::OpTooLarge { what: "bytes of attributes and embeds", len: format, max });
+        }
         Ok(())
     }
 
@@ -268,8 +367,8 @@ impl DocState {
 
     /// Records `client`'s latest applied op, forgetting the least recently active clients
     /// beyond the limit.
-    fn remember(&mut self, client: ClientId, seq: u64, rev: u64) {
-        self.clients.insert(client, ClientRecord { seq, rev });
+    fn remember(&mut self, client: ClientId, seq: u64, rev: u64, fingerprint: Option<u64>) {
+        self.clients.insert(client, ClientRecord { seq, rev, fingerprint });
         self.client_order.push_back((client, rev));
         while self.clients.len() > self.limits.max_tracked_clients {
             let (c, r) = self.client_order.pop_front().expect("order covers every client");
@@ -328,6 +427,92 @@ mod tests {
         applied(doc.submit(a, 1, 2, ins(0, "y")));
         assert_eq!(doc.submit(a, 1, 1, ins(0, "x")), Err(Error::ClientSeqReused { client_seq: 1, last: 2 }));
         assert_eq!(doc.last_client_seq(a), Some(2));
+    }
+
+    #[test]
+    fn a_different_op_under_an_applied_seq_is_refused() {
+        // Two tabs sharing one client id, both at revision 0, both sending client_seq 1.
+        let mut doc = DocState::new(Limits::default());
+        let a = ClientId(7);
+        applied(doc.submit(a, 0, 1, ins(0, "hello ")));
+        assert_eq!(doc.submit(a, 0, 1, ins(0, "world ")), Err(Error::SeqConflict { client_seq: 1, rev: 1 }));
+        assert_eq!(doc.document().text(), "hello ");
+        // The same op again is a resubmission.
+        assert_eq!(doc.submit(a, 0, 1, ins(0, "hello ")), Ok(Submitted::Duplicate { rev: 1 }));
+    }
+
+    #[test]
+    fn a_rebased_resubmission_is_recognized() {
+        let mut doc = DocState::new(Limits::default());
+        let (a, b) = (ClientId(1), ClientId(2));
+        applied(doc.submit(b, 0, 1, ins(0, "xyz")));
+        // a's op, made at revision 1, is applied after b's second op...
+        applied(doc.submit(b, 1, 2, ins(0, "12")));
+        let c = applied(doc.submit(a, 1, 1, ins(3, "!")));
+        // ...and a, which saw b's second op but not its own ack, rebases and resends it.
+        let rebased = ins(0, "12").transform(&ins(3, "!"), true);
+        assert_eq!(doc.submit(a, 2, 1, rebased), Ok(Submitted::Duplicate { rev: c.rev }));
+        assert_eq!(doc.submit(a, 2, 1, ins(0, "?")), Err(Error::SeqConflict { client_seq: 1, rev: c.rev }));
+        // After a restart (no fingerprints), the same check still holds by transforming.
+        let mut restored = DocState::new(Limits::default());
+        for c in doc.history.iter() {
+            restored.replay((**c).clone()).unwrap();
+        }
+        assert_eq!(restored.submit(a, 1, 1, ins(3, "!")), Ok(Submitted::Duplicate { rev: 3 }));
+        assert_eq!(restored.submit(a, 1, 1, ins(3, "?")), Err(Error::SeqConflict { client_seq: 1, rev: 3 }));
+        assert_eq!(restored.document().text(), "12xyz!");
+    }
+
+    #[test]
+    fn transform_work_is_bounded() {
+        let limits = Limits { max_transform_steps: 1000, ..Limits::default() };
+        let mut doc = DocState::new(limits);
+        let a = ClientId(1);
+        applied(doc.submit(a, 0, 1, ins(0, "ab")));
+        for i in 1..=300 {
+            applied(doc.submit(a, i, i + 1, ins(1, "x")));
+        }
+        // 300 commits of 2 ops against a 2-op delta: 1,200 steps.
+        let late = doc.submit(ClientId(2), 1, 1, ins(1, "y"));
+        assert!(matches!(late, Err(Error::TransformTooCostly { max: 1000, .. })), "{late:?}");
+        assert_eq!(doc.rev(), 301);
+        // 200 back: 800 steps, within the bound; the steps are reported.
+        let (_, steps) = doc.submit_within(ClientId(2), 101, 1, ins(1, "y"), 1000).unwrap();
+        assert_eq!(steps, 800);
+        // A smaller share (what a connection has left) refuses it too.
+        assert!(matches!(
+            doc.submit_within(ClientId(3), 102, 1, ins(1, "z"), 100),
+            Err(Error::TransformTooCostly { max: 100, .. })
+        ));
+    }
+
+    #[test]
+    fn formatting_is_bounded_per_op_and_per_document() {
+        let limits = Limits { max_op_format_bytes: 200, max_document_format_bytes: 1000, ..Limits::default() };
+        let mut doc = DocState::new(limits);
+        let a = ClientId(1);
+        let big = |n: usize| -> Attributes { [("link", "x".repeat(n))].into_iter().collect() };
+        let r = doc.submit(a, 0, 1, Delta::new().insert("a", big(300)));
+        assert!(matches!(r, Err(Error::OpTooLarge { what: "bytes of attributes and embeds", .. })), "{r:?}");
+        // Each insert carries 52 + 100 bytes (different values: the runs do not merge); the
+        // document takes six of them.
+        for i in 0..6 {
+            applied(doc.submit(a, i, i + 1, Delta::new().insert("a", big(100 + i as usize))));
+        }
+        let r = doc.submit(a, 6, 7, Delta::new().insert("a", big(110)));
+        assert!(matches!(r, Err(Error::DocumentFormatTooLarge { max: 1000, .. })), "{r:?}");
+        // Formatting every char at once counts every run.
+        let mut doc = DocState::new(Limits { max_document_format_bytes: 1000, ..Limits::default() });
+        applied(doc.submit(a, 0, 1, ins(0, "abcdefghij")));
+        for i in 0..5u64 {
+            let d =
+                Delta::new().retain(2 * i as usize, Attributes::NONE).retain(1, [("bold", true)].into_iter().collect());
+            applied(doc.submit(a, i + 1, i + 2, d));
+        }
+        let all = Delta::new().retain(10, big(40));
+        let r = doc.submit(a, 6, 7, all);
+        assert!(matches!(r, Err(Error::DocumentFormatTooLarge { .. })), "{r:?}");
+        assert_eq!(doc.rev(), 6);
     }
 
     #[test]
@@ -390,7 +575,14 @@ mod tests {
         assert_eq!(records, vec![(ClientId(1), 1, 1), (ClientId(2), 5, 2)]);
         let mut restored =
             DocState::restore_with_clients(doc.rev(), doc.document().clone(), records, Limits::default());
-        assert_eq!(restored.submit(ClientId(2), 2, 5, ins(0, "x")).unwrap(), Submitted::Duplicate { rev: 2 });
+        // Restored from a snapshot, without the history to check a resubmission against: one
+        // with the last applied client_seq is refused rather than acknowledged unchecked (the
+        // client re-opens and learns from last_seq that its op was applied).
+        assert_eq!(restored.submit(ClientId(2), 1, 5, ins(1, "b")), Err(Error::SeqConflict { client_seq: 5, rev: 2 }));
+        assert_eq!(
+            restored.submit(ClientId(2), 1, 4, ins(1, "b")),
+            Err(Error::ClientSeqReused { client_seq: 4, last: 5 })
+        );
         assert_eq!(restored.last_client_seq(ClientId(1)), Some(1));
     }
 

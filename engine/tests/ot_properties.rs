@@ -143,3 +143,20 @@ fn empty_deltas_are_identities() {
     assert_eq!(e.invert(&doc).unwrap(), e);
     assert_eq!(e.transform_position(2, false), 2);
 }
+
+#[test]
+fn format_bytes_after_bounds_the_formatting_applying_leaves() {
+    for seed in seeds(3000) {
+        let (mut rng, mut doc) = setup(seed);
+        for step in 0..4 {
+            let d = random::delta(&mut rng, doc.len(), Shape::RICH);
+            let bound = doc.format_bytes_after(&d);
+            doc = applied(&doc, &d, seed);
+            let exact: usize = doc.to_delta().ops().iter().map(tandem_engine::Op::format_bytes).sum();
+            // The run tree counts per run; the document's delta merges equal neighbours that
+            // two tree leaves may keep apart, so it can only count less.
+            assert!(doc.format_bytes() <= bound, "seed {seed} step {step}: {} > {bound} after {d}", doc.format_bytes());
+            assert!(exact <= doc.format_bytes(), "seed {seed} step {step}: {exact} > {}", doc.format_bytes());
+        }
+    }
+}

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tandem_engine::random::{self, Shape};
-use tandem_engine::{ClientDoc, ClientId, Commit, DocState, Document, Error, Limits, Outgoing, Remote, Submitted};
+use tandem_engine::{
+    ClientDoc, ClientId, Commit, Delta, DocState, Document, Error, Limits, Outgoing, Remote, Submitted,
+};
 
 enum ToServer {
     Submit(Outgoing),
@@ -63,6 +65,9 @@ struct Sim {
     sessions: Vec<Option<u64>>,
     /// Whether that session has opened the document (receives its ops).
     subscribed: Vec<bool>,
+    /// The session that last opened the document, per client: the server keeps one session
+    /// per client id and document, so frames from an older one are refused (not open).
+    opened_by: Vec<u64>,
     clients: Vec<Client>,
     /// Frames the server read from connections that have since died.
     zombies: VecDeque<(usize, u64, ToServer)>,
@@ -93,6 +98,7 @@ impl Sim {
             server,
             sessions: vec![Some(0); n],
             subscribed: vec![true; n],
+            opened_by: vec![0; n],
             clients,
             zombies: VecDeque::new(),
             committed: HashSet::new(),
@@ -146,8 +152,10 @@ impl Sim {
                 if !live {
                     return;
                 }
-                // Subscribing and catching up happen in one step on the document's core.
+                // Subscribing and catching up happen in one step on the document's core; an
+                // older session of the same client is superseded.
                 self.subscribed[i] = true;
+                self.opened_by[i] = session;
                 let me = self.clients[i].doc.client();
                 let down = &mut self.clients[i].down;
                 match self.server.ops_since(from_rev) {
@@ -166,6 +174,8 @@ impl Sim {
                     Err(e) => panic!("seed {}: open from {from_rev}: {e}", self.seed),
                 }
             }
+            // A superseded session's op is refused as not open (to a dead connection).
+            ToServer::Submit(_) if self.opened_by[i] != session => {}
             ToServer::Submit(out) => {
                 let author = self.clients[i].doc.client();
                 match self.server.submit(author, out.base_rev, out.client_seq, out.delta) {
@@ -328,4 +338,49 @@ fn clients_converge_under_delays_and_disconnects() {
 fn soak_clients_converge() {
     let n = std::env::var("TANDEM_SOAK_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000u64);
     run_seeds(1_000_000..1_000_000 + n, 400);
+}
+
+/// Two sessions sharing one client id (two browser tabs), each numbering its ops from the
+/// same `client_seq`, submitting at random bases, sometimes resending an op exactly: the
+/// server never acknowledges an op that is not in the document.
+#[test]
+fn two_sessions_sharing_an_id_never_get_an_ack_for_an_op_not_applied() {
+    let seeds: Vec<u64> = match std::env::var("TANDEM_SEED") {
+        Ok(s) => vec![s.parse().expect("TANDEM_SEED is a number")],
+        Err(_) => (0..std::env::var("TANDEM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000)).collect(),
+    };
+    for seed in seeds {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let limits = Limits { history_ops: rng.random_range(2..20), ..Limits::default() };
+        let mut server = DocState::new(limits);
+        let id = ClientId(7);
+        // Per tab: its next client_seq and its last submission (base, delta, token).
+        let mut next = [1u64, 1];
+        let mut last: [Option<(u64, Delta, String)>; 2] = [None, None];
+        let mut acked: Vec<String> = Vec::new();
+        for step in 0..200 {
+            let tab = rng.random_range(0..2);
+            let (base, delta, token, seq) = match &last[tab] {
+                Some((base, delta, token)) if rng.random_bool(0.2) => {
+                    (*base, delta.clone(), token.clone(), next[tab] - 1)
+                }
+                _ => {
+                    let token = format!("<{tab}.{step}>");
+                    let base = rng.random_range(server.oldest_base()..=server.rev());
+                    let delta = Delta::new().insert(&token, tandem_engine::Attributes::NONE);
+                    last[tab] = Some((base, delta.clone(), token.clone()));
+                    next[tab] += 1;
+                    (base, delta, token, next[tab] - 1)
+                }
+            };
+            match server.submit(id, base, seq, delta) {
+                Ok(Submitted::Applied(_) | Submitted::Duplicate { .. }) => acked.push(token),
+                Err(_) => {}
+            }
+        }
+        let text = server.document().text();
+        for token in &acked {
+            assert!(text.contains(token.as_str()), "seed {seed}: {token} was acknowledged but is not in {text:?}");
+        }
+    }
 }

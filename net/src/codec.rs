@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use bytes::Bytes;
 use rkyv::rancor::BoxedError;
 use rkyv::util::AlignedVec;
-use tandem_engine::{ClientId, Delta};
+use tandem_engine::{ClientId, DecodeLimits, Delta};
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
@@ -25,8 +25,25 @@ pub type Frame = Bytes;
 
 /// Why a message could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DecodeError(pub String);
+#[error("{message}")]
+pub struct DecodeError {
+    /// What was wrong.
+    pub message: String,
+    /// Set when the message was a well-formed `submit` and only its delta was refused (bad,
+    /// or over a limit): the error then belongs to that document, and the connection stays.
+    pub submit: Option<RefusedSubmit>,
+}
+
+/// A `submit` whose delta was refused while decoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedSubmit {
+    /// The document.
+    pub doc: String,
+    /// The op's `client_seq`.
+    pub client_seq: u64,
+    /// `invalid_delta`, or `too_large` when the delta was over a limit.
+    pub code: ErrorCode,
+}
 
 /// Wraps a payload in an unmasked, final WebSocket frame.
 pub fn frame(opcode: Data, payload: &[u8]) -> Frame {
@@ -97,19 +114,43 @@ fn aligned<T>(payload: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
 }
 
 fn bad(what: impl std::fmt::Display) -> DecodeError {
-    DecodeError(what.to_string())
+    DecodeError { message: what.to_string(), submit: None }
 }
 
-/// Decodes a client message from a frame payload.
+/// Decodes a client message from a frame payload, under the default engine limits.
 pub fn decode_client(payload: &[u8], encoding: Encoding) -> Result<ClientMsg, DecodeError> {
-    match encoding {
-        Encoding::Json => serde_json::from_slice(payload).map_err(|e| bad(format_args!("invalid JSON message: {e}"))),
+    decode_client_within(payload, encoding, DecodeLimits::of(&tandem_engine::Limits::default()))
+}
+
+/// Decodes a client message from a frame payload; a delta over `limits` is refused while it
+/// is read, before it is built.
+pub fn decode_client_within(
+    payload: &[u8],
+    encoding: Encoding,
+    limits: DecodeLimits,
+) -> Result<ClientMsg, DecodeError> {
+    let (decoded, over_limit) = limits.scope(|| match encoding {
+        Encoding::Json => serde_json::from_slice(payload).map_err(|e| {
+            let mut err = bad(format_args!("invalid JSON message: {e}"));
+            if let Some((doc, client_seq)) = crate::protocol::submit_with_bad_delta(payload) {
+                err.message = format!("invalid delta: {e}");
+                err.submit = Some(RefusedSubmit { doc, client_seq, code: ErrorCode::InvalidDelta });
+            }
+            err
+        }),
         Encoding::Binary => aligned(payload, |bytes| {
             let archived = rkyv::access::<ArchivedClientMsg, BoxedError>(bytes)
                 .map_err(|e| bad(format_args!("invalid binary message: {e}")))?;
             client_from_archived(archived)
         }),
-    }
+    });
+    decoded.map_err(|mut e| {
+        if let (Some(refused), Some(over)) = (&mut e.submit, over_limit) {
+            refused.code = ErrorCode::TooLarge;
+            e.message = over.to_string();
+        }
+        e
+    })
 }
 
 fn delta_from(archived: &tandem_engine::ArchivedDelta) -> Result<Delta, DecodeError> {
@@ -133,7 +174,11 @@ fn client_from_archived(m: &ArchivedClientMsg) -> Result<ClientMsg, DecodeError>
             doc: doc.as_str().to_owned(),
             base_rev: base_rev.to_native(),
             client_seq: client_seq.to_native(),
-            delta: delta_from(delta)?,
+            delta: delta_from(delta).map_err(|mut e| {
+                let (doc, client_seq) = (doc.as_str().to_owned(), client_seq.to_native());
+                e.submit = Some(RefusedSubmit { doc, client_seq, code: ErrorCode::InvalidDelta });
+                e
+            })?,
         },
         ArchivedClientMsg::Presence { doc, rev, ranges } => ClientMsg::Presence {
             doc: doc.as_str().to_owned(),
@@ -183,9 +228,10 @@ fn op_from(o: &ArchivedOpRecord) -> Result<OpRecord, DecodeError> {
 
 fn server_from_archived(m: &ArchivedServerMsg) -> Result<ServerMsg, DecodeError> {
     Ok(match m {
-        ArchivedServerMsg::Welcome { protocol, session, limits } => ServerMsg::Welcome {
+        ArchivedServerMsg::Welcome { protocol, session, client, limits } => ServerMsg::Welcome {
             protocol: protocol.to_native(),
             session: session.to_native(),
+            client: ClientId::from(client),
             limits: WireLimits {
                 max_message_bytes: limits.max_message_bytes.to_native(),
                 max_open_docs: limits.max_open_docs.to_native(),
@@ -201,7 +247,7 @@ fn server_from_archived(m: &ArchivedServerMsg) -> Result<ServerMsg, DecodeError>
             doc: doc.as_str().to_owned(),
             rev: rev.to_native(),
             snapshot: snapshot.as_ref().map(delta_from).transpose()?,
-            ops: ops.iter().map(op_from).collect::<Result<_, _>>()?,
+            ops: ops.as_ref().map(|ops| ops.iter().map(op_from).collect::<Result<_, _>>()).transpose()?,
             online: online.iter().map(peer_from).collect(),
             last_seq: last_seq.as_ref().map(|s| s.to_native()),
         },
@@ -237,10 +283,11 @@ fn server_from_archived(m: &ArchivedServerMsg) -> Result<ServerMsg, DecodeError>
             ServerMsg::Left { doc: doc.as_str().to_owned(), client: ClientId::from(client) }
         }
         ArchivedServerMsg::Closed { doc } => ServerMsg::Closed { doc: doc.as_str().to_owned() },
-        ArchivedServerMsg::Error { code, message, doc } => ServerMsg::Error {
+        ArchivedServerMsg::Error { code, message, doc, client_seq } => ServerMsg::Error {
             code: error_code_from(code),
             message: message.as_str().to_owned(),
             doc: doc.as_ref().map(|d| d.as_str().to_owned()),
+            client_seq: client_seq.as_ref().map(|s| s.to_native()),
         },
         ArchivedServerMsg::Revision { doc, rev, snapshot } => {
             ServerMsg::Revision { doc: doc.as_str().to_owned(), rev: rev.to_native(), snapshot: delta_from(snapshot)? }
@@ -277,6 +324,7 @@ fn error_code_from(c: &crate::protocol::ArchivedErrorCode) -> ErrorCode {
         A::InvalidDelta => ErrorCode::InvalidDelta,
         A::TooLarge => ErrorCode::TooLarge,
         A::SeqReused => ErrorCode::SeqReused,
+        A::SeqConflict => ErrorCode::SeqConflict,
         A::BadSelection => ErrorCode::BadSelection,
         A::RateLimited => ErrorCode::RateLimited,
         A::Overloaded => ErrorCode::Overloaded,
@@ -298,6 +346,7 @@ mod tests {
             ServerMsg::Welcome {
                 protocol: 1,
                 session: 5,
+                client: ClientId(0xa1),
                 limits: WireLimits {
                     max_message_bytes: 1,
                     max_open_docs: 2,
@@ -313,7 +362,7 @@ mod tests {
                 doc: "d".into(),
                 rev: 3,
                 snapshot: Some(Delta::new().insert("x", Attributes::NONE)),
-                ops: vec![OpRecord { rev: 3, author: ClientId(1), client_seq: 2, delta: delta.clone() }],
+                ops: Some(vec![OpRecord { rev: 3, author: ClientId(1), client_seq: 2, delta: delta.clone() }]),
                 online: vec![peer.clone()],
                 last_seq: Some(2),
             },
@@ -327,8 +376,13 @@ mod tests {
             ServerMsg::Joined { doc: "d".into(), peer },
             ServerMsg::Left { doc: "d".into(), client: ClientId(9) },
             ServerMsg::Closed { doc: "d".into() },
-            ServerMsg::Error { code: ErrorCode::NotOpen, message: "m".into(), doc: None },
-            ServerMsg::Error { code: ErrorCode::HistoryUnavailable, message: "m".into(), doc: Some("d".into()) },
+            ServerMsg::Error { code: ErrorCode::NotOpen, message: "m".into(), doc: None, client_seq: None },
+            ServerMsg::Error {
+                code: ErrorCode::HistoryUnavailable,
+                message: "m".into(),
+                doc: Some("d".into()),
+                client_seq: Some(4),
+            },
             ServerMsg::Revision { doc: "d".into(), rev: 3, snapshot: Delta::new().insert("abc", Attributes::NONE) },
             ServerMsg::Revisions {
                 doc: "d".into(),
@@ -397,7 +451,7 @@ mod tests {
         assert!(decode_client(b"\x00\x01\x02", Encoding::Binary).is_err());
         assert!(decode_client(&[0xff; 64], Encoding::Binary).is_err());
         assert!(decode_client(b"{", Encoding::Json).is_err());
-        assert!(decode_client(br#"{"type":"nope"}"#, Encoding::Json).unwrap_err().0.contains("unknown variant"));
+        assert!(decode_client(br#"{"type":"nope"}"#, Encoding::Json).unwrap_err().message.contains("unknown variant"));
         // A valid archive of a submit whose delta's attribute bytes are not JSON.
         let mut bytes = encode_client(
             &ClientMsg::Submit {
@@ -410,7 +464,75 @@ mod tests {
         );
         let at = bytes.windows(6).position(|w| w == b"{\"bold").unwrap();
         bytes[at] = b'[';
-        assert!(decode_client(&bytes, Encoding::Binary).unwrap_err().0.contains("invalid delta"));
+        let e = decode_client(&bytes, Encoding::Binary).unwrap_err();
+        assert!(e.message.contains("invalid delta"));
+        // A submit whose delta alone is bad is that document's error.
+        assert_eq!(e.submit, Some(RefusedSubmit { doc: "d".into(), client_seq: 1, code: ErrorCode::InvalidDelta }));
+    }
+
+    #[test]
+    fn a_bad_delta_is_the_documents_error() {
+        // A lone surrogate: invalid JSON text, inside the delta only.
+        let lone =
+            br#"{"type":"submit","doc":"d","base_rev":0,"client_seq":3,"delta":{"ops":[{"insert":"a\udf89b"}]}}"#;
+        let e = decode_client(lone, Encoding::Json).unwrap_err();
+        assert_eq!(e.submit, Some(RefusedSubmit { doc: "d".into(), client_seq: 3, code: ErrorCode::InvalidDelta }));
+        assert!(e.message.contains("surrogate"), "{}", e.message);
+        let typed = br#"{"type":"submit","doc":"d","base_rev":0,"client_seq":3,"delta":{"ops":[{"retain":-1}]}}"#;
+        assert!(decode_client(typed, Encoding::Json).unwrap_err().submit.is_some());
+        // The same surrogate in the document id is the connection's error.
+        let in_doc = br#"{"type":"submit","doc":"\udf89","base_rev":0,"client_seq":3,"delta":{"ops":[]}}"#;
+        assert_eq!(decode_client(in_doc, Encoding::Json).unwrap_err().submit, None);
+        // So is an unknown field beside a bad delta.
+        let extra = br#"{"type":"submit","doc":"d","base_rev":0,"client_seq":3,"x":1,"delta":{"ops":[{"retain":-1}]}}"#;
+        assert_eq!(decode_client(extra, Encoding::Json).unwrap_err().submit, None);
+    }
+
+    #[test]
+    fn over_limit_deltas_are_refused_while_decoding() {
+        let limits = DecodeLimits { max_ops: 100, max_insert_chars: 500, max_format_bytes: 200 };
+        let ops: Vec<String> =
+            (0..101).map(|i| format!(r#"{{"insert":"a","attributes":{{"i":{}}}}}"#, i % 2)).collect();
+        let loose = DecodeLimits { max_format_bytes: 1 << 20, ..limits };
+        let many = format!(
+            r#"{{"type":"submit","doc":"d","base_rev":0,"client_seq":1,"delta":{{"ops":[{}]}}}}"#,
+            ops.join(",")
+        );
+        let e = decode_client_within(many.as_bytes(), Encoding::Json, loose).unwrap_err();
+        assert_eq!(e.submit.as_ref().map(|s| s.code), Some(ErrorCode::TooLarge), "{e:?}");
+        assert!(e.message.contains("101 ops"), "{}", e.message);
+        // Plain inserts merge into one op, but count as sent.
+        let plain = format!(
+            r#"{{"type":"submit","doc":"d","base_rev":0,"client_seq":1,"delta":{{"ops":[{}]}}}}"#,
+            vec![r#"{"insert":"a"}"#; 101].join(",")
+        );
+        assert!(
+            decode_client_within(plain.as_bytes(), Encoding::Json, limits).unwrap_err().message.contains("101 ops")
+        );
+        let tight = DecodeLimits { max_insert_chars: 50, ..limits };
+        let long = br#"{"type":"submit","doc":"d","base_rev":0,"client_seq":1,"delta":{"ops":[{"insert":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}]}}"#;
+        assert!(decode_client_within(long, Encoding::Json, tight).unwrap_err().message.contains("inserted chars"));
+        let attrs = format!(
+            r#"{{"type":"submit","doc":"d","base_rev":0,"client_seq":1,"delta":{{"ops":[{{"retain":1,"attributes":{{"link":"{}"}}}}]}}}}"#,
+            "x".repeat(300)
+        );
+        assert!(
+            decode_client_within(attrs.as_bytes(), Encoding::Json, limits)
+                .unwrap_err()
+                .message
+                .contains("attributes and embeds")
+        );
+        // The binary form is held to the same bounds.
+        let big = ClientMsg::Submit {
+            doc: "d".into(),
+            base_rev: 0,
+            client_seq: 9,
+            delta: Delta::new().insert(&"b".repeat(60), tandem_engine::Attributes::NONE),
+        };
+        let e = decode_client_within(&encode_client(&big, Encoding::Binary), Encoding::Binary, tight).unwrap_err();
+        assert_eq!(e.submit, Some(RefusedSubmit { doc: "d".into(), client_seq: 9, code: ErrorCode::TooLarge }));
+        // Within the bounds, the same messages decode.
+        assert!(decode_client_within(long, Encoding::Json, DecodeLimits::NONE).is_ok());
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct CoreStats {
     pub presence_out: AtomicU64,
     /// Error messages sent.
     pub errors: AtomicU64,
+    /// Idle documents evicted from memory.
+    pub evicted: AtomicU64,
     /// Ops applied in the last second.
     pub ops_in_per_s: AtomicU64,
     /// Op messages fanned out in the last second.
@@ -97,6 +99,7 @@ impl CoreStats {
         set(&self.frames_out, s.frames_out);
         set(&self.presence_out, s.presence_out);
         set(&self.errors, s.errors);
+        set(&self.evicted, s.evicted);
         set(&self.core_msgs_out, s.core_msgs_out);
         set(&self.core_msgs_in, s.core_msgs_in);
     }
@@ -146,6 +149,9 @@ pub fn render(cores: &[std::sync::Arc<CoreStats>]) -> String {
         load(&c.socket_reads)
     });
     metric(&mut out, "errors_total", "counter", "Error messages sent to clients.", &|c| load(&c.errors));
+    metric(&mut out, "documents_evicted_total", "counter", "Idle documents evicted from memory.", &|c| {
+        load(&c.evicted)
+    });
     metric(&mut out, "core_messages_out_total", "counter", "Messages sent to other cores.", &|c| {
         load(&c.core_msgs_out)
     });

@@ -139,7 +139,8 @@ pub struct Peer {
     pub user: String,
     /// Their display name.
     pub name: String,
-    /// Their display color.
+    /// Their display color; in JSON omitted when the client gave none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub color: String,
 }
 
@@ -233,6 +234,9 @@ pub enum ErrorCode {
     TooLarge,
     /// A `client_seq` went backwards.
     SeqReused,
+    /// An op with this `client_seq` was already applied, and this is a different one (or
+    /// one the server can no longer check): the client id is in use by another session.
+    SeqConflict,
     /// The selection is out of bounds or has too many ranges.
     BadSelection,
     /// Too many messages: the connection is closed.
@@ -265,6 +269,7 @@ impl ErrorCode {
             Self::InvalidDelta => "invalid_delta",
             Self::TooLarge => "too_large",
             Self::SeqReused => "seq_reused",
+            Self::SeqConflict => "seq_conflict",
             Self::BadSelection => "bad_selection",
             Self::RateLimited => "rate_limited",
             Self::Overloaded => "overloaded",
@@ -279,9 +284,12 @@ impl ErrorCode {
         use tandem_engine::Error as E;
         match e {
             E::BaseRevisionInFuture { .. } => Self::BaseInFuture,
-            E::BaseRevisionTooOld { .. } => Self::BaseTooOld,
-            E::DocumentTooLarge { .. } | E::OpTooLarge { .. } => Self::TooLarge,
+            // Too costly to transform means the same to a client as too old: catch up (re-open
+            // from its revision), rebase the op locally, resubmit.
+            E::BaseRevisionTooOld { .. } | E::TransformTooCostly { .. } => Self::BaseTooOld,
+            E::DocumentTooLarge { .. } | E::OpTooLarge { .. } | E::DocumentFormatTooLarge { .. } => Self::TooLarge,
             E::ClientSeqReused { .. } => Self::SeqReused,
+            E::SeqConflict { .. } => Self::SeqConflict,
             E::SelectionOutOfBounds { .. } | E::TooManyRanges { .. } => Self::BadSelection,
             _ => Self::InvalidDelta,
         }
@@ -289,6 +297,165 @@ impl ErrorCode {
 }
 
 pub use messages::{ArchivedClientMsg, ArchivedServerMsg, ClientMsg, ServerMsg};
+
+/// A `u64` written in JSON as 16 hex digits (like client ids): JavaScript numbers hold only
+/// 53 bits.
+mod hex_u64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{v:016x}"))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if s.is_empty() || s.len() > 16 {
+            return Err(serde::de::Error::custom("expected 1 to 16 hex digits"));
+        }
+        u64::from_str_radix(&s, 16).map_err(|_| serde::de::Error::custom("expected 1 to 16 hex digits"))
+    }
+}
+
+/// Decoding a client message from JSON.
+///
+/// Every field of every message is read into one flat record, then checked against the
+/// message's type: unlike serde's derived decoder for an internally tagged enum, nothing is
+/// buffered, so a delta is decoded (and refused at its limits) as it is read, whatever the
+/// order of the keys.
+mod json {
+    use serde::Deserialize;
+    use tandem_engine::{ClientId, Delta};
+
+    use super::{ClientMsg, DEFAULT_REVISIONS_PER_REPLY, Range};
+
+    #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+    #[serde(rename_all = "snake_case")]
+    enum Kind {
+        Hello,
+        Open,
+        Close,
+        Submit,
+        Presence,
+        GetRevision,
+        ListRevisions,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Flat {
+        #[serde(rename = "type")]
+        kind: Kind,
+        protocol: Option<u32>,
+        client: Option<ClientId>,
+        token: Option<String>,
+        name: Option<String>,
+        color: Option<String>,
+        doc: Option<String>,
+        from_rev: Option<u64>,
+        base_rev: Option<u64>,
+        client_seq: Option<u64>,
+        delta: Option<Delta>,
+        rev: Option<u64>,
+        ranges: Option<Vec<Range>>,
+        limit: Option<u32>,
+    }
+
+    /// Takes a required field.
+    fn need<T>(v: Option<T>, name: &str) -> Result<T, String> {
+        v.ok_or_else(|| format!("missing field `{name}`"))
+    }
+
+    impl TryFrom<Flat> for ClientMsg {
+        type Error = String;
+
+        fn try_from(f: Flat) -> Result<Self, String> {
+            let present = [
+                ("protocol", f.protocol.is_some()),
+                ("client", f.client.is_some()),
+                ("token", f.token.is_some()),
+                ("name", f.name.is_some()),
+                ("color", f.color.is_some()),
+                ("doc", f.doc.is_some()),
+                ("from_rev", f.from_rev.is_some()),
+                ("base_rev", f.base_rev.is_some()),
+                ("client_seq", f.client_seq.is_some()),
+                ("delta", f.delta.is_some()),
+                ("rev", f.rev.is_some()),
+                ("ranges", f.ranges.is_some()),
+                ("limit", f.limit.is_some()),
+            ];
+            let allowed: &[&str] = match f.kind {
+                Kind::Hello => &["protocol", "client", "token", "name", "color"],
+                Kind::Open => &["doc", "from_rev"],
+                Kind::Close => &["doc"],
+                Kind::Submit => &["doc", "base_rev", "client_seq", "delta"],
+                Kind::Presence => &["doc", "rev", "ranges"],
+                Kind::GetRevision => &["doc", "rev"],
+                Kind::ListRevisions => &["doc", "from_rev", "limit"],
+            };
+            if let Some((name, _)) = present.iter().find(|(name, here)| *here && !allowed.contains(name)) {
+                return Err(format!("unknown field `{name}` for a {:?} message", f.kind));
+            }
+            Ok(match f.kind {
+                Kind::Hello => Self::Hello {
+                    protocol: need(f.protocol, "protocol")?,
+                    client: need(f.client, "client")?,
+                    token: need(f.token, "token")?,
+                    name: need(f.name, "name")?,
+                    color: f.color.unwrap_or_default(),
+                },
+                Kind::Open => Self::Open { doc: need(f.doc, "doc")?, from_rev: f.from_rev },
+                Kind::Close => Self::Close { doc: need(f.doc, "doc")? },
+                Kind::Submit => Self::Submit {
+                    doc: need(f.doc, "doc")?,
+                    base_rev: need(f.base_rev, "base_rev")?,
+                    client_seq: need(f.client_seq, "client_seq")?,
+                    delta: need(f.delta, "delta")?,
+                },
+                Kind::Presence => Self::Presence {
+                    doc: need(f.doc, "doc")?,
+                    rev: need(f.rev, "rev")?,
+                    ranges: need(f.ranges, "ranges")?,
+                },
+                Kind::GetRevision => Self::GetRevision { doc: need(f.doc, "doc")?, rev: need(f.rev, "rev")? },
+                Kind::ListRevisions => Self::ListRevisions {
+                    doc: need(f.doc, "doc")?,
+                    from_rev: f.from_rev.unwrap_or(0),
+                    limit: f.limit.unwrap_or(DEFAULT_REVISIONS_PER_REPLY),
+                },
+            })
+        }
+    }
+
+    impl<'de> Deserialize<'de> for ClientMsg {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            Flat::deserialize(d)?.try_into().map_err(serde::de::Error::custom)
+        }
+    }
+
+    /// A submit whose delta is not read: when a submit fails to decode but this succeeds,
+    /// the delta was at fault, and the error is the document's, not the connection's.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SubmitEnvelope {
+        #[serde(rename = "type")]
+        kind: Kind,
+        doc: String,
+        #[serde(rename = "base_rev")]
+        _base_rev: u64,
+        client_seq: u64,
+        #[serde(rename = "delta")]
+        _delta: serde::de::IgnoredAny,
+    }
+
+    /// The document and `client_seq` of a JSON submit whose delta (only) is bad.
+    pub(crate) fn submit_with_bad_delta(payload: &[u8]) -> Option<(String, u64)> {
+        let e: SubmitEnvelope = serde_json::from_slice(payload).ok()?;
+        (e.kind == Kind::Submit).then_some((e.doc, e.client_seq))
+    }
+}
+
+pub(crate) use json::submit_with_bad_delta;
 
 /// The two message enums, in a private module: rkyv generates a helper struct per variant,
 /// which must not become public API.
@@ -300,9 +467,10 @@ mod messages {
     use super::PROTOCOL_VERSION;
     use super::{ErrorCode, OpRecord, Peer, PeerSelection, Range, RevisionRecord, WireLimits};
 
-    /// A message from a client.
-    #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
-    #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+    /// A message from a client. (JSON decoding is written out in `super::json`: serde's
+    /// derived decoder for a tagged enum buffers the whole message before reading it.)
+    #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
     pub enum ClientMsg {
         /// First message on a connection.
         Hello {
@@ -314,8 +482,8 @@ mod messages {
             token: String,
             /// Display name shown to others.
             name: String,
-            /// Display color shown to others (any CSS color string).
-            #[serde(default)]
+            /// Display color shown to others (any CSS color string; empty: none).
+            #[serde(skip_serializing_if = "String::is_empty")]
             color: String,
         },
         /// Open (subscribe to) a document.
@@ -365,17 +533,11 @@ mod messages {
             /// The document.
             doc: String,
             /// The first revision wanted (older ones no longer kept are skipped).
-            #[serde(default)]
             from_rev: u64,
             /// Most revisions in the reply (the server caps it at
             /// [`super::MAX_REVISIONS_PER_REPLY`]).
-            #[serde(default = "default_revision_limit")]
             limit: u32,
         },
-    }
-
-    fn default_revision_limit() -> u32 {
-        super::DEFAULT_REVISIONS_PER_REPLY
     }
 
     /// A message from the server.
@@ -386,8 +548,12 @@ mod messages {
         Welcome {
             /// Must equal the client's.
             protocol: u32,
-            /// This connection's session id (for logs and support).
+            /// This connection's session id (for logs and support); in JSON 16 hex digits.
+            #[serde(with = "super::hex_u64")]
             session: u64,
+            /// The client's id in its canonical form, as the server writes it in `author`,
+            /// `online` and `presence`.
+            client: ClientId,
             /// The server's limits.
             limits: WireLimits,
         },
@@ -400,10 +566,12 @@ mod messages {
             /// The whole content at `rev` (when `from_rev` was absent or too old).
             #[serde(default, skip_serializing_if = "Option::is_none")]
             snapshot: Option<Delta>,
-            /// The ops after `from_rev`, in order (when `from_rev` was given and is retained).
-            #[serde(default, skip_serializing_if = "Vec::is_empty")]
-            ops: Vec<OpRecord>,
-            /// Who else has the document open.
+            /// The ops after `from_rev`, in order (when `from_rev` was given and is retained;
+            /// empty when the client is up to date). Exactly one of `snapshot` and `ops` is
+            /// present.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            ops: Option<Vec<OpRecord>>,
+            /// Who else has the document open (not the client itself).
             online: Vec<Peer>,
             /// The last `client_seq` the server applied from this client, if it remembers one.
             #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -470,6 +638,9 @@ mod messages {
             /// The document concerned, if any.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             doc: Option<String>,
+            /// The `client_seq` of the submitted op the error refused, if it answers a submit.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            client_seq: Option<u64>,
         },
         /// Reply to `get_revision`: the document at `rev`, as a delta of inserts.
         Revision {
@@ -525,6 +696,9 @@ pub mod close {
     pub const RATE_LIMITED: u16 = 4029;
     /// The connection's send queue overflowed: the client reads too slowly.
     pub const SLOW_READER: u16 = 4030;
+    /// Another connection with the same client id opened a document this one had open: this
+    /// (older) session is superseded. Do not reconnect automatically with that client id.
+    pub const SUPERSEDED: u16 = 4009;
 }
 
 #[cfg(test)]
@@ -558,11 +732,41 @@ mod tests {
                 color: String::new()
             }
         );
-        let e = ServerMsg::Error { code: ErrorCode::BaseTooOld, message: "m".into(), doc: Some("d".into()) };
+        let e = ServerMsg::Error {
+            code: ErrorCode::BaseTooOld,
+            message: "m".into(),
+            doc: Some("d".into()),
+            client_seq: Some(7),
+        };
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
-            r#"{"type":"error","code":"base_too_old","message":"m","doc":"d"}"#
+            r#"{"type":"error","code":"base_too_old","message":"m","doc":"d","client_seq":7}"#
         );
+        // Keys in any order; the type need not come first.
+        let open: ClientMsg = serde_json::from_str(r#"{"from_rev":3,"doc":"d","type":"open"}"#).unwrap();
+        assert_eq!(open, ClientMsg::Open { doc: "d".into(), from_rev: Some(3) });
+        let list: ClientMsg = serde_json::from_str(r#"{"type":"list_revisions","doc":"d"}"#).unwrap();
+        assert_eq!(list, ClientMsg::ListRevisions { doc: "d".into(), from_rev: 0, limit: DEFAULT_REVISIONS_PER_REPLY });
+        // A session id and a client id as 16 hex digits, a peer without a color without one.
+        let w = ServerMsg::Welcome {
+            protocol: 1,
+            session: (33 << 48) | 5,
+            client: ClientId(0xa1),
+            limits: WireLimits {
+                max_message_bytes: 1,
+                max_open_docs: 1,
+                max_messages_per_s: 1,
+                presence_interval_ms: 1,
+                max_insert_chars: 1,
+                max_delta_ops: 1,
+                max_document_chars: 1,
+                history_ops: 1,
+            },
+        };
+        let json = serde_json::to_string(&w).unwrap();
+        assert!(json.contains(r#""session":"0021000000000005","client":"00000000000000a1""#), "{json}");
+        let p = Peer { client: ClientId(1), user: "u".into(), name: "n".into(), color: String::new() };
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"client":"0000000000000001","user":"u","name":"n"}"#);
     }
 
     #[test]
@@ -570,6 +774,9 @@ mod tests {
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"explode"}"#).is_err());
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"close","doc":"d","x":1}"#).is_err());
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"close"}"#).is_err());
+        let wrong = serde_json::from_str::<ClientMsg>(r#"{"type":"close","doc":"d","rev":1}"#).unwrap_err();
+        assert!(wrong.to_string().contains("unknown field `rev`"), "{wrong}");
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"doc":"d"}"#).unwrap_err().to_string().contains("`type`"));
         assert!(
             serde_json::from_str::<ClientMsg>(r#"{"type":"hello","protocol":1,"client":"xyz","token":"","name":""}"#)
                 .is_err()

@@ -32,6 +32,8 @@ pub(crate) struct Room {
     pub(crate) last_presence: Option<Instant>,
     /// Ops, and their approximate bytes, since the last snapshot.
     pub(crate) since_snapshot: (u64, u64),
+    /// Since when nobody has had the document open (an idle document may be evicted).
+    pub(crate) idle_since: Option<Instant>,
 }
 
 impl Room {
@@ -44,7 +46,19 @@ impl Room {
             dirty: Vec::new(),
             last_presence: None,
             since_snapshot: (0, 0),
+            idle_since: None,
         }
+    }
+
+    /// True when nobody has the document open.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    /// The other sessions of `client` subscribed here (a client id has one session per
+    /// document: the newest connection supersedes the others).
+    pub(crate) fn sessions_of(&self, client: ClientId, except: ConnId) -> Vec<Arc<SessionInfo>> {
+        self.subs.values().filter(|i| i.client == client && i.conn != except).cloned().collect()
     }
 
     /// Every subscriber.
@@ -64,6 +78,7 @@ impl Room {
         if self.subs.insert(conn, info).is_some() {
             return false;
         }
+        self.idle_since = None;
         match self.groups.iter_mut().find(|g| g.core == conn.core && g.encoding == encoding) {
             Some(g) => Arc::make_mut(&mut g.conns).push(conn),
             None => self.groups.push(Group { core: conn.core, encoding, conns: Arc::new(vec![conn]) }),
@@ -100,10 +115,10 @@ impl Room {
         Some((info, left))
     }
 
-    /// Everyone here, one entry per client.
-    pub(crate) fn online(&self) -> Vec<Peer> {
+    /// Everyone here but `except`, one entry per client.
+    pub(crate) fn online(&self, except: ClientId) -> Vec<Peer> {
         let mut seen: HashMap<ClientId, Peer> = HashMap::new();
-        for info in self.subs.values() {
+        for info in self.subs.values().filter(|i| i.client != except) {
             seen.entry(info.client).or_insert_with(|| info.peer.clone());
         }
         let mut peers: Vec<Peer> = seen.into_values().collect();
@@ -131,6 +146,7 @@ mod tests {
             client: ClientId(client),
             encoding,
             peer: Peer { client: ClientId(client), user: "u".into(), name: "n".into(), color: String::new() },
+            connected_at: Instant::now(),
         })
     }
 
@@ -151,7 +167,8 @@ mod tests {
         assert_eq!(room.groups.iter().find(|g| g.core == 1).unwrap().conns.len(), 1);
         assert_eq!(room.unsubscribe(ConnId { core: 1, seq: 4 }).map(|(_, left)| left), Some(true));
         assert_eq!(room.groups.len(), 2);
-        assert_eq!(room.online().len(), 2);
+        assert_eq!(room.online(ClientId(0)).len(), 2);
+        assert_eq!(room.online(ClientId(10)).len(), 1);
         assert!(room.unsubscribe(ConnId { core: 9, seq: 9 }).is_none());
     }
 }

@@ -30,6 +30,9 @@ pub struct SessionInfo {
     pub encoding: Encoding,
     /// How others see this user.
     pub peer: Peer,
+    /// When the connection was accepted: of two sessions of one client id on a document, the
+    /// newer one stays.
+    pub connected_at: Instant,
 }
 
 /// A token bucket: `rate` tokens per second, holding at most twice that. The rate lives in
@@ -51,15 +54,30 @@ impl RateLimit {
 
     /// Takes a token; false when none is left.
     pub(crate) fn take(&mut self, rate: u32, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last);
-        self.last = now;
-        self.tokens = (self.tokens + elapsed.as_secs_f32() * rate as f32).min(Self::burst(rate));
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.available(rate, now) >= 1 {
+            self.spend(1);
             true
         } else {
             false
         }
+    }
+
+    /// Refills for the time since last asked and returns the whole tokens there are.
+    pub(crate) fn available(&mut self, rate: u32, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = now;
+        self.tokens = (self.tokens + elapsed.as_secs_f32() * rate as f32).min(Self::burst(rate));
+        self.tokens as u64
+    }
+
+    /// Spends `n` tokens (going below zero is debt, paid back by the refill).
+    pub(crate) fn spend(&mut self, n: u64) {
+        self.tokens -= n as f32;
+    }
+
+    /// True when the bucket has refilled to its burst: it is then no different from a new one.
+    pub(crate) fn is_full(&mut self, rate: u32, now: Instant) -> bool {
+        self.available(rate, now) as f32 >= Self::burst(rate)
     }
 }
 

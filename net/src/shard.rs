@@ -10,20 +10,20 @@
 //! answers with frames for the connection's core. Broadcasts are encoded once per encoding
 //! and reach each other core as one message holding the frame and the connection list.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tandem_engine::{Commit, Delta, DocState, Limits, SelectionRange, Submitted};
 use tandem_storage::Snapshot;
 
-use crate::codec::{Frame, encode_server};
+use crate::codec::{Frame, RefusedSubmit, encode_server};
 use crate::protocol::{
     ClientMsg, DocId, Encoding, ErrorCode, MAX_NAME_BYTES, MAX_REVISIONS_PER_REPLY, MAX_TOKEN_BYTES, OpRecord,
     PROTOCOL_VERSION, Peer, PeerSelection, Range, RevisionRecord, ServerMsg, WireLimits, close,
 };
 use crate::room::Room;
-use crate::session::{ConnId, Session, SessionInfo};
+use crate::session::{ConnId, RateLimit, Session, SessionInfo};
 
 /// What a shard needs to know, shared by all cores.
 #[derive(Clone, Debug)]
@@ -50,8 +50,28 @@ pub struct ShardConfig {
     pub durable: bool,
     /// A snapshot is taken after this many ops...
     pub snapshot_every_ops: u64,
-    /// ...or this many bytes of ops since the last one, whichever comes first.
+    /// ...or this many bytes of ops since the last one, whichever comes first; both scaled
+    /// to the document's size (see [`snapshot_due`]).
     pub snapshot_every_bytes: u64,
+    /// Transform steps per second one connection may spend on this core's documents (bursts
+    /// of twice that); each submission is also bounded by `limits.max_transform_steps`.
+    pub max_transform_steps_per_s: u32,
+    /// A durable document nobody has had open for this long is evicted from memory (it
+    /// loads again from the op log when next opened). At `max_docs_per_core`, the document
+    /// idle longest is evicted at once to make room.
+    pub evict_idle_after: Duration,
+}
+
+/// Whether a document is due for a snapshot, `ops` and `bytes` (approximate) after its last
+/// one, its content now taking `doc_bytes`. A snapshot costs the whole document, so it is
+/// taken only once the ops since amount to a share of it: half of it in bytes (at least
+/// `every_bytes`), or `every_ops` ops that are at least 1/64th of it (then loading replays at
+/// most that many), or, however small the ops, 64 times `every_ops`. Disk spent on snapshots
+/// then stays proportional to the ops written.
+pub fn snapshot_due(ops: u64, bytes: u64, doc_bytes: u64, every_ops: u64, every_bytes: u64) -> bool {
+    bytes >= every_bytes.max(doc_bytes / 2)
+        || (ops >= every_ops && bytes.saturating_mul(64) >= doc_bytes)
+        || ops >= every_ops.saturating_mul(64)
 }
 
 impl Default for ShardConfig {
@@ -68,6 +88,8 @@ impl Default for ShardConfig {
             durable: false,
             snapshot_every_ops: 1000,
             snapshot_every_bytes: 1 << 20,
+            max_transform_steps_per_s: 1_000_000,
+            evict_idle_after: Duration::from_secs(60),
         }
     }
 }
@@ -104,9 +126,32 @@ pub enum DocRequest {
     },
     /// The connection is gone: unsubscribe without a reply.
     Gone,
+    /// A submit whose delta was refused while decoding: answer with the error (which closes
+    /// the document for the session, like any refused op).
+    Refused {
+        /// The op's sequence number.
+        client_seq: u64,
+        /// Why.
+        code: ErrorCode,
+        /// The explanation.
+        message: String,
+    },
     /// A history request (the document at a revision, or its list of revisions).
     History(HistoryQuery),
 }
+
+impl DocRequest {
+    /// The `client_seq` of the op this request submits, if it submits one.
+    pub fn client_seq(&self) -> Option<u64> {
+        match self {
+            Self::Submit { client_seq, .. } | Self::Refused { client_seq, .. } => Some(*client_seq),
+            _ => None,
+        }
+    }
+}
+
+/// The close reason sent with [`close::SUPERSEDED`].
+const SUPERSEDED_REASON: &str = "another connection with this client id opened the document";
 
 /// A history request, answered from the op log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,6 +298,8 @@ pub struct ShardStats {
     pub presence_out: u64,
     /// Error messages sent.
     pub errors: u64,
+    /// Idle documents evicted from memory.
+    pub evicted: u64,
     /// Messages sent to other cores.
     pub core_msgs_out: u64,
     /// Messages received from other cores.
@@ -272,6 +319,14 @@ pub struct Shard {
     loading: HashMap<DocId, Vec<(Arc<SessionInfo>, DocRequest)>>,
     /// Storage failed: why. This core serves none of its documents any more.
     failed: Option<String>,
+    /// Documents that became idle (nobody has them open), oldest first; an entry is stale
+    /// when the room's `idle_since` no longer matches.
+    idle: VecDeque<(DocId, Instant)>,
+    /// What each connection has left of its transform budget on this core (absent: full).
+    work: HashMap<ConnId, RateLimit>,
+    /// The latest time the shard was given.
+    now: Instant,
+    last_prune: Instant,
     next_conn: u64,
     effects: Vec<Effect>,
     stats: ShardStats,
@@ -289,6 +344,10 @@ impl Shard {
             presence_due: Vec::new(),
             loading: HashMap::new(),
             failed: None,
+            idle: VecDeque::new(),
+            work: HashMap::new(),
+            now: Instant::now(),
+            last_prune: Instant::now(),
             next_conn: 1,
             effects: Vec::new(),
             stats: ShardStats::default(),
@@ -365,8 +424,22 @@ impl Shard {
         self.close(conn, close::BAD_MESSAGE, "bad message");
     }
 
+    /// A `submit` whose delta was refused while decoding: the error belongs to its document
+    /// (which it closes for the session, like any refused op); the connection stays open.
+    pub fn refused_submit(&mut self, conn: ConnId, refused: RefusedSubmit, message: &str, now: Instant) {
+        let RefusedSubmit { doc, client_seq, code } = refused;
+        // Routed as a submit with an empty delta would be, then answered with the error.
+        let msg = ClientMsg::Submit { doc, base_rev: 0, client_seq, delta: Delta::new() };
+        self.handle(conn, msg, now, Some((code, message)));
+    }
+
     /// Handles a decoded message from a connection of this core.
     pub fn on_message(&mut self, conn: ConnId, msg: ClientMsg, now: Instant) {
+        self.handle(conn, msg, now, None);
+    }
+
+    fn handle(&mut self, conn: ConnId, msg: ClientMsg, now: Instant, refused: Option<(ErrorCode, &str)>) {
+        self.now = now;
         let Some(session) = self.sessions.get_mut(&conn).filter(|s| !s.closed) else { return };
         self.stats.messages_in += 1;
         let encoding = session.encoding;
@@ -398,9 +471,10 @@ impl Shard {
             ClientMsg::Hello { .. } => unreachable!("handled above"),
             ClientMsg::Open { doc, from_rev } => (doc, DocRequest::Open { from_rev }),
             ClientMsg::Close { doc } => (doc, DocRequest::Close),
-            ClientMsg::Submit { doc, base_rev, client_seq, delta } => {
-                (doc, DocRequest::Submit { base_rev, client_seq, delta: Box::new(delta) })
-            }
+            ClientMsg::Submit { doc, base_rev, client_seq, delta } => match refused {
+                Some((code, message)) => (doc, DocRequest::Refused { client_seq, code, message: message.to_owned() }),
+                None => (doc, DocRequest::Submit { base_rev, client_seq, delta: Box::new(delta) }),
+            },
             ClientMsg::Presence { doc, rev, ranges } => {
                 let Some(ranges) = ranges.into_iter().map(Range::to_engine).collect::<Option<Vec<_>>>() else {
                     self.error_to(conn, encoding, ErrorCode::BadSelection, "position too large".into(), Some(doc));
@@ -447,7 +521,14 @@ impl Shard {
             }
             _ => {
                 if !session.is_open(&doc) {
-                    self.error_to(conn, encoding, ErrorCode::NotOpen, "document is not open".into(), Some(doc_name));
+                    let msg = ServerMsg::Error {
+                        code: ErrorCode::NotOpen,
+                        message: "document is not open".into(),
+                        doc: Some(doc_name),
+                        client_seq: req.client_seq(),
+                    };
+                    self.stats.errors += 1;
+                    self.send_local(conn, encode_server(&msg, encoding));
                     return;
                 }
             }
@@ -492,6 +573,7 @@ impl Shard {
             encoding,
             // Until accounts land, the user is who the client says it is.
             peer: Peer { client, user: name.clone(), name, color },
+            connected_at: self.sessions[&conn].connected_at,
         });
         self.sessions.get_mut(&conn).expect("caller checked").info = Some(info);
         let c = &self.config;
@@ -507,12 +589,13 @@ impl Shard {
         };
         self.send_local(
             conn,
-            encode_server(&ServerMsg::Welcome { protocol: PROTOCOL_VERSION, session, limits }, encoding),
+            encode_server(&ServerMsg::Welcome { protocol: PROTOCOL_VERSION, session, client, limits }, encoding),
         );
     }
 
     /// Handles a message from another core.
     pub fn on_core_msg(&mut self, msg: CoreMsg, now: Instant) {
+        self.now = now;
         self.stats.core_msgs_in += 1;
         match msg {
             CoreMsg::Doc { doc, from, req } => self.on_doc(doc, &from, req, now),
@@ -531,7 +614,11 @@ impl Shard {
             CoreMsg::Kick { conns, code } => {
                 for conn in conns {
                     if self.sessions.contains_key(&conn) {
-                        let reason = if code == close::INTERNAL_ERROR { "storage failed" } else { "server overloaded" };
+                        let reason = match code {
+                            close::INTERNAL_ERROR => "storage failed",
+                            close::SUPERSEDED => SUPERSEDED_REASON,
+                            _ => "server overloaded",
+                        };
                         self.close(conn, code, reason);
                     }
                 }
@@ -539,8 +626,16 @@ impl Shard {
         }
     }
 
-    /// Sends due presence; call at least every `presence_interval`.
+    /// Sends due presence, evicts idle documents and forgets refilled transform budgets;
+    /// call at least every `presence_interval`.
     pub fn tick(&mut self, now: Instant) {
+        self.now = now;
+        self.evict_idle(now, false);
+        if now.saturating_duration_since(self.last_prune) >= Duration::from_secs(1) {
+            self.last_prune = now;
+            let rate = self.config.max_transform_steps_per_s;
+            self.work.retain(|_, b| !b.is_full(rate, now));
+        }
         let interval = self.config.presence_interval;
         let due = std::mem::take(&mut self.presence_due);
         for doc in due {
@@ -583,20 +678,58 @@ impl Shard {
         }
     }
 
+    /// Evicts documents nobody has had open for `evict_idle_after` (with `one_now`, the one
+    /// idle longest, however briefly: room is needed). Only durable documents are evicted:
+    /// they load again from the op log. Returns whether one was evicted.
+    fn evict_idle(&mut self, now: Instant, one_now: bool) -> bool {
+        if !self.config.durable {
+            return false;
+        }
+        while let Some((doc, since)) = self.idle.front() {
+            let due = one_now || now.saturating_duration_since(*since) >= self.config.evict_idle_after;
+            let current = self.rooms.get(doc).is_some_and(|r| r.is_empty() && r.idle_since == Some(*since));
+            if current && !due {
+                return false;
+            }
+            let (doc, _) = self.idle.pop_front().expect("checked");
+            if current {
+                self.rooms.remove(&doc);
+                self.stats.evicted += 1;
+                if one_now {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Marks a document idle when nobody has it open any more.
+    fn mark_idle(&mut self, doc: &DocId) {
+        let now = self.now;
+        if let Some(room) = self.rooms.get_mut(doc)
+            && room.is_empty()
+            && room.idle_since.is_none()
+        {
+            room.idle_since = Some(now);
+            self.idle.push_back((doc.clone(), now));
+        }
+    }
+
     /// Handles a request for a document this core owns.
     fn on_doc(&mut self, doc: DocId, from: &Arc<SessionInfo>, req: DocRequest, now: Instant) {
         if let Some(reason) = &self.failed {
             if !matches!(req, DocRequest::Gone | DocRequest::Close) {
                 let msg = format!("storage failed on this server ({reason}); try again after it restarts");
                 // The document is in no room any more: this only replies.
-                self.doc_error(&doc, from, ErrorCode::Internal, msg);
+                self.doc_error(&doc, from, ErrorCode::Internal, msg, req.client_seq());
             }
             return;
         }
         if let Some(waiting) = self.loading.get_mut(&doc) {
             if waiting.len() >= MAX_WAITING_PER_DOC {
                 let msg = "too many requests waiting for this document to load".to_owned();
-                self.doc_error(&doc, from, ErrorCode::Overloaded, msg);
+                let seq = req.client_seq();
+                self.doc_error(&doc, from, ErrorCode::Overloaded, msg, seq);
             } else {
                 waiting.push((Arc::clone(from), req));
             }
@@ -609,10 +742,15 @@ impl Shard {
                 self.reply(from, &ServerMsg::Closed { doc: doc.to_string() });
             }
             DocRequest::Gone => self.leave(&doc, from.conn),
-            DocRequest::Submit { base_rev, client_seq, delta } => self.submit(doc, from, base_rev, client_seq, *delta),
+            DocRequest::Submit { base_rev, client_seq, delta } => {
+                self.submit(doc, from, base_rev, client_seq, *delta, now);
+            }
+            DocRequest::Refused { client_seq, code, message } => {
+                self.doc_error(&doc, from, code, message, Some(client_seq));
+            }
             DocRequest::Presence { rev, ranges } => {
                 let Some(room) = self.rooms.get_mut(&doc).filter(|r| r.is_subscribed(from.conn)) else {
-                    self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into());
+                    self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into(), None);
                     return;
                 };
                 match room.state.set_selection(from.client, rev, ranges) {
@@ -622,9 +760,8 @@ impl Shard {
                             self.presence_due.push(doc);
                         }
                     }
-                    Err(e) => self.doc_error(&doc, from, ErrorCode::for_engine(&e), e.to_string()),
+                    Err(e) => self.doc_error(&doc, from, ErrorCode::for_engine(&e), e.to_string(), None),
                 }
-                let _ = now;
             }
             DocRequest::History(query) => self.history(doc, from, query),
         }
@@ -633,7 +770,7 @@ impl Shard {
     /// A history request: the current revision from memory, anything else from the op log.
     fn history(&mut self, doc: DocId, from: &Arc<SessionInfo>, query: HistoryQuery) {
         let Some(room) = self.rooms.get(&doc).filter(|r| r.is_subscribed(from.conn)) else {
-            self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into());
+            self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into(), None);
             return;
         };
         let latest = room.state.rev();
@@ -678,19 +815,17 @@ impl Shard {
     /// An error answering a history request: it leaves the document open.
     fn history_error(&mut self, doc: &DocId, from: &Arc<SessionInfo>, code: ErrorCode, message: String) {
         self.stats.errors += 1;
-        self.reply(from, &ServerMsg::Error { code, message, doc: Some(doc.to_string()) });
+        self.reply(from, &ServerMsg::Error { code, message, doc: Some(doc.to_string()), client_seq: None });
     }
 
     fn open(&mut self, doc: DocId, from: &Arc<SessionInfo>, from_rev: Option<u64>) {
         if !self.rooms.contains_key(&doc) {
-            if self.rooms.len() + self.loading.len() >= self.config.max_docs_per_core {
+            if self.rooms.len() + self.loading.len() >= self.config.max_docs_per_core
+                && !self.evict_idle(self.now, true)
+            {
                 let max = self.config.max_docs_per_core;
-                self.doc_error(
-                    &doc,
-                    from,
-                    ErrorCode::TooManyDocs,
-                    format!("this core holds its maximum of {max} documents"),
-                );
+                let msg = format!("this core holds its maximum of {max} documents, all of them open");
+                self.doc_error(&doc, from, ErrorCode::TooManyDocs, msg, None);
                 return;
             }
             if self.config.durable {
@@ -701,29 +836,45 @@ impl Shard {
             }
             self.rooms.insert(doc.clone(), Room::new(DocState::new(self.config.limits.clone())));
         }
+        // One session per client id and document: of two, the connection accepted later
+        // stays and the other is superseded (closed with 4009), so two tabs sharing an id
+        // cannot both edit it, and a dead connection's late `open` cannot push out the
+        // reconnected one.
+        let others = self.rooms[&doc].sessions_of(from.client, from.conn);
+        let age = |i: &SessionInfo| (i.connected_at, i.conn);
+        if others.iter().any(|o| age(o) > age(from)) {
+            self.supersede(from.conn);
+            return;
+        }
+        for other in others {
+            self.leave(&doc, other.conn);
+            self.supersede(other.conn);
+        }
         let room = self.rooms.get_mut(&doc).expect("inserted above");
         let joined = room.subscribe(Arc::clone(from));
         let state = &room.state;
         let (snapshot, ops) = match from_rev.map(|r| state.ops_since(r)) {
             Some(Ok(ops)) => (
                 None,
-                ops.map(|c| OpRecord {
-                    rev: c.rev,
-                    author: c.author,
-                    client_seq: c.client_seq,
-                    delta: c.delta.clone(),
-                })
-                .collect(),
+                Some(
+                    ops.map(|c| OpRecord {
+                        rev: c.rev,
+                        author: c.author,
+                        client_seq: c.client_seq,
+                        delta: c.delta.clone(),
+                    })
+                    .collect(),
+                ),
             ),
             // No revision, one too old, or one from the future (the server lost it): start over.
-            _ => (Some(state.document().to_delta()), Vec::new()),
+            _ => (Some(state.document().to_delta()), None),
         };
         let opened = ServerMsg::Opened {
             doc: doc.to_string(),
             rev: state.rev(),
             snapshot,
             ops,
-            online: room.online(),
+            online: room.online(from.client),
             last_seq: state.last_client_seq(from.client),
         };
         let selections: Vec<PeerSelection> = state
@@ -745,21 +896,32 @@ impl Shard {
         }
     }
 
+    /// Closes a connection that a newer session of its client id superseded.
+    fn supersede(&mut self, conn: ConnId) {
+        if conn.core != self.core {
+            self.send_core(conn.core, CoreMsg::Kick { conns: vec![conn], code: close::SUPERSEDED });
+        } else if self.sessions.contains_key(&conn) {
+            self.close(conn, close::SUPERSEDED, SUPERSEDED_REASON);
+        }
+    }
+
     /// A document asked for with [`Effect::Load`] was loaded (or could not be).
     pub fn on_loaded(&mut self, doc: DocId, loaded: Result<DocState, String>, now: Instant) {
         let Some(waiting) = self.loading.remove(&doc) else { return };
         match loaded {
             Ok(state) => {
+                self.now = now;
                 self.rooms.insert(doc.clone(), Room::new(state));
                 for (from, req) in waiting {
                     self.on_doc(doc.clone(), &from, req, now);
                 }
+                self.mark_idle(&doc);
             }
             Err(e) => {
                 for (from, req) in waiting {
                     if !matches!(req, DocRequest::Gone | DocRequest::Close) {
                         let msg = format!("the document could not be loaded: {e}");
-                        self.doc_error(&doc, &from, ErrorCode::Internal, msg);
+                        self.doc_error(&doc, &from, ErrorCode::Internal, msg, req.client_seq());
                     }
                 }
             }
@@ -783,6 +945,7 @@ impl Shard {
                     code: ErrorCode::Internal,
                     message: format!("storage failed on this server ({reason})"),
                     doc: Some(doc.to_string()),
+                    client_seq: None,
                 };
                 self.reply(info, &msg);
                 if info.conn.core == self.core {
@@ -797,15 +960,18 @@ impl Shard {
         }
         let loading = std::mem::take(&mut self.loading);
         for (doc, waiting) in loading {
-            for (from, _) in waiting {
-                let msg = format!("storage failed on this server ({reason})");
-                self.reply(
-                    &from,
-                    &ServerMsg::Error { code: ErrorCode::Internal, message: msg, doc: Some(doc.to_string()) },
-                );
+            for (from, req) in waiting {
+                let msg = ServerMsg::Error {
+                    code: ErrorCode::Internal,
+                    message: format!("storage failed on this server ({reason})"),
+                    doc: Some(doc.to_string()),
+                    client_seq: req.client_seq(),
+                };
+                self.reply(&from, &msg);
             }
         }
         self.presence_due.clear();
+        self.idle.clear();
     }
 
     /// Why storage failed on this core, if it did.
@@ -818,21 +984,44 @@ impl Shard {
         if let Some((info, true)) = room.unsubscribe(conn) {
             self.broadcast(doc, &ServerMsg::Left { doc: doc.to_string(), client: info.client }, None);
         }
+        self.mark_idle(doc);
     }
 
-    fn submit(&mut self, doc: DocId, from: &Arc<SessionInfo>, base_rev: u64, client_seq: u64, delta: Delta) {
+    fn submit(
+        &mut self,
+        doc: DocId,
+        from: &Arc<SessionInfo>,
+        base_rev: u64,
+        client_seq: u64,
+        delta: Delta,
+        now: Instant,
+    ) {
         let Some(room) = self.rooms.get_mut(&doc).filter(|r| r.is_subscribed(from.conn)) else {
-            self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into());
+            self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into(), Some(client_seq));
             return;
         };
-        match room.state.submit(from.client, base_rev, client_seq, delta) {
+        // The connection's share of this core's transform work.
+        let rate = self.config.max_transform_steps_per_s;
+        let budget = self.work.entry(from.conn).or_insert_with(|| RateLimit::new(rate, now));
+        let allowed = budget.available(rate, now);
+        let result = room.state.submit_within(from.client, base_rev, client_seq, delta, allowed);
+        let spent = match &result {
+            Ok((_, steps)) => *steps,
+            Err(tandem_engine::Error::TransformTooCostly { steps, max }) => (*steps).min(*max),
+            Err(_) => 0,
+        };
+        budget.spend(spent);
+        match result.map(|(s, _)| s) {
             Ok(Submitted::Applied(commit)) => {
                 self.stats.ops_in += 1;
                 if self.config.durable {
                     room.since_snapshot.0 += 1;
                     room.since_snapshot.1 += commit.delta.approx_bytes() as u64;
                     let (ops, bytes) = room.since_snapshot;
-                    let snapshot = (ops >= self.config.snapshot_every_ops || bytes >= self.config.snapshot_every_bytes)
+                    let document = room.state.document();
+                    let doc_bytes = (document.len_bytes() + document.format_bytes()) as u64;
+                    let c = &self.config;
+                    let snapshot = snapshot_due(ops, bytes, doc_bytes, c.snapshot_every_ops, c.snapshot_every_bytes)
                         .then(|| {
                             room.since_snapshot = (0, 0);
                             Box::new(Snapshot::of(&room.state, 0))
@@ -859,16 +1048,24 @@ impl Shard {
             Err(e) => {
                 // Any refused submit closes the document for the session: its op is lost, and
                 // the client must re-open (and resync) before editing again.
-                self.doc_error(&doc, from, ErrorCode::for_engine(&e), e.to_string());
+                self.doc_error(&doc, from, ErrorCode::for_engine(&e), e.to_string(), Some(client_seq));
             }
         }
     }
 
-    /// Sends a document-scoped error and closes the document for the session.
-    fn doc_error(&mut self, doc: &DocId, from: &Arc<SessionInfo>, code: ErrorCode, message: String) {
+    /// Sends a document-scoped error and closes the document for the session; `client_seq`
+    /// names the submitted op it refuses, if any.
+    fn doc_error(
+        &mut self,
+        doc: &DocId,
+        from: &Arc<SessionInfo>,
+        code: ErrorCode,
+        message: String,
+        client_seq: Option<u64>,
+    ) {
         self.leave(doc, from.conn);
         self.stats.errors += 1;
-        self.reply(from, &ServerMsg::Error { code, message, doc: Some(doc.to_string()) });
+        self.reply(from, &ServerMsg::Error { code, message, doc: Some(doc.to_string()), client_seq });
     }
 
     /// Sends `msg` to every subscriber of `doc` but `except`, encoded once per encoding.
@@ -921,7 +1118,7 @@ impl Shard {
 
     fn error_to(&mut self, conn: ConnId, encoding: Encoding, code: ErrorCode, message: String, doc: Option<String>) {
         self.stats.errors += 1;
-        self.send_local(conn, encode_server(&ServerMsg::Error { code, message, doc }, encoding));
+        self.send_local(conn, encode_server(&ServerMsg::Error { code, message, doc, client_seq: None }, encoding));
     }
 
     fn send_local(&mut self, conn: ConnId, frame: Frame) {

@@ -74,9 +74,15 @@ pub(crate) struct ServeArgs {
     /// Documents open at once per connection [default: 64].
     #[arg(long, env = "TANDEM_MAX_OPEN_DOCS", value_name = "N")]
     max_open_docs: Option<usize>,
-    /// Documents in memory per core [default: 100000].
+    /// Documents in memory per core; at the bound the one idle longest is evicted [default: 100000].
     #[arg(long, env = "TANDEM_MAX_DOCS_PER_CORE", value_name = "N")]
     max_docs_per_core: Option<usize>,
+    /// Evict a document nobody has had open for this long (it reloads from the op log), seconds [default: 60].
+    #[arg(long, env = "TANDEM_EVICT_IDLE_S", value_name = "SECONDS")]
+    evict_idle_s: Option<u64>,
+    /// Transform steps per second one connection may spend on one core's documents, bursts of twice that [default: 1000000].
+    #[arg(long, env = "TANDEM_MAX_TRANSFORM_STEPS_PER_S", value_name = "N")]
+    max_transform_steps_per_s: Option<u32>,
     /// Presence reaches each subscriber at most once per this many ms per document [default: 50].
     #[arg(long, env = "TANDEM_PRESENCE_INTERVAL_MS", value_name = "MS")]
     presence_interval_ms: Option<u64>,
@@ -104,6 +110,15 @@ pub(crate) struct ServeArgs {
     /// Most ops in one delta [default: 10000].
     #[arg(long, env = "TANDEM_MAX_DELTA_OPS", value_name = "N")]
     max_delta_ops: Option<usize>,
+    /// Most bytes of attributes and embeds in one delta [default: 1048576].
+    #[arg(long, env = "TANDEM_MAX_OP_FORMAT_BYTES", value_name = "BYTES")]
+    max_op_format_bytes: Option<usize>,
+    /// Most bytes of attributes and embeds in a document, counted per formatting run [default: 33554432].
+    #[arg(long, env = "TANDEM_MAX_DOCUMENT_FORMAT_BYTES", value_name = "BYTES")]
+    max_document_format_bytes: Option<usize>,
+    /// Most transform steps one submission may cost (~17 ns each); over it: base_too_old [default: 1000000].
+    #[arg(long, env = "TANDEM_MAX_TRANSFORM_STEPS", value_name = "N")]
+    max_transform_steps: Option<u64>,
     /// Ops of history kept in memory per document for late ops and catch-up [default: 10000].
     #[arg(long, env = "TANDEM_HISTORY_OPS", value_name = "N")]
     history_ops: Option<usize>,
@@ -184,12 +199,14 @@ impl ServeArgs {
         );
         apply!(self, s, handshake_timeout_ms, idle_timeout_ms, max_messages_per_s, max_open_docs, max_docs_per_core);
         apply!(self, s, presence_interval_ms, allowed_origins, inbox_capacity, backlog_limit, shutdown_grace_ms);
+        apply!(self, s, evict_idle_s, max_transform_steps_per_s);
         if let Some(secret) = &self.dev_secret {
             s.dev_secret = Some(secret.clone());
         }
         let l = &mut s.limits;
         apply!(self, l, max_document_chars, max_insert_chars, max_delta_ops, history_ops, history_bytes);
-        apply!(self, l, max_tracked_clients, max_selection_ranges);
+        apply!(self, l, max_tracked_clients, max_selection_ranges, max_op_format_bytes, max_document_format_bytes);
+        apply!(self, l, max_transform_steps);
         let st = &mut s.storage;
         apply!(self, st, oplog, fsync, fsync_interval_ms, segment_bytes, snapshot_every_ops, snapshot_every_bytes);
         apply!(self, st, history_retention_days, compact_interval_s);

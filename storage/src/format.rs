@@ -65,6 +65,8 @@ pub enum Kind {
     Snapshot = 2,
     /// History before this revision was dropped.
     Floor = 3,
+    /// An earlier snapshot was superseded and its blob deleted.
+    SnapshotDropped = 4,
 }
 
 /// A decoding failure, with what was wrong.
@@ -200,6 +202,16 @@ pub enum Record {
         /// When, ms since the epoch.
         time_ms: u64,
     },
+    /// The snapshot of `doc` at `rev` is no longer kept (newer ones supersede it); its blob
+    /// is deleted once this record is durable.
+    SnapshotDropped {
+        /// The document.
+        doc: Arc<str>,
+        /// The snapshot's revision.
+        rev: u64,
+        /// When, ms since the epoch.
+        time_ms: u64,
+    },
 }
 
 impl Record {
@@ -207,7 +219,7 @@ impl Record {
     pub fn doc(&self) -> &Arc<str> {
         match self {
             Self::Op(op) => &op.doc,
-            Self::Snapshot { doc, .. } | Self::Floor { doc, .. } => doc,
+            Self::Snapshot { doc, .. } | Self::Floor { doc, .. } | Self::SnapshotDropped { doc, .. } => doc,
         }
     }
 
@@ -215,7 +227,7 @@ impl Record {
     pub fn rev(&self) -> u64 {
         match self {
             Self::Op(op) => op.rev(),
-            Self::Snapshot { rev, .. } | Self::Floor { rev, .. } => *rev,
+            Self::Snapshot { rev, .. } | Self::Floor { rev, .. } | Self::SnapshotDropped { rev, .. } => *rev,
         }
     }
 
@@ -223,7 +235,9 @@ impl Record {
     pub fn time_ms(&self) -> u64 {
         match self {
             Self::Op(op) => op.time_ms,
-            Self::Snapshot { time_ms, .. } | Self::Floor { time_ms, .. } => *time_ms,
+            Self::Snapshot { time_ms, .. } | Self::Floor { time_ms, .. } | Self::SnapshotDropped { time_ms, .. } => {
+                *time_ms
+            }
         }
     }
 
@@ -232,6 +246,7 @@ impl Record {
             Self::Op(_) => Kind::Op,
             Self::Snapshot { .. } => Kind::Snapshot,
             Self::Floor { .. } => Kind::Floor,
+            Self::SnapshotDropped { .. } => Kind::SnapshotDropped,
         }
     }
 
@@ -266,7 +281,9 @@ impl Record {
                 out.extend_from_slice(&[0u8; 4]);
                 out.extend_from_slice(key.as_bytes());
             }
-            Self::Floor { time_ms, .. } => out.extend_from_slice(&time_ms.to_le_bytes()),
+            Self::Floor { time_ms, .. } | Self::SnapshotDropped { time_ms, .. } => {
+                out.extend_from_slice(&time_ms.to_le_bytes());
+            }
         }
         let len = out.len() - body;
         let len32 = u32::try_from(len).map_err(|_| FormatError::Invalid(format!("record of {len} bytes")))?;
@@ -336,6 +353,7 @@ pub fn decode_record(b: &[u8]) -> Result<Decoded, FormatError> {
         }
         Kind::Snapshot => Record::Snapshot { doc, rev, time_ms, key: h.key.to_owned() },
         Kind::Floor => Record::Floor { doc, rev, time_ms },
+        Kind::SnapshotDropped => Record::SnapshotDropped { doc, rev, time_ms },
     };
     Ok(Decoded { record, batch_start: h.batch_start, total: h.total })
 }
@@ -416,6 +434,8 @@ fn parse(b: &[u8]) -> Result<(Header<'_>, &[u8]), FormatError> {
         }
         3 if payload.len() != 8 => return Err(invalid("history floor record of the wrong size".into())),
         3 => (Kind::Floor, u64_at(payload, 0), ""),
+        4 if payload.len() != 8 => return Err(invalid("snapshot-dropped record of the wrong size".into())),
+        4 => (Kind::SnapshotDropped, u64_at(payload, 0), ""),
         k => return Err(invalid(format!("unknown record kind {k}"))),
     };
     let header = Header { kind, doc, rev, time_ms, batch_start: u64_at(body, 8), key, total: prefix.total() };
@@ -444,6 +464,7 @@ mod tests {
             op("a document with a long id ✓", 99, "𝒳 astral"),
             Record::Snapshot { doc: "d".into(), rev: 5, time_ms: 9, key: "snapshots/64/5.snap".into() },
             Record::Floor { doc: "d".into(), rev: 3, time_ms: 10 },
+            Record::SnapshotDropped { doc: "d".into(), rev: 2, time_ms: 11 },
         ];
         let mut buf = Vec::new();
         for r in &records {

@@ -68,6 +68,11 @@ pub struct LocalOptions {
     pub retention: Duration,
     /// Truncate at corruption instead of refusing to open.
     pub repair: bool,
+    /// A snapshot is kept only while dropping it would leave more than this many ops to
+    /// replay between the snapshots around it (so history reads stay bounded); the others
+    /// are deleted as newer ones are stored. Default 1000 (the server passes
+    /// `snapshot_every_ops`).
+    pub snapshot_replay_ops: u64,
 }
 
 impl Default for LocalOptions {
@@ -77,6 +82,7 @@ impl Default for LocalOptions {
             fsync: FsyncPolicy::Always,
             retention: Duration::from_secs(30 * 24 * 3600),
             repair: false,
+            snapshot_replay_ops: 1000,
         }
     }
 }
@@ -190,6 +196,27 @@ impl DocIndex {
             return floor_base;
         }
         self.snapshots.iter().map(|s| s.rev).find(|&b| b + 1 >= first && b >= floor_base).unwrap_or(self.latest)
+    }
+
+    /// The snapshots that newer ones supersede: all but the newest, the one history reads
+    /// start from, and those without which more than `replay` ops would lie between two
+    /// kept snapshots.
+    fn superseded(&self, replay: u64) -> Vec<SnapRef> {
+        let first = self.first_available();
+        // The revision a history read can start from without a snapshot: 0 while every op
+        // since the first is still in the log.
+        let mut base = (first <= 1).then_some(0);
+        let mut out = Vec::new();
+        for pair in self.snapshots.windows(2) {
+            let (s, next) = (&pair[0], pair[1].rev);
+            match base {
+                None if s.rev + 1 >= first => base = Some(s.rev),
+                None => {}
+                Some(b) if next - b <= replay => out.push(s.clone()),
+                Some(_) => base = Some(s.rev),
+            }
+        }
+        out
     }
 
     fn add_snapshot(&mut self, s: SnapRef) {
@@ -607,6 +634,7 @@ impl LocalLog {
                     idx.floor_segment = segment;
                 }
             }
+            Kind::SnapshotDropped => idx.snapshots.retain(|s| s.rev != rev),
         }
         idx.latest = idx.latest.max(rev);
         let seg = self.segments.get_mut(&segment).expect("segment of an indexed record");
@@ -703,6 +731,7 @@ impl LocalLog {
                     Record::Op(_) => (Kind::Op, ""),
                     Record::Snapshot { key, .. } => (Kind::Snapshot, key.as_str()),
                     Record::Floor { .. } => (Kind::Floor, ""),
+                    Record::SnapshotDropped { .. } => (Kind::SnapshotDropped, ""),
                 };
                 if let Err(reason) = self.index(seg, off, kind, r.doc(), r.rev(), r.time_ms(), key) {
                     return Err(self.poison(StorageError::Invalid(format!("indexing a written record: {reason}"))));
@@ -943,7 +972,21 @@ impl OpLog for LocalLog {
         }
         let key = snapshot_key(doc, snapshot.rev);
         self.blobs.put(&key, &snapshot.encode(doc))?;
-        self.write_snapshot_marker(doc, snapshot.rev, snapshot.time_ms, key)
+        self.write_snapshot_marker(doc, snapshot.rev, snapshot.time_ms, key)?;
+        // Snapshots the new one supersedes go: first a durable record saying so (recovery
+        // must not look for them), then their blobs.
+        let gone = self.doc_index(doc).map(|i| i.superseded(self.opts.snapshot_replay_ops)).unwrap_or_default();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let time_ms = now_ms();
+        let records: Vec<Record> =
+            gone.iter().map(|s| Record::SnapshotDropped { doc: doc.into(), rev: s.rev, time_ms }).collect();
+        self.write_records(&records, true)?;
+        for s in gone {
+            self.blobs.delete(&s.key)?;
+        }
+        Ok(())
     }
 
     fn snapshot_at_or_before(&mut self, doc: &str, rev: u64) -> Result<Option<Snapshot>, StorageError> {

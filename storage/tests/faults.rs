@@ -260,3 +260,55 @@ fn compaction_deletes_covered_segments_and_keeps_what_is_readable() {
     let (more, _) = edits("doc", 3001, 1, full.len());
     log.append(&more).unwrap();
 }
+
+#[test]
+fn superseded_snapshots_are_dropped_and_stay_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), 64 << 20).unwrap();
+    let (ops, _) = edits("doc", 1, 3000, 0);
+    let state_at = |rev: u64| {
+        let loaded = tandem_storage::Loaded { snapshot: None, ops: ops[..rev as usize].to_vec() };
+        loaded.into_state(tandem_engine::Limits::default()).unwrap()
+    };
+    let snapshots = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = walk(&dir.join("blobs"));
+        names.sort();
+        names
+    };
+    log.append(&ops).unwrap();
+    // Snapshots a few ops apart (as large ops make them): only the newest stays...
+    for rev in [1, 2, 4, 8] {
+        log.put_snapshot("doc", &Snapshot::of(&state_at(rev), rev)).unwrap();
+    }
+    assert_eq!(snapshots(dir.path()).len(), 1, "{:?}", snapshots(dir.path()));
+    // ...while snapshots more than snapshot_replay_ops (1000) apart are all kept, so reading
+    // history replays at most that many ops.
+    for rev in [1200, 2100, 2200] {
+        log.put_snapshot("doc", &Snapshot::of(&state_at(rev), rev)).unwrap();
+    }
+    let kept = snapshots(dir.path());
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert!(kept.iter().any(|k| k.ends_with("00000000000000000008.snap")), "{kept:?}");
+    // 2100 is not needed: 1200 and 2200 are within 1000 ops of each other.
+    assert!(!kept.iter().any(|k| k.ends_with("00000000000000002100.snap")), "{kept:?}");
+    drop(log);
+    // Recovery knows they are gone: every revision still reads, and loads use the newest.
+    let mut log = open(dir.path(), 64 << 20).unwrap();
+    assert_eq!(log.load("doc").unwrap().snapshot.map(|s| s.rev), Some(2200));
+    for rev in [3, 8, 1500, 2150, 3000] {
+        assert_eq!(log.document_at("doc", rev).unwrap(), state_at(rev).document().clone(), "revision {rev}");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}

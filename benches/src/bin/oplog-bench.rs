@@ -199,7 +199,7 @@ fn join_1m(dir: &Path) -> (Histogram<u64>, u64, usize) {
             doc: "big".into(),
             rev: st.rev(),
             snapshot: Some(st.document().to_delta()),
-            ops: Vec::new(),
+            ops: None,
             online: Vec::new(),
             last_seq: None,
         };

@@ -235,7 +235,7 @@ impl Client {
                     Event::Revision { doc: ref d, .. } | Event::Revisions { doc: ref d, .. } if d == doc => {
                         return Ok(e);
                     }
-                    Event::Error { code, message, doc: Some(d) } if d == doc => {
+                    Event::Error { code, message, doc: Some(d), .. } if d == doc => {
                         return Err(ClientError::Refused { code, message });
                     }
                     e => self.stashed.push(e),

@@ -117,6 +117,8 @@ pub enum Event {
         message: String,
         /// The document, if any.
         doc: Option<String>,
+        /// The `client_seq` of the op it refused, if it answers a submit.
+        client_seq: Option<u64>,
     },
 }
 
@@ -395,13 +397,13 @@ impl ClientSession {
             ServerMsg::Revisions { doc, oldest, latest, revisions } => {
                 self.events.push_back(Event::Revisions { doc, oldest, latest, revisions });
             }
-            ServerMsg::Error { code, message, doc } => {
+            ServerMsg::Error { code, message, doc, client_seq } => {
                 // History errors answer a read and leave the document open.
                 let keeps_doc_open = matches!(code, ErrorCode::HistoryUnavailable | ErrorCode::NoSuchRevision);
                 if let Some(name) = doc.as_ref().filter(|_| !keeps_doc_open) {
                     self.doc_refused(name, code);
                 }
-                self.events.push_back(Event::Error { code, message, doc });
+                self.events.push_back(Event::Error { code, message, doc, client_seq });
             }
         }
         Ok(())
@@ -412,7 +414,7 @@ impl ClientSession {
         doc: String,
         rev: u64,
         snapshot: Option<Delta>,
-        ops: Vec<OpRecord>,
+        ops: Option<Vec<OpRecord>>,
         online: Vec<Peer>,
         last_seq: Option<u64>,
     ) -> Result<(), SessionError> {
@@ -434,7 +436,7 @@ impl ClientSession {
                 state.resync(rev, content, last_seq).map_err(engine)?
             }
             (Some(_), None) => {
-                for op in ops {
+                for op in ops.unwrap_or_default() {
                     self.remote(&doc, op)?;
                 }
                 let state = self.docs.get_mut(&doc).and_then(|d| d.state.as_mut()).expect("checked above");
@@ -500,7 +502,9 @@ impl ClientSession {
             return;
         }
         entry.opening = true;
-        let from_rev = entry.state.as_ref().map(ClientDoc::rev);
+        // After a seq_conflict, ask for a snapshot: its last_seq says whether the op in flight
+        // is the one applied (then it is dropped), and resync rebases everything after it.
+        let from_rev = entry.state.as_ref().map(ClientDoc::rev).filter(|_| code != ErrorCode::SeqConflict);
         if self.connected {
             self.outgoing.push_back(ClientMsg::Open { doc: doc.to_owned(), from_rev });
         }

@@ -28,7 +28,7 @@ use socket2::{SockRef, Socket};
 
 use super::core::Core;
 use super::notify::Notify;
-use crate::codec::decode_client;
+use crate::codec::{DecodeError, decode_client_within};
 use crate::http::{self, Context, Route};
 use crate::metrics::CoreStats;
 use crate::protocol::{Encoding, close};
@@ -62,6 +62,9 @@ pub(crate) struct ConnState {
     pub(crate) id: ConnId,
     out: RefCell<VecDeque<Bytes>>,
     queued: Cell<usize>,
+    /// The front frame is partly written: it must be finished before anything else, or the
+    /// client would read the rest of the stream as the middle of that frame.
+    front_partial: Cell<bool>,
     /// Set once the connection is closing (its close frame is the last one queued), in
     /// milliseconds since the core started (4-byte times: a connection's state is kept small).
     closing_since: Cell<Option<u32>>,
@@ -79,6 +82,7 @@ impl ConnState {
             id,
             out: RefCell::new(VecDeque::new()),
             queued: Cell::new(0),
+            front_partial: Cell::new(false),
             closing_since: Cell::new(None),
             killed: Cell::new(false),
             wake: Notify::default(),
@@ -96,8 +100,14 @@ impl ConnState {
         }
         let queued = self.queued.get() + frame.len();
         if queued > limit {
-            self.out.borrow_mut().clear();
-            self.queued.set(0);
+            // Drop what is queued, but finish a frame already partly written: the close
+            // frame must follow whole frames only.
+            let mut out = self.out.borrow_mut();
+            let partial = if self.front_partial.get() { out.pop_front() } else { None };
+            out.clear();
+            self.queued.set(partial.as_ref().map_or(0, Bytes::len));
+            out.extend(partial);
+            drop(out);
             self.close(close::SLOW_READER, "send queue overflow: reading too slowly");
             return false;
         }
@@ -183,8 +193,10 @@ impl ConnState {
                 if sent >= front.len() {
                     sent -= front.len();
                     out.pop_front();
+                    self.front_partial.set(false);
                 } else {
                     *front = front.slice(sent..);
+                    self.front_partial.set(true);
                     sent = 0;
                 }
             }
@@ -432,6 +444,7 @@ fn on_bytes(core: &Rc<Core>, state: &Rc<ConnState>, ws: &mut WsConn, encoding: E
         return false;
     }
     let conn = state.id;
+    let limits = tandem_engine::DecodeLimits::of(&core.shared.shard.limits);
     let mut wrong_type = false;
     let result = {
         let mut shard = core.shard.borrow_mut();
@@ -447,14 +460,21 @@ fn on_bytes(core: &Rc<Core>, state: &Rc<ConnState>, ws: &mut WsConn, encoding: E
             if wrong_type {
                 return;
             }
-            match decode_client(&payload, encoding) {
+            match decode_client_within(&payload, encoding, limits) {
                 Ok(msg) => shard.on_message(conn, msg, now),
-                Err(e) => shard.bad_message(conn, &e.0),
+                Err(DecodeError { message, submit: Some(refused) }) => {
+                    shard.refused_submit(conn, refused, &message, now)
+                }
+                Err(e) => shard.bad_message(conn, &e.message),
             }
         })
     };
-    if let Some(out) = ws.take_output() {
-        state.push(out);
+    // Pongs and close replies count against the send queue like everything else: a client
+    // that pings without reading is closed as a slow reader, not buffered without end.
+    if let Some(out) = ws.take_output()
+        && !state.queue(out, core.shared.config.send_queue_bytes)
+    {
+        CoreStats::bump(&core.stats.slow_reader_closes);
     }
     core.apply_effects();
     if wrong_type {

@@ -75,7 +75,8 @@ impl Core {
     }
 
     /// Carries out the shard's effects. Effects after an op-log append wait until that
-    /// append is durable (in order); loads go to the storage thread at once.
+    /// append is durable (in order). Loads wait too: a document evicted from memory may
+    /// have ops still on their way to the log, and must not be read back without them.
     pub(crate) fn apply_effects(&self) {
         let mut effects = std::mem::take(&mut *self.effects.borrow_mut());
         self.shard.borrow_mut().drain_effects_into(&mut effects);
@@ -91,7 +92,6 @@ impl Core {
                             d.last_ticket = d.sent + 1;
                         }
                     }
-                    Effect::Load { doc } => self.to_storage(StorageReq::Load(doc)),
                     e if d.last_ticket > d.durable => {
                         let ticket = d.last_ticket;
                         d.held.push_back((ticket, e));
@@ -144,7 +144,8 @@ impl Core {
                 }
             }
             Effect::History { doc, from, query } => self.to_storage(StorageReq::History(doc, from, query)),
-            Effect::Append { .. } | Effect::Load { .. } => unreachable!("handled in apply_effects"),
+            Effect::Load { doc } => self.to_storage(StorageReq::Load(doc)),
+            Effect::Append { .. } => unreachable!("handled in apply_effects"),
         }
     }
 

@@ -56,8 +56,16 @@ pub struct ServerConfig {
     pub max_messages_per_s: u32,
     /// Most documents open at once per connection.
     pub max_open_docs: usize,
-    /// Most documents in memory per core.
+    /// Most documents in memory per core. At the bound, the document nobody has had open
+    /// for longest is evicted to make room; when every one is open, `open` is refused
+    /// (`too_many_docs`).
     pub max_docs_per_core: usize,
+    /// A document nobody has had open for this many seconds is evicted from memory (it
+    /// loads again from the op log; with `oplog = "none"` documents are never evicted).
+    pub evict_idle_s: u64,
+    /// Transform steps per second one connection may spend on one core's documents (bursts
+    /// of twice that); a submission over what is left is refused with `base_too_old`.
+    pub max_transform_steps_per_s: u32,
     /// Presence reaches each subscriber at most once per this many milliseconds per document.
     pub presence_interval_ms: u64,
     /// Allowed `Origin` header values for the WebSocket upgrade; empty allows any.
@@ -87,6 +95,13 @@ pub struct LimitsConfig {
     pub max_insert_chars: usize,
     /// Most ops in one delta.
     pub max_delta_ops: usize,
+    /// Most bytes of attributes and embeds in one delta.
+    pub max_op_format_bytes: usize,
+    /// Most bytes of attributes and embeds in a document (counted per formatting run).
+    pub max_document_format_bytes: usize,
+    /// Most transform steps one submission may cost (about 17 ns each here); over it the
+    /// client is told to catch up and rebase (`base_too_old`).
+    pub max_transform_steps: u64,
     /// Ops kept in memory for transforming late submissions and catching up.
     pub history_ops: usize,
     /// Bytes of ops kept in that window.
@@ -104,6 +119,9 @@ impl Default for LimitsConfig {
             max_document_chars: l.max_document_chars,
             max_insert_chars: l.max_insert_chars,
             max_delta_ops: l.max_delta_ops,
+            max_op_format_bytes: l.max_op_format_bytes,
+            max_document_format_bytes: l.max_document_format_bytes,
+            max_transform_steps: l.max_transform_steps,
             history_ops: l.history_ops,
             history_bytes: l.history_bytes,
             max_tracked_clients: l.max_tracked_clients,
@@ -118,6 +136,9 @@ impl From<&LimitsConfig> for Limits {
             max_document_chars: c.max_document_chars,
             max_insert_chars: c.max_insert_chars,
             max_delta_ops: c.max_delta_ops,
+            max_op_format_bytes: c.max_op_format_bytes,
+            max_document_format_bytes: c.max_document_format_bytes,
+            max_transform_steps: c.max_transform_steps,
             history_ops: c.history_ops,
             history_bytes: c.history_bytes,
             max_tracked_clients: c.max_tracked_clients,
@@ -141,6 +162,8 @@ impl Default for ServerConfig {
             max_messages_per_s: 200,
             max_open_docs: 64,
             max_docs_per_core: 100_000,
+            evict_idle_s: 60,
+            max_transform_steps_per_s: 1_000_000,
             presence_interval_ms: 50,
             allowed_origins: Vec::new(),
             dev_secret: None,
@@ -177,6 +200,9 @@ impl ServerConfig {
         if self.handshake_timeout_ms == 0 || self.idle_timeout_ms == 0 {
             return Err("timeouts must be positive".into());
         }
+        if self.max_transform_steps_per_s == 0 || self.limits.max_transform_steps == 0 {
+            return Err("max_transform_steps_per_s and limits.max_transform_steps must be positive".into());
+        }
         if self.max_messages_per_s == 0 || self.max_open_docs == 0 || self.max_docs_per_core == 0 {
             return Err("max_messages_per_s, max_open_docs and max_docs_per_core must be positive".into());
         }
@@ -199,6 +225,8 @@ impl ServerConfig {
             durable: self.storage.oplog != OplogKind::None,
             snapshot_every_ops: self.storage.snapshot_every_ops,
             snapshot_every_bytes: self.storage.snapshot_every_bytes,
+            max_transform_steps_per_s: self.max_transform_steps_per_s,
+            evict_idle_after: Duration::from_secs(self.evict_idle_s),
         }
     }
 }
@@ -267,23 +295,47 @@ impl Drop for ServerHandle {
     }
 }
 
+/// How long a port in use is retried before start-up fails: a server killed with SIGKILL
+/// holds its port for a few milliseconds more (5-20 ms measured), and a supervisor that
+/// restarts it at once should succeed the first time.
+const BIND_RETRY: Duration = Duration::from_secs(2);
+
 /// Binds one listener per core on the same address (`SO_REUSEPORT`).
 ///
 /// `SO_REUSEPORT` would also let a second server of the same user join the port and silently
 /// take a share of the connections (two servers, each with its own documents), so a port that
-/// something else already listens on is refused first, with a socket that does not share.
-fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+/// something else already listens on is refused first, with a socket that does not share
+/// (after retrying for `retry`, with a log line).
+fn bind_listeners(
+    addr: SocketAddr,
+    n: usize,
+    retry: Duration,
+) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
     if addr.port() != 0 {
-        let probe = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-        // Connections of an earlier run in TIME_WAIT do not count.
-        probe.set_reuse_address(true)?;
-        if let Err(e) = probe.bind(&addr.into()) {
-            let why = if e.kind() == std::io::ErrorKind::AddrInUse {
-                format!("{addr} is already in use (another server listening there?)")
-            } else {
-                format!("cannot bind {addr}: {e}")
-            };
-            return Err(std::io::Error::new(e.kind(), why));
+        let started = std::time::Instant::now();
+        let mut logged = false;
+        loop {
+            let probe = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+            // Connections of an earlier run in TIME_WAIT do not count.
+            probe.set_reuse_address(true)?;
+            match probe.bind(&addr.into()) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && started.elapsed() < retry => {
+                    if !logged {
+                        logged = true;
+                        tracing::info!("{addr} is in use; retrying for up to {retry:?} (a server just killed?)");
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+                        format!("{addr} is already in use (another server listening there?)")
+                    } else {
+                        format!("cannot bind {addr}: {e}")
+                    };
+                    return Err(std::io::Error::new(e.kind(), why));
+                }
+            }
         }
     }
     let mut listeners = Vec::with_capacity(n);
@@ -307,7 +359,7 @@ fn bind_listeners(addr: SocketAddr, n: usize) -> std::io::Result<(SocketAddr, Ve
 pub fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
     config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let cores = config.resolved_cores();
-    let (addr, listeners) = bind_listeners(config.listen, cores)?;
+    let (addr, listeners) = bind_listeners(config.listen, cores, BIND_RETRY)?;
     let shared = Arc::new(Shared {
         shard: Arc::new(config.shard_config()),
         inboxes: (0..cores).map(|_| Mailbox::new(config.inbox_capacity)).collect(),
@@ -378,10 +430,23 @@ mod tests {
 
     #[test]
     fn a_port_in_use_is_refused_not_shared() {
-        let first = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
-        let err = bind_listeners(first.0, 2).unwrap_err();
+        let first = bind_listeners("127.0.0.1:0".parse().unwrap(), 2, Duration::ZERO).unwrap();
+        let err = bind_listeners(first.0, 2, Duration::from_millis(50)).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
         assert!(err.to_string().contains("already in use"), "{err}");
         drop(first);
+    }
+
+    #[test]
+    fn a_port_freed_while_retrying_is_taken() {
+        let first = bind_listeners("127.0.0.1:0".parse().unwrap(), 1, Duration::ZERO).unwrap();
+        let addr = first.0;
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(first);
+        });
+        let second = bind_listeners(addr, 2, Duration::from_secs(5));
+        release.join().unwrap();
+        assert_eq!(second.unwrap().0, addr);
     }
 }

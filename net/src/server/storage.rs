@@ -221,6 +221,7 @@ impl StorageConfig {
             fsync: self.fsync_policy(),
             retention: self.retention(),
             repair,
+            snapshot_replay_ops: self.snapshot_every_ops,
         }
     }
 }

@@ -107,7 +107,7 @@ impl Conn {
     }
 
     fn error(&self, code: ErrorCode, message: String, doc: Option<String>) {
-        self.reply(&ServerMsg::Error { code, message, doc });
+        self.reply(&ServerMsg::Error { code, message, doc, client_seq: None });
     }
 
     fn leave(&mut self, doc: &str) {
@@ -137,7 +137,7 @@ impl Conn {
                     max_document_chars: 64 << 20,
                     history_ops: 10_000,
                 };
-                self.reply(&ServerMsg::Welcome { protocol: PROTOCOL_VERSION, session: self.id, limits });
+                self.reply(&ServerMsg::Welcome { protocol: PROTOCOL_VERSION, session: self.id, client, limits });
             } else {
                 self.error(ErrorCode::BadHello, "hello first".into(), None);
             }
@@ -157,19 +157,21 @@ impl Conn {
                 let (snapshot, ops) = match from_rev.map(|f| r.state.ops_since(f)) {
                     Some(Ok(ops)) => (
                         None,
-                        ops.map(|c| OpRecord {
-                            rev: c.rev,
-                            author: c.author,
-                            client_seq: c.client_seq,
-                            delta: c.delta.clone(),
-                        })
-                        .collect(),
+                        Some(
+                            ops.map(|c| OpRecord {
+                                rev: c.rev,
+                                author: c.author,
+                                client_seq: c.client_seq,
+                                delta: c.delta.clone(),
+                            })
+                            .collect(),
+                        ),
                     ),
-                    _ => (Some(r.state.document().to_delta()), Vec::new()),
+                    _ => (Some(r.state.document().to_delta()), None),
                 };
                 let mut online: Vec<Peer> = Vec::new();
                 for s in r.subs.values() {
-                    if !online.iter().any(|p| p.client == s.client) {
+                    if s.client != client && !online.iter().any(|p| p.client == s.client) {
                         online.push(s.peer.clone());
                     }
                 }
@@ -283,7 +285,7 @@ async fn serve(server: Arc<Server>, stream: TcpStream) {
         match decode_client(payload, encoding) {
             Ok(msg) => conn.handle(&server, msg),
             Err(e) => {
-                conn.error(ErrorCode::BadMessage, e.0, None);
+                conn.error(ErrorCode::BadMessage, e.message, None);
                 break;
             }
         }
