@@ -309,6 +309,13 @@ impl Delta {
         fn json(h: &mut impl Hasher, v: &impl Serialize) {
             serde_json::to_writer(Feed(h), v).expect("values always serialize");
         }
+        fn attrs(h: &mut impl Hasher, a: &Attributes) {
+            if a.is_empty() {
+                h.write_u8(0);
+            } else {
+                json(h, a);
+            }
+        }
         let mut h = foldhash::fast::FixedState::with_seed(0x7a6e_6465_6d5f_6670).build_hasher();
         self.ops.len().hash(&mut h);
         for op in &self.ops {
@@ -316,17 +323,17 @@ impl Delta {
                 Op::Insert { insert: Insert::Text(t), attributes } => {
                     h.write_u8(0);
                     t.as_str().hash(&mut h);
-                    json(&mut h, attributes);
+                    attrs(&mut h, attributes);
                 }
                 Op::Insert { insert: Insert::Embed(e), attributes } => {
                     h.write_u8(1);
                     json(&mut h, e.as_object());
-                    json(&mut h, attributes);
+                    attrs(&mut h, attributes);
                 }
                 Op::Retain { retain, attributes } => {
                     h.write_u8(2);
                     retain.hash(&mut h);
-                    json(&mut h, attributes);
+                    attrs(&mut h, attributes);
                 }
                 Op::Delete { delete } => {
                     h.write_u8(3);

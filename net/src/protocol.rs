@@ -158,6 +158,12 @@ pub struct OpRecord {
     pub delta: Delta,
 }
 
+impl From<&tandem_engine::Commit> for OpRecord {
+    fn from(c: &tandem_engine::Commit) -> Self {
+        Self { rev: c.rev, author: c.author, client_seq: c.client_seq, delta: c.delta.clone() }
+    }
+}
+
 /// One revision in a document's history (`revisions`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -63,7 +63,7 @@ pub struct ShardConfig {
 }
 
 /// Whether a document is due for a snapshot, `ops` and `bytes` (approximate) after its last
-/// one, its content now taking `doc_bytes`. A snapshot costs the whole document, so it is
+/// one, its content now taking about `doc_bytes` (chars plus formatting bytes). A snapshot costs the whole document, so it is
 /// taken only once the ops since amount to a share of it: half of it in bytes (at least
 /// `every_bytes`), or `every_ops` ops that are at least 1/64th of it (then loading replays at
 /// most that many), or, however small the ops, 64 times `every_ops`. Disk spent on snapshots
@@ -854,18 +854,7 @@ impl Shard {
         let joined = room.subscribe(Arc::clone(from));
         let state = &room.state;
         let (snapshot, ops) = match from_rev.map(|r| state.ops_since(r)) {
-            Some(Ok(ops)) => (
-                None,
-                Some(
-                    ops.map(|c| OpRecord {
-                        rev: c.rev,
-                        author: c.author,
-                        client_seq: c.client_seq,
-                        delta: c.delta.clone(),
-                    })
-                    .collect(),
-                ),
-            ),
+            Some(Ok(ops)) => (None, Some(ops.map(|c| OpRecord::from(&**c)).collect())),
             // No revision, one too old, or one from the future (the server lost it): start over.
             _ => (Some(state.document().to_delta()), None),
         };
@@ -1018,8 +1007,10 @@ impl Shard {
                     room.since_snapshot.0 += 1;
                     room.since_snapshot.1 += commit.delta.approx_bytes() as u64;
                     let (ops, bytes) = room.since_snapshot;
+                    // Chars, not UTF-8 bytes: the buffered rope flushes to count bytes after a
+                    // delete, and the rule needs only the document's size.
                     let document = room.state.document();
-                    let doc_bytes = (document.len_bytes() + document.format_bytes()) as u64;
+                    let doc_bytes = (document.len() + document.format_bytes()) as u64;
                     let c = &self.config;
                     let snapshot = snapshot_due(ops, bytes, doc_bytes, c.snapshot_every_ops, c.snapshot_every_bytes)
                         .then(|| {

@@ -155,18 +155,7 @@ impl Conn {
                 r.subs
                     .insert(self.id, Sub { encoding: self.encoding, tx: self.tx.clone(), client, peer: peer.clone() });
                 let (snapshot, ops) = match from_rev.map(|f| r.state.ops_since(f)) {
-                    Some(Ok(ops)) => (
-                        None,
-                        Some(
-                            ops.map(|c| OpRecord {
-                                rev: c.rev,
-                                author: c.author,
-                                client_seq: c.client_seq,
-                                delta: c.delta.clone(),
-                            })
-                            .collect(),
-                        ),
-                    ),
+                    Some(Ok(ops)) => (None, Some(ops.map(|c| OpRecord::from(&**c)).collect())),
                     _ => (Some(r.state.document().to_delta()), None),
                 };
                 let mut online: Vec<Peer> = Vec::new();
