@@ -103,3 +103,81 @@ fn matches_quill_delta_on_random_deltas() {
     assert_eq!(mismatches, 0, "{mismatches} results differ from quill-delta {version} over {n} seeds");
     eprintln!("{n} seeds x 7 operations agree with quill-delta {version}");
 }
+
+/// The snapshot-rebase recipe in `docs/protocol.md`, run as written against quill-delta: the
+/// code-point diff turns the server copy into the snapshot and never splits a surrogate pair
+/// (quill-delta's own `diff` can), and pending edits rebased over it stay whole.
+#[test]
+fn protocol_doc_rebase_recipe_is_surrogate_safe() {
+    let Some(modules) = node_modules() else {
+        assert!(
+            std::env::var("TANDEM_REQUIRE_QUILL").is_err(),
+            "quill-delta is not installed and TANDEM_REQUIRE_QUILL is set; run .ci/setup-quill-delta"
+        );
+        eprintln!("skipped: quill-delta not installed (run .ci/setup-quill-delta or set TANDEM_QUILL_DELTA)");
+        return;
+    };
+    let doc = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol.md")).unwrap();
+    let start = doc.find("function codePointDiff").expect("the recipe is in docs/protocol.md");
+    let len = doc[start..].find("\n}\n").expect("the function ends") + 2;
+    let recipe = &doc[start..start + len];
+
+    // Old and new server copies: random rich documents and edits (astral chars included),
+    // plus pairs that share a high surrogate, where a UTF-16 diff splits the pair.
+    let mut cases = vec![
+        json!({"old": {"ops": [{"insert": "a😀b\n"}]}, "new": {"ops": [{"insert": "a😃b\n"}]}, "at": 1}),
+        json!({"old": {"ops": [{"insert": "😀😀\n"}]}, "new": {"ops": [{"insert": "😀😁😀\n"}]}, "at": 2}),
+        json!({"old": {"ops": [{"insert": "x🦀\n"}]}, "new": {"ops": [{"insert": "x🦁\n", "attributes": {"bold": true}}]}, "at": 2}),
+    ];
+    for seed in 0..500u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let old = Document::from_delta(&random::document(&mut rng, 30, Shape::RICH)).unwrap();
+        let mut new = old.clone();
+        new.apply(&random::delta(&mut rng, old.len(), Shape::RICH)).unwrap();
+        let at = rng.random_range(0..=old.len());
+        cases.push(json!({"old": to_json(&old.to_delta()), "new": to_json(&new.to_delta()), "at": at}));
+    }
+    let script = format!(
+        r#"
+const Delta = require("quill-delta");
+{recipe}
+const lone = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const strings = (d) => d.ops.map((op) => (typeof op.insert === "string" ? op.insert : "")).join("|");
+const canon = (d) => JSON.stringify(d.ops.map((op) =>
+  [op.insert, op.retain, op.delete, op.attributes && Object.fromEntries(Object.entries(op.attributes).sort())]));
+const cases = JSON.parse(require("fs").readFileSync(process.argv[2], "utf8"));
+let quillSplits = 0;
+cases.forEach((c, i) => {{
+  const serverCopy = new Delta(c.old), snapshot = new Delta(c.new);
+  const missed = codePointDiff(serverCopy, snapshot);
+  if (canon(serverCopy.compose(missed)) !== canon(snapshot)) throw new Error(`case ${{i}}: the diff does not lead to the snapshot: ${{JSON.stringify(c)}}`);
+  if (lone.test(strings(missed))) throw new Error(`case ${{i}}: the diff splits a surrogate pair`);
+  if (lone.test(strings(serverCopy.diff(snapshot)))) quillSplits++;
+  // A pending insert at code point `at` of the server copy, rebased as the recipe says.
+  const text = serverCopy.ops.map((op) => (typeof op.insert === "string" ? op.insert : "\uFFFC")).join("");
+  const at16 = [...text].slice(0, c.at).join("").length;
+  const pending = missed.transform(new Delta().retain(at16).insert("§"), true);
+  const local = snapshot.compose(pending);
+  if (lone.test(strings(local)) || !strings(local).includes("§")) throw new Error(`case ${{i}}: rebased edit broke: ${{JSON.stringify(local)}}`);
+}});
+console.log(JSON.stringify({{ cases: cases.length, quillSplits }}));
+"#
+    );
+    let dir = std::env::temp_dir().join(format!("tandem-recipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cases.json"), serde_json::to_vec(&cases).unwrap()).unwrap();
+    std::fs::write(dir.join("recipe.js"), script).unwrap();
+    let output = Command::new("node")
+        .arg(dir.join("recipe.js"))
+        .arg(dir.join("cases.json"))
+        .env("NODE_PATH", &modules)
+        .output()
+        .expect("running node");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(output.status.success(), "the recipe failed: {}", String::from_utf8_lossy(&output.stderr));
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    eprintln!("recipe: {summary} (quillSplits: cases where quill-delta's own diff splits a pair)");
+    assert_eq!(summary["cases"], cases.len());
+    // The handmade cases are the ones quill-delta's diff gets wrong: the recipe is needed.
+    assert!(summary["quillSplits"].as_u64().unwrap() >= 1, "{summary}");
+}
