@@ -230,8 +230,11 @@ impl DocState {
     /// a submission far over the bound is refused before any work.
     fn transform_since(&self, from: u64, to: u64, delta: Delta, steps: &mut Steps) -> Result<Delta, Error> {
         let from = usize::try_from(from).expect("history window fits in memory");
-        let count = usize::try_from(to - self.oldest_base()).expect("history window fits in memory") - from;
-        let commits = || self.history.iter().skip(from).take(count);
+        let end = usize::try_from(to - self.oldest_base()).expect("history window fits in memory");
+        if from == end {
+            return Ok(delta);
+        }
+        let commits = || self.history.range(from..end);
         let estimate: usize = commits().map(|c| c.delta.ops().len() + delta.ops().len()).sum();
         if estimate as u64 > steps.max.saturating_sub(steps.used) {
             return Err(Error::TransformTooCostly { steps: steps.used + estimate as u64, max: steps.max });
