@@ -8,8 +8,7 @@
 //!
 //! Needs Node.js and quill-delta 5 installed: `.ci/setup-quill-delta` installs it under
 //! `~/.cache/tandem/quill-delta` (or set `TANDEM_QUILL_DELTA` to a `node_modules` folder).
-//! Without them the test prints why it skipped, unless `TANDEM_REQUIRE_QUILL=1` (set by
-//! `.ci/run`), which makes their absence a failure.
+//! Without them the test fails and says so (`scripts/test.sh` installs them).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,6 +18,10 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 use tandem_engine::random::{self, Shape};
 use tandem_engine::{Delta, Document};
+
+/// This test never skips: without the reference it fails and says how to get it.
+const MISSING: &str = "quill-delta is not installed: run scripts/test.sh (which installs it), or .ci/setup-quill-delta \
+                       and set TANDEM_QUILL_DELTA to the node_modules path it prints";
 
 fn node_modules() -> Option<PathBuf> {
     let candidates = [
@@ -34,14 +37,7 @@ fn to_json(d: &Delta) -> Value {
 
 #[test]
 fn matches_quill_delta_on_random_deltas() {
-    let Some(modules) = node_modules() else {
-        assert!(
-            std::env::var("TANDEM_REQUIRE_QUILL").is_err(),
-            "quill-delta is not installed and TANDEM_REQUIRE_QUILL is set; run .ci/setup-quill-delta"
-        );
-        eprintln!("skipped: quill-delta not installed (run .ci/setup-quill-delta or set TANDEM_QUILL_DELTA)");
-        return;
-    };
+    let modules = node_modules().expect(MISSING);
     let n: u64 = std::env::var("TANDEM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
     let mut cases = Vec::new();
     let mut ours = Vec::new();
@@ -109,14 +105,7 @@ fn matches_quill_delta_on_random_deltas() {
 /// (quill-delta's own `diff` can), and pending edits rebased over it stay whole.
 #[test]
 fn protocol_doc_rebase_recipe_is_surrogate_safe() {
-    let Some(modules) = node_modules() else {
-        assert!(
-            std::env::var("TANDEM_REQUIRE_QUILL").is_err(),
-            "quill-delta is not installed and TANDEM_REQUIRE_QUILL is set; run .ci/setup-quill-delta"
-        );
-        eprintln!("skipped: quill-delta not installed (run .ci/setup-quill-delta or set TANDEM_QUILL_DELTA)");
-        return;
-    };
+    let modules = node_modules().expect(MISSING);
     let doc = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol.md")).unwrap();
     let start = doc.find("function codePointDiff").expect("the recipe is in docs/protocol.md");
     let len = doc[start..].find("\n}\n").expect("the function ends") + 2;

@@ -17,6 +17,7 @@
 #   TAG          appended to each run's directory name (to keep variants apart)
 #   FIRST_RUN    number of the first run (default 1), to add runs to an existing OUT_DIR
 #   TANDEM_ARGS  extra flags for tandem serve (e.g. "--oplog none", "--fsync never")
+#   TANDEM_AUTH  dev (default: no accounts) or accounts (LOADGEN_ARGS then needs --sign-up)
 #   LOADGEN_ARGS extra flags for tandem-loadgen run (e.g. "--no-cursors")
 # Each run leaves OUT_DIR/<scenario>-<server>-<i>/report.{json,md} and server.log.
 set -euo pipefail
@@ -57,7 +58,7 @@ for i in $(seq "$first" $((first + repeat - 1))); do
             case $server in
             tandem)
                 data=$(mktemp -d)
-                taskset -c "$server_cpus" "$bin/tandem" serve --listen "127.0.0.1:$port" --data-dir "$data" \
+                taskset -c "$server_cpus" "$bin/tandem" serve --auth "${TANDEM_AUTH:-dev}" --listen "127.0.0.1:$port" --data-dir "$data" \
                     --cores "$workers" --max-messages-per-s 1000000 --log warn ${TANDEM_ARGS:-} 2>"$dir/server.log" &
                 ;;
             tokio-baseline)

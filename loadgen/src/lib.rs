@@ -6,6 +6,7 @@
 //! bottleneck it measures, and it reports its own CPU use to show when it is. It never
 //! embeds the server: it talks to one over sockets, as any client would.
 
+pub mod accounts;
 pub mod peers;
 pub mod plan;
 pub mod plots;

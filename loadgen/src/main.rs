@@ -51,6 +51,10 @@ enum Command {
         /// worker processes. 0: as many as the file-descriptor limit allows, at most 18,000.
         #[arg(long, default_value_t = 0)]
         connections_per_process: usize,
+        /// Sign users in first (servers run with --auth accounts): N accounts sign up over
+        /// the REST API, documents are created and link-shared, users hello with the tokens.
+        #[arg(long, value_name = "ACCOUNTS")]
+        sign_up: Option<usize>,
     },
     /// Run one process's share of a run (started by `run`; speaks JSON lines on stdin/stdout).
     #[command(hide = true)]
@@ -125,8 +129,12 @@ fn main() -> Result<()> {
             protocol,
             no_cursors,
             connections_per_process,
+            sign_up,
         } => {
             let mut sc = Scenario::load(&scenario)?;
+            if let Some(n) = sign_up {
+                sc.sign_up = Some(n);
+            }
             if no_cursors || protocol != tandem_loadgen::peers::Protocol::Tandem {
                 for g in &mut sc.groups {
                     g.cursor_rate = 0.0;
@@ -134,6 +142,13 @@ fn main() -> Result<()> {
             }
             let opts =
                 RunOptions { target: parse_target(&target)?, duration, server_pid, protocol, connections_per_process };
+            if let Some(accounts) = sc.sign_up {
+                anyhow::ensure!(
+                    protocol == tandem_loadgen::peers::Protocol::Tandem,
+                    "signing up is for Tandem servers only"
+                );
+                tandem_loadgen::accounts::sign_up(&mut sc, opts.target, accounts)?;
+            }
             tandem_loadgen::run::preload(&sc, &opts)?;
             if let Some(x) = sc.search.clone() {
                 let dir = out.unwrap_or_else(|| PathBuf::from("results").join(format!("{}-{label}", sc.name)));

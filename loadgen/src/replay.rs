@@ -223,7 +223,7 @@ fn replayed_docs(scenario: &Scenario) -> Result<Vec<(String, Vec<Arc<Loaded>>)>>
             let traces = (0..g.users_per_doc)
                 .map(|a| Arc::clone(&loaded[&(g.traces[a % g.traces.len()].clone(), gi)]))
                 .collect();
-            docs.push((g.doc_name(d), traces));
+            docs.push((scenario.doc_id(&g.doc_name(d)), traces));
         }
     }
     Ok(docs)
@@ -246,7 +246,7 @@ pub(crate) fn setup(scenario: &Scenario, opts: &RunOptions) -> Result<(Replayed,
     for (k, chunk) in docs.chunks(DOCS_PER_SETUP).enumerate() {
         use tandem_net::client::{Client, ClientOptions};
         let options =
-            ClientOptions { token: scenario.token.clone(), name: "replay setup".into(), ..ClientOptions::default() };
+            ClientOptions { token: scenario.token_for(0), name: "replay setup".into(), ..ClientOptions::default() };
         let id = ClientId(u64::MAX / 4 + k as u64);
         let mut c = Client::connect(opts.target, id, options).context("replay setup: connecting")?;
         for (name, traces) in chunk {

@@ -249,7 +249,7 @@ pub(crate) fn assign(
             continue;
         }
         for d in 0..g.docs {
-            let name = g.doc_name(d);
+            let name = scenario.doc_id(&g.doc_name(d));
             let slot = *index.entry(name.clone()).or_insert_with(|| {
                 by_doc.push((Some(name.clone()), Vec::new()));
                 by_doc.len() - 1
@@ -307,6 +307,7 @@ pub(crate) fn assign(
                 seed: scenario.seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                 first_of_doc: i == 0 && doc.is_some(),
                 author,
+                token: scenario.token_for(n),
             });
             n += 1;
         }
@@ -534,8 +535,8 @@ pub fn preload(scenario: &Scenario, opts: &RunOptions) -> Result<()> {
     let mut handles = Vec::new();
     for d in 0..p.docs {
         for w in 0..p.writers {
-            let doc = format!("{}-{d}", p.doc_prefix);
-            let (addr, token) = (opts.target, scenario.token.clone());
+            let doc = scenario.doc_id(&format!("{}-{d}", p.doc_prefix));
+            let (addr, token) = (opts.target, scenario.token_for(d * p.writers + w));
             let n = p.ops / p.writers as u64 + u64::from((w as u64) < p.ops % p.writers as u64);
             let id = ClientId(u64::MAX / 2 + (d * p.writers + w) as u64);
             handles.push(std::thread::spawn(move || -> Result<()> {
@@ -619,7 +620,7 @@ pub(crate) fn spawn_threads(
     let ramp_down = Duration::from_secs_f64(scenario.stages.ramp_down_s);
     let mut handles = Vec::new();
     for (i, (u, d)) in users.into_iter().zip(docs).enumerate() {
-        let token = scenario.token.clone();
+        let token = scenario.token_for(0);
         handles.push(std::thread::Builder::new().name(format!("loadgen-{i}")).spawn(move || {
             crate::stats::use_progress_slot(i);
             run_thread(u, d, clock, target, token, ramp_down, protocol)

@@ -83,6 +83,19 @@ pub struct Group {
     pub fallback_rate: f64,
 }
 
+impl Scenario {
+    /// The id a document name is opened by: its server-made id after signing up, else the
+    /// name itself.
+    pub fn doc_id(&self, name: &str) -> String {
+        self.doc_ids.get(name).cloned().unwrap_or_else(|| name.to_owned())
+    }
+
+    /// The token user number `n` says hello with.
+    pub fn token_for(&self, n: usize) -> String {
+        if self.tokens.is_empty() { self.token.clone() } else { self.tokens[n % self.tokens.len()].clone() }
+    }
+}
+
 impl Group {
     /// The name of its document `d` (`{doc_prefix}-{d}`).
     pub fn doc_name(&self, d: usize) -> String {
@@ -142,9 +155,21 @@ pub struct Scenario {
     /// Seed for every random choice.
     #[serde(default = "default_seed")]
     pub seed: u64,
-    /// Token for `hello`.
+    /// Token for `hello` (servers run with `--auth dev`).
     #[serde(default)]
     pub token: String,
+    /// Sign users in before the run (servers that check accounts): this many accounts sign
+    /// up, and the documents are created and shared over the REST API. `tandem-loadgen run
+    /// --sign-up N` sets it for any scenario.
+    #[serde(default)]
+    pub sign_up: Option<usize>,
+    /// Filled by signing up: the pool's access tokens (user `i` says hello with token
+    /// `i % len`)...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<String>,
+    /// ...and each document name's server-made id.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub doc_ids: std::collections::BTreeMap<String, String>,
     /// Documents given a history before any user connects (Tandem only).
     #[serde(default)]
     pub preload: Option<Preload>,

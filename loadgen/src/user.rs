@@ -107,6 +107,8 @@ pub(crate) struct UserSpec {
     pub(crate) first_of_doc: bool,
     /// A replaying author: its document and section.
     pub(crate) author: Option<Author>,
+    /// The token it says hello with.
+    pub(crate) token: String,
 }
 
 fn encoding(w: Wire) -> Encoding {
@@ -203,7 +205,7 @@ pub(crate) async fn run(thread: Rc<Thread>, spec: UserSpec) {
 
 async fn full_user(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Encoding, connect_start: Instant) {
     let sender = Rc::clone(&ws.sender);
-    let mut session = ClientSession::new(spec.client, &thread.token, &format!("user-{}", spec.client), "");
+    let mut session = ClientSession::new(spec.client, &spec.token, &format!("user-{}", spec.client), "");
     session.on_connect();
     for doc in &spec.docs {
         session.open(doc);
@@ -343,7 +345,9 @@ fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_st
             | Event::Left { .. }
             | Event::Closed { .. }
             | Event::Revision { .. }
-            | Event::Revisions { .. } => {}
+            | Event::Revisions { .. }
+            | Event::Role { .. }
+            | Event::TokenExpires { .. } => {}
         }
     }
 }
@@ -479,7 +483,7 @@ async fn light_reader(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Enc
     let hello = ClientMsg::Hello {
         protocol: PROTOCOL_VERSION,
         client: spec.client,
-        token: thread.token.clone(),
+        token: spec.token.clone(),
         name: format!("user-{}", spec.client),
         color: String::new(),
     };

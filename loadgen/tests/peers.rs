@@ -1,7 +1,7 @@
 //! The peer adapters against the real peer servers: a short scenario against ShareDB 7 and
 //! against the y-websocket server must converge, with acks and deliveries counted. The servers
-//! come from `loadgen/peers/install.sh` (which `.ci/run` runs); point `TANDEM_PEERS_DIR` at its
-//! cache (`~/.cache/tandem/peers`). Without it (or without `node`) the test says it skipped.
+//! come from `loadgen/peers/install.sh` (which `scripts/test.sh` runs) in `~/.cache/tandem/peers`
+//! or `TANDEM_PEERS_DIR`. Without them the test fails and says how to install them.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -37,15 +37,17 @@ fn start(dir: &std::path::Path, port: u16) -> Server {
     Server(child)
 }
 
-fn peers() -> Option<PathBuf> {
-    let dir = std::env::var_os("TANDEM_PEERS_DIR").map(PathBuf::from);
-    match dir {
-        Some(d) if d.join("sharedb/node_modules").is_dir() && d.join("y-websocket/node_modules").is_dir() => Some(d),
-        _ => {
-            println!("skipped: TANDEM_PEERS_DIR not set to an installed loadgen/peers/install.sh cache");
-            None
-        }
-    }
+/// The installed peers (this test never skips: without them it fails and says how to get them).
+fn peers() -> PathBuf {
+    let candidates = [
+        std::env::var_os("TANDEM_PEERS_DIR").map(PathBuf::from),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tandem/peers")),
+    ];
+    let found = candidates
+        .into_iter()
+        .flatten()
+        .find(|d| d.join("sharedb/node_modules").is_dir() && d.join("y-websocket/node_modules").is_dir());
+    found.expect("the peers are not installed: run scripts/test.sh (which installs them), or loadgen/peers/install.sh")
 }
 
 fn run(protocol: &str, port: u16, out: &std::path::Path) -> serde_json::Value {
@@ -68,7 +70,7 @@ fn run(protocol: &str, port: u16, out: &std::path::Path) -> serde_json::Value {
 
 #[test]
 fn sharedb_and_y_websocket_runs_converge() {
-    let Some(dir) = peers() else { return };
+    let dir = peers();
     let work = tempfile::tempdir().unwrap();
     for (peer, protocol) in [("sharedb", "sharedb"), ("y-websocket", "yjs")] {
         let port = free_port();

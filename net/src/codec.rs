@@ -17,7 +17,7 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::protocol::{
     ArchivedClientMsg, ArchivedOpRecord, ArchivedPeer, ArchivedServerMsg, ClientMsg, Encoding, ErrorCode, OpRecord,
-    Peer, PeerSelection, Range, RevisionRecord, ServerMsg, WireLimits,
+    Peer, PeerSelection, Range, RevisionRecord, Role, ServerMsg, WireLimits,
 };
 
 /// A complete WebSocket frame (header and payload), shareable between connections.
@@ -193,6 +193,7 @@ fn client_from_archived(m: &ArchivedClientMsg) -> Result<ClientMsg, DecodeError>
             from_rev: from_rev.to_native(),
             limit: limit.to_native(),
         },
+        ArchivedClientMsg::Refresh { token } => ClientMsg::Refresh { token: token.as_str().to_owned() },
     })
 }
 
@@ -228,7 +229,7 @@ fn op_from(o: &ArchivedOpRecord) -> Result<OpRecord, DecodeError> {
 
 fn server_from_archived(m: &ArchivedServerMsg) -> Result<ServerMsg, DecodeError> {
     Ok(match m {
-        ArchivedServerMsg::Welcome { protocol, session, client, limits } => ServerMsg::Welcome {
+        ArchivedServerMsg::Welcome { protocol, session, client, limits, user, expires_at } => ServerMsg::Welcome {
             protocol: protocol.to_native(),
             session: session.to_native(),
             client: ClientId::from(client),
@@ -242,14 +243,17 @@ fn server_from_archived(m: &ArchivedServerMsg) -> Result<ServerMsg, DecodeError>
                 max_document_chars: limits.max_document_chars.to_native(),
                 history_ops: limits.history_ops.to_native(),
             },
+            user: user.as_str().to_owned(),
+            expires_at: expires_at.as_ref().map(|t| t.to_native()),
         },
-        ArchivedServerMsg::Opened { doc, rev, snapshot, ops, online, last_seq } => ServerMsg::Opened {
+        ArchivedServerMsg::Opened { doc, rev, snapshot, ops, online, last_seq, role } => ServerMsg::Opened {
             doc: doc.as_str().to_owned(),
             rev: rev.to_native(),
             snapshot: snapshot.as_ref().map(delta_from).transpose()?,
             ops: ops.as_ref().map(|ops| ops.iter().map(op_from).collect::<Result<_, _>>()).transpose()?,
             online: online.iter().map(peer_from).collect(),
             last_seq: last_seq.as_ref().map(|s| s.to_native()),
+            role: role.as_ref().map(Role::from),
         },
         ArchivedServerMsg::Ack { doc, client_seq, rev } => {
             ServerMsg::Ack { doc: doc.as_str().to_owned(), client_seq: client_seq.to_native(), rev: rev.to_native() }
@@ -306,6 +310,13 @@ fn server_from_archived(m: &ArchivedServerMsg) -> Result<ServerMsg, DecodeError>
                 })
                 .collect(),
         },
+        ArchivedServerMsg::Role { doc, role } => {
+            ServerMsg::Role { doc: doc.as_str().to_owned(), role: Role::from(role) }
+        }
+        ArchivedServerMsg::TokenExpiring { expires_at } => {
+            ServerMsg::TokenExpiring { expires_at: expires_at.to_native() }
+        }
+        ArchivedServerMsg::Refreshed { expires_at } => ServerMsg::Refreshed { expires_at: expires_at.to_native() },
     })
 }
 
@@ -331,6 +342,10 @@ fn error_code_from(c: &crate::protocol::ArchivedErrorCode) -> ErrorCode {
         A::Internal => ErrorCode::Internal,
         A::HistoryUnavailable => ErrorCode::HistoryUnavailable,
         A::NoSuchRevision => ErrorCode::NoSuchRevision,
+        A::Forbidden => ErrorCode::Forbidden,
+        A::ReadOnly => ErrorCode::ReadOnly,
+        A::AccessRevoked => ErrorCode::AccessRevoked,
+        A::DocumentDeleted => ErrorCode::DocumentDeleted,
     }
 }
 
@@ -357,6 +372,8 @@ mod tests {
                     max_document_chars: 7,
                     history_ops: 8,
                 },
+                user: "u1".into(),
+                expires_at: Some(1_700_000_000_000),
             },
             ServerMsg::Opened {
                 doc: "d".into(),
@@ -365,7 +382,11 @@ mod tests {
                 ops: Some(vec![OpRecord { rev: 3, author: ClientId(1), client_seq: 2, delta: delta.clone() }]),
                 online: vec![peer.clone()],
                 last_seq: Some(2),
+                role: Some(crate::protocol::Role::Commenter),
             },
+            ServerMsg::Role { doc: "d".into(), role: crate::protocol::Role::Viewer },
+            ServerMsg::TokenExpiring { expires_at: 7 },
+            ServerMsg::Refreshed { expires_at: 8 },
             ServerMsg::Ack { doc: "d".into(), client_seq: 1, rev: 2 },
             ServerMsg::Op { doc: "d".into(), rev: 4, author: ClientId(2), client_seq: 8, delta },
             ServerMsg::Presence {
@@ -438,6 +459,7 @@ mod tests {
             ClientMsg::Presence { doc: "d".into(), rev: 1, ranges: vec![Range { anchor: 0, head: 2 }] },
             ClientMsg::GetRevision { doc: "d".into(), rev: 4 },
             ClientMsg::ListRevisions { doc: "d".into(), from_rev: 2, limit: 50 },
+            ClientMsg::Refresh { token: "t".into() },
         ];
         for msg in msgs {
             for enc in [Encoding::Binary, Encoding::Json] {

@@ -1,9 +1,31 @@
 //! The HTTP side of the port, sans I/O: parsing a request head and deciding what to answer.
 //!
 //! `GET /ws` upgrades to WebSocket (RFC 6455 section 4.2); `GET /healthz`, `/readyz` and
-//! `/metrics` answer and close. Everything else is a clear 4xx.
+//! `/metrics` answer and close. With a control plane, every other request is handed to it
+//! (the REST API and the page share the port); without one, it is a clear 4xx.
 
 use crate::protocol::{Encoding, SUBPROTOCOL_BIN, SUBPROTOCOL_JSON};
+
+/// The cookie that carries a browser's access token.
+pub const ACCESS_COOKIE: &str = "tandem_access";
+
+/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`), without quotes.
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (n, v) = pair.split_once('=')?;
+        if n.trim() != name {
+            return None;
+        }
+        let v = v.trim();
+        Some(v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v))
+    })
+}
+
+/// True when `origin` (`scheme://host[:port]`) names the host a request was sent to.
+pub fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else { return false };
+    matches!(scheme, "http" | "https") && !host.is_empty() && rest.eq_ignore_ascii_case(host)
+}
 
 /// Most bytes in a request head.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -59,9 +81,15 @@ pub enum Route {
         response: String,
         /// The negotiated subprotocol's encoding.
         encoding: Encoding,
+        /// The access token in the request's cookie, when the request may use it (its
+        /// `Origin` is allowed, or absent).
+        cookie_token: Option<String>,
     },
     /// Answer and close.
     Respond(String),
+    /// Not the data plane's: hand the connection (with the bytes read so far) to the
+    /// control plane.
+    Handoff,
 }
 
 /// The server's state as the HTTP endpoints report it.
@@ -72,6 +100,8 @@ pub struct Context<'a> {
     pub allowed_origins: &'a [String],
     /// Renders `/metrics`.
     pub metrics: &'a dyn Fn() -> String,
+    /// A control plane takes the requests the data plane does not serve.
+    pub handoff: bool,
 }
 
 /// A complete HTTP/1.1 response that closes the connection.
@@ -88,6 +118,10 @@ fn text(status: &str, body: &str) -> Route {
 
 /// Decides what to answer.
 pub fn route(req: &Request, ctx: &Context<'_>) -> Route {
+    let ours = matches!(req.path.as_str(), "/ws" | "/healthz" | "/readyz" | "/metrics");
+    if ctx.handoff && (!ours || req.method != "GET") {
+        return Route::Handoff;
+    }
     if req.method != "GET" {
         return Route::Respond(response(
             "405 Method Not Allowed",
@@ -132,6 +166,15 @@ fn upgrade(req: &Request, ctx: &Context<'_>) -> Route {
             return text("403 Forbidden", &format!("origin {origin:?} is not allowed"));
         }
     }
+    // A browser sends the cookie with any page's WebSocket: it counts only when the page is
+    // this server's (or an allowed origin), so another site cannot use a visitor's session.
+    let cookie_token =
+        req.header("cookie").and_then(|h| cookie(h, ACCESS_COOKIE)).filter(|_| match req.header("origin") {
+            None => true,
+            Some(origin) => {
+                ctx.allowed_origins.iter().any(|o| o == origin) || same_origin(origin, req.header("host").unwrap_or(""))
+            }
+        });
     let offered = req.header("sec-websocket-protocol").unwrap_or("");
     let Some(encoding) = offered.split(',').map(str::trim).find_map(Encoding::from_subprotocol) else {
         return text(
@@ -144,7 +187,7 @@ fn upgrade(req: &Request, ctx: &Context<'_>) -> Route {
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {}\r\n\r\n",
         encoding.subprotocol()
     );
-    Route::Upgrade { response, encoding }
+    Route::Upgrade { response, encoding, cookie_token: cookie_token.map(str::to_owned) }
 }
 
 #[cfg(test)]
@@ -156,7 +199,7 @@ mod tests {
     }
 
     fn ctx<'a>(origins: &'a [String], metrics: &'a dyn Fn() -> String) -> Context<'a> {
-        Context { ready: true, allowed_origins: origins, metrics }
+        Context { ready: true, allowed_origins: origins, metrics, handoff: false }
     }
 
     const UPGRADE: &str = "GET /ws?x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, tandem.v1.json\r\nOrigin: https://app.example\r\n\r\n";
@@ -165,7 +208,7 @@ mod tests {
     fn upgrade_negotiates_a_subprotocol() {
         let m = || String::new();
         match route(&req(UPGRADE), &ctx(&[], &m)) {
-            Route::Upgrade { response, encoding } => {
+            Route::Upgrade { response, encoding, .. } => {
                 assert_eq!(encoding, Encoding::Json);
                 // RFC 6455's own example key and accept value.
                 assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
@@ -182,6 +225,7 @@ mod tests {
         let status = |r: Route| match r {
             Route::Respond(s) => s.lines().next().unwrap().to_owned(),
             Route::Upgrade { .. } => "upgrade".to_owned(),
+            Route::Handoff => "handoff".to_owned(),
         };
         assert_eq!(status(route(&req(UPGRADE), &ctx(&allowed, &m))), "HTTP/1.1 403 Forbidden");
         assert_eq!(
@@ -202,12 +246,44 @@ mod tests {
         let m = || "tandem_up 1\n".to_owned();
         let body = |r: Route| match r {
             Route::Respond(s) => s,
-            Route::Upgrade { .. } => panic!(),
+            _ => panic!(),
         };
         assert!(body(route(&req("GET /healthz HTTP/1.1\r\n\r\n"), &ctx(&[], &m))).ends_with("\r\n\r\nok\n"));
         assert!(body(route(&req("GET /metrics HTTP/1.1\r\n\r\n"), &ctx(&[], &m))).ends_with("tandem_up 1\n"));
-        let not_ready = Context { ready: false, allowed_origins: &[], metrics: &m };
+        let not_ready = Context { ready: false, allowed_origins: &[], metrics: &m, handoff: false };
         assert!(body(route(&req("GET /readyz HTTP/1.1\r\n\r\n"), &not_ready)).starts_with("HTTP/1.1 503"));
+    }
+
+    #[test]
+    fn the_control_plane_gets_what_is_not_the_data_planes() {
+        let m = || String::new();
+        let with = Context { ready: true, allowed_origins: &[], metrics: &m, handoff: true };
+        assert_eq!(route(&req("GET /api/me HTTP/1.1\r\n\r\n"), &with), Route::Handoff);
+        assert_eq!(route(&req("POST /ws HTTP/1.1\r\n\r\n"), &with), Route::Handoff);
+        assert_eq!(route(&req("GET / HTTP/1.1\r\n\r\n"), &with), Route::Handoff);
+        assert!(matches!(route(&req("GET /healthz HTTP/1.1\r\n\r\n"), &with), Route::Respond(_)));
+        assert!(matches!(route(&req(UPGRADE), &with), Route::Upgrade { .. }));
+    }
+
+    #[test]
+    fn the_access_cookie_counts_only_from_this_origin() {
+        let m = || String::new();
+        let token = |head: &str| match route(&req(head), &ctx(&[], &m)) {
+            Route::Upgrade { cookie_token, .. } => cookie_token,
+            other => panic!("{other:?}"),
+        };
+        let with_cookie =
+            UPGRADE.replace("Host: h\r\n", "Host: app.example\r\nCookie: a=1; tandem_access=\"tok\"; b=2\r\n");
+        assert_eq!(token(&with_cookie).as_deref(), Some("tok"));
+        let cross_site = with_cookie.replace("Origin: https://app.example", "Origin: https://evil.example");
+        assert_eq!(token(&cross_site), None);
+        let native = with_cookie.replace("Origin: https://app.example\r\n", "");
+        assert_eq!(token(&native).as_deref(), Some("tok"));
+        assert_eq!(cookie("tandem_access_x=1; tandem_access=2", ACCESS_COOKIE), Some("2"));
+        assert_eq!(cookie("novalue; x", ACCESS_COOKIE), None);
+        assert!(same_origin("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(!same_origin("http://127.0.0.1:8080.evil", "127.0.0.1:8080"));
+        assert!(!same_origin("null", "127.0.0.1:8080"));
     }
 
     #[test]

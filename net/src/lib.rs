@@ -8,6 +8,7 @@
 //! [`server`] is the thin I/O shell (monoio, one runtime per core) and the blocking client in
 //! [`client`] another; neither holds protocol logic. Only this crate knows the wire format.
 
+pub mod access;
 pub mod client;
 pub mod codec;
 #[cfg(fuzzing)]
@@ -22,5 +23,6 @@ pub mod shard;
 mod wsconn;
 
 pub use server::{
-    FsyncMode, LimitsConfig, OplogKind, ScyllaConfig, ServerConfig, ServerHandle, StorageConfig, open_core_log, start,
+    DataPlane, FsyncMode, Hooks, HttpHandoff, LimitsConfig, OplogKind, ScyllaConfig, ServerConfig, ServerHandle,
+    StorageConfig, open_core_log, start, start_with,
 };

@@ -144,6 +144,62 @@ pub struct Peer {
     pub color: String,
 }
 
+/// What a user may do with a document. Ordered: each role may do what the ones before it may.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[rkyv(derive(Debug))]
+pub enum Role {
+    /// Reads the document and sees the others' presence.
+    Viewer,
+    /// A viewer who may also comment.
+    Commenter,
+    /// Edits the document.
+    Editor,
+    /// Edits, shares, renames and deletes it.
+    Owner,
+}
+
+impl Role {
+    /// The role's name, as written in JSON and SQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Commenter => "commenter",
+            Self::Editor => "editor",
+            Self::Owner => "owner",
+        }
+    }
+
+    /// The role named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "viewer" => Self::Viewer,
+            "commenter" => Self::Commenter,
+            "editor" => Self::Editor,
+            "owner" => Self::Owner,
+            _ => return None,
+        })
+    }
+
+    /// May submit ops.
+    pub fn can_edit(self) -> bool {
+        self >= Self::Editor
+    }
+}
+
+impl From<&ArchivedRole> for Role {
+    fn from(r: &ArchivedRole) -> Self {
+        match r {
+            ArchivedRole::Viewer => Self::Viewer,
+            ArchivedRole::Commenter => Self::Commenter,
+            ArchivedRole::Editor => Self::Editor,
+            ArchivedRole::Owner => Self::Owner,
+        }
+    }
+}
+
 /// One committed op, in a catch-up list.
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -257,6 +313,15 @@ pub enum ErrorCode {
     /// A history request for a revision the document does not have yet (the document stays
     /// open).
     NoSuchRevision,
+    /// No such document, or no access to it (the two are not told apart).
+    Forbidden,
+    /// A submit from a session whose role may not edit (viewer, commenter): the op is
+    /// dropped, the document stays open (read-only).
+    ReadOnly,
+    /// The user's access to an open document was revoked: the document is closed for them.
+    AccessRevoked,
+    /// An open document was deleted: it is closed for everyone.
+    DocumentDeleted,
 }
 
 impl ErrorCode {
@@ -282,6 +347,10 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::HistoryUnavailable => "history_unavailable",
             Self::NoSuchRevision => "no_such_revision",
+            Self::Forbidden => "forbidden",
+            Self::ReadOnly => "read_only",
+            Self::AccessRevoked => "access_revoked",
+            Self::DocumentDeleted => "document_deleted",
         }
     }
 
@@ -344,6 +413,7 @@ mod json {
         Presence,
         GetRevision,
         ListRevisions,
+        Refresh,
     }
 
     #[derive(Deserialize)]
@@ -398,6 +468,7 @@ mod json {
                 Kind::Presence => &["doc", "rev", "ranges"],
                 Kind::GetRevision => &["doc", "rev"],
                 Kind::ListRevisions => &["doc", "from_rev", "limit"],
+                Kind::Refresh => &["token"],
             };
             if let Some((name, _)) = present.iter().find(|(name, here)| *here && !allowed.contains(name)) {
                 return Err(format!("unknown field `{name}` for a {:?} message", f.kind));
@@ -429,6 +500,7 @@ mod json {
                     from_rev: f.from_rev.unwrap_or(0),
                     limit: f.limit.unwrap_or(DEFAULT_REVISIONS_PER_REPLY),
                 },
+                Kind::Refresh => Self::Refresh { token: need(f.token, "token")? },
             })
         }
     }
@@ -471,7 +543,7 @@ mod messages {
 
     #[allow(unused_imports)]
     use super::PROTOCOL_VERSION;
-    use super::{ErrorCode, OpRecord, Peer, PeerSelection, Range, RevisionRecord, WireLimits};
+    use super::{ErrorCode, OpRecord, Peer, PeerSelection, Range, RevisionRecord, Role, WireLimits};
 
     /// A message from a client. (JSON decoding is written out in `super::json`: serde's
     /// derived decoder for a tagged enum buffers the whole message before reading it.)
@@ -544,6 +616,12 @@ mod messages {
             /// [`super::MAX_REVISIONS_PER_REPLY`]).
             limit: u32,
         },
+        /// A fresh access token for the open connection, before the one it has expires; it
+        /// must name the same user. Answered with `refreshed` (or `unauthorized` and a close).
+        Refresh {
+            /// The new access token.
+            token: String,
+        },
     }
 
     /// A message from the server.
@@ -560,8 +638,17 @@ mod messages {
             /// The client's id in its canonical form, as the server writes it in `author`,
             /// `online` and `presence`.
             client: ClientId,
-            /// The server's limits.
+            /// The server's limits (archived out of line: every archived message is as long
+            /// as the longest variant's inline part, and this one is sent once).
+            #[rkyv(with = rkyv::with::AsBox)]
             limits: WireLimits,
+            /// The signed-in user's id (absent when the server checks no accounts).
+            #[serde(default, skip_serializing_if = "String::is_empty")]
+            user: String,
+            /// When the access token expires, ms since the Unix epoch (absent when it never
+            /// does): send `refresh` before then, or the connection is closed with 4010.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            expires_at: Option<u64>,
         },
         /// Reply to `open`: the document, as a snapshot or as the ops since `from_rev`.
         Opened {
@@ -582,6 +669,10 @@ mod messages {
             /// The last `client_seq` the server applied from this client, if it remembers one.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             last_seq: Option<u64>,
+            /// The user's role (absent when the server checks no roles: anyone may edit). A
+            /// viewer or commenter reads and sends presence; its submits are refused.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            role: Option<Role>,
         },
         /// The sender's op was applied (or had been applied before) as `rev`.
         Ack {
@@ -668,6 +759,24 @@ mod messages {
             /// The revisions, oldest first (empty past `latest`).
             revisions: Vec<RevisionRecord>,
         },
+        /// The user's role on an open document changed (it takes effect from the next
+        /// message; a revoked user gets `error` `access_revoked` instead).
+        Role {
+            /// The document.
+            doc: String,
+            /// The new role.
+            role: Role,
+        },
+        /// The access token expires soon: send `refresh` with a fresh one.
+        TokenExpiring {
+            /// When it expires, ms since the Unix epoch.
+            expires_at: u64,
+        },
+        /// Reply to `refresh`: the new token is in force.
+        Refreshed {
+            /// When it expires, ms since the Unix epoch.
+            expires_at: u64,
+        },
     }
 }
 
@@ -698,6 +807,9 @@ pub mod close {
     pub const UNAUTHORIZED: u16 = 4003;
     /// No frame (not even a pong) within the idle timeout.
     pub const IDLE_TIMEOUT: u16 = 4008;
+    /// The access token expired and no `refresh` came: sign in again (or refresh over
+    /// REST) and reconnect.
+    pub const TOKEN_EXPIRED: u16 = 4010;
     /// More messages than the per-connection rate limit allows.
     pub const RATE_LIMITED: u16 = 4029;
     /// The connection's send queue overflowed: the client reads too slowly.
@@ -768,6 +880,8 @@ mod tests {
                 max_document_chars: 1,
                 history_ops: 1,
             },
+            user: String::new(),
+            expires_at: None,
         };
         let json = serde_json::to_string(&w).unwrap();
         assert!(json.contains(r#""session":"0021000000000005","client":"00000000000000a1""#), "{json}");

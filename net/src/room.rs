@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use tandem_engine::{ClientId, DocState};
 
-use crate::protocol::{Encoding, Peer};
+use crate::access::AccessList;
+use crate::protocol::{Encoding, Peer, Role};
 use crate::session::{ConnId, SessionInfo};
 
 /// Subscribers on one core with one encoding: one frame and one connection list serve them
@@ -34,10 +35,14 @@ pub(crate) struct Room {
     pub(crate) since_snapshot: (u64, u64),
     /// Since when nobody has had the document open (an idle document may be evicted).
     pub(crate) idle_since: Option<Instant>,
+    /// Who may do what (none when the server checks no roles: everyone may edit).
+    pub(crate) access: Option<Arc<AccessList>>,
+    /// When the control plane was last told the document was edited.
+    pub(crate) edit_reported: Option<Instant>,
 }
 
 impl Room {
-    pub(crate) fn new(state: DocState) -> Self {
+    pub(crate) fn new(state: DocState, access: Option<Arc<AccessList>>) -> Self {
         Self {
             state,
             subs: HashMap::new(),
@@ -47,6 +52,16 @@ impl Room {
             last_presence: None,
             since_snapshot: (0, 0),
             idle_since: None,
+            access,
+            edit_reported: None,
+        }
+    }
+
+    /// What `user` may do here (`Editor` when the server checks no roles).
+    pub(crate) fn role_of(&self, user: &str) -> Option<Role> {
+        match &self.access {
+            Some(list) => list.role_of(user),
+            None => Some(Role::Editor),
         }
     }
 
@@ -152,7 +167,7 @@ mod tests {
 
     #[test]
     fn groups_follow_subscriptions() {
-        let mut room = Room::new(DocState::new(Limits::default()));
+        let mut room = Room::new(DocState::new(Limits::default()), None);
         assert!(room.subscribe(info(0, 1, 10, Encoding::Binary)));
         assert!(room.subscribe(info(0, 2, 11, Encoding::Json)));
         assert!(room.subscribe(info(1, 3, 12, Encoding::Binary)));

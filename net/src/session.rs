@@ -94,10 +94,18 @@ pub(crate) struct Session {
     pub(crate) encoding: Encoding,
     /// The shard asked for the connection to be closed: further messages are ignored.
     pub(crate) closed: bool,
+    /// The access token in the upgrade's cookie, used when `hello` carries none (kept
+    /// only until `hello`).
+    pub(crate) cookie_token: Option<Box<str>>,
+    /// When the session's access token expires, and the same in ms since the Unix epoch
+    /// (none: never).
+    pub(crate) expires: Option<(Instant, u64)>,
+    /// The session was told its token expires soon.
+    pub(crate) warned: bool,
 }
 
 impl Session {
-    pub(crate) fn new(encoding: Encoding, rate: u32, now: Instant) -> Self {
+    pub(crate) fn new(encoding: Encoding, rate: u32, now: Instant, cookie_token: Option<Box<str>>) -> Self {
         Self {
             encoding,
             info: None,
@@ -105,6 +113,9 @@ impl Session {
             rate: RateLimit::new(rate, now),
             connected_at: now,
             closed: false,
+            cookie_token,
+            expires: None,
+            warned: false,
         }
     }
 

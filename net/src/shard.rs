@@ -10,17 +10,19 @@
 //! answers with frames for the connection's core. Broadcasts are encoded once per encoding
 //! and reach each other core as one message holding the frame and the connection list.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tandem_engine::{Commit, Delta, DocState, Limits, SelectionRange, Submitted};
 use tandem_storage::Snapshot;
 
+use crate::access::{AccessError, AccessList, AccessUpdate, Auth};
 use crate::codec::{Frame, RefusedSubmit, encode_server};
 use crate::protocol::{
     ClientMsg, DocId, Encoding, ErrorCode, MAX_NAME_BYTES, MAX_REVISIONS_PER_REPLY, MAX_TOKEN_BYTES, OpRecord,
-    PROTOCOL_VERSION, Peer, PeerSelection, Range, RevisionRecord, ServerMsg, WireLimits, close,
+    PROTOCOL_VERSION, Peer, PeerSelection, Range, RevisionRecord, Role, ServerMsg, WireLimits, close,
 };
 use crate::room::Room;
 use crate::session::{ConnId, RateLimit, Session, SessionInfo};
@@ -42,8 +44,12 @@ pub struct ShardConfig {
     pub presence_interval: Duration,
     /// Largest message accepted, in bytes (told to clients).
     pub max_message_bytes: usize,
-    /// When set, `hello` tokens must equal it; when unset, any token is accepted.
-    pub dev_secret: Option<String>,
+    /// How `hello` tokens are checked, and whether documents have access lists.
+    pub auth: Auth,
+    /// A session is told its token expires (`token_expiring`) this long before it does.
+    pub token_warning: Duration,
+    /// The control plane is told a document was edited at most once per this long.
+    pub edit_report_interval: Duration,
     /// Documents are durable: committed ops are appended to the op log ([`Effect::Append`]),
     /// documents not in memory are loaded from it ([`Effect::Load`]), and snapshots taken.
     /// When false, documents live in memory only (tests, data-plane benchmarks).
@@ -84,7 +90,9 @@ impl Default for ShardConfig {
             max_messages_per_s: 200,
             presence_interval: Duration::from_millis(50),
             max_message_bytes: 4 * 1024 * 1024,
-            dev_secret: None,
+            auth: Auth::Open,
+            token_warning: Duration::from_secs(60),
+            edit_report_interval: Duration::from_secs(5),
             durable: false,
             snapshot_every_ops: 1000,
             snapshot_every_bytes: 1 << 20,
@@ -96,6 +104,20 @@ impl Default for ShardConfig {
 
 /// Requests waiting for a document to load, per document.
 const MAX_WAITING_PER_DOC: usize = 65_536;
+
+/// A document being loaded: its state from the op log and its access list from the control
+/// plane (each asked for only when needed), and the requests waiting for both.
+#[derive(Debug, Default)]
+struct Loading {
+    waiting: Vec<(Arc<SessionInfo>, DocRequest)>,
+    /// The state, once loaded (`None` while the op log is being read).
+    state: Option<DocState>,
+    /// The access list, once loaded (`None` while the control plane is asked).
+    access: Option<Arc<AccessList>>,
+    /// Whether each is still awaited.
+    needs_state: bool,
+    needs_access: bool,
+}
 
 /// A request from a connection to a document's owner core.
 #[derive(Clone, Debug)]
@@ -216,6 +238,13 @@ pub enum CoreMsg {
         /// The frame.
         frame: Frame,
     },
+    /// From the control plane: a document's access list, a change to it, or its deletion.
+    Access {
+        /// The document (owned by the receiving core).
+        doc: DocId,
+        /// What changed.
+        update: AccessUpdate,
+    },
     /// Close these connections on the receiving core (messages for them were lost).
     Kick {
         /// The connections.
@@ -274,6 +303,17 @@ pub enum Effect {
         /// What.
         query: HistoryQuery,
     },
+    /// Ask the control plane for a document's access list (the answer comes back as
+    /// [`CoreMsg::Access`]).
+    LoadAccess {
+        /// The document.
+        doc: DocId,
+    },
+    /// Tell the control plane a document was edited (best effort).
+    Edited {
+        /// The document.
+        doc: DocId,
+    },
     /// Store a snapshot (its `time_ms` is for the shell to stamp).
     Snapshot {
         /// The document.
@@ -316,7 +356,10 @@ pub struct Shard {
     /// Rooms with presence waiting to be sent.
     presence_due: Vec<DocId>,
     /// Documents being loaded, with the requests waiting for them.
-    loading: HashMap<DocId, Vec<(Arc<SessionInfo>, DocRequest)>>,
+    loading: HashMap<DocId, Loading>,
+    /// When a session's token needs looking at next (to warn, to close, or to reschedule
+    /// after a refresh); at most one entry per session.
+    expiries: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Storage failed: why. This core serves none of its documents any more.
     failed: Option<String>,
     /// Documents that became idle (nobody has them open), oldest first; an entry is stale
@@ -343,6 +386,7 @@ impl Shard {
             rooms: HashMap::new(),
             presence_due: Vec::new(),
             loading: HashMap::new(),
+            expiries: BinaryHeap::new(),
             failed: None,
             idle: VecDeque::new(),
             work: HashMap::new(),
@@ -389,11 +433,14 @@ impl Shard {
         out.append(&mut self.effects);
     }
 
-    /// A WebSocket connection finished its handshake on this core.
-    pub fn connect(&mut self, encoding: Encoding, now: Instant) -> ConnId {
+    /// A WebSocket connection finished its handshake on this core; `cookie_token` is the
+    /// access token its upgrade request carried in a cookie, if any (used when `hello`
+    /// names none).
+    pub fn connect(&mut self, encoding: Encoding, now: Instant, cookie_token: Option<&str>) -> ConnId {
         let conn = ConnId { core: self.core, seq: self.next_conn };
         self.next_conn += 1;
-        self.sessions.insert(conn, Session::new(encoding, self.config.max_messages_per_s, now));
+        let cookie = cookie_token.filter(|t| t.len() <= MAX_TOKEN_BYTES).map(Box::from);
+        self.sessions.insert(conn, Session::new(encoding, self.config.max_messages_per_s, now, cookie));
         conn
     }
 
@@ -464,11 +511,16 @@ impl Shard {
                 self.close(conn, close::BAD_HELLO, "duplicate hello");
                 return;
             }
+            (Some(info), ClientMsg::Refresh { token }) => {
+                let user = info.peer.user.clone();
+                self.refresh(conn, &user, &token, now);
+                return;
+            }
             (Some(info), msg) => (Arc::clone(info), msg),
         };
         let (info, msg) = info;
         let (doc_name, req) = match msg {
-            ClientMsg::Hello { .. } => unreachable!("handled above"),
+            ClientMsg::Hello { .. } | ClientMsg::Refresh { .. } => unreachable!("handled above"),
             ClientMsg::Open { doc, from_rev } => (doc, DocRequest::Open { from_rev }),
             ClientMsg::Close { doc } => (doc, DocRequest::Close),
             ClientMsg::Submit { doc, base_rev, client_seq, delta } => match refused {
@@ -558,24 +610,47 @@ impl Shard {
             self.close(conn, close::BAD_HELLO, "bad hello");
             return;
         }
-        if let Some(secret) = &self.config.dev_secret
-            && !constant_time_eq(secret.as_bytes(), token.as_bytes())
-        {
-            self.error_to(conn, encoding, ErrorCode::Unauthorized, "token refused".into(), None);
-            self.close(conn, close::UNAUTHORIZED, "unauthorized");
-            return;
-        }
+        let cookie = self.sessions.get_mut(&conn).expect("caller checked").cookie_token.take();
+        let (peer, expires) = match &self.config.auth {
+            Auth::Open => (Peer { client, user: name.clone(), name, color }, None),
+            Auth::Dev(secret) => {
+                if !constant_time_eq(secret.as_bytes(), token.as_bytes()) {
+                    self.error_to(conn, encoding, ErrorCode::Unauthorized, "token refused".into(), None);
+                    self.close(conn, close::UNAUTHORIZED, "unauthorized");
+                    return;
+                }
+                // The user is who the client says it is.
+                (Peer { client, user: name.clone(), name, color }, None)
+            }
+            Auth::Accounts(verifier) => {
+                let token = if token.is_empty() { cookie.as_deref().unwrap_or("") } else { token.as_str() };
+                match verifier.verify(token) {
+                    Ok(id) => {
+                        let name = if id.name.is_empty() { name } else { id.name };
+                        (Peer { client, user: id.user, name, color }, Some((id.valid_for, id.expires_at_ms)))
+                    }
+                    Err(why) => {
+                        self.error_to(conn, encoding, ErrorCode::Unauthorized, format!("token refused: {why}"), None);
+                        self.close(conn, close::UNAUTHORIZED, "unauthorized");
+                        return;
+                    }
+                }
+            }
+        };
         let session = (u64::from(self.core) << 48) | conn.seq;
+        let user = if self.config.auth.checks_access() { peer.user.clone() } else { String::new() };
         let info = Arc::new(SessionInfo {
             conn,
             session,
             client,
             encoding,
-            // Until accounts land, the user is who the client says it is.
-            peer: Peer { client, user: name.clone(), name, color },
+            peer,
             connected_at: self.sessions[&conn].connected_at,
         });
         self.sessions.get_mut(&conn).expect("caller checked").info = Some(info);
+        if let Some((valid_for, at_ms)) = expires {
+            self.set_expiry(conn, valid_for, at_ms);
+        }
         let c = &self.config;
         let limits = WireLimits {
             max_message_bytes: c.max_message_bytes as u64,
@@ -587,10 +662,84 @@ impl Shard {
             max_document_chars: c.limits.max_document_chars as u64,
             history_ops: c.limits.history_ops as u64,
         };
-        self.send_local(
-            conn,
-            encode_server(&ServerMsg::Welcome { protocol: PROTOCOL_VERSION, session, client, limits }, encoding),
-        );
+        let expires_at = expires.map(|(_, at)| at);
+        let welcome = ServerMsg::Welcome { protocol: PROTOCOL_VERSION, session, client, limits, user, expires_at };
+        self.send_local(conn, encode_server(&welcome, encoding));
+    }
+
+    /// Records when a session's token expires: it is warned `token_warning` before, and
+    /// closed at the time. A session has at most one entry in `expiries`: a refresh only
+    /// moves the expiry later, and the entry, when due, reschedules itself.
+    fn set_expiry(&mut self, conn: ConnId, valid_for: Duration, at_ms: u64) {
+        let at = self.now + valid_for;
+        let warning = self.config.token_warning;
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            let first = s.expires.is_none();
+            s.expires = Some((at, at_ms));
+            s.warned = false;
+            if first {
+                self.expiries.push(Reverse((at.checked_sub(warning).unwrap_or(self.now), conn)));
+            }
+        }
+    }
+
+    /// `refresh`: a fresh token for the same user replaces the session's.
+    fn refresh(&mut self, conn: ConnId, user: &str, token: &str, now: Instant) {
+        let encoding = self.sessions[&conn].encoding;
+        let Auth::Accounts(verifier) = &self.config.auth else {
+            // Nothing expires without accounts: accept and say so.
+            let msg = "this server checks no access tokens; refresh is not needed".to_owned();
+            self.error_to(conn, encoding, ErrorCode::BadMessage, msg, None);
+            return;
+        };
+        if token.len() > MAX_TOKEN_BYTES {
+            self.error_to(conn, encoding, ErrorCode::Unauthorized, "token refused: too long".into(), None);
+            self.close(conn, close::UNAUTHORIZED, "unauthorized");
+            return;
+        }
+        match verifier.verify(token) {
+            Ok(id) if id.user == user => {
+                self.now = now;
+                self.set_expiry(conn, id.valid_for, id.expires_at_ms);
+                self.send_local(conn, encode_server(&ServerMsg::Refreshed { expires_at: id.expires_at_ms }, encoding));
+            }
+            Ok(_) => {
+                let msg = "token refused: it names another user than this session's".to_owned();
+                self.error_to(conn, encoding, ErrorCode::Unauthorized, msg, None);
+                self.close(conn, close::UNAUTHORIZED, "unauthorized");
+            }
+            Err(why) => {
+                self.error_to(conn, encoding, ErrorCode::Unauthorized, format!("token refused: {why}"), None);
+                self.close(conn, close::UNAUTHORIZED, "unauthorized");
+            }
+        }
+    }
+
+    /// Warns sessions whose token expires soon and closes those whose token expired.
+    fn expire_tokens(&mut self, now: Instant) {
+        let warning = self.config.token_warning;
+        while let Some(&Reverse((at, conn))) = self.expiries.peek() {
+            if at > now {
+                return;
+            }
+            self.expiries.pop();
+            let Some(s) = self.sessions.get_mut(&conn).filter(|s| !s.closed) else { continue };
+            let Some((expires, at_ms)) = s.expires else { continue };
+            let encoding = s.encoding;
+            if expires <= now {
+                let msg = "the access token expired; get a fresh one and reconnect".to_owned();
+                self.error_to(conn, encoding, ErrorCode::Unauthorized, msg, None);
+                self.close(conn, close::TOKEN_EXPIRED, "token expired");
+            } else if expires.saturating_duration_since(now) <= warning && !s.warned {
+                s.warned = true;
+                self.expiries.push(Reverse((expires, conn)));
+                self.send_local(conn, encode_server(&ServerMsg::TokenExpiring { expires_at: at_ms }, encoding));
+            } else {
+                // Refreshed since this entry was made: wait for the new token's time.
+                let next = if s.warned { expires } else { expires.checked_sub(warning).unwrap_or(now) };
+                self.expiries.push(Reverse((next.max(now), conn)));
+            }
+        }
     }
 
     /// Handles a message from another core.
@@ -611,6 +760,7 @@ impl Shard {
                     self.send_local(conn, frame);
                 }
             }
+            CoreMsg::Access { doc, update } => self.on_access(doc, update, now),
             CoreMsg::Kick { conns, code } => {
                 for conn in conns {
                     if self.sessions.contains_key(&conn) {
@@ -631,6 +781,7 @@ impl Shard {
     pub fn tick(&mut self, now: Instant) {
         self.now = now;
         self.evict_idle(now, false);
+        self.expire_tokens(now);
         if now.saturating_duration_since(self.last_prune) >= Duration::from_secs(1) {
             self.last_prune = now;
             let rate = self.config.max_transform_steps_per_s;
@@ -725,7 +876,8 @@ impl Shard {
             }
             return;
         }
-        if let Some(waiting) = self.loading.get_mut(&doc) {
+        if let Some(loading) = self.loading.get_mut(&doc) {
+            let waiting = &mut loading.waiting;
             if waiting.len() >= MAX_WAITING_PER_DOC {
                 let msg = "too many requests waiting for this document to load".to_owned();
                 let seq = req.client_seq();
@@ -828,14 +980,33 @@ impl Shard {
                 self.doc_error(&doc, from, ErrorCode::TooManyDocs, msg, None);
                 return;
             }
-            if self.config.durable {
-                // Not in memory: load it (its latest snapshot and the ops after), then open.
-                self.loading.insert(doc.clone(), vec![(Arc::clone(from), DocRequest::Open { from_rev })]);
-                self.effects.push(Effect::Load { doc });
+            let (needs_state, needs_access) = (self.config.durable, self.config.auth.checks_access());
+            if needs_state || needs_access {
+                // Not in memory: load it (its latest snapshot and the ops after) and its access
+                // list, then open.
+                let loading = Loading {
+                    waiting: vec![(Arc::clone(from), DocRequest::Open { from_rev })],
+                    state: (!needs_state).then(|| DocState::new(self.config.limits.clone())),
+                    access: None,
+                    needs_state,
+                    needs_access,
+                };
+                self.loading.insert(doc.clone(), loading);
+                if needs_state {
+                    self.effects.push(Effect::Load { doc: doc.clone() });
+                }
+                if needs_access {
+                    self.effects.push(Effect::LoadAccess { doc });
+                }
                 return;
             }
-            self.rooms.insert(doc.clone(), Room::new(DocState::new(self.config.limits.clone())));
+            self.rooms.insert(doc.clone(), Room::new(DocState::new(self.config.limits.clone()), None));
         }
+        let Some(role) = self.rooms[&doc].role_of(&from.peer.user) else {
+            let msg = "no such document, or no access to it".to_owned();
+            self.doc_error(&doc, from, ErrorCode::Forbidden, msg, None);
+            return;
+        };
         // One session per client id and document: of two, the connection accepted later
         // stays and the other is superseded (closed with 4009), so two tabs sharing an id
         // cannot both edit it, and a dead connection's late `open` cannot push out the
@@ -865,6 +1036,7 @@ impl Shard {
             ops,
             online: room.online(from.client),
             last_seq: state.last_client_seq(from.client),
+            role: room.access.is_some().then_some(role),
         };
         let selections: Vec<PeerSelection> = state
             .presence()
@@ -896,22 +1068,140 @@ impl Shard {
 
     /// A document asked for with [`Effect::Load`] was loaded (or could not be).
     pub fn on_loaded(&mut self, doc: DocId, loaded: Result<DocState, String>, now: Instant) {
-        let Some(waiting) = self.loading.remove(&doc) else { return };
+        let Some(loading) = self.loading.get_mut(&doc) else { return };
         match loaded {
             Ok(state) => {
-                self.now = now;
-                self.rooms.insert(doc.clone(), Room::new(state));
-                for (from, req) in waiting {
-                    self.on_doc(doc.clone(), &from, req, now);
-                }
-                self.mark_idle(&doc);
+                loading.state = Some(state);
+                loading.needs_state = false;
+                self.finish_loading(doc, now);
             }
             Err(e) => {
-                for (from, req) in waiting {
-                    if !matches!(req, DocRequest::Gone | DocRequest::Close) {
-                        let msg = format!("the document could not be loaded: {e}");
-                        self.doc_error(&doc, &from, ErrorCode::Internal, msg, req.client_seq());
+                let loading = self.loading.remove(&doc).expect("checked");
+                self.refuse_waiting(
+                    &doc,
+                    loading.waiting,
+                    ErrorCode::Internal,
+                    &format!("the document could not be loaded: {e}"),
+                );
+            }
+        }
+    }
+
+    /// Opens a document once its state and access list are both in.
+    fn finish_loading(&mut self, doc: DocId, now: Instant) {
+        let Some(loading) = self.loading.get(&doc) else { return };
+        if loading.needs_state || loading.needs_access {
+            return;
+        }
+        let loading = self.loading.remove(&doc).expect("checked");
+        let state = loading.state.expect("loaded");
+        self.now = now;
+        self.rooms.insert(doc.clone(), Room::new(state, loading.access));
+        for (from, req) in loading.waiting {
+            self.on_doc(doc.clone(), &from, req, now);
+        }
+        self.mark_idle(&doc);
+    }
+
+    /// Answers every request that waited for a document that will not open.
+    fn refuse_waiting(
+        &mut self,
+        doc: &DocId,
+        waiting: Vec<(Arc<SessionInfo>, DocRequest)>,
+        code: ErrorCode,
+        msg: &str,
+    ) {
+        for (from, req) in waiting {
+            if !matches!(req, DocRequest::Gone | DocRequest::Close) {
+                self.doc_error(doc, &from, code, msg.to_owned(), req.client_seq());
+            }
+        }
+    }
+
+    /// The control plane's word on a document's access: the list asked for when it was
+    /// opened, a change, or its deletion.
+    fn on_access(&mut self, doc: DocId, update: AccessUpdate, now: Instant) {
+        match update {
+            AccessUpdate::Loaded(Ok(list)) => {
+                // No longer loading (storage failed, or the document was deleted): ignored.
+                let Some(loading) = self.loading.get_mut(&doc) else { return };
+                if loading.access.as_ref().is_none_or(|a| a.version < list.version) {
+                    loading.access = Some(list);
+                }
+                loading.needs_access = false;
+                self.finish_loading(doc, now);
+            }
+            AccessUpdate::Loaded(Err(e)) => {
+                let Some(loading) = self.loading.remove(&doc) else { return };
+                let (code, msg) = match e {
+                    AccessError::NotFound => (ErrorCode::Forbidden, "no such document, or no access to it".to_owned()),
+                    AccessError::Unavailable(why) => {
+                        (ErrorCode::Overloaded, format!("access could not be checked ({why}); try again"))
                     }
+                };
+                self.refuse_waiting(&doc, loading.waiting, code, &msg);
+            }
+            AccessUpdate::Changed(list, done) => {
+                if let Some(loading) = self.loading.get_mut(&doc) {
+                    // Still loading: the newer list wins when the load's answer comes.
+                    if loading.access.as_ref().is_none_or(|a| a.version < list.version) {
+                        loading.access = Some(list);
+                    }
+                } else {
+                    self.access_changed(&doc, list);
+                }
+                if let Some(done) = done {
+                    done.call();
+                }
+            }
+            AccessUpdate::Deleted(done) => {
+                if let Some(loading) = self.loading.remove(&doc) {
+                    let msg = "the document was deleted".to_owned();
+                    self.refuse_waiting(&doc, loading.waiting, ErrorCode::DocumentDeleted, &msg);
+                }
+                if let Some(room) = self.rooms.get(&doc) {
+                    let subs: Vec<Arc<SessionInfo>> = room.subscribers().cloned().collect();
+                    for info in subs {
+                        self.doc_error(
+                            &doc,
+                            &info,
+                            ErrorCode::DocumentDeleted,
+                            "the document was deleted".into(),
+                            None,
+                        );
+                    }
+                    self.rooms.remove(&doc);
+                    self.presence_due.retain(|d| *d != doc);
+                }
+                if let Some(done) = done {
+                    done.call();
+                }
+            }
+        }
+    }
+
+    /// Applies a new access list to an open document: each affected session is told its new
+    /// role, or loses the document.
+    fn access_changed(&mut self, doc: &DocId, list: Arc<AccessList>) {
+        let Some(room) = self.rooms.get_mut(doc) else { return };
+        if room.access.as_ref().is_some_and(|a| a.version >= list.version) {
+            return;
+        }
+        let old = room.access.replace(Arc::clone(&list));
+        let mut changed = Vec::new();
+        for info in room.subscribers() {
+            let before = old.as_ref().and_then(|a| a.role_of(&info.peer.user));
+            let after = list.role_of(&info.peer.user);
+            if before != after {
+                changed.push((Arc::clone(info), after));
+            }
+        }
+        for (info, role) in changed {
+            match role {
+                Some(role) => self.reply(&info, &ServerMsg::Role { doc: doc.to_string(), role }),
+                None => {
+                    let msg = "your access to this document was revoked".to_owned();
+                    self.doc_error(doc, &info, ErrorCode::AccessRevoked, msg, None);
                 }
             }
         }
@@ -948,8 +1238,8 @@ impl Shard {
             self.send_core(core, CoreMsg::Kick { conns, code: close::INTERNAL_ERROR });
         }
         let loading = std::mem::take(&mut self.loading);
-        for (doc, waiting) in loading {
-            for (from, req) in waiting {
+        for (doc, loading) in loading {
+            for (from, req) in loading.waiting {
                 let msg = ServerMsg::Error {
                     code: ErrorCode::Internal,
                     message: format!("storage failed on this server ({reason})"),
@@ -989,6 +1279,22 @@ impl Shard {
             self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into(), Some(client_seq));
             return;
         };
+        let role = room.role_of(&from.peer.user);
+        if !role.is_some_and(Role::can_edit) {
+            // Read-only: the op is dropped, the document stays open (the session still reads
+            // and sends presence). Undo the op locally and re-open to edit once allowed.
+            let role = role.map_or("none", Role::as_str);
+            let msg = format!("your role on this document is {role}: it may not be edited");
+            let err = ServerMsg::Error {
+                code: ErrorCode::ReadOnly,
+                message: msg,
+                doc: Some(doc.to_string()),
+                client_seq: Some(client_seq),
+            };
+            self.stats.errors += 1;
+            self.reply(from, &err);
+            return;
+        }
         // The connection's share of this core's transform work.
         let rate = self.config.max_transform_steps_per_s;
         let budget = self.work.entry(from.conn).or_insert_with(|| RateLimit::new(rate, now));
@@ -1003,6 +1309,14 @@ impl Shard {
         match result.map(|(s, _)| s) {
             Ok(Submitted::Applied(commit)) => {
                 self.stats.ops_in += 1;
+                if room.access.is_some()
+                    && room
+                        .edit_reported
+                        .is_none_or(|t| now.saturating_duration_since(t) >= self.config.edit_report_interval)
+                {
+                    room.edit_reported = Some(now);
+                    self.effects.push(Effect::Edited { doc: doc.clone() });
+                }
                 if self.config.durable {
                     room.since_snapshot.0 += 1;
                     room.since_snapshot.1 += commit.delta.approx_bytes() as u64;

@@ -85,7 +85,7 @@ impl Sim {
     fn connect(&mut self, i: usize) {
         let core = self.rng.random_range(0..2);
         let c = &mut self.clients[i];
-        c.conn = Some(self.shards[core].connect(c.encoding, Instant::now()));
+        c.conn = Some(self.shards[core].connect(c.encoding, Instant::now(), None));
         c.session.on_connect();
         self.pull_outgoing(i);
     }
@@ -139,6 +139,9 @@ impl Sim {
                 e
                 @ (Effect::Append { .. } | Effect::Load { .. } | Effect::Snapshot { .. } | Effect::History { .. }) => {
                     panic!("seed {}: a storage effect with durability off: {e:?}", self.seed)
+                }
+                e @ (Effect::LoadAccess { .. } | Effect::Edited { .. }) => {
+                    panic!("seed {}: an access effect without accounts: {e:?}", self.seed)
                 }
             }
         }

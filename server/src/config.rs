@@ -17,13 +17,35 @@ pub(crate) struct FileConfig {
     pub(crate) data_dir: PathBuf,
     /// Log filter (`info`, `debug`, `tandem_net=debug`, ...).
     pub(crate) log: String,
+    /// How clients sign in: `accounts` (tokens from the REST API, roles checked on every
+    /// message) or `dev` (the `dev_secret` or any token, no roles: benchmarks only).
+    pub(crate) auth: AuthMode,
     /// The data plane.
     pub(crate) server: ServerConfig,
+    /// The control plane: accounts, documents, roles, the REST API.
+    pub(crate) control: tandem_control::ControlConfig,
+}
+
+/// How clients sign in.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum AuthMode {
+    /// Accounts and access tokens; every message checked against the document's roles.
+    #[default]
+    Accounts,
+    /// The dev secret (or any token when none is set); nobody's roles are checked.
+    Dev,
 }
 
 impl Default for FileConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("./tandem-data"), log: "info".into(), server: ServerConfig::default() }
+        Self {
+            data_dir: PathBuf::from("./tandem-data"),
+            log: "info".into(),
+            auth: AuthMode::Accounts,
+            server: ServerConfig::default(),
+            control: tandem_control::ControlConfig::default(),
+        }
     }
 }
 
@@ -89,9 +111,18 @@ pub(crate) struct ServeArgs {
     /// Allowed Origin values for the WebSocket upgrade, comma-separated; empty allows any.
     #[arg(long, env = "TANDEM_ALLOWED_ORIGINS", value_name = "LIST", value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
-    /// Shared secret hello tokens must equal; unset accepts any token (development only).
+    /// How clients sign in: accounts (REST sign-in, roles checked on every message) or dev (benchmarks: --dev-secret or any token, no roles) [default: accounts].
+    #[arg(long, env = "TANDEM_AUTH", value_name = "MODE", value_parser = parse_auth)]
+    auth: Option<AuthMode>,
+    /// With --auth dev: the secret hello tokens must equal; unset accepts any token.
     #[arg(long, env = "TANDEM_DEV_SECRET", value_name = "SECRET")]
     dev_secret: Option<String>,
+    /// Metadata database: sqlite://PATH or postgres://USER:PASSWORD@HOST/DB [default: sqlite://DATA_DIR/tandem.db].
+    #[arg(long, env = "TANDEM_DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
+    /// Mark cookies Secure (clients reach Tandem over HTTPS) [default: false].
+    #[arg(long, env = "TANDEM_SECURE_COOKIES", value_name = "BOOL")]
+    secure_cookies: Option<bool>,
     /// Messages each core's inbox holds [default: 65536].
     #[arg(long, env = "TANDEM_INBOX_CAPACITY", value_name = "N")]
     inbox_capacity: Option<usize>,
@@ -203,6 +234,10 @@ impl ServeArgs {
         if let Some(secret) = &self.dev_secret {
             s.dev_secret = Some(secret.clone());
         }
+        if let Some(auth) = self.auth {
+            config.auth = auth;
+        }
+        let s = &mut config.server;
         let l = &mut s.limits;
         apply!(self, l, max_document_chars, max_insert_chars, max_delta_ops, history_ops, history_bytes);
         apply!(self, l, max_tracked_clients, max_selection_ranges, max_op_format_bytes, max_document_format_bytes);
@@ -221,7 +256,26 @@ impl ServeArgs {
         }
         st.data_dir = config.data_dir.clone();
         s.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        if config.auth == AuthMode::Accounts && config.server.dev_secret.is_some() {
+            anyhow::bail!("--dev-secret is for --auth dev; with accounts, clients sign in through /api/auth");
+        }
+        let c = &mut config.control;
+        if let Some(url) = &self.database_url {
+            c.database_url = Some(url.clone());
+        }
+        if let Some(secure) = self.secure_cookies {
+            c.secure_cookies = secure;
+        }
+        c.allowed_origins = config.server.allowed_origins.clone();
         Ok(config)
+    }
+}
+
+fn parse_auth(s: &str) -> Result<AuthMode, String> {
+    match s {
+        "accounts" => Ok(AuthMode::Accounts),
+        "dev" => Ok(AuthMode::Dev),
+        _ => Err(format!("{s:?}: expected accounts or dev")),
     }
 }
 

@@ -18,7 +18,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{info, warn};
 
-use config::ServeArgs;
+use config::{AuthMode, ServeArgs};
 
 /// Tandem: a real-time collaboration engine.
 #[derive(Parser, Debug)]
@@ -30,14 +30,17 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve WebSocket clients (GET /ws), plus /healthz, /readyz and /metrics on the same port.
+    /// Serve clients on one port: the REST API (/api/*), WebSocket (GET /ws), /healthz, /readyz
+    /// and /metrics.
     Serve(ServeArgs),
     /// Check the op log and truncate it after the last good record where it is corrupt,
     /// reporting what was dropped. Run it when `tandem serve` refuses to start on corruption
     /// (with the same --data-dir and --cores); the server must not be running.
     Repair(ServeArgs),
-    /// Create the ScyllaDB keyspace and tables `--oplog scylla` uses (`[server.storage.scylla]`:
-    /// nodes, keyspace, replication); safe to run again. Needs a build with --features scylla.
+    /// Apply the metadata database's migrations (SQLite in the data directory, or
+    /// --database-url), and with --oplog scylla create the ScyllaDB keyspace and tables
+    /// (`[server.storage.scylla]`); safe to run again. `tandem serve` migrates the metadata
+    /// database itself at start.
     Migrate(ServeArgs),
 }
 
@@ -69,9 +72,21 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
     }
 }
 
-#[cfg(feature = "scylla")]
 fn migrate(args: &ServeArgs) -> Result<()> {
     let config = args.resolve()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let (engine, applied) =
+        tandem_control::migrate(&config.control, &config.data_dir).context("migrating the metadata database")?;
+    println!("metadata database ({engine:?}): {applied} migrations applied, schema up to date");
+    if config.server.storage.oplog == tandem_net::OplogKind::Scylla {
+        migrate_scylla(&config)?;
+    }
+    Ok(())
+}
+
+#[cfg(feature = "scylla")]
+fn migrate_scylla(config: &config::FileConfig) -> Result<()> {
     let st = &config.server.storage;
     let opts = st.scylla.options(std::time::Duration::ZERO);
     let statements = tandem_storage::scylla::migrate(&opts, &st.scylla.migration())
@@ -84,7 +99,7 @@ fn migrate(args: &ServeArgs) -> Result<()> {
 }
 
 #[cfg(not(feature = "scylla"))]
-fn migrate(_args: &ServeArgs) -> Result<()> {
+fn migrate_scylla(_config: &config::FileConfig) -> Result<()> {
     bail!(
         "this tandem was built without ScyllaDB support: build it with `cargo build --release -p tandem --features scylla`"
     )
@@ -137,18 +152,28 @@ fn serve(args: &ServeArgs) -> Result<()> {
     let _lock = lock_data_dir(&config.data_dir)?;
     #[cfg(feature = "heap-stats")]
     heap::report_periodically();
-    if config.server.dev_secret.is_none() {
-        warn!("no --dev-secret: any hello token is accepted (development only)");
+    let mut control =
+        tandem_control::ControlPlane::start(&config.control, &config.data_dir).context("starting the control plane")?;
+    let mut hooks = control.hooks();
+    if config.auth == AuthMode::Dev {
+        // Benchmarks: the data plane checks no accounts (the REST API still runs).
+        hooks.auth = tandem_net::access::Auth::Open;
+        hooks.control = None;
+        match &config.server.dev_secret {
+            Some(_) => warn!("AUTH IS IN DEV MODE: any client with the dev secret may open and edit any document"),
+            None => warn!("AUTH IS IN DEV MODE WITHOUT A SECRET: anyone may open and edit any document"),
+        }
     }
-    let server = tandem_net::start(config.server.clone())
+    let server = tandem_net::start_with(config.server.clone(), hooks)
         .with_context(|| format!("starting the server on {}", config.server.listen))?;
+    control.attach(server.data_plane());
     let drivers: Vec<&str> = server.drivers().iter().map(|d| d.name()).collect();
     info!(
-        "tandem listening on ws://{}/ws with {} cores ({}); data in {}",
-        server.local_addr(),
+        "tandem listening on http://{addr} (REST /api, WebSocket ws://{addr}/ws) with {} cores ({}); data in {}",
         drivers.len(),
         drivers.join(", "),
-        config.data_dir.display()
+        config.data_dir.display(),
+        addr = server.local_addr(),
     );
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     if let Some(signal) = signals.forever().next() {
@@ -156,6 +181,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
     }
     server.shutdown();
     server.join();
+    control.shutdown();
     info!("stopped");
     Ok(())
 }

@@ -30,7 +30,17 @@ fn spawn(dir: &std::path::Path, addr: SocketAddr) -> Child {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-            .args(["serve", "--cores", "2", "--max-messages-per-s", "100000", "--snapshot-every-ops", "40"])
+            .args([
+                "serve",
+                "--auth",
+                "dev",
+                "--cores",
+                "2",
+                "--max-messages-per-s",
+                "100000",
+                "--snapshot-every-ops",
+                "40",
+            ])
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--data-dir")
@@ -45,7 +55,7 @@ fn spawn(dir: &std::path::Path, addr: SocketAddr) -> Child {
             let line = line.unwrap();
             log.push_str(&line);
             log.push('\n');
-            if line.contains("listening on ws://") {
+            if line.contains("listening on http://") {
                 std::thread::spawn(move || for _ in lines {});
                 return child;
             }

@@ -30,7 +30,7 @@ fn data_dir(name: &str) -> std::path::PathBuf {
 
 fn spawn(dir: &std::path::Path, extra: &[&str]) -> Result<Server, String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--cores", "2", "--data-dir"])
+        .args(["serve", "--auth", "dev", "--listen", "127.0.0.1:0", "--cores", "2", "--data-dir"])
         .arg(dir)
         .args(extra)
         .stdout(Stdio::null())
@@ -44,8 +44,8 @@ fn spawn(dir: &std::path::Path, extra: &[&str]) -> Result<Server, String> {
         let line = line.unwrap();
         log.push_str(&line);
         log.push('\n');
-        if let Some(rest) = line.split("listening on ws://").nth(1) {
-            let addr = rest.split("/ws").next().unwrap().parse().unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.split(' ').next().unwrap().parse().unwrap();
             std::thread::spawn(move || for _ in lines {});
             return Ok(Server { child, addr });
         }

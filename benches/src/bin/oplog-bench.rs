@@ -202,6 +202,7 @@ fn join_1m(dir: &Path) -> (Histogram<u64>, u64, usize) {
             ops: None,
             online: Vec::new(),
             last_seq: None,
+            role: None,
         };
         let frame = encode_server(&msg, Encoding::Binary);
         h.record(t.elapsed().as_micros() as u64).unwrap();

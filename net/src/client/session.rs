@@ -19,6 +19,20 @@ use crate::protocol::{
 /// Something that happened, for the application.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
+    /// The user's role on an open document changed.
+    Role {
+        /// The document.
+        doc: String,
+        /// The new role.
+        role: crate::protocol::Role,
+    },
+    /// The access token expires soon (send `refresh`), or a refresh took effect.
+    TokenExpires {
+        /// When, ms since the Unix epoch.
+        expires_at: u64,
+        /// True for the answer to a `refresh`.
+        refreshed: bool,
+    },
     /// The server accepted `hello`.
     Welcome {
         /// The session id.
@@ -353,7 +367,7 @@ impl ClientSession {
                 self.welcomed = true;
                 self.events.push_back(Event::Welcome { session, limits });
             }
-            ServerMsg::Opened { doc, rev, snapshot, ops, online, last_seq } => {
+            ServerMsg::Opened { doc, rev, snapshot, ops, online, last_seq, .. } => {
                 self.opened(doc, rev, snapshot, ops, online, last_seq)?;
             }
             ServerMsg::Ack { doc, client_seq, rev } => {
@@ -399,11 +413,21 @@ impl ClientSession {
             }
             ServerMsg::Error { code, message, doc, client_seq } => {
                 // History errors answer a read and leave the document open.
-                let keeps_doc_open = matches!(code, ErrorCode::HistoryUnavailable | ErrorCode::NoSuchRevision);
+                // (and a read-only refusal leaves the document open too: the op was dropped, and
+                // the caller reverts it by re-opening).
+                let keeps_doc_open =
+                    matches!(code, ErrorCode::HistoryUnavailable | ErrorCode::NoSuchRevision | ErrorCode::ReadOnly);
                 if let Some(name) = doc.as_ref().filter(|_| !keeps_doc_open) {
                     self.doc_refused(name, code);
                 }
                 self.events.push_back(Event::Error { code, message, doc, client_seq });
+            }
+            ServerMsg::Role { doc, role } => self.events.push_back(Event::Role { doc, role }),
+            ServerMsg::TokenExpiring { expires_at } => {
+                self.events.push_back(Event::TokenExpires { expires_at, refreshed: false });
+            }
+            ServerMsg::Refreshed { expires_at } => {
+                self.events.push_back(Event::TokenExpires { expires_at, refreshed: true });
             }
         }
         Ok(())

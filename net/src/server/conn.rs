@@ -14,7 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io::{IoSlice, Read};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
@@ -233,22 +233,30 @@ pub(crate) async fn serve(core: Rc<Core>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let timeout = Duration::from_millis(core.shared.config.handshake_timeout_ms);
     // Boxed: the handshake's state (and its timer, 128-byte aligned) lives only while it runs.
-    let (stream, encoding, leftover) = match Box::pin(monoio::time::timeout(timeout, handshake(&core, stream))).await {
-        Ok(Some(upgraded)) => upgraded,
-        Ok(None) => return,
-        Err(_) => {
-            // Slowloris: the request head did not arrive in time; just hang up.
-            CoreStats::bump(&core.stats.refused);
-            return;
-        }
-    };
-    monoio::spawn(connection(counted, stream, encoding, leftover));
+    let (stream, encoding, leftover, cookie) =
+        match Box::pin(monoio::time::timeout(timeout, handshake(&core, stream))).await {
+            Ok(Some(upgraded)) => upgraded,
+            Ok(None) => return,
+            Err(_) => {
+                // Slowloris: the request head did not arrive in time; just hang up.
+                CoreStats::bump(&core.stats.refused);
+                return;
+            }
+        };
+    monoio::spawn(connection(counted, stream, encoding, leftover, cookie));
 }
 
 /// A WebSocket connection, from the upgrade to the end.
-async fn connection(counted: Counted, stream: TcpStream, encoding: Encoding, leftover: Vec<u8>) {
+async fn connection(
+    counted: Counted,
+    stream: TcpStream,
+    encoding: Encoding,
+    leftover: Vec<u8>,
+    cookie: Option<String>,
+) {
     let core = &counted.0;
-    let conn = core.shard.borrow_mut().connect(encoding, Instant::now());
+    let conn = core.shard.borrow_mut().connect(encoding, Instant::now(), cookie.as_deref());
+    drop(cookie);
     let state = Rc::new(ConnState::new(conn, core.millis()));
     core.conns.borrow_mut().insert(conn, Rc::clone(&state));
     if core.stopping.get() {
@@ -261,7 +269,7 @@ async fn connection(counted: Counted, stream: TcpStream, encoding: Encoding, lef
 }
 
 /// Reads the request head, answers plain HTTP requests, and upgrades `/ws`.
-async fn handshake(core: &Rc<Core>, mut stream: TcpStream) -> Option<(TcpStream, Encoding, Vec<u8>)> {
+async fn handshake(core: &Rc<Core>, mut stream: TcpStream) -> Option<(TcpStream, Encoding, Vec<u8>, Option<String>)> {
     let mut head = Vec::new();
     // Request heads are a few hundred bytes; longer ones take more reads.
     let mut chunk = Vec::with_capacity(1024);
@@ -288,8 +296,13 @@ async fn handshake(core: &Rc<Core>, mut stream: TcpStream) -> Option<(TcpStream,
         ready: shared.ready.load(Ordering::Acquire) && !shared.shutting_down.load(Ordering::Acquire),
         allowed_origins: &shared.config.allowed_origins,
         metrics: &metrics,
+        handoff: shared.http.is_some(),
     };
     match http::route(&req, &ctx) {
+        Route::Handoff => {
+            handoff(core, stream, head);
+            None
+        }
         Route::Respond(response) => {
             if !response.starts_with("HTTP/1.1 200") {
                 CoreStats::bump(&core.stats.refused);
@@ -298,15 +311,37 @@ async fn handshake(core: &Rc<Core>, mut stream: TcpStream) -> Option<(TcpStream,
             let _ = stream.shutdown().await;
             None
         }
-        Route::Upgrade { response, encoding } => {
+        Route::Upgrade { response, encoding, cookie_token } => {
             if core.stopping.get() {
                 refuse(stream, "503 Service Unavailable", "server shutting down").await;
                 return None;
             }
             let (res, _) = stream.write_all(response.into_bytes()).await;
             res.ok()?;
-            Some((stream, encoding, head.split_off(len)))
+            Some((stream, encoding, head.split_off(len), cookie_token))
         }
+    }
+}
+
+/// Gives a connection the data plane does not serve to the control plane's runtime.
+fn handoff(core: &Rc<Core>, stream: TcpStream, read: Vec<u8>) {
+    let Some(http) = &core.shared.http else { return };
+    let peer = stream.peer_addr().ok();
+    let fd = stream.into_raw_fd();
+    // SAFETY: `into_raw_fd` gave up the runtime's ownership of this open socket (after
+    // deregistering it from the epoll driver, when that one runs); nothing else owns it.
+    #[allow(unsafe_code)]
+    let std_stream = unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    if let Err(back) = http.handoff(std_stream, read, peer) {
+        CoreStats::bump(&core.stats.refused);
+        let response = http::response(
+            "503 Service Unavailable",
+            "application/json",
+            "{\"error\":{\"code\":\"overloaded\",\"message\":\"the server is busy; try again\"}}",
+            "Retry-After: 1\r\n",
+        );
+        // Non-blocking and small: it fits the socket buffer, or the client gets nothing.
+        let _ = std::io::Write::write(&mut &back, response.as_bytes());
     }
 }
 

@@ -46,6 +46,8 @@ pub(crate) struct Core {
     /// Loads and history requests the storage queue had no room for: answered with an error
     /// once the effects being carried out are done.
     storage_refused: RefCell<Vec<StorageReq>>,
+    /// Access loads the control plane's queue had no room for, likewise.
+    refused_access: RefCell<Vec<(crate::protocol::DocId, crate::access::AccessUpdate)>>,
 }
 
 /// Group commit, from the core's side: ops committed since the last batch was sent, and
@@ -145,6 +147,19 @@ impl Core {
             }
             Effect::History { doc, from, query } => self.to_storage(StorageReq::History(doc, from, query)),
             Effect::Load { doc } => self.to_storage(StorageReq::Load(doc)),
+            Effect::LoadAccess { doc } => {
+                let queued = self.shared.control.as_ref().is_some_and(|c| c.load_access(&doc));
+                if !queued {
+                    let why = crate::access::AccessError::Unavailable("the control plane is busy".into());
+                    let update = crate::access::AccessUpdate::Loaded(Err(why));
+                    self.refused_access.borrow_mut().push((doc, update));
+                }
+            }
+            Effect::Edited { doc } => {
+                if let Some(c) = &self.shared.control {
+                    c.edited(&doc);
+                }
+            }
             Effect::Append { .. } => unreachable!("handled in apply_effects"),
         }
     }
@@ -152,11 +167,15 @@ impl Core {
     /// Answers the requests the storage queue refused, then carries out the replies.
     fn answer_refused(&self) {
         let refused = std::mem::take(&mut *self.storage_refused.borrow_mut());
-        if refused.is_empty() {
+        let access = std::mem::take(&mut *self.refused_access.borrow_mut());
+        if refused.is_empty() && access.is_empty() {
             return;
         }
         {
             let mut shard = self.shard.borrow_mut();
+            for (doc, update) in access {
+                shard.on_core_msg(CoreMsg::Access { doc, update }, Instant::now());
+            }
             for req in refused {
                 match req {
                     StorageReq::Load(doc) => {
@@ -324,6 +343,7 @@ pub(crate) fn run(
             storage: core_link,
             durability: RefCell::new(Durability::default()),
             storage_refused: RefCell::new(Vec::new()),
+            refused_access: RefCell::new(Vec::new()),
         });
         if core.storage.is_some() {
             monoio::spawn(storage_replies(Rc::clone(&core)));

@@ -21,8 +21,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use tandem_engine::Limits;
 
+use crate::access::{AccessUpdate, Auth, ControlLink};
 use crate::metrics::{CoreStats, Driver};
-use crate::shard::ShardConfig;
+use crate::protocol::DocId;
+use crate::shard::{CoreMsg, ShardConfig};
 use mailbox::Mailbox;
 pub use notify::Notify;
 pub use storage::{FsyncMode, OplogKind, ScyllaConfig, StorageConfig, open_core_log};
@@ -70,8 +72,11 @@ pub struct ServerConfig {
     pub presence_interval_ms: u64,
     /// Allowed `Origin` header values for the WebSocket upgrade; empty allows any.
     pub allowed_origins: Vec<String>,
-    /// When set, `hello` tokens must equal this secret; when unset, any token is accepted.
+    /// When set (and no control plane checks accounts), `hello` tokens must equal this
+    /// secret; when unset, any token is accepted.
     pub dev_secret: Option<String>,
+    /// A session is told its access token expires this many seconds before it does.
+    pub token_warning_s: u64,
     /// Messages each core's inbox holds.
     pub inbox_capacity: usize,
     /// Messages a core holds back for another core's full inbox before it drops frames and
@@ -167,6 +172,7 @@ impl Default for ServerConfig {
             presence_interval_ms: 50,
             allowed_origins: Vec::new(),
             dev_secret: None,
+            token_warning_s: 60,
             inbox_capacity: 65_536,
             backlog_limit: 1_000_000,
             shutdown_grace_ms: 5_000,
@@ -212,7 +218,7 @@ impl ServerConfig {
         self.storage.validate()
     }
 
-    fn shard_config(&self) -> ShardConfig {
+    fn shard_config(&self, auth: Auth) -> ShardConfig {
         ShardConfig {
             cores: u16::try_from(self.resolved_cores()).expect("validated: at most 1024 cores"),
             limits: Limits::from(&self.limits),
@@ -221,12 +227,69 @@ impl ServerConfig {
             max_messages_per_s: self.max_messages_per_s,
             presence_interval: Duration::from_millis(self.presence_interval_ms),
             max_message_bytes: self.max_message_bytes,
-            dev_secret: self.dev_secret.clone(),
+            auth,
+            token_warning: Duration::from_secs(self.token_warning_s),
+            edit_report_interval: Duration::from_secs(5),
             durable: self.storage.oplog != OplogKind::None,
             snapshot_every_ops: self.storage.snapshot_every_ops,
             snapshot_every_bytes: self.storage.snapshot_every_bytes,
             max_transform_steps_per_s: self.max_transform_steps_per_s,
             evict_idle_after: Duration::from_secs(self.evict_idle_s),
+        }
+    }
+}
+
+/// Receives the connections the data plane does not serve (the REST API, the page): the
+/// socket (non-blocking), the bytes already read from it (the request head and maybe more),
+/// and the peer's address. Called on a core: it must queue and return at once.
+pub trait HttpHandoff: Send + Sync {
+    /// Takes a connection, or gives it back when its queue is full (it is then answered
+    /// 503).
+    fn handoff(
+        &self,
+        stream: std::net::TcpStream,
+        read: Vec<u8>,
+        peer: Option<SocketAddr>,
+    ) -> Result<(), std::net::TcpStream>;
+}
+
+/// What the control plane plugs into the data plane.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// How tokens are checked. [`Auth::Open`] here means: use `dev_secret` from the config
+    /// when it is set.
+    pub auth: Auth,
+    /// Where access lists are asked for (needed with [`Auth::Accounts`]).
+    pub control: Option<Arc<dyn ControlLink>>,
+    /// Who serves the other HTTP requests on the port.
+    pub http: Option<Arc<dyn HttpHandoff>>,
+}
+
+/// A handle the control plane keeps to reach the cores (cheap to clone, any thread).
+#[derive(Clone)]
+pub struct DataPlane {
+    shared: Arc<Shared>,
+}
+
+impl DataPlane {
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        crate::metrics::render(&self.shared.stats)
+    }
+
+    /// True while the cores serve (started, not shutting down).
+    pub fn ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire) && !self.shared.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Delivers an access update to the core that owns `doc`; gives it back when that
+    /// core's inbox is full (retry shortly).
+    pub fn access(&self, doc: DocId, update: AccessUpdate) -> Result<(), AccessUpdate> {
+        let core = doc.owner(self.shared.inboxes.len());
+        match self.shared.inboxes[core].push(CoreMsg::Access { doc, update }) {
+            Ok(()) => Ok(()),
+            Err(CoreMsg::Access { update, .. }) => Err(update),
+            Err(_) => unreachable!("the message given back is the one pushed"),
         }
     }
 }
@@ -240,6 +303,8 @@ pub(crate) struct Shared {
     pub(crate) shutting_down: AtomicBool,
     pub(crate) ready: AtomicBool,
     pub(crate) connections: AtomicUsize,
+    pub(crate) control: Option<Arc<dyn ControlLink>>,
+    pub(crate) http: Option<Arc<dyn HttpHandoff>>,
 }
 
 /// A running server.
@@ -264,6 +329,16 @@ impl ServerHandle {
     /// Every core's published numbers.
     pub fn stats(&self) -> &[Arc<CoreStats>] {
         &self.shared.stats
+    }
+
+    /// A handle for the control plane to reach the cores.
+    pub fn data_plane(&self) -> DataPlane {
+        DataPlane { shared: Arc::clone(&self.shared) }
+    }
+
+    /// The `/metrics` text (for a control plane that serves it on a kept-alive connection).
+    pub fn metrics(&self) -> String {
+        crate::metrics::render(&self.shared.stats)
     }
 
     /// Starts a graceful shutdown: stop accepting, flush, close every client with 1001.
@@ -357,17 +432,31 @@ fn bind_listeners(
 
 /// Starts the server and returns once every core is listening.
 pub fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
+    start_with(config, Hooks::default())
+}
+
+/// Starts the server with a control plane's hooks.
+pub fn start_with(config: ServerConfig, hooks: Hooks) -> std::io::Result<ServerHandle> {
     config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let auth = match (hooks.auth, &config.dev_secret) {
+        (Auth::Open, Some(secret)) => Auth::Dev(secret.clone()),
+        (auth, _) => auth,
+    };
+    if auth.checks_access() && hooks.control.is_none() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "checking accounts needs a control plane"));
+    }
     let cores = config.resolved_cores();
     let (addr, listeners) = bind_listeners(config.listen, cores, BIND_RETRY)?;
     let shared = Arc::new(Shared {
-        shard: Arc::new(config.shard_config()),
+        shard: Arc::new(config.shard_config(auth)),
         inboxes: (0..cores).map(|_| Mailbox::new(config.inbox_capacity)).collect(),
         stats: (0..cores).map(|_| Arc::new(CoreStats::default())).collect(),
         config,
         shutting_down: AtomicBool::new(false),
         ready: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
+        control: hooks.control,
+        http: hooks.http,
     });
     // Every core's op log is recovered before any core serves.
     let mut storage = Vec::with_capacity(cores);

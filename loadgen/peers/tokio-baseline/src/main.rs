@@ -137,7 +137,14 @@ impl Conn {
                     max_document_chars: 64 << 20,
                     history_ops: 10_000,
                 };
-                self.reply(&ServerMsg::Welcome { protocol: PROTOCOL_VERSION, session: self.id, client, limits });
+                self.reply(&ServerMsg::Welcome {
+                    protocol: PROTOCOL_VERSION,
+                    session: self.id,
+                    client,
+                    limits,
+                    user: String::new(),
+                    expires_at: None,
+                });
             } else {
                 self.error(ErrorCode::BadHello, "hello first".into(), None);
             }
@@ -171,12 +178,16 @@ impl Conn {
                     ops,
                     online,
                     last_seq: r.state.last_client_seq(client),
+                    role: None,
                 });
                 if joined {
                     broadcast(&r, &ServerMsg::Joined { doc: doc.clone(), peer }, Some(self.id));
                 }
                 drop(r);
                 self.open.insert(doc, room);
+            }
+            ClientMsg::Refresh { .. } => {
+                self.error(ErrorCode::BadMessage, "the baseline checks no tokens".into(), None);
             }
             ClientMsg::GetRevision { doc, .. } | ClientMsg::ListRevisions { doc, .. } => {
                 // The baseline measures the data plane only: it keeps no history.

@@ -1,0 +1,162 @@
+//! The control plane's side of the queues to the cores: access lists asked for by the
+//! cores, access changes pushed to them, and the cores' "document edited" hints.
+//!
+//! A change is committed in SQL first; then the whole new access list (read after the
+//! commit, so it carries the new version) goes to the document's owner core, and the
+//! request that made the change is answered once the core has applied it. Lists carry the
+//! document's `acl_version`, so an older one (a load answered before the change committed)
+//! never replaces a newer one. In a cluster the same message travels to the node that owns
+//! the document, the way frames for its documents do; a node that owns nothing for the
+//! document has nothing to update (it loads the list fresh when the document opens).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tandem_net::DataPlane;
+use tandem_net::access::{AccessError, AccessUpdate, ControlLink, Done};
+use tandem_net::protocol::DocId;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::store::Store;
+
+/// Requests from the cores waiting for the control plane.
+const QUEUE: usize = 16_384;
+/// How long a change waits for its owner core to apply it before the request is answered
+/// anyway (the change is committed; only its live effect is late).
+const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+enum Request {
+    Load(DocId),
+    Edited(DocId),
+}
+
+/// What the cores hold: the sending end of the control plane's queue.
+pub struct Link {
+    tx: mpsc::Sender<Request>,
+}
+
+impl ControlLink for Link {
+    fn load_access(&self, doc: &DocId) -> bool {
+        self.tx.try_send(Request::Load(doc.clone())).is_ok()
+    }
+
+    fn edited(&self, doc: &DocId) {
+        let _ = self.tx.try_send(Request::Edited(doc.clone()));
+    }
+}
+
+/// The control plane's handle on the cores.
+#[derive(Clone)]
+pub struct Bridge {
+    store: Store,
+    data: Arc<OnceLock<DataPlane>>,
+}
+
+impl Bridge {
+    /// A bridge and the link to give the data plane; [`Bridge::run`] serves the link once
+    /// [`Bridge::attach`] has been given the running data plane.
+    pub fn new(store: Store) -> (Self, Arc<Link>, Receiver) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Self { store, data: Arc::new(OnceLock::new()) }, Arc::new(Link { tx }), Receiver(rx))
+    }
+
+    /// Connects the running data plane.
+    pub fn attach(&self, data: DataPlane) {
+        let _ = self.data.set(data);
+    }
+
+    /// Delivers an update to `doc`'s owner core, waiting while its inbox is full.
+    async fn deliver(&self, doc: DocId, mut update: AccessUpdate) {
+        let Some(data) = self.data.get() else { return };
+        let mut wait = Duration::from_micros(100);
+        loop {
+            match data.access(doc.clone(), update) {
+                Ok(()) => return,
+                Err(back) => {
+                    update = back;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Pushes `doc`'s current access list (or its deletion) to its owner core and waits
+    /// until the core has applied it. Call after the change is committed.
+    pub async fn access_changed(&self, doc: &str) {
+        let Ok(id) = DocId::new(doc) else { return };
+        if self.data.get().is_none() {
+            return;
+        }
+        let list = match self.store.access_list(doc).await {
+            Ok(list) => list,
+            Err(e) => {
+                // Committed, but the live sessions keep the old list until they re-open.
+                warn!(doc, "could not read the access list to push it: {e}");
+                return;
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let tx = Mutex::new(Some(tx));
+        let done = Done::new(move || {
+            if let Some(tx) = tx.lock().expect("not poisoned").take() {
+                let _ = tx.send(());
+            }
+        });
+        let update = match list {
+            Some(list) => AccessUpdate::Changed(Arc::new(list), Some(done)),
+            None => AccessUpdate::Deleted(Some(done)),
+        };
+        self.deliver(id, update).await;
+        if tokio::time::timeout(APPLY_TIMEOUT, rx).await.is_err() {
+            warn!(doc, "the owner core took over {APPLY_TIMEOUT:?} to apply an access change");
+        }
+    }
+
+    /// Serves the cores' requests until the link is dropped.
+    pub async fn run(self, mut rx: Receiver) {
+        let edited = Arc::new(Mutex::new(HashSet::<String>::new()));
+        let flusher = {
+            let (store, edited) = (self.store.clone(), Arc::clone(&edited));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let batch: Vec<String> = edited.lock().expect("not poisoned").drain().collect();
+                    if !batch.is_empty()
+                        && let Err(e) = store.touch_documents(&batch, crate::now_ms()).await
+                    {
+                        warn!("recording edit times: {e}");
+                    }
+                }
+            })
+        };
+        while let Some(req) = rx.0.recv().await {
+            match req {
+                Request::Load(doc) => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let answer = match this.store.access_list(doc.as_str()).await {
+                            Ok(Some(list)) => Ok(Arc::new(list)),
+                            Ok(None) => Err(AccessError::NotFound),
+                            Err(e) => {
+                                warn!(doc = doc.as_str(), "loading an access list: {e}");
+                                Err(AccessError::Unavailable("the metadata store is unavailable".into()))
+                            }
+                        };
+                        this.deliver(doc, AccessUpdate::Loaded(answer)).await;
+                    });
+                }
+                Request::Edited(doc) => {
+                    edited.lock().expect("not poisoned").insert(doc.as_str().to_owned());
+                }
+            }
+        }
+        flusher.abort();
+    }
+}
+
+/// The receiving end of the cores' queue (see [`Bridge::run`]).
+pub struct Receiver(mpsc::Receiver<Request>);

@@ -1,0 +1,1008 @@
+//! The control plane's SQL store: users, refresh tokens, documents, roles, invitations and
+//! the outbox, on SQLite (the default, a file in the data directory, WAL mode) or PostgreSQL.
+//!
+//! One set of queries serves both engines through sqlx's `Any` driver (`$1` placeholders,
+//! portable types: TEXT and BIGINT). Each engine has its own migration directory, kept
+//! equivalent by a test. On SQLite, writes go through a pool of one connection (SQLite has
+//! one writer; a second would only wait for the lock or fail to upgrade a read transaction),
+//! reads through several.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row, SqlStr};
+use tandem_net::access::AccessList;
+use tandem_net::protocol::Role;
+
+use crate::error::{Error, Result};
+use crate::outbox::{Event, OutboxRow, SCHEMA_VERSION};
+use crate::{now_ms, random_id};
+
+/// Which engine a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// SQLite (one file).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// The migrations of one engine, in order.
+fn migrations(engine: Engine) -> Vec<Migration> {
+    let files: &[(i64, &str, &'static str)] = match engine {
+        Engine::Sqlite => {
+            &[(1, "accounts documents", include_str!("../migrations/sqlite/0001_accounts_documents.sql"))]
+        }
+        Engine::Postgres => {
+            &[(1, "accounts documents", include_str!("../migrations/postgres/0001_accounts_documents.sql"))]
+        }
+    };
+    files
+        .iter()
+        .map(|&(version, description, sql)| {
+            Migration::new(version, description.into(), MigrationType::Simple, SqlStr::from_static(sql), false)
+        })
+        .collect()
+}
+
+/// A user account (never with its password hash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// The user's id.
+    pub id: String,
+    /// Normalized email address.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// When the account was made, ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// A document's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document {
+    /// The server-made id (URL-safe).
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Its owner's user id.
+    pub owner_id: String,
+    /// Created, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// Last edited or renamed, ms since the Unix epoch.
+    pub updated_ms: i64,
+    /// The role of anyone signed in with the link (none: link sharing is off).
+    pub link_role: Option<Role>,
+    /// Editors may share it too (otherwise only the owner may).
+    pub editors_can_share: bool,
+    /// The version of its access list.
+    pub acl_version: i64,
+}
+
+/// A document as one user sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocumentView {
+    /// The document.
+    pub doc: Document,
+    /// The user's role on it.
+    pub role: Role,
+}
+
+/// One page of a user's documents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The documents, most recently edited first.
+    pub docs: Vec<DocumentView>,
+    /// Where the next page starts (none: this was the last).
+    pub next: Option<Cursor>,
+}
+
+/// A position in a user's document list: (updated time, id) of the last one seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// Its `updated_ms`.
+    pub updated_ms: i64,
+    /// Its id.
+    pub id: String,
+}
+
+/// What presenting a refresh token did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// It was valid and is now used: a new one of the same family may be issued.
+    Rotated {
+        /// Whose.
+        user: User,
+        /// The family.
+        family: String,
+    },
+    /// It had been used before: its whole family is now revoked.
+    Reused,
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+/// Someone's role on a document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permission {
+    /// Who.
+    pub user: User,
+    /// Their role.
+    pub role: Role,
+}
+
+/// A share waiting for its address to sign up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invitation {
+    /// The address.
+    pub email: String,
+    /// The role it will get.
+    pub role: Role,
+    /// When it was made, ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// What a share did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShareOutcome {
+    /// The address has an account: it has the role now.
+    Granted(User),
+    /// It has none: the role applies when it signs up.
+    Invited,
+}
+
+/// A new user and the documents whose access lists their invitations changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedUp {
+    /// The account.
+    pub user: User,
+    /// Documents shared with the address before it signed up.
+    pub invited_to: Vec<String>,
+}
+
+/// The metadata store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    engine: Engine,
+    read: AnyPool,
+    write: AnyPool,
+}
+
+fn role_from(name: &str) -> Result<Role> {
+    Role::parse(name).ok_or_else(|| Error::Corrupt(format!("unknown role {name:?} in the database")))
+}
+
+fn user_from(row: &AnyRow, prefix: &str) -> Result<User> {
+    let col = |c: &str| format!("{prefix}{c}");
+    Ok(User {
+        id: row.try_get(col("id").as_str())?,
+        email: row.try_get(col("email").as_str())?,
+        name: row.try_get(col("name").as_str())?,
+        created_ms: row.try_get(col("created_ms").as_str())?,
+    })
+}
+
+fn document_from(row: &AnyRow) -> Result<Document> {
+    let link: Option<String> = row.try_get("link_role")?;
+    Ok(Document {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        owner_id: row.try_get("owner_id")?,
+        created_ms: row.try_get("created_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+        link_role: link.as_deref().map(role_from).transpose()?,
+        editors_can_share: row.try_get::<i64, _>("editors_can_share")? != 0,
+        acl_version: row.try_get("acl_version")?,
+    })
+}
+
+/// Writes an event to the outbox inside the caller's transaction.
+async fn outbox(tx: &mut sqlx::AnyConnection, event: &Event, now: i64) -> Result<()> {
+    let payload = serde_json::to_string(event).expect("events serialize");
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, kind, schema_version, doc_id, payload, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(random_id())
+    .bind(event.topic())
+    .bind(event.kind())
+    .bind(SCHEMA_VERSION)
+    .bind(event.doc())
+    .bind(payload)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Bumps a document's access-list version (inside the caller's transaction).
+async fn bump_acl(tx: &mut sqlx::AnyConnection, doc: &str) -> Result<()> {
+    sqlx::query("UPDATE documents SET acl_version = acl_version + 1 WHERE id = $1").bind(doc).execute(&mut *tx).await?;
+    Ok(())
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://...`), creating a SQLite file when
+    /// missing. Migrations are not run: see [`Store::migrate`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let engine = if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Engine::Postgres
+        } else {
+            return Err(Error::Config(format!("database URL must start with sqlite: or postgres:, not {url:?}")));
+        };
+        let timeout = Duration::from_secs(10);
+        match engine {
+            Engine::Sqlite => {
+                let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
+                let setup = sqlite_setup;
+                let write = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(timeout)
+                    .after_connect(setup)
+                    .connect(&url)
+                    .await?;
+                let read = AnyPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(timeout)
+                    .after_connect(setup)
+                    .connect(&url)
+                    .await?;
+                Ok(Self { engine, read, write })
+            }
+            Engine::Postgres => {
+                let pool = AnyPoolOptions::new().max_connections(16).acquire_timeout(timeout).connect(url).await?;
+                Ok(Self { engine, read: pool.clone(), write: pool })
+            }
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Applies the migrations not applied yet; returns how many ran.
+    pub async fn migrate(&self) -> Result<usize> {
+        let migrator = Migrator::with_migrations(migrations(self.engine));
+        let mut conn = self.write.acquire().await?;
+        let before = applied(&mut conn).await;
+        migrator.run(&mut *conn).await.map_err(|e| Error::Migrate(e.to_string()))?;
+        let after = applied(&mut conn).await;
+        Ok(after.saturating_sub(before))
+    }
+
+    /// Closes the pools.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    // ---- users ----
+
+    /// Creates a user; pending invitations for the address become roles.
+    pub async fn create_user(&self, email: &str, name: &str, password_hash: &str) -> Result<SignedUp> {
+        let now = now_ms();
+        let id = format!("u{}", random_id());
+        let mut tx = self.write.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, name, password_hash, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .bind(&id)
+        .bind(email)
+        .bind(name)
+        .bind(password_hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        if let Err(sqlx::Error::Database(e)) = &inserted
+            && e.is_unique_violation()
+        {
+            return Err(Error::EmailTaken);
+        }
+        inserted?;
+        let invites = sqlx::query(
+            "SELECT i.doc_id, i.role, i.invited_by, d.updated_ms FROM invitations i \
+             JOIN documents d ON d.id = i.doc_id WHERE i.email = $1 AND d.deleted_ms IS NULL",
+        )
+        .bind(email)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut invited_to = Vec::new();
+        for row in invites {
+            let doc: String = row.try_get("doc_id")?;
+            let role: String = row.try_get("role")?;
+            let by: String = row.try_get("invited_by")?;
+            let updated: i64 = row.try_get("updated_ms")?;
+            sqlx::query(
+                "INSERT INTO permissions (doc_id, user_id, role, doc_updated_ms, created_ms) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&doc)
+            .bind(&id)
+            .bind(&role)
+            .bind(updated)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            bump_acl(&mut tx, &doc).await?;
+            let event = Event::RoleChanged { doc: doc.clone(), user: id.clone(), role: Some(role_from(&role)?), by };
+            outbox(&mut tx, &event, now).await?;
+            invited_to.push(doc);
+        }
+        sqlx::query("DELETE FROM invitations WHERE email = $1").bind(email).execute(&mut *tx).await?;
+        tx.commit().await?;
+        let user = User { id, email: email.to_owned(), name: name.to_owned(), created_ms: now };
+        Ok(SignedUp { user, invited_to })
+    }
+
+    /// A user and their password hash, by email.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<(User, String)>> {
+        let row = sqlx::query("SELECT id, email, name, created_ms, password_hash FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| Ok((user_from(&r, "")?, r.try_get("password_hash")?))).transpose()
+    }
+
+    /// A user and their password hash, by id.
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<(User, String)>> {
+        let row = sqlx::query("SELECT id, email, name, created_ms, password_hash FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| Ok((user_from(&r, "")?, r.try_get("password_hash")?))).transpose()
+    }
+
+    /// Sets a user's password hash and revokes all their refresh tokens (every other
+    /// session must sign in again).
+    pub async fn set_password(&self, user: &str, password_hash: &str) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $1, updated_ms = $2 WHERE id = $3")
+            .bind(password_hash)
+            .bind(now)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE refresh_tokens SET revoked_ms = $1 WHERE user_id = $2 AND revoked_ms IS NULL")
+            .bind(now)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- refresh tokens ----
+
+    /// Stores a refresh token's hash (of a new family, or of `family` when rotating).
+    pub async fn add_refresh_token(&self, hash: &str, family: &str, user: &str, expires_ms: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family, user_id, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash)
+        .bind(family)
+        .bind(user)
+        .bind(now_ms())
+        .bind(expires_ms)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Presents a refresh token (by hash): marks it used when it is valid; revokes its
+    /// family when it was used before.
+    pub async fn use_refresh_token(&self, hash: &str) -> Result<RefreshOutcome> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let used = sqlx::query(
+            "UPDATE refresh_tokens SET used_ms = $1 WHERE token_hash = $2 AND used_ms IS NULL \
+             AND revoked_ms IS NULL AND expires_ms > $1 RETURNING user_id, family",
+        )
+        .bind(now)
+        .bind(hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = used {
+            let user_id: String = row.try_get("user_id")?;
+            let family: String = row.try_get("family")?;
+            let user = sqlx::query("SELECT id, email, name, created_ms FROM users WHERE id = $1")
+                .bind(&user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(RefreshOutcome::Rotated { user: user_from(&user, "")?, family });
+        }
+        let known = sqlx::query("SELECT family, used_ms FROM refresh_tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = match known {
+            Some(row) if row.try_get::<Option<i64>, _>("used_ms")?.is_some() => {
+                // A used token again: it was stolen, or the client lost a race with itself.
+                // Either way nobody may keep using the family.
+                let family: String = row.try_get("family")?;
+                sqlx::query("UPDATE refresh_tokens SET revoked_ms = $1 WHERE family = $2 AND revoked_ms IS NULL")
+                    .bind(now)
+                    .bind(&family)
+                    .execute(&mut *tx)
+                    .await?;
+                RefreshOutcome::Reused
+            }
+            _ => RefreshOutcome::Invalid,
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Revokes the family of a refresh token (log out); false when the token is unknown.
+    pub async fn revoke_refresh_family(&self, hash: &str) -> Result<bool> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_ms = $1 WHERE revoked_ms IS NULL AND family = \
+             (SELECT family FROM refresh_tokens WHERE token_hash = $2)",
+        )
+        .bind(now)
+        .bind(hash)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Deletes refresh tokens expired for more than a day; returns how many.
+    pub async fn prune_refresh_tokens(&self) -> Result<u64> {
+        let cutoff = now_ms() - 86_400_000;
+        let done =
+            sqlx::query("DELETE FROM refresh_tokens WHERE expires_ms < $1").bind(cutoff).execute(&self.write).await?;
+        Ok(done.rows_affected())
+    }
+
+    // ---- documents ----
+
+    /// Creates a document owned by `owner`.
+    pub async fn create_document(&self, owner: &str, title: &str) -> Result<Document> {
+        let now = now_ms();
+        let id = random_id();
+        let mut tx = self.write.begin().await?;
+        sqlx::query("INSERT INTO documents (id, title, owner_id, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $4)")
+            .bind(&id)
+            .bind(title)
+            .bind(owner)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO permissions (doc_id, user_id, role, doc_updated_ms, created_ms) VALUES ($1, $2, 'owner', $3, $3)",
+        )
+        .bind(&id)
+        .bind(owner)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let event = Event::DocumentCreated { doc: id.clone(), title: title.to_owned(), owner: owner.to_owned() };
+        outbox(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(Document {
+            id,
+            title: title.to_owned(),
+            owner_id: owner.to_owned(),
+            created_ms: now,
+            updated_ms: now,
+            link_role: None,
+            editors_can_share: false,
+            acl_version: 1,
+        })
+    }
+
+    /// A document (not deleted), whoever asks.
+    pub async fn document(&self, id: &str) -> Result<Option<Document>> {
+        let row = sqlx::query(
+            "SELECT id, title, owner_id, created_ms, updated_ms, link_role, editors_can_share, acl_version \
+             FROM documents WHERE id = $1 AND deleted_ms IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(document_from).transpose()
+    }
+
+    /// A document as `user` sees it: none when it does not exist or they may not read it
+    /// (the two are not told apart).
+    pub async fn document_for(&self, id: &str, user: &str) -> Result<Option<DocumentView>> {
+        let Some(doc) = self.document(id).await? else { return Ok(None) };
+        let own: Option<String> = sqlx::query("SELECT role FROM permissions WHERE doc_id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|r| r.try_get("role"))
+            .transpose()?;
+        let own = own.as_deref().map(role_from).transpose()?;
+        Ok(own.max(doc.link_role).map(|role| DocumentView { doc, role }))
+    }
+
+    /// The documents `user` has a role on, most recently edited first, `limit` at a time.
+    pub async fn documents_for(&self, user: &str, after: Option<&Cursor>, limit: u32) -> Result<Page> {
+        let limit = i64::from(limit.max(1));
+        let sql_first = "SELECT d.id, d.title, d.owner_id, d.created_ms, d.updated_ms, d.link_role, \
+             d.editors_can_share, d.acl_version, p.role, p.doc_updated_ms FROM permissions p \
+             JOIN documents d ON d.id = p.doc_id WHERE p.user_id = $1 \
+             ORDER BY p.doc_updated_ms DESC, p.doc_id DESC LIMIT $2";
+        let sql_after = "SELECT d.id, d.title, d.owner_id, d.created_ms, d.updated_ms, d.link_role, \
+             d.editors_can_share, d.acl_version, p.role, p.doc_updated_ms FROM permissions p \
+             JOIN documents d ON d.id = p.doc_id WHERE p.user_id = $1 \
+             AND (p.doc_updated_ms < $3 OR (p.doc_updated_ms = $3 AND p.doc_id < $4)) \
+             ORDER BY p.doc_updated_ms DESC, p.doc_id DESC LIMIT $2";
+        let rows = match after {
+            None => sqlx::query(sql_first).bind(user).bind(limit + 1).fetch_all(&self.read).await?,
+            Some(c) => {
+                sqlx::query(sql_after)
+                    .bind(user)
+                    .bind(limit + 1)
+                    .bind(c.updated_ms)
+                    .bind(&c.id)
+                    .fetch_all(&self.read)
+                    .await?
+            }
+        };
+        let more = rows.len() as i64 > limit;
+        let mut docs = Vec::with_capacity(rows.len());
+        let mut next = None;
+        for row in rows.iter().take(limit as usize) {
+            let role: String = row.try_get("role")?;
+            let doc = document_from(row)?;
+            next = Some(Cursor { updated_ms: row.try_get("doc_updated_ms")?, id: doc.id.clone() });
+            docs.push(DocumentView { doc, role: role_from(&role)? });
+        }
+        Ok(Page { docs, next: if more { next } else { None } })
+    }
+
+    /// Renames a document.
+    pub async fn rename_document(&self, id: &str, title: &str, by: &str) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query("UPDATE documents SET title = $1, updated_ms = $2 WHERE id = $3 AND deleted_ms IS NULL")
+            .bind(title)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound);
+        }
+        sqlx::query("UPDATE permissions SET doc_updated_ms = $1 WHERE doc_id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let event = Event::DocumentRenamed { doc: id.to_owned(), title: title.to_owned(), by: by.to_owned() };
+        outbox(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Changes link sharing and who may share.
+    pub async fn set_sharing(
+        &self,
+        id: &str,
+        link_role: Option<Option<Role>>,
+        editors_can_share: Option<bool>,
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        if let Some(link) = link_role {
+            sqlx::query("UPDATE documents SET link_role = $1 WHERE id = $2 AND deleted_ms IS NULL")
+                .bind(link.map(Role::as_str))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            bump_acl(&mut tx, id).await?;
+        }
+        if let Some(flag) = editors_can_share {
+            sqlx::query("UPDATE documents SET editors_can_share = $1 WHERE id = $2 AND deleted_ms IS NULL")
+                .bind(i64::from(flag))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a document: its row stays as a tombstone (its id never opens again), its
+    /// roles and invitations go.
+    pub async fn delete_document(&self, id: &str, by: &str) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE documents SET deleted_ms = $1, acl_version = acl_version + 1 WHERE id = $2 AND deleted_ms IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound);
+        }
+        sqlx::query("DELETE FROM permissions WHERE doc_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM invitations WHERE doc_id = $1").bind(id).execute(&mut *tx).await?;
+        outbox(&mut tx, &Event::DocumentDeleted { doc: id.to_owned(), by: by.to_owned() }, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records edits: documents' `updated_ms` (and their listing order) move to `at`.
+    pub async fn touch_documents(&self, ids: &[String], at: i64) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        for id in ids {
+            sqlx::query("UPDATE documents SET updated_ms = $1 WHERE id = $2 AND updated_ms < $1")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE permissions SET doc_updated_ms = $1 WHERE doc_id = $2 AND doc_updated_ms < $1")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A document's access list, for its owner core.
+    pub async fn access_list(&self, id: &str) -> Result<Option<AccessList>> {
+        let Some(doc) = self.document(id).await? else { return Ok(None) };
+        let rows = sqlx::query("SELECT user_id, role FROM permissions WHERE doc_id = $1")
+            .bind(id)
+            .fetch_all(&self.read)
+            .await?;
+        let mut roles = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let user: String = row.try_get("user_id")?;
+            let role: String = row.try_get("role")?;
+            roles.insert(Arc::from(user.as_str()), role_from(&role)?);
+        }
+        let version = u64::try_from(doc.acl_version).unwrap_or(0);
+        Ok(Some(AccessList { version, roles, link: doc.link_role }))
+    }
+
+    // ---- sharing ----
+
+    /// Gives the account with `email` a role, or records an invitation for the address.
+    /// Never changes the owner's role, and never grants `owner` (see [`Store::transfer`]).
+    pub async fn share(&self, doc: &Document, by: &User, email: &str, role: Role) -> Result<ShareOutcome> {
+        if role == Role::Owner {
+            return Err(Error::Invalid("a document has one owner: transfer ownership instead".into()));
+        }
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let target = sqlx::query("SELECT id, email, name, created_ms FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = match target {
+            Some(row) => {
+                let user = user_from(&row, "")?;
+                if user.id == doc.owner_id {
+                    return Err(Error::Invalid("that is the document's owner".into()));
+                }
+                let updated = sqlx::query("UPDATE permissions SET role = $1 WHERE doc_id = $2 AND user_id = $3")
+                    .bind(role.as_str())
+                    .bind(&doc.id)
+                    .bind(&user.id)
+                    .execute(&mut *tx)
+                    .await?;
+                if updated.rows_affected() == 0 {
+                    sqlx::query(
+                        "INSERT INTO permissions (doc_id, user_id, role, doc_updated_ms, created_ms) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&doc.id)
+                    .bind(&user.id)
+                    .bind(role.as_str())
+                    .bind(doc.updated_ms)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                bump_acl(&mut tx, &doc.id).await?;
+                ShareOutcome::Granted(user)
+            }
+            None => {
+                let updated = sqlx::query("UPDATE invitations SET role = $1 WHERE doc_id = $2 AND email = $3")
+                    .bind(role.as_str())
+                    .bind(&doc.id)
+                    .bind(email)
+                    .execute(&mut *tx)
+                    .await?;
+                if updated.rows_affected() == 0 {
+                    sqlx::query(
+                        "INSERT INTO invitations (doc_id, email, role, invited_by, created_ms) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&doc.id)
+                    .bind(email)
+                    .bind(role.as_str())
+                    .bind(&by.id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                ShareOutcome::Invited
+            }
+        };
+        let event = Event::DocumentShared {
+            doc: doc.id.clone(),
+            title: doc.title.clone(),
+            by: by.id.clone(),
+            by_name: by.name.clone(),
+            email: email.to_owned(),
+            role,
+            user: match &outcome {
+                ShareOutcome::Granted(u) => Some(u.id.clone()),
+                ShareOutcome::Invited => None,
+            },
+        };
+        outbox(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Everyone with a role on a document, and its pending invitations.
+    pub async fn permissions(&self, doc: &str) -> Result<(Vec<Permission>, Vec<Invitation>)> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.email, u.name, u.created_ms, p.role FROM permissions p JOIN users u ON u.id = p.user_id \
+             WHERE p.doc_id = $1 ORDER BY p.created_ms, u.id",
+        )
+        .bind(doc)
+        .fetch_all(&self.read)
+        .await?;
+        let perms = rows
+            .iter()
+            .map(|r| Ok(Permission { user: user_from(r, "")?, role: role_from(&r.try_get::<String, _>("role")?)? }))
+            .collect::<Result<Vec<_>>>()?;
+        let rows =
+            sqlx::query("SELECT email, role, created_ms FROM invitations WHERE doc_id = $1 ORDER BY created_ms, email")
+                .bind(doc)
+                .fetch_all(&self.read)
+                .await?;
+        let invites = rows
+            .iter()
+            .map(|r| {
+                Ok(Invitation {
+                    email: r.try_get("email")?,
+                    role: role_from(&r.try_get::<String, _>("role")?)?,
+                    created_ms: r.try_get("created_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((perms, invites))
+    }
+
+    /// Sets (`Some`) or revokes (`None`) a user's role. The owner's role changes only by
+    /// [`Store::transfer`]. Returns false when the user had no role and none is set.
+    pub async fn set_role(&self, doc: &str, user: &str, role: Option<Role>, by: &str) -> Result<bool> {
+        if role == Some(Role::Owner) {
+            return Err(Error::Invalid("a document has one owner: transfer ownership instead".into()));
+        }
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let current: Option<String> = sqlx::query("SELECT role FROM permissions WHERE doc_id = $1 AND user_id = $2")
+            .bind(doc)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("role"))
+            .transpose()?;
+        match (current.as_deref(), role) {
+            (Some("owner"), _) => return Err(Error::Invalid("the owner's role changes only by a transfer".into())),
+            (None, _) => return Ok(false),
+            (Some(_), Some(role)) => {
+                sqlx::query("UPDATE permissions SET role = $1 WHERE doc_id = $2 AND user_id = $3")
+                    .bind(role.as_str())
+                    .bind(doc)
+                    .bind(user)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            (Some(_), None) => {
+                sqlx::query("DELETE FROM permissions WHERE doc_id = $1 AND user_id = $2")
+                    .bind(doc)
+                    .bind(user)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        bump_acl(&mut tx, doc).await?;
+        let event = Event::RoleChanged { doc: doc.to_owned(), user: user.to_owned(), role, by: by.to_owned() };
+        outbox(&mut tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Withdraws an invitation; false when there was none.
+    pub async fn withdraw_invitation(&self, doc: &str, email: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM invitations WHERE doc_id = $1 AND email = $2")
+            .bind(doc)
+            .bind(email)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Makes `to` (who must already have a role) the owner; the old owner becomes an
+    /// editor.
+    pub async fn transfer(&self, doc: &Document, to: &str) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let has_role = sqlx::query("SELECT role FROM permissions WHERE doc_id = $1 AND user_id = $2")
+            .bind(&doc.id)
+            .bind(to)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !has_role {
+            return Err(Error::Invalid("share the document with the new owner first".into()));
+        }
+        sqlx::query("UPDATE permissions SET role = 'editor' WHERE doc_id = $1 AND user_id = $2")
+            .bind(&doc.id)
+            .bind(&doc.owner_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE permissions SET role = 'owner' WHERE doc_id = $1 AND user_id = $2")
+            .bind(&doc.id)
+            .bind(to)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE documents SET owner_id = $1 WHERE id = $2")
+            .bind(to)
+            .bind(&doc.id)
+            .execute(&mut *tx)
+            .await?;
+        bump_acl(&mut tx, &doc.id).await?;
+        for (user, role) in [(to, Role::Owner), (doc.owner_id.as_str(), Role::Editor)] {
+            let event = Event::RoleChanged {
+                doc: doc.id.clone(),
+                user: user.to_owned(),
+                role: Some(role),
+                by: doc.owner_id.clone(),
+            };
+            outbox(&mut tx, &event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- outbox ----
+
+    /// Outbox rows not yet published, in order, at most `limit`.
+    pub async fn unsent_events(&self, limit: u32) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT seq, event_id, topic, schema_version, payload, created_ms, sent_ms FROM outbox \
+             WHERE sent_ms IS NULL ORDER BY seq LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let payload: String = r.try_get("payload")?;
+                Ok(OutboxRow {
+                    seq: r.try_get("seq")?,
+                    event_id: r.try_get("event_id")?,
+                    topic: r.try_get("topic")?,
+                    schema_version: r.try_get("schema_version")?,
+                    event: serde_json::from_str(&payload).map_err(|e| Error::Corrupt(format!("outbox event: {e}")))?,
+                    created_ms: r.try_get("created_ms")?,
+                    sent_ms: r.try_get("sent_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks outbox rows up to `seq` as published.
+    pub async fn mark_sent(&self, up_to_seq: i64) -> Result<()> {
+        sqlx::query("UPDATE outbox SET sent_ms = $1 WHERE seq <= $2 AND sent_ms IS NULL")
+            .bind(now_ms())
+            .bind(up_to_seq)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Every table's columns as (table, column, declared type family, nullable), sorted:
+    /// the migrations of both engines must give the same answer.
+    pub async fn schema(&self) -> Result<Vec<(String, String, String, bool)>> {
+        let tables = ["users", "refresh_tokens", "documents", "permissions", "invitations", "outbox"];
+        let mut out = Vec::new();
+        for table in tables {
+            let rows = match self.engine {
+                Engine::Sqlite => {
+                    let sql = match table {
+                        "users" => "SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info('users')",
+                        "refresh_tokens" => {
+                            "SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info('refresh_tokens')"
+                        }
+                        "documents" => "SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info('documents')",
+                        "permissions" => {
+                            "SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info('permissions')"
+                        }
+                        "invitations" => {
+                            "SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info('invitations')"
+                        }
+                        _ => "SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info('outbox')",
+                    };
+                    let rows = sqlx::query(sql).fetch_all(&self.read).await?;
+                    rows.iter()
+                        .map(|r| {
+                            let ty: String = r.try_get("type")?;
+                            // A primary key is NOT NULL on PostgreSQL whatever it says.
+                            let not_null = r.try_get::<i64, _>("nn")? != 0 || r.try_get::<i64, _>("pk")? != 0;
+                            Ok((r.try_get::<String, _>("name")?, type_family(&ty), !not_null))
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                }
+                Engine::Postgres => {
+                    let rows = sqlx::query(
+                        "SELECT column_name::text AS name, data_type::text AS ty, is_nullable::text AS nullable \
+                         FROM information_schema.columns WHERE table_name = $1 AND table_schema = current_schema()",
+                    )
+                    .bind(table)
+                    .fetch_all(&self.read)
+                    .await?;
+                    rows.iter()
+                        .map(|r| {
+                            let ty: String = r.try_get("ty")?;
+                            let nullable: String = r.try_get("nullable")?;
+                            Ok((r.try_get::<String, _>("name")?, type_family(&ty), nullable == "YES"))
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                }
+            };
+            out.extend(rows.into_iter().map(|(c, t, n)| (table.to_owned(), c, t, n)));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// A column type, as one family name for both engines.
+fn type_family(ty: &str) -> String {
+    let ty = ty.to_ascii_lowercase();
+    if ty.contains("int") {
+        "integer".into()
+    } else if ty.contains("text") || ty.contains("char") {
+        "text".into()
+    } else {
+        ty
+    }
+}
+
+type SetupFuture<'c> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;
+
+/// Every SQLite connection: WAL (readers never wait for the writer), foreign keys checked,
+/// waits of up to 10 s for the write lock instead of failing at once.
+fn sqlite_setup(conn: &mut sqlx::AnyConnection, _: sqlx::pool::PoolConnectionMetadata) -> SetupFuture<'_> {
+    Box::pin(async move {
+        sqlx::raw_sql(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+        )
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+}
+
+/// How many migrations the database has applied (0 before the first run).
+async fn applied(conn: &mut sqlx::AnyConnection) -> usize {
+    sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success")
+        .fetch_one(conn)
+        .await
+        .and_then(|r| r.try_get::<i64, _>("n"))
+        .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+}

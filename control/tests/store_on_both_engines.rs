@@ -1,0 +1,198 @@
+//! The metadata store's whole suite, on SQLite and on a real PostgreSQL (started from
+//! nothing by `postgres::Postgres`), plus a check that both engines' migrations make the same
+//! schema.
+
+mod postgres;
+
+use tandem_control::outbox::Event;
+use tandem_control::store::{Engine, RefreshOutcome, ShareOutcome, Store};
+use tandem_control::{Error, tokens};
+use tandem_net::protocol::Role;
+
+async fn sqlite() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+    assert_eq!(store.migrate().await.unwrap(), 1);
+    (dir, store)
+}
+
+async fn suite(store: &Store) {
+    // Migrating again is a no-op.
+    assert_eq!(store.migrate().await.unwrap(), 0);
+
+    // ---- accounts ----
+    let ada = store.create_user("ada@example.com", "Ada", "hash-a").await.unwrap();
+    assert!(ada.invited_to.is_empty());
+    let ada = ada.user;
+    assert!(matches!(store.create_user("ada@example.com", "Other", "h").await, Err(Error::EmailTaken)));
+    let (found, hash) = store.user_by_email("ada@example.com").await.unwrap().unwrap();
+    assert_eq!((found, hash.as_str()), (ada.clone(), "hash-a"));
+    assert!(store.user_by_email("nobody@example.com").await.unwrap().is_none());
+    let bob = store.create_user("bob@example.com", "Bob", "hash-b").await.unwrap().user;
+
+    // ---- refresh tokens: rotation, reuse revokes the family, logout ----
+    let (t1, h1) = tokens::new_refresh_token();
+    store.add_refresh_token(&h1, "fam1", &ada.id, tandem_control::now_ms() + 60_000).await.unwrap();
+    assert_eq!(
+        store.use_refresh_token(&h1).await.unwrap(),
+        RefreshOutcome::Rotated { user: ada.clone(), family: "fam1".into() }
+    );
+    let (_t2, h2) = tokens::new_refresh_token();
+    store.add_refresh_token(&h2, "fam1", &ada.id, tandem_control::now_ms() + 60_000).await.unwrap();
+    // t1 again: reuse. The whole family goes, t2 with it.
+    assert_eq!(store.use_refresh_token(&tokens::hash_refresh_token(&t1)).await.unwrap(), RefreshOutcome::Reused);
+    assert_eq!(store.use_refresh_token(&h2).await.unwrap(), RefreshOutcome::Invalid);
+    assert_eq!(store.use_refresh_token("unknown").await.unwrap(), RefreshOutcome::Invalid);
+    let (_t3, h3) = tokens::new_refresh_token();
+    store.add_refresh_token(&h3, "fam2", &ada.id, tandem_control::now_ms() - 1).await.unwrap();
+    assert_eq!(store.use_refresh_token(&h3).await.unwrap(), RefreshOutcome::Invalid, "expired");
+    let (_t4, h4) = tokens::new_refresh_token();
+    store.add_refresh_token(&h4, "fam3", &ada.id, tandem_control::now_ms() + 60_000).await.unwrap();
+    assert!(store.revoke_refresh_family(&h4).await.unwrap());
+    assert_eq!(store.use_refresh_token(&h4).await.unwrap(), RefreshOutcome::Invalid, "logged out");
+    // A password change revokes every refresh token of the user.
+    let (_t5, h5) = tokens::new_refresh_token();
+    store.add_refresh_token(&h5, "fam4", &ada.id, tandem_control::now_ms() + 60_000).await.unwrap();
+    store.set_password(&ada.id, "hash-a2").await.unwrap();
+    assert_eq!(store.use_refresh_token(&h5).await.unwrap(), RefreshOutcome::Invalid);
+    assert_eq!(store.user_by_id(&ada.id).await.unwrap().unwrap().1, "hash-a2");
+
+    // ---- documents ----
+    let doc = store.create_document(&ada.id, "Plan").await.unwrap();
+    assert_eq!(store.document_for(&doc.id, &ada.id).await.unwrap().unwrap().role, Role::Owner);
+    assert!(store.document_for(&doc.id, &bob.id).await.unwrap().is_none(), "Bob may not read it");
+    let list = store.access_list(&doc.id).await.unwrap().unwrap();
+    assert_eq!(list.role_of(&ada.id), Some(Role::Owner));
+    assert_eq!(list.role_of(&bob.id), None);
+    let v1 = list.version;
+
+    // Sharing with an account grants at once; the list's version moves.
+    let shared = store.share(&doc, &ada, "bob@example.com", Role::Viewer).await.unwrap();
+    assert_eq!(shared, ShareOutcome::Granted(bob.clone()));
+    let list = store.access_list(&doc.id).await.unwrap().unwrap();
+    assert_eq!(list.role_of(&bob.id), Some(Role::Viewer));
+    assert!(list.version > v1);
+    assert!(store.share(&doc, &ada, "bob@example.com", Role::Owner).await.is_err(), "owner is transferred, not shared");
+    assert!(store.share(&doc, &ada, "ada@example.com", Role::Viewer).await.is_err(), "not the owner");
+
+    // Upgrade, then revoke.
+    assert!(store.set_role(&doc.id, &bob.id, Some(Role::Editor), &ada.id).await.unwrap());
+    assert_eq!(store.access_list(&doc.id).await.unwrap().unwrap().role_of(&bob.id), Some(Role::Editor));
+    assert!(store.set_role(&doc.id, &ada.id, Some(Role::Viewer), &ada.id).await.is_err(), "the owner's role is fixed");
+    assert!(store.set_role(&doc.id, &bob.id, None, &ada.id).await.unwrap());
+    assert!(!store.set_role(&doc.id, &bob.id, None, &ada.id).await.unwrap(), "nothing to revoke");
+    assert_eq!(store.access_list(&doc.id).await.unwrap().unwrap().role_of(&bob.id), None);
+
+    // An invitation waits for the address, and becomes a role when it signs up.
+    assert_eq!(store.share(&doc, &ada, "cy@example.com", Role::Commenter).await.unwrap(), ShareOutcome::Invited);
+    let (perms, invites) = store.permissions(&doc.id).await.unwrap();
+    assert_eq!(perms.len(), 1);
+    assert_eq!(invites.len(), 1);
+    assert_eq!((invites[0].email.as_str(), invites[0].role), ("cy@example.com", Role::Commenter));
+    let cy = store.create_user("cy@example.com", "Cy", "hash-c").await.unwrap();
+    assert_eq!(cy.invited_to, vec![doc.id.clone()]);
+    let cy = cy.user;
+    assert_eq!(store.access_list(&doc.id).await.unwrap().unwrap().role_of(&cy.id), Some(Role::Commenter));
+    assert!(store.permissions(&doc.id).await.unwrap().1.is_empty());
+    assert!(!store.withdraw_invitation(&doc.id, "cy@example.com").await.unwrap());
+
+    // Link sharing: anyone signed in reads.
+    store.set_sharing(&doc.id, Some(Some(Role::Viewer)), Some(true)).await.unwrap();
+    let list = store.access_list(&doc.id).await.unwrap().unwrap();
+    assert_eq!(list.role_of("someone-else"), Some(Role::Viewer));
+    assert_eq!(list.role_of(&cy.id), Some(Role::Commenter), "own role wins when it is more");
+    let seen = store.document_for(&doc.id, &bob.id).await.unwrap().unwrap();
+    assert_eq!(seen.role, Role::Viewer);
+    assert!(seen.doc.editors_can_share);
+    store.set_sharing(&doc.id, Some(None), None).await.unwrap();
+    assert!(store.document_for(&doc.id, &bob.id).await.unwrap().is_none());
+
+    // Transfer: to a collaborator only; the old owner becomes an editor.
+    let doc = store.document(&doc.id).await.unwrap().unwrap();
+    assert!(store.transfer(&doc, &bob.id).await.is_err(), "Bob has no role");
+    store.transfer(&doc, &cy.id).await.unwrap();
+    let list = store.access_list(&doc.id).await.unwrap().unwrap();
+    assert_eq!((list.role_of(&cy.id), list.role_of(&ada.id)), (Some(Role::Owner), Some(Role::Editor)));
+    assert_eq!(store.document(&doc.id).await.unwrap().unwrap().owner_id, cy.id);
+
+    // Listing: most recently edited first, paginated without gaps or repeats.
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(store.create_document(&bob.id, &format!("d{i}")).await.unwrap().id);
+    }
+    store.touch_documents(&[ids[2].clone()], tandem_control::now_ms() + 10_000).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.documents_for(&bob.id, cursor.as_ref(), 3).await.unwrap();
+        assert!(page.docs.len() <= 3);
+        seen.extend(page.docs.iter().map(|v| v.doc.id.clone()));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 7);
+    assert_eq!(seen[0], ids[2], "the one edited last comes first");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 7);
+
+    // Rename and delete (a tombstone: the id never opens again).
+    store.rename_document(&ids[0], "Renamed", &bob.id).await.unwrap();
+    assert_eq!(store.document(&ids[0]).await.unwrap().unwrap().title, "Renamed");
+    store.delete_document(&ids[0], &bob.id).await.unwrap();
+    assert!(store.document(&ids[0]).await.unwrap().is_none());
+    assert!(store.access_list(&ids[0]).await.unwrap().is_none());
+    assert!(matches!(store.delete_document(&ids[0], &bob.id).await, Err(Error::NotFound)));
+    assert!(matches!(store.rename_document(&ids[0], "x", &bob.id).await, Err(Error::NotFound)));
+    assert_eq!(store.documents_for(&bob.id, None, 100).await.unwrap().docs.len(), 6);
+
+    // ---- the outbox: one event per change, in order, written with the change ----
+    let events = store.unsent_events(1000).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.kind()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "document_created").count(), 8);
+    assert_eq!(kinds.iter().filter(|k| **k == "document_shared").count(), 2);
+    assert_eq!(kinds.iter().filter(|k| **k == "document_deleted").count(), 1);
+    assert_eq!(kinds.iter().filter(|k| **k == "document_renamed").count(), 1);
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(events.iter().all(|e| e.schema_version == tandem_control::outbox::SCHEMA_VERSION && e.sent_ms.is_none()));
+    let shared_with_cy = events.iter().find_map(|e| match &e.event {
+        Event::DocumentShared { email, user, role, .. } if email == "cy@example.com" => Some((user.clone(), *role)),
+        _ => None,
+    });
+    assert_eq!(shared_with_cy, Some((None, Role::Commenter)), "an invitation's event names no user yet");
+    assert_eq!(events.iter().find(|e| e.event.kind() == "document_shared").unwrap().topic, "notifications");
+    let cut = events[3].seq;
+    store.mark_sent(cut).await.unwrap();
+    assert_eq!(store.unsent_events(1000).await.unwrap().len(), events.len() - 4);
+    // A failed change writes no event: a rename of a deleted document.
+    let before = store.unsent_events(1000).await.unwrap().len();
+    let _ = store.rename_document(&ids[0], "y", &bob.id).await;
+    assert_eq!(store.unsent_events(1000).await.unwrap().len(), before);
+}
+
+#[tokio::test]
+async fn the_store_on_sqlite() {
+    let (_dir, store) = sqlite().await;
+    assert_eq!(store.engine(), Engine::Sqlite);
+    suite(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_on_postgresql_and_both_schemas_match() {
+    let pg = tokio::task::spawn_blocking(postgres::Postgres::start).await.unwrap();
+    let url = pg.database("store").await;
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(store.engine(), Engine::Postgres);
+    assert_eq!(store.migrate().await.unwrap(), 1);
+    suite(&store).await;
+
+    let (_dir, lite) = sqlite().await;
+    let (a, b) = (lite.schema().await.unwrap(), store.schema().await.unwrap());
+    assert!(a.len() > 30, "{a:?}");
+    assert_eq!(a, b, "the SQLite and PostgreSQL migrations disagree");
+    store.close().await;
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
+}

@@ -1,0 +1,270 @@
+//! The owner core's access checks, sans I/O: one shard driven directly, with a stand-in
+//! verifier and the control plane's answers delivered by hand. Roles are checked on every
+//! message, changes hold from the next one, an older list never replaces a newer one, and
+//! tokens are warned about and expire.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tandem_engine::{Attributes, ClientId, Delta};
+use tandem_net::access::{AccessError, AccessList, AccessUpdate, Auth, Done, Identity, Verifier};
+use tandem_net::codec::decode_server;
+use tandem_net::protocol::{ClientMsg, DocId, Encoding, ErrorCode, PROTOCOL_VERSION, Role, ServerMsg, close};
+use tandem_net::session::ConnId;
+use tandem_net::shard::{CoreMsg, Effect, Shard, ShardConfig};
+
+/// Tokens are `user` or `user:seconds`.
+struct Names;
+
+impl Verifier for Names {
+    fn verify(&self, token: &str) -> Result<Identity, String> {
+        let (user, secs) = token.split_once(':').unwrap_or((token, "3600"));
+        if user.is_empty() || user == "forged" {
+            return Err("bad signature".into());
+        }
+        let secs: u64 = secs.parse().map_err(|_| "bad".to_owned())?;
+        Ok(Identity {
+            user: user.into(),
+            name: user.to_uppercase(),
+            valid_for: Duration::from_secs(secs),
+            expires_at_ms: secs * 1000,
+        })
+    }
+}
+
+fn payload(frame: &[u8]) -> &[u8] {
+    match frame[1] & 0x7f {
+        126 => &frame[4..],
+        127 => &frame[10..],
+        _ => &frame[2..],
+    }
+}
+
+struct Sim {
+    shard: Shard,
+    now: Instant,
+    inbox: HashMap<ConnId, Vec<ServerMsg>>,
+    closed: HashMap<ConnId, u16>,
+    loads: Vec<DocId>,
+    edited: usize,
+}
+
+impl Sim {
+    fn new() -> Self {
+        let config = ShardConfig {
+            auth: Auth::Accounts(Arc::new(Names)),
+            token_warning: Duration::from_secs(60),
+            max_messages_per_s: 100_000,
+            ..ShardConfig::default()
+        };
+        let now = Instant::now();
+        Self {
+            shard: Shard::new(0, Arc::new(config)),
+            now,
+            inbox: HashMap::new(),
+            closed: HashMap::new(),
+            loads: Vec::new(),
+            edited: 0,
+        }
+    }
+
+    fn drain(&mut self) {
+        for e in self.shard.take_effects() {
+            match e {
+                Effect::Send { conn, frame } => {
+                    let msg = decode_server(payload(&frame), Encoding::Json).unwrap();
+                    self.inbox.entry(conn).or_default().push(msg);
+                }
+                Effect::Close { conn, code, .. } => {
+                    self.closed.insert(conn, code);
+                }
+                Effect::LoadAccess { doc } => self.loads.push(doc),
+                Effect::Edited { .. } => self.edited += 1,
+                other => panic!("unexpected effect {other:?}"),
+            }
+        }
+    }
+
+    fn connect(&mut self, token: &str, client: u64) -> ConnId {
+        let conn = self.shard.connect(Encoding::Json, self.now, None);
+        self.send(
+            conn,
+            ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                client: ClientId(client),
+                token: token.into(),
+                name: "n".into(),
+                color: String::new(),
+            },
+        );
+        conn
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ClientMsg) {
+        self.shard.on_message(conn, msg, self.now);
+        self.drain();
+    }
+
+    fn control(&mut self, doc: &str, update: AccessUpdate) {
+        self.shard.on_core_msg(CoreMsg::Access { doc: DocId::new(doc).unwrap(), update }, self.now);
+        self.drain();
+    }
+
+    fn take(&mut self, conn: ConnId) -> Vec<ServerMsg> {
+        self.inbox.remove(&conn).unwrap_or_default()
+    }
+
+    fn open(&mut self, conn: ConnId, doc: &str) {
+        self.send(conn, ClientMsg::Open { doc: doc.into(), from_rev: None });
+    }
+
+    fn submit(&mut self, conn: ConnId, doc: &str, base_rev: u64, seq: u64) {
+        let delta = Delta::new().insert("x", Attributes::NONE);
+        self.send(conn, ClientMsg::Submit { doc: doc.into(), base_rev, client_seq: seq, delta });
+    }
+}
+
+fn list(version: u64, roles: &[(&str, Role)], link: Option<Role>) -> Arc<AccessList> {
+    Arc::new(AccessList { version, roles: roles.iter().map(|(u, r)| (Arc::from(*u), *r)).collect(), link })
+}
+
+fn error_code(msgs: &[ServerMsg]) -> Option<(ErrorCode, Option<u64>)> {
+    msgs.iter().find_map(|m| match m {
+        ServerMsg::Error { code, client_seq, .. } => Some((*code, *client_seq)),
+        _ => None,
+    })
+}
+
+#[test]
+fn roles_are_checked_on_every_message_and_changes_hold_from_the_next() {
+    let mut sim = Sim::new();
+    let ada = sim.connect("ada", 1);
+    match &sim.take(ada)[..] {
+        [ServerMsg::Welcome { user, expires_at, .. }] => {
+            assert_eq!((user.as_str(), *expires_at), ("ada", Some(3_600_000)))
+        }
+        other => panic!("{other:?}"),
+    }
+    // The first open asks the control plane; nothing is answered before the list comes.
+    sim.open(ada, "d");
+    assert_eq!(sim.loads, vec![DocId::new("d").unwrap()]);
+    assert!(sim.take(ada).is_empty());
+    sim.control("d", AccessUpdate::Loaded(Ok(list(1, &[("ada", Role::Owner), ("bob", Role::Viewer)], None))));
+    assert!(matches!(&sim.take(ada)[..], [ServerMsg::Opened { role: Some(Role::Owner), .. }]));
+
+    // A viewer reads (no second load: the list is in memory), but may not edit.
+    let bob = sim.connect("bob", 2);
+    sim.take(bob);
+    sim.open(bob, "d");
+    assert_eq!(sim.loads.len(), 1);
+    assert!(matches!(&sim.take(bob)[..], [ServerMsg::Opened { role: Some(Role::Viewer), .. }]));
+    sim.take(ada);
+    sim.submit(bob, "d", 0, 1);
+    assert_eq!(error_code(&sim.take(bob)), Some((ErrorCode::ReadOnly, Some(1))));
+    sim.submit(ada, "d", 0, 1);
+    assert!(matches!(&sim.take(ada)[..], [ServerMsg::Ack { rev: 1, .. }]));
+    assert!(matches!(&sim.take(bob)[..], [ServerMsg::Op { rev: 1, .. }]), "still subscribed after read_only");
+    assert_eq!(sim.edited, 1, "the control plane hears of the edit");
+
+    // Upgraded: told at once, and the next submit is applied. The change reports back.
+    let applied = Arc::new(AtomicUsize::new(0));
+    let a2 = Arc::clone(&applied);
+    let done = Done::new(move || {
+        a2.fetch_add(1, Ordering::SeqCst);
+    });
+    sim.control("d", AccessUpdate::Changed(list(2, &[("ada", Role::Owner), ("bob", Role::Editor)], None), Some(done)));
+    assert_eq!(applied.load(Ordering::SeqCst), 1);
+    assert!(matches!(&sim.take(bob)[..], [ServerMsg::Role { role: Role::Editor, .. }]));
+    assert!(sim.take(ada).is_empty(), "ada's role did not change");
+    sim.submit(bob, "d", 1, 2);
+    assert!(matches!(&sim.take(bob)[..], [ServerMsg::Ack { rev: 2, .. }]));
+
+    // An older list (a load answered before the change) never replaces a newer one.
+    sim.control("d", AccessUpdate::Changed(list(1, &[("ada", Role::Owner)], None), None));
+    assert!(sim.take(bob).is_empty());
+    sim.submit(bob, "d", 2, 3);
+    assert!(matches!(&sim.take(bob)[..], [ServerMsg::Ack { rev: 3, .. }]));
+
+    // Revoked: the session loses the document, and its next submit is refused.
+    sim.control("d", AccessUpdate::Changed(list(3, &[("ada", Role::Owner)], None), None));
+    assert_eq!(error_code(&sim.take(bob)), Some((ErrorCode::AccessRevoked, None)));
+    sim.submit(bob, "d", 3, 4);
+    assert_eq!(error_code(&sim.take(bob)).map(|e| e.0), Some(ErrorCode::NotOpen));
+    sim.open(bob, "d");
+    assert_eq!(error_code(&sim.take(bob)).map(|e| e.0), Some(ErrorCode::Forbidden));
+
+    // Link sharing lets anyone signed in read.
+    sim.control("d", AccessUpdate::Changed(list(4, &[("ada", Role::Owner)], Some(Role::Viewer)), None));
+    sim.open(bob, "d");
+    assert!(matches!(&sim.take(bob)[..], [ServerMsg::Opened { role: Some(Role::Viewer), .. }]));
+
+    // Deleted: everyone loses it; opening it asks the control plane again.
+    sim.take(ada);
+    sim.control("d", AccessUpdate::Deleted(None));
+    assert_eq!(error_code(&sim.take(ada)).map(|e| e.0), Some(ErrorCode::DocumentDeleted));
+    assert_eq!(error_code(&sim.take(bob)).map(|e| e.0), Some(ErrorCode::DocumentDeleted));
+    sim.open(ada, "d");
+    assert_eq!(sim.loads.len(), 2);
+    sim.control("d", AccessUpdate::Loaded(Err(AccessError::NotFound)));
+    assert_eq!(error_code(&sim.take(ada)).map(|e| e.0), Some(ErrorCode::Forbidden));
+}
+
+#[test]
+fn a_change_during_the_load_wins_over_the_older_answer() {
+    let mut sim = Sim::new();
+    let bob = sim.connect("bob", 2);
+    sim.take(bob);
+    sim.open(bob, "e");
+    // The change commits (v5) and is pushed before the load's answer, read earlier (v4).
+    sim.control("e", AccessUpdate::Changed(list(5, &[("bob", Role::Viewer)], None), None));
+    assert!(sim.take(bob).is_empty());
+    sim.control("e", AccessUpdate::Loaded(Ok(list(4, &[("bob", Role::Editor)], None))));
+    assert!(matches!(&sim.take(bob)[..], [ServerMsg::Opened { role: Some(Role::Viewer), .. }]));
+    // The control plane cannot answer: the open is refused as overloaded, not hung.
+    sim.open(bob, "f");
+    sim.control("f", AccessUpdate::Loaded(Err(AccessError::Unavailable("db down".into()))));
+    assert_eq!(error_code(&sim.take(bob)).map(|e| e.0), Some(ErrorCode::Overloaded));
+}
+
+#[test]
+fn tokens_are_refused_warned_refreshed_and_expire() {
+    let mut sim = Sim::new();
+    let forged = sim.connect("forged", 9);
+    assert_eq!(error_code(&sim.take(forged)).map(|e| e.0), Some(ErrorCode::Unauthorized));
+    assert_eq!(sim.closed.get(&forged), Some(&close::UNAUTHORIZED));
+
+    let kept = sim.connect("ada:120", 1);
+    let lapsed = sim.connect("ada:120", 2);
+    sim.take(kept);
+    sim.take(lapsed);
+    // 60 s before expiry: warned, once.
+    let t0 = sim.now;
+    for s in [30, 59, 61, 62] {
+        sim.shard.tick(t0 + Duration::from_secs(s));
+        sim.drain();
+    }
+    for conn in [kept, lapsed] {
+        let msgs = sim.take(conn);
+        assert_eq!(msgs.iter().filter(|m| matches!(m, ServerMsg::TokenExpiring { expires_at: 120_000 })).count(), 1);
+    }
+    // A refresh for another user is refused and closes.
+    sim.now = t0 + Duration::from_secs(70);
+    let other = sim.connect("bob", 3);
+    sim.send(other, ClientMsg::Refresh { token: "ada:300".into() });
+    assert_eq!(sim.closed.get(&other), Some(&close::UNAUTHORIZED));
+    // The same user's fresh token moves the expiry.
+    sim.send(kept, ClientMsg::Refresh { token: "ada:300".into() });
+    assert!(matches!(&sim.take(kept)[..], [ServerMsg::Refreshed { expires_at: 300_000 }]));
+    sim.shard.tick(t0 + Duration::from_secs(121));
+    sim.drain();
+    assert_eq!(sim.closed.get(&lapsed), Some(&close::TOKEN_EXPIRED));
+    assert_eq!(sim.closed.get(&kept), None, "refreshed: still open");
+    sim.shard.tick(t0 + Duration::from_secs(70 + 300 - 59));
+    sim.drain();
+    assert!(sim.take(kept).iter().any(|m| matches!(m, ServerMsg::TokenExpiring { expires_at: 300_000 })));
+    sim.shard.tick(t0 + Duration::from_secs(70 + 301));
+    sim.drain();
+    assert_eq!(sim.closed.get(&kept), Some(&close::TOKEN_EXPIRED));
+}

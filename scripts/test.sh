@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every test, on a fresh machine too: installs what the tests need into caches outside
+# the clone (~/.cache/tandem, or $TANDEM_CACHE) and then runs them. Nothing is skipped except
+# the ScyllaDB suite, which needs a ScyllaDB cluster no package here provides: it runs when
+# TANDEM_SCYLLA_URI names one, and says "skipped" otherwise.
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh -p tandem-net   # extra arguments go to cargo test
+#
+# Installed when missing: Node.js and npm (Debian packages), the quill-delta reference and the
+# load generator's peers (npm), PostgreSQL 15 (Debian package; the tests start their own
+# server in a temp directory with initdb and pg_ctl and stop it afterwards).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cache="${TANDEM_CACHE:-$HOME/.cache/tandem}"
+mkdir -p "$cache"
+
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing $* (Debian packages)" >&2
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >&2
+}
+
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+
+TANDEM_QUILL_DELTA="$(.ci/setup-quill-delta)"
+export TANDEM_QUILL_DELTA
+loadgen/peers/install.sh >/dev/null
+export TANDEM_PEERS_DIR="$cache/peers"
+
+cargo test --workspace "$@"
+if [ "$#" = 0 ]; then
+  # Prints "skipped: TANDEM_SCYLLA_URI not set" unless a ScyllaDB cluster is named.
+  cargo test -p tandem-storage --features scylla --test conformance_scylla -- --nocapture
+fi

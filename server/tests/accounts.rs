@@ -1,0 +1,617 @@
+//! Accounts, roles and sharing end to end through a real `tandem serve` (one port for REST
+//! and WebSocket): roles checked on every message with live changes, deletion, forged
+//! tokens, IDOR, cross-site requests, cookie flags, refresh-token reuse, brute force, and
+//! token expiry with refresh over the open connection.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::HeaderValue;
+use tungstenite::{Message, WebSocket};
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(config: &str, extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--cores", "2", "--log", "debug", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tandem starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = Arc::new(Mutex::new(String::new()));
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.lock().unwrap().push_str(&line);
+        log.lock().unwrap().push('\n');
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.split(' ').next().unwrap().parse().unwrap();
+            let log2 = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    let mut l = log2.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+            return Server { child, addr, log, _dir: dir };
+        }
+    }
+    let status = child.wait();
+    panic!("tandem exited ({status:?}) before listening:\n{}", log.lock().unwrap());
+}
+
+/// An HTTP answer.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+    raw: String,
+}
+
+impl Answer {
+    fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Answer {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
+    let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let text = if chunked { dechunk(rest) } else { rest.to_owned() };
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer { status, headers, body, raw }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Signs up; returns (user id, access token, refresh token).
+fn signup(addr: SocketAddr, email: &str, name: &str) -> (String, String, String) {
+    let a = http(
+        addr,
+        "POST",
+        "/api/auth/signup",
+        &[],
+        Some(&json!({"email": email, "password": "pw-long-enough", "name": name})),
+    );
+    assert_eq!(a.status, 201, "{}", a.raw);
+    (
+        a.body["user"]["id"].as_str().unwrap().to_owned(),
+        a.body["access_token"].as_str().unwrap().to_owned(),
+        a.body["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn create_doc(addr: SocketAddr, token: &str, title: &str) -> String {
+    let a = http(addr, "POST", "/api/documents", &[("Authorization", &bearer(token))], Some(&json!({"title": title})));
+    assert_eq!(a.status, 201, "{}", a.raw);
+    a.body["id"].as_str().unwrap().to_owned()
+}
+
+struct Ws {
+    ws: WebSocket<TcpStream>,
+    seq: u64,
+}
+
+impl Ws {
+    fn upgrade(addr: SocketAddr, headers: &[(&str, &str)]) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+        req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("tandem.v1.json"));
+        for (n, v) in headers {
+            let name = tungstenite::http::HeaderName::from_bytes(n.as_bytes()).unwrap();
+            req.headers_mut().insert(name, HeaderValue::from_str(v).unwrap());
+        }
+        let (ws, _) = tungstenite::client(req, stream).unwrap();
+        Self { ws, seq: 0 }
+    }
+
+    /// Connects and says hello with `token`; returns the socket and the first answer.
+    fn hello(addr: SocketAddr, token: &str, headers: &[(&str, &str)], client: u64) -> (Self, Value) {
+        let mut ws = Self::upgrade(addr, headers);
+        ws.send(
+            json!({"type": "hello", "protocol": 1, "client": format!("{client:016x}"), "token": token, "name": "x"}),
+        );
+        let first = ws.recv();
+        (ws, first)
+    }
+
+    fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).unwrap();
+    }
+
+    /// The next message (Null once closed; the close code is then in `closed_with`).
+    fn recv(&mut self) -> Value {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => return serde_json::from_str(&t).unwrap(),
+                Ok(Message::Close(f)) => return json!({"closed": f.map(|f| u16::from(f.code))}),
+                Ok(_) => {}
+                Err(e) => return json!({"closed": null, "error": e.to_string()}),
+            }
+        }
+    }
+
+    /// Messages until one of type `ty` (panics on a close first).
+    fn until(&mut self, ty: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no {ty} in time");
+            let m = self.recv();
+            assert!(m.get("closed").is_none(), "closed while waiting for {ty}: {m}");
+            if m["type"] == ty {
+                return m;
+            }
+        }
+    }
+
+    fn open(&mut self, doc: &str) -> Value {
+        self.send(json!({"type": "open", "doc": doc}));
+        self.recv()
+    }
+
+    fn submit(&mut self, doc: &str, base_rev: u64, text: &str) -> u64 {
+        self.seq += 1;
+        self.send(json!({"type": "submit", "doc": doc, "base_rev": base_rev, "client_seq": self.seq, "delta": {"ops": [{"insert": text}]}}));
+        self.seq
+    }
+}
+
+const DEFAULT_CONFIG: &str = "";
+
+#[test]
+fn roles_are_checked_on_every_message_and_changes_apply_at_once() {
+    let server = start(DEFAULT_CONFIG, &[]);
+    let addr = server.addr;
+    let (ada, ada_t, _) = signup(addr, "ada@example.com", "Ada");
+    let (bob, bob_t, _) = signup(addr, "bob@example.com", "Bob");
+    let doc = create_doc(addr, &ada_t, "Plan");
+    let auth_a = bearer(&ada_t);
+    let share = http(
+        addr,
+        "POST",
+        &format!("/api/documents/{doc}/share"),
+        &[("Authorization", &auth_a)],
+        Some(&json!({"email": "BOB@example.com", "role": "viewer"})),
+    );
+    assert_eq!((share.status, share.body["status"].as_str()), (200, Some("granted")), "{}", share.raw);
+
+    let (mut a, welcome) = Ws::hello(addr, &ada_t, &[], 1);
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["user"], ada.as_str());
+    assert!(welcome["expires_at"].as_u64().unwrap() > 0);
+    let opened = a.open(&doc);
+    assert_eq!((opened["type"].as_str(), opened["role"].as_str()), (Some("opened"), Some("owner")), "{opened}");
+
+    let (mut b, _) = Ws::hello(addr, &bob_t, &[], 2);
+    let opened = b.open(&doc);
+    assert_eq!((opened["type"].as_str(), opened["role"].as_str()), (Some("opened"), Some("viewer")), "{opened}");
+    a.until("joined");
+
+    // The viewer sees the others' presence...
+    a.send(json!({"type": "presence", "doc": doc, "rev": 0, "ranges": [{"anchor": 0, "head": 0}]}));
+    let p = b.until("presence");
+    assert_eq!(p["peers"][0]["client"], "0000000000000001");
+    // ...and reads their edits, but cannot edit.
+    let seq = b.submit(&doc, 0, "nope");
+    let refused = b.recv();
+    assert_eq!((refused["code"].as_str(), refused["client_seq"].as_u64()), (Some("read_only"), Some(seq)), "{refused}");
+    a.submit(&doc, 0, "hi");
+    assert_eq!(a.until("ack")["rev"], 1);
+    let op = b.until("op");
+    assert_eq!(op["delta"], json!({"ops": [{"insert": "hi"}]}));
+
+    // Upgraded mid-session: the very next submit is accepted.
+    let up = http(
+        addr,
+        "PUT",
+        &format!("/api/documents/{doc}/permissions/{bob}"),
+        &[("Authorization", &auth_a)],
+        Some(&json!({"role": "editor"})),
+    );
+    assert_eq!(up.status, 200, "{}", up.raw);
+    let role = b.recv();
+    assert_eq!((role["type"].as_str(), role["role"].as_str()), (Some("role"), Some("editor")), "{role}");
+    b.submit(&doc, 1, "B");
+    assert_eq!(b.until("ack")["rev"], 2);
+
+    // Revoked mid-session: told within one message, and the next submit is refused.
+    let down =
+        http(addr, "DELETE", &format!("/api/documents/{doc}/permissions/{bob}"), &[("Authorization", &auth_a)], None);
+    assert_eq!(down.status, 204, "{}", down.raw);
+    let revoked = b.recv();
+    assert_eq!(
+        (revoked["type"].as_str(), revoked["code"].as_str()),
+        (Some("error"), Some("access_revoked")),
+        "{revoked}"
+    );
+    let seq = b.submit(&doc, 2, "late");
+    let refused = b.recv();
+    assert_eq!((refused["code"].as_str(), refused["client_seq"].as_u64()), (Some("not_open"), Some(seq)), "{refused}");
+    let again = b.open(&doc);
+    assert_eq!(again["code"], "forbidden", "{again}");
+    // Over REST too: 404, no content.
+    let get = http(addr, "GET", &format!("/api/documents/{doc}"), &[("Authorization", &bearer(&bob_t))], None);
+    assert_eq!((get.status, get.body["error"]["code"].as_str()), (404, Some("not_found")));
+    assert!(!get.raw.contains("Plan"));
+
+    // Deleted: every session on it is closed, and it never opens again.
+    let del = http(addr, "DELETE", &format!("/api/documents/{doc}"), &[("Authorization", &auth_a)], None);
+    assert_eq!(del.status, 204, "{}", del.raw);
+    let gone = a.until("error");
+    assert_eq!(gone["code"], "document_deleted", "{gone}");
+    let reopen = a.open(&doc);
+    assert_eq!(reopen["code"], "forbidden", "{reopen}");
+    assert_eq!(http(addr, "GET", &format!("/api/documents/{doc}"), &[("Authorization", &auth_a)], None).status, 404);
+}
+
+#[test]
+fn another_users_document_is_not_found_over_rest_and_websocket() {
+    let server = start(DEFAULT_CONFIG, &[]);
+    let addr = server.addr;
+    let (_, ada_t, _) = signup(addr, "ada@example.com", "Ada");
+    let (bob, bob_t, _) = signup(addr, "bob@example.com", "Bob");
+    let doc = create_doc(addr, &ada_t, "Secret plans");
+    let (mut a, _) = Ws::hello(addr, &ada_t, &[], 1);
+    a.open(&doc);
+    a.submit(&doc, 0, "the secret");
+    a.until("ack");
+    let auth_b = bearer(&bob_t);
+    for (method, path, body) in [
+        ("GET", format!("/api/documents/{doc}"), None),
+        ("PATCH", format!("/api/documents/{doc}"), Some(json!({"title": "mine"}))),
+        ("DELETE", format!("/api/documents/{doc}"), None),
+        ("GET", format!("/api/documents/{doc}/permissions"), None),
+        ("POST", format!("/api/documents/{doc}/share"), Some(json!({"email": "bob@example.com", "role": "editor"}))),
+        ("PUT", format!("/api/documents/{doc}/permissions/{bob}"), Some(json!({"role": "editor"}))),
+        ("POST", format!("/api/documents/{doc}/transfer"), Some(json!({"user": bob}))),
+    ] {
+        let a = http(addr, method, &path, &[("Authorization", &auth_b)], body.as_ref());
+        assert_eq!(a.status, 404, "{method} {path}: {}", a.raw);
+        assert!(!a.raw.contains("Secret") && !a.raw.contains("secret"), "{}", a.raw);
+    }
+    let list = http(addr, "GET", "/api/documents", &[("Authorization", &auth_b)], None);
+    assert_eq!(list.body["documents"], json!([]));
+    let (mut b, _) = Ws::hello(addr, &bob_t, &[], 2);
+    let opened = b.open(&doc);
+    assert_eq!((opened["type"].as_str(), opened["code"].as_str()), (Some("error"), Some("forbidden")), "{opened}");
+    for ask in [json!({"type": "get_revision", "doc": doc, "rev": 1}), json!({"type": "list_revisions", "doc": doc})] {
+        b.send(ask);
+        let m = b.recv();
+        assert_eq!(m["code"], "not_open", "{m}");
+        assert!(!m.to_string().contains("secret"));
+    }
+    // A document id that does not exist reads the same as one without access.
+    assert_eq!(b.open("no-such-document")["code"], "forbidden");
+}
+
+fn keys(server: &Server) -> Vec<u8> {
+    let path = server._dir.path().join("data/keys.json");
+    let file: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    URL_SAFE_NO_PAD.decode(file["keys"][0]["secret"].as_str().unwrap()).unwrap()
+}
+
+fn sign(header: &Value, claims: &Value, secret: &[u8]) -> String {
+    use jsonwebtoken::crypto::sign as raw_sign;
+    let h = URL_SAFE_NO_PAD.encode(header.to_string());
+    let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let msg = format!("{h}.{c}");
+    let key = jsonwebtoken::EncodingKey::from_secret(secret).unwrap();
+    let sig = raw_sign(msg.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
+    format!("{msg}.{sig}")
+}
+
+#[test]
+fn forged_tokens_are_refused_over_rest_and_websocket() {
+    let server = start(DEFAULT_CONFIG, &[]);
+    let addr = server.addr;
+    let (ada, ada_t, _) = signup(addr, "ada@example.com", "Ada");
+    let secret = keys(&server);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = |f: &dyn Fn(&mut Value)| {
+        let mut c = json!({"iss": "tandem", "aud": "tandem", "sub": ada, "name": "Ada", "exp": now + 600, "iat": now, "nbf": now, "jti": "j"});
+        f(&mut c);
+        c
+    };
+    let hs = json!({"alg": "HS256", "typ": "JWT", "kid": "k1"});
+    // The genuine article, as a control.
+    let good = sign(&hs, &claims(&|_| {}), &secret);
+    assert_eq!(http(addr, "GET", "/api/me", &[("Authorization", &bearer(&good))], None).status, 200);
+    let tampered = {
+        let mut parts: Vec<String> = ada_t.split('.').map(str::to_owned).collect();
+        let mut payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+        payload["sub"] = json!("someone-else");
+        parts[1] = URL_SAFE_NO_PAD.encode(payload.to_string());
+        parts.join(".")
+    };
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": "k1"}).to_string()),
+        URL_SAFE_NO_PAD.encode(claims(&|_| {}).to_string())
+    );
+    let forged = [
+        ("alg none", none),
+        ("wrong key", sign(&hs, &claims(&|_| {}), &[7u8; 32])),
+        (
+            "EdDSA header, HMAC signature",
+            sign(&json!({"alg": "EdDSA", "typ": "JWT", "kid": "k1"}), &claims(&|_| {}), &secret),
+        ),
+        ("expired", sign(&hs, &claims(&|c| c["exp"] = json!(now - 10)), &secret)),
+        ("not yet valid", sign(&hs, &claims(&|c| c["nbf"] = json!(now + 300)), &secret)),
+        ("wrong audience", sign(&hs, &claims(&|c| c["aud"] = json!("other")), &secret)),
+        ("wrong issuer", sign(&hs, &claims(&|c| c["iss"] = json!("evil")), &secret)),
+        ("tampered payload", tampered),
+        ("unknown kid", sign(&json!({"alg": "HS256", "typ": "JWT", "kid": "k9"}), &claims(&|_| {}), &secret)),
+        ("no kid", sign(&json!({"alg": "HS256", "typ": "JWT"}), &claims(&|_| {}), &secret)),
+        ("garbage", "not.a.token".to_owned()),
+        ("empty", String::new()),
+    ];
+    for (what, token) in &forged {
+        let a = http(addr, "GET", "/api/me", &[("Authorization", &bearer(token))], None);
+        assert_eq!(a.status, 401, "{what}: {}", a.raw);
+        let (mut ws, first) = Ws::hello(addr, token, &[], 5);
+        assert_eq!(
+            (first["type"].as_str(), first["code"].as_str()),
+            (Some("error"), Some("unauthorized")),
+            "{what}: {first}"
+        );
+        assert_eq!(ws.recv()["closed"], 4003, "{what}");
+    }
+}
+
+#[test]
+fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family() {
+    let server = start(DEFAULT_CONFIG, &[]);
+    let addr = server.addr;
+    let (_, _, r1) = signup(addr, "ada@example.com", "Ada");
+    let a = http(addr, "POST", "/api/auth/refresh", &[], Some(&json!({"refresh_token": r1})));
+    assert_eq!(a.status, 200, "{}", a.raw);
+    let r2 = a.body["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r2);
+    let access = a.body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(http(addr, "GET", "/api/me", &[("Authorization", &bearer(&access))], None).status, 200);
+    // r1 again: stolen, or a race. The family is revoked: r2 no longer works either.
+    let reused = http(addr, "POST", "/api/auth/refresh", &[], Some(&json!({"refresh_token": r1})));
+    assert_eq!((reused.status, reused.body["error"]["code"].as_str()), (401, Some("refresh_reused")), "{}", reused.raw);
+    let after = http(addr, "POST", "/api/auth/refresh", &[], Some(&json!({"refresh_token": r2})));
+    assert_eq!((after.status, after.body["error"]["code"].as_str()), (401, Some("invalid_refresh")));
+    // Log out revokes; the token then refreshes nothing.
+    let login = http(
+        addr,
+        "POST",
+        "/api/auth/login",
+        &[],
+        Some(&json!({"email": "ada@example.com", "password": "pw-long-enough"})),
+    );
+    let r3 = login.body["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(http(addr, "POST", "/api/auth/logout", &[], Some(&json!({"refresh_token": r3}))).status, 204);
+    assert_eq!(http(addr, "POST", "/api/auth/refresh", &[], Some(&json!({"refresh_token": r3}))).status, 401);
+}
+
+#[test]
+fn browsers_get_httponly_cookies_and_other_sites_are_refused() {
+    let server = start(DEFAULT_CONFIG, &[]);
+    let addr = server.addr;
+    let me = format!("http://{addr}");
+    let a = http(
+        addr,
+        "POST",
+        "/api/auth/signup",
+        &[("Origin", &me)],
+        Some(&json!({"email": "ada@example.com", "password": "pw-long-enough", "name": "Ada"})),
+    );
+    assert_eq!(a.status, 201, "{}", a.raw);
+    assert!(a.body.get("refresh_token").is_none(), "a browser's refresh token stays in its cookie: {}", a.raw);
+    let cookies = a.header_all("set-cookie");
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    let access_cookie = cookies.iter().find(|c| c.starts_with("tandem_access=")).unwrap();
+    let refresh_cookie = cookies.iter().find(|c| c.starts_with("tandem_refresh=")).unwrap();
+    for c in [access_cookie, refresh_cookie] {
+        assert!(c.contains("; HttpOnly") && c.contains("; SameSite=Lax"), "{c}");
+        assert!(!c.contains("Secure"), "plain HTTP, not configured: {c}");
+    }
+    assert!(access_cookie.contains("Path=/;") && access_cookie.contains("Max-Age=3600"), "{access_cookie}");
+    assert!(refresh_cookie.contains("Path=/api/auth;"), "{refresh_cookie}");
+    let token = access_cookie.split(';').next().unwrap().trim_start_matches("tandem_access=");
+    let cookie = format!("tandem_access={token}");
+
+    // Signed in by cookie: reads work; writes need this server's Origin.
+    assert_eq!(http(addr, "GET", "/api/me", &[("Cookie", &cookie)], None).status, 200);
+    let body = json!({"title": "t"});
+    let cross =
+        http(addr, "POST", "/api/documents", &[("Cookie", &cookie), ("Origin", "https://evil.example")], Some(&body));
+    assert_eq!((cross.status, cross.body["error"]["code"].as_str()), (403, Some("bad_origin")));
+    let bare = http(addr, "POST", "/api/documents", &[("Cookie", &cookie)], Some(&body));
+    assert_eq!((bare.status, bare.body["error"]["code"].as_str()), (403, Some("bad_origin")));
+    let same = http(addr, "POST", "/api/documents", &[("Cookie", &cookie), ("Origin", &me)], Some(&body));
+    assert_eq!(same.status, 201, "{}", same.raw);
+    let doc = same.body["id"].as_str().unwrap().to_owned();
+    // Cross-site login attempts too.
+    let login = http(
+        addr,
+        "POST",
+        "/api/auth/login",
+        &[("Origin", "https://evil.example")],
+        Some(&json!({"email": "ada@example.com", "password": "pw-long-enough"})),
+    );
+    assert_eq!(login.status, 403);
+
+    // The WebSocket takes the cookie from this server's page, not from another site's.
+    let (mut ok, first) = Ws::hello(addr, "", &[("Cookie", &cookie), ("Origin", &me)], 1);
+    assert_eq!(first["type"], "welcome", "{first}");
+    assert_eq!(ok.open(&doc)["type"], "opened");
+    let (mut evil, first) = Ws::hello(addr, "", &[("Cookie", &cookie), ("Origin", "https://evil.example")], 2);
+    assert_eq!(first["code"], "unauthorized", "{first}");
+    assert_eq!(evil.recv()["closed"], 4003);
+}
+
+#[test]
+fn a_login_brute_force_is_limited_and_passwords_never_show() {
+    let server = start(DEFAULT_CONFIG, &[]);
+    let addr = server.addr;
+    let password = "pw-long-enough";
+    signup(addr, "ada@example.com", "Ada");
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let a = http(
+            addr,
+            "POST",
+            "/api/auth/login",
+            &[],
+            Some(&json!({"email": "ada@example.com", "password": format!("guess-{i}")})),
+        );
+        statuses.push(a.status);
+        if a.status == 429 {
+            let retry: u64 = a.header_all("retry-after")[0].parse().unwrap();
+            assert!((1..=60).contains(&retry), "{retry}");
+            assert_eq!(a.body["error"]["code"], "rate_limited");
+        } else {
+            assert_eq!((a.status, a.body["error"]["code"].as_str()), (401, Some("invalid_credentials")));
+        }
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 10, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429));
+    // Unknown addresses get the same answer as wrong passwords.
+    let unknown = http(
+        addr,
+        "POST",
+        "/api/auth/login",
+        &[],
+        Some(&json!({"email": "nobody@example.com", "password": "whatever1"})),
+    );
+    assert_eq!((unknown.status, unknown.body["error"]["code"].as_str()), (401, Some("invalid_credentials")));
+    // Bad input: clear 4xx answers, never 500.
+    for (body, code) in [
+        (json!({"email": "x", "password": password, "name": "n"}), "invalid_email"),
+        (json!({"email": "c@example.com", "password": "short", "name": "n"}), "weak_password"),
+        (json!({"email": "c@example.com", "password": password}), "invalid_json"),
+        (json!({"email": "c@example.com", "password": password, "name": "n", "admin": true}), "invalid_json"),
+        (json!({"email": "ada@example.com", "password": password, "name": "again"}), "email_taken"),
+    ] {
+        let a = http(addr, "POST", "/api/auth/signup", &[], Some(&body));
+        assert_eq!(a.body["error"]["code"], code, "{body}: {}", a.raw);
+        assert!((400..500).contains(&a.status));
+    }
+    let huge = json!({"email": "h@example.com", "password": "p".repeat(100_000), "name": "n"});
+    assert_eq!(http(addr, "POST", "/api/auth/signup", &[], Some(&huge)).status, 413);
+    // The password is in no answer and in no log line (the server logs at debug here).
+    let me = http(
+        addr,
+        "POST",
+        "/api/auth/login",
+        &[("X-Forwarded-For", "1.2.3.4")],
+        Some(&json!({"email": "ADA@example.com ", "password": password})),
+    );
+    assert!(me.status == 200 || me.status == 429, "{}", me.raw);
+    assert!(!me.raw.contains(password));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!server.log.lock().unwrap().contains(password), "a password reached the log");
+}
+
+#[test]
+fn an_expiring_session_is_warned_refreshes_in_place_or_is_closed() {
+    let config = "[server]\ntoken_warning_s = 2\n[control]\naccess_token_ttl_s = 3\n";
+    let server = start(config, &[]);
+    let addr = server.addr;
+    let (_, t1, _) = signup(addr, "ada@example.com", "Ada");
+    let (mut kept, welcome) = Ws::hello(addr, &t1, &[], 1);
+    let expires = welcome["expires_at"].as_u64().unwrap();
+    let (mut dropped, _) = Ws::hello(addr, &t1, &[], 2);
+    let warn = kept.until("token_expiring");
+    assert_eq!(warn["expires_at"].as_u64(), Some(expires));
+    // A fresh token over the open connection: the session goes on.
+    std::thread::sleep(Duration::from_millis(1100));
+    let login = http(
+        addr,
+        "POST",
+        "/api/auth/login",
+        &[],
+        Some(&json!({"email": "ada@example.com", "password": "pw-long-enough"})),
+    );
+    let t2 = login.body["access_token"].as_str().unwrap();
+    kept.send(json!({"type": "refresh", "token": t2}));
+    let refreshed = kept.until("refreshed");
+    assert!(refreshed["expires_at"].as_u64().unwrap() > expires, "{refreshed}");
+    // Another user's token is refused (and closes the connection).
+    let (_, other, _) = signup(addr, "bob@example.com", "Bob");
+    let (mut swap, _) = Ws::hello(addr, &t1, &[], 3);
+    swap.send(json!({"type": "refresh", "token": other}));
+    assert_eq!(swap.recv()["code"], "unauthorized");
+    assert_eq!(swap.recv()["closed"], 4003);
+    // Without a refresh: closed with 4010 at expiry.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = dropped.recv();
+        if let Some(code) = m.get("closed") {
+            assert_eq!(code, 4010, "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    // The refreshed one is still open: it answers.
+    kept.send(json!({"type": "open", "doc": "nope"}));
+    assert_eq!(kept.until("error")["code"], "forbidden");
+}
