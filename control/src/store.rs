@@ -234,7 +234,11 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Engine::Postgres
         } else {
-            return Err(Error::Config(format!("database URL must start with sqlite: or postgres:, not {url:?}")));
+            // Not the URL itself: it may hold a password.
+            let scheme = url.split(':').next().unwrap_or("");
+            return Err(Error::Config(format!(
+                "the database URL must start with sqlite: or postgres:, not {scheme:?}:"
+            )));
         };
         let timeout = Duration::from_secs(10);
         match engine {

@@ -9,9 +9,19 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some((req, len))) = parse(data) {
         assert!(len <= data.len());
         let metrics = || String::from("m");
-        let ctx = Context { ready: true, allowed_origins: &[], metrics: &metrics };
-        if let Route::Upgrade { response, .. } = route(&req, &ctx) {
-            assert!(response.contains("Sec-WebSocket-Protocol: tandem.v1."));
+        for handoff in [false, true] {
+            let ctx = Context { ready: true, allowed_origins: &[], metrics: &metrics, handoff };
+            match route(&req, &ctx) {
+                Route::Upgrade { response, cookie_token, .. } => {
+                    assert!(response.contains("Sec-WebSocket-Protocol: tandem.v1."));
+                    assert!(req.method == "GET" && req.path == "/ws");
+                    if let Some(t) = cookie_token {
+                        assert!(req.header("cookie").is_some_and(|c| c.contains(t.as_str())));
+                    }
+                }
+                Route::Handoff => assert!(handoff, "a handoff without a control plane"),
+                Route::Respond(_) => {}
+            }
         }
     }
 });

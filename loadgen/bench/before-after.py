@@ -28,6 +28,8 @@ def main():
         ("ack p50 ms", lambda r: r["ack_latency_ms"]["p50"]),
         ("ack p99 ms", lambda r: r["ack_latency_ms"]["p99"]),
         ("propagation p99 ms", lambda r: r["propagation_latency_ms"]["p99"]),
+        ("connect p99 ms", lambda r: (r.get("connect_ms") or {}).get("p99")),
+        ("join p99 ms", lambda r: (r.get("join_ms") or {}).get("p99")),
         ("server cores", lambda r: r["server"]["cpu_util"]),
     ]
     for sc, by_tag in runs.items():

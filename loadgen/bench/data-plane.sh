@@ -17,7 +17,9 @@
 #   TAG          appended to each run's directory name (to keep variants apart)
 #   FIRST_RUN    number of the first run (default 1), to add runs to an existing OUT_DIR
 #   TANDEM_ARGS  extra flags for tandem serve (e.g. "--oplog none", "--fsync never")
-#   TANDEM_AUTH  dev (default: no accounts) or accounts (LOADGEN_ARGS then needs --sign-up)
+#   TANDEM_AUTH  dev (default: no accounts), accounts (users sign up first: the server gets
+#                rate limits above the load, the generator --sign-up 16), or none (no --auth
+#                flag, for builds older than accounts)
 #   LOADGEN_ARGS extra flags for tandem-loadgen run (e.g. "--no-cursors")
 # Each run leaves OUT_DIR/<scenario>-<server>-<i>/report.{json,md} and server.log.
 set -euo pipefail
@@ -58,7 +60,16 @@ for i in $(seq "$first" $((first + repeat - 1))); do
             case $server in
             tandem)
                 data=$(mktemp -d)
-                taskset -c "$server_cpus" "$bin/tandem" serve --auth "${TANDEM_AUTH:-dev}" --listen "127.0.0.1:$port" --data-dir "$data" \
+                auth=()
+                case ${TANDEM_AUTH:-dev} in
+                none) ;;
+                accounts)
+                    printf '[control.rate_limits]\nrequests_per_ip = 100000000\nwrites_per_user = 100000000\nauth_per_ip = 1000000\n' >"$data.toml"
+                    auth=(--auth accounts --config "$data.toml")
+                    ;;
+                *) auth=(--auth "${TANDEM_AUTH:-dev}") ;;
+                esac
+                taskset -c "$server_cpus" "$bin/tandem" serve "${auth[@]}" --listen "127.0.0.1:$port" --data-dir "$data" \
                     --cores "$workers" --max-messages-per-s 1000000 --log warn ${TANDEM_ARGS:-} 2>"$dir/server.log" &
                 ;;
             tokio-baseline)
@@ -84,6 +95,7 @@ for i in $(seq "$first" $((first + repeat - 1))); do
             if [ -n "${DURATION:-}" ]; then args+=(--duration "$DURATION"); fi
             # shellcheck disable=SC2206
             args+=(${LOADGEN_ARGS:-})
+            if [ "$server" = tandem ] && [ "${TANDEM_AUTH:-dev}" = accounts ]; then args+=(--sign-up 16); fi
             echo "== $scenario on $server (run $i): server CPUs $server_cpus ($workers workers), generator CPUs $gen_cpus"
             taskset -c "$gen_cpus" "$bin/tandem-loadgen" "${args[@]}" >"$dir/loadgen.log" 2>&1 || {
                 echo "loadgen failed, see $dir/loadgen.log" >&2
@@ -91,7 +103,7 @@ for i in $(seq "$first" $((first + repeat - 1))); do
             }
             kill -TERM "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
-            if [ "$server" = tandem ]; then rm -rf "$data"; fi
+            if [ "$server" = tandem ]; then rm -rf "$data" "$data.toml"; fi
             grep -E "per server CPU|per connection" "$dir/report.md" 2>/dev/null || true
         done
     done

@@ -277,7 +277,7 @@ impl Report {
         let converged = r.convergence.mismatch_count == 0 && s.gaps == 0;
         Self {
             schema: SCHEMA,
-            scenario: scenario.clone(),
+            scenario: scenario.redacted(),
             target: target.to_owned(),
             label: label.to_owned(),
             provenance,

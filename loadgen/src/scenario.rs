@@ -90,6 +90,16 @@ impl Scenario {
         self.doc_ids.get(name).cloned().unwrap_or_else(|| name.to_owned())
     }
 
+    /// The scenario without its secrets (access tokens, the dev token), for reports.
+    pub fn redacted(&self) -> Self {
+        let mut s = self.clone();
+        s.tokens.clear();
+        if !s.token.is_empty() {
+            s.token = "(redacted)".into();
+        }
+        s
+    }
+
     /// The token user number `n` says hello with.
     pub fn token_for(&self, n: usize) -> String {
         if self.tokens.is_empty() { self.token.clone() } else { self.tokens[n % self.tokens.len()].clone() }
