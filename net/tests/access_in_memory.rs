@@ -268,3 +268,25 @@ fn tokens_are_refused_warned_refreshed_and_expire() {
     sim.drain();
     assert_eq!(sim.closed.get(&kept), Some(&close::TOKEN_EXPIRED));
 }
+
+#[test]
+fn a_server_that_checks_no_accounts_ignores_access_pushes() {
+    let config = ShardConfig { auth: Auth::Dev("s".into()), max_messages_per_s: 100_000, ..ShardConfig::default() };
+    let mut sim = Sim::new();
+    sim.shard = Shard::new(0, Arc::new(config));
+    let conn = sim.connect("s", 1);
+    sim.take(conn);
+    sim.open(conn, "d");
+    assert!(matches!(&sim.take(conn)[..], [ServerMsg::Opened { role: None, .. }]));
+    assert!(sim.loads.is_empty(), "nothing to load without accounts");
+    let applied = Arc::new(AtomicUsize::new(0));
+    let a2 = Arc::clone(&applied);
+    let done = Done::new(move || {
+        a2.fetch_add(1, Ordering::SeqCst);
+    });
+    sim.control("d", AccessUpdate::Changed(list(9, &[("someone", Role::Owner)], None), Some(done)));
+    assert_eq!(applied.load(Ordering::SeqCst), 1, "the control plane is not left waiting");
+    assert!(sim.take(conn).is_empty());
+    sim.submit(conn, "d", 0, 1);
+    assert!(matches!(&sim.take(conn)[..], [ServerMsg::Ack { rev: 1, .. }]), "still writable");
+}
