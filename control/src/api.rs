@@ -182,7 +182,10 @@ impl FromRequestParts<Arc<App>> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
         let cookies = parts.headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
-        let token = bearer.or_else(|| cookies.and_then(|c| cookie(c, ACCESS_COOKIE)));
+        // With an Authorization header, it alone counts (never the cookie behind it: the
+        // cross-site check lets cookie-less requests through on that header).
+        let has_authorization = parts.headers.contains_key(header::AUTHORIZATION);
+        let token = if has_authorization { bearer } else { cookies.and_then(|c| cookie(c, ACCESS_COOKIE)) };
         let Some(token) = token else {
             return Err(ApiError::unauthorized("unauthorized", "sign in: send Authorization: Bearer <access token>"));
         };
@@ -362,19 +365,21 @@ fn cookie_header(app: &App, headers: &HeaderMap, name: &str, value: &str, path: 
 /// Issues an access token and a refresh token (of `family`, or a new one) to a user, as
 /// cookies and JSON. A browser (a request with `Origin`) gets the refresh token only in its
 /// HttpOnly cookie, out of reach of scripts.
-async fn issue(
-    app: &App,
-    headers: &HeaderMap,
-    status: StatusCode,
-    user: &User,
-    family: Option<String>,
-) -> ApiResult<Response> {
-    let (access, expires_at) = app.keys.sign(&user.id, &user.name);
+async fn issue(app: &App, headers: &HeaderMap, status: StatusCode, user: &User) -> ApiResult<Response> {
     let (refresh, hash) = new_refresh_token();
-    let family = family.unwrap_or_else(crate::random_id);
+    app.store.add_refresh_token(&hash, &crate::random_id(), &user.id, refresh_expiry(app)).await?;
+    Ok(respond_tokens(app, headers, status, user, &refresh))
+}
+
+/// When a refresh token issued now expires, ms since the Unix epoch.
+fn refresh_expiry(app: &App) -> i64 {
+    now_ms() + i64::try_from(app.config.refresh_ttl.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+/// The answer carrying a fresh access token and the (already stored) refresh token.
+fn respond_tokens(app: &App, headers: &HeaderMap, status: StatusCode, user: &User, refresh: &str) -> Response {
+    let (access, expires_at) = app.keys.sign(&user.id, &user.name);
     let refresh_ttl = app.config.refresh_ttl;
-    let expires = now_ms() + i64::try_from(refresh_ttl.as_millis()).unwrap_or(i64::MAX / 2);
-    app.store.add_refresh_token(&hash, &family, &user.id, expires).await?;
     let browser = headers.contains_key(header::ORIGIN);
     let mut body = json!({
         "user": user_json(user),
@@ -394,9 +399,9 @@ async fn issue(
     );
     h.append(
         header::SET_COOKIE,
-        cookie_header(app, headers, REFRESH_COOKIE, &refresh, "/api/auth", refresh_ttl.as_secs()),
+        cookie_header(app, headers, REFRESH_COOKIE, refresh, "/api/auth", refresh_ttl.as_secs()),
     );
-    Ok(response)
+    response
 }
 
 fn clear_cookies(app: &App, headers: &HeaderMap, response: &mut Response) {
@@ -426,7 +431,7 @@ async fn signup(State(app): State<Arc<App>>, headers: HeaderMap, req: Request) -
     for doc in &signed_up.invited_to {
         app.bridge.access_changed(doc).await;
     }
-    issue(&app, &headers, StatusCode::CREATED, &signed_up.user, None).await
+    issue(&app, &headers, StatusCode::CREATED, &signed_up.user).await
 }
 
 #[derive(Deserialize)]
@@ -454,7 +459,7 @@ async fn login(State(app): State<Arc<App>>, headers: HeaderMap, req: Request) ->
     // Unknown addresses are checked against a dummy hash: same answer, same time.
     let ok = app.passwords.verify(body.password, hash).await?;
     match user.filter(|_| ok) {
-        Some(user) => issue(&app, &headers, StatusCode::OK, &user, None).await,
+        Some(user) => issue(&app, &headers, StatusCode::OK, &user).await,
         None => Err(wrong()),
     }
 }
@@ -479,8 +484,12 @@ async fn refresh(State(app): State<Arc<App>>, headers: HeaderMap, req: Request) 
     let Some(token) = presented_refresh(&headers, req).await? else {
         return Err(ApiError::unauthorized("invalid_refresh", "send the refresh token (body or cookie)"));
     };
-    match app.store.use_refresh_token(&hash_refresh_token(&token)).await? {
-        RefreshOutcome::Rotated { user, family } => issue(&app, &headers, StatusCode::OK, &user, Some(family)).await,
+    // The next token of the family is stored in the same transaction that uses this one, so
+    // a reuse that revokes the family cannot miss it.
+    let (next, next_hash) = new_refresh_token();
+    let outcome = app.store.use_refresh_token(&hash_refresh_token(&token), &next_hash, refresh_expiry(&app)).await?;
+    match outcome {
+        RefreshOutcome::Rotated { user, .. } => Ok(respond_tokens(&app, &headers, StatusCode::OK, &user, &next)),
         RefreshOutcome::Reused => {
             tracing::warn!("a used refresh token was presented again: its family is revoked");
             let mut response = ApiError::unauthorized(
@@ -531,7 +540,7 @@ async fn change_password(
     let hash = app.passwords.hash(body.new_password).await?;
     app.store.set_password(&user.id, &hash).await?;
     // Every refresh token is revoked: this client gets a fresh pair.
-    issue(&app, &headers, StatusCode::OK, &user, None).await
+    issue(&app, &headers, StatusCode::OK, &user).await
 }
 
 async fn me(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
@@ -602,7 +611,7 @@ async fn create_document(
     };
     let title = if title.is_empty() { "Untitled".to_owned() } else { title };
     let doc = app.store.create_document(&caller.user, &title).await?;
-    let view = DocumentView { doc, role: Role::Owner };
+    let view = DocumentView { doc, role: Role::Owner, own: Some(Role::Owner) };
     Ok((StatusCode::CREATED, Json(document_json(&view))).into_response())
 }
 
@@ -674,17 +683,19 @@ async fn update_document(
     Body(body): Body<UpdateDocument>,
 ) -> ApiResult<Response> {
     let view = readable(&app, &id, &caller).await?;
-    if let Some(title) = &body.title {
-        if !policy::may_rename(view.role) {
-            return Err(ApiError::forbidden("only editors and the owner may rename"));
-        }
-        let title = check_text("title", title, MAX_TITLE_CHARS, false)?;
+    // Every check before any write: a request is applied whole or not at all.
+    let sharing = body.link_sharing.is_some() || body.editors_can_share.is_some();
+    if body.title.is_some() && !policy::may_rename(view.role) {
+        return Err(ApiError::forbidden("only editors and the owner may rename"));
+    }
+    if sharing && !policy::may_change_sharing(view.own) {
+        return Err(ApiError::forbidden("only the owner may change how the document is shared"));
+    }
+    let title = body.title.as_deref().map(|t| check_text("title", t, MAX_TITLE_CHARS, false)).transpose()?;
+    if let Some(title) = title {
         app.store.rename_document(&id, &title, &caller.user).await?;
     }
-    if body.link_sharing.is_some() || body.editors_can_share.is_some() {
-        if !policy::may_change_sharing(view.role) {
-            return Err(ApiError::forbidden("only the owner may change how the document is shared"));
-        }
+    if sharing {
         let link = body.link_sharing.map(|l| match l {
             LinkSharing::Off => None,
             LinkSharing::Viewer => Some(Role::Viewer),
@@ -702,7 +713,7 @@ async fn update_document(
 
 async fn delete_document(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let view = readable(&app, &id, &caller).await?;
-    if !policy::may_delete(view.role) {
+    if !policy::may_delete(view.own) {
         return Err(ApiError::forbidden("only the owner may delete the document"));
     }
     app.store.delete_document(&id, &caller.user).await?;
@@ -750,7 +761,12 @@ async fn share(
 }
 
 async fn permissions(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    readable(&app, &id, &caller).await?;
+    let view = readable(&app, &id, &caller).await?;
+    if view.own.is_none() {
+        // Who has access (and their email addresses) is for collaborators, not for anyone
+        // who has the link.
+        return Err(ApiError::forbidden("access through the link does not show who else has access"));
+    }
     let (perms, invites) = app.store.permissions(&id).await?;
     let perms: Vec<_> = perms.iter().map(|p| json!({"user": user_json(&p.user), "role": p.role})).collect();
     let invites: Vec<_> =
@@ -833,7 +849,7 @@ async fn transfer(
     Body(body): Body<TransferBody>,
 ) -> ApiResult<Response> {
     let view = readable(&app, &id, &caller).await?;
-    if view.role != Role::Owner {
+    if view.own != Some(Role::Owner) {
         return Err(ApiError::forbidden("only the owner may transfer ownership"));
     }
     if body.user == caller.user {

@@ -11,14 +11,15 @@ pub fn may_rename(role: Role) -> bool {
     role >= Role::Editor
 }
 
-/// Link sharing and the "editors can share" switch: the owner.
-pub fn may_change_sharing(role: Role) -> bool {
-    role == Role::Owner
+/// Link sharing and the "editors can share" switch: the owner (by their own role; see
+/// [`DocumentView::own`]).
+pub fn may_change_sharing(own: Option<Role>) -> bool {
+    own == Some(Role::Owner)
 }
 
 /// Deleting: the owner.
-pub fn may_delete(role: Role) -> bool {
-    role == Role::Owner
+pub fn may_delete(own: Option<Role>) -> bool {
+    own == Some(Role::Owner)
 }
 
 /// Giving someone `role` (sharing, changing or revoking a role): the owner; editors too
@@ -28,10 +29,13 @@ pub fn may_grant(view: &DocumentView, role: Role) -> Result<(), String> {
     if role == Role::Owner {
         return Err("a document has one owner: transfer ownership instead".into());
     }
-    match view.role {
-        Role::Owner => Ok(()),
-        Role::Editor if view.doc.editors_can_share => Ok(()),
-        Role::Editor => Err("only the owner may share this document".into()),
+    // The caller's own role: the link's grants nothing here (someone with an editor link
+    // must not be able to share, revoke real editors, or make their own access permanent).
+    match view.own {
+        Some(Role::Owner) => Ok(()),
+        Some(Role::Editor) if view.doc.editors_can_share => Ok(()),
+        Some(Role::Editor) => Err("only the owner may share this document".into()),
+        None if view.role >= Role::Viewer => Err("access through the link does not let you share".into()),
         _ => Err("viewers and commenters may not share".into()),
     }
 }
@@ -52,7 +56,7 @@ mod tests {
             editors_can_share,
             acl_version: 1,
         };
-        DocumentView { doc, role }
+        DocumentView { doc, role, own: Some(role) }
     }
 
     #[test]
@@ -64,7 +68,11 @@ mod tests {
         assert!(may_grant(&view(Role::Commenter, true), Role::Viewer).is_err());
         assert!(may_grant(&view(Role::Viewer, true), Role::Viewer).is_err());
         assert!(may_rename(Role::Editor) && !may_rename(Role::Commenter));
-        assert!(may_delete(Role::Owner) && !may_delete(Role::Editor));
-        assert!(may_change_sharing(Role::Owner) && !may_change_sharing(Role::Editor));
+        assert!(may_delete(Some(Role::Owner)) && !may_delete(Some(Role::Editor)) && !may_delete(None));
+        assert!(may_change_sharing(Some(Role::Owner)) && !may_change_sharing(Some(Role::Editor)));
+        // Through an editor link, with "editors can share" on: still no sharing.
+        let mut link = view(Role::Editor, true);
+        link.own = None;
+        assert!(may_grant(&link, Role::Viewer).is_err());
     }
 }

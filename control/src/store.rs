@@ -90,8 +90,11 @@ pub struct Document {
 pub struct DocumentView {
     /// The document.
     pub doc: Document,
-    /// The user's role on it.
+    /// The user's role on it: their own, or the link's, whichever is more.
     pub role: Role,
+    /// Their own role (none when they reach it only through the link): sharing and
+    /// ownership decisions go by this one.
+    pub own: Option<Role>,
 }
 
 /// One page of a user's documents.
@@ -402,9 +405,10 @@ impl Store {
         Ok(())
     }
 
-    /// Presents a refresh token (by hash): marks it used when it is valid; revokes its
-    /// family when it was used before.
-    pub async fn use_refresh_token(&self, hash: &str) -> Result<RefreshOutcome> {
+    /// Presents a refresh token (by hash): when it is valid, marks it used and stores its
+    /// successor (`next_hash`, same family, valid until `next_expires_ms`) in the same
+    /// transaction; when it was used before, revokes its family.
+    pub async fn use_refresh_token(&self, hash: &str, next_hash: &str, next_expires_ms: i64) -> Result<RefreshOutcome> {
         let now = now_ms();
         let mut tx = self.write.begin().await?;
         let used = sqlx::query(
@@ -422,6 +426,17 @@ impl Store {
                 .bind(&user_id)
                 .fetch_one(&mut *tx)
                 .await?;
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, family, user_id, created_ms, expires_ms) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(next_hash)
+            .bind(&family)
+            .bind(&user_id)
+            .bind(now)
+            .bind(next_expires_ms)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             return Ok(RefreshOutcome::Rotated { user: user_from(&user, "")?, family });
         }
@@ -530,7 +545,7 @@ impl Store {
             .map(|r| r.try_get("role"))
             .transpose()?;
         let own = own.as_deref().map(role_from).transpose()?;
-        Ok(own.max(doc.link_role).map(|role| DocumentView { doc, role }))
+        Ok(own.max(doc.link_role).map(|role| DocumentView { doc, role, own }))
     }
 
     /// The documents `user` has a role on, most recently edited first, `limit` at a time.
@@ -563,7 +578,8 @@ impl Store {
             let role: String = row.try_get("role")?;
             let doc = document_from(row)?;
             next = Some(Cursor { updated_ms: row.try_get("doc_updated_ms")?, id: doc.id.clone() });
-            docs.push(DocumentView { doc, role: role_from(&role)? });
+            let role = role_from(&role)?;
+            docs.push(DocumentView { doc, role, own: Some(role) });
         }
         Ok(Page { docs, next: if more { next } else { None } })
     }

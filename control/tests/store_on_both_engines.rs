@@ -33,28 +33,48 @@ async fn suite(store: &Store) {
     // ---- refresh tokens: rotation, reuse revokes the family, logout ----
     let (t1, h1) = tokens::new_refresh_token();
     store.add_refresh_token(&h1, "fam1", &ada.id, tandem_control::now_ms() + 60_000).await.unwrap();
+    let (_t2, h2) = tokens::new_refresh_token();
+    let later = tandem_control::now_ms() + 60_000;
     assert_eq!(
-        store.use_refresh_token(&h1).await.unwrap(),
+        store.use_refresh_token(&h1, &h2, later).await.unwrap(),
         RefreshOutcome::Rotated { user: ada.clone(), family: "fam1".into() }
     );
-    let (_t2, h2) = tokens::new_refresh_token();
-    store.add_refresh_token(&h2, "fam1", &ada.id, tandem_control::now_ms() + 60_000).await.unwrap();
     // t1 again: reuse. The whole family goes, t2 with it.
-    assert_eq!(store.use_refresh_token(&tokens::hash_refresh_token(&t1)).await.unwrap(), RefreshOutcome::Reused);
-    assert_eq!(store.use_refresh_token(&h2).await.unwrap(), RefreshOutcome::Invalid);
-    assert_eq!(store.use_refresh_token("unknown").await.unwrap(), RefreshOutcome::Invalid);
+    assert_eq!(
+        store.use_refresh_token(&tokens::hash_refresh_token(&t1), &tokens::new_refresh_token().1, later).await.unwrap(),
+        RefreshOutcome::Reused
+    );
+    assert_eq!(
+        store.use_refresh_token(&h2, &tokens::new_refresh_token().1, later).await.unwrap(),
+        RefreshOutcome::Invalid
+    );
+    assert_eq!(
+        store.use_refresh_token("unknown", &tokens::new_refresh_token().1, later).await.unwrap(),
+        RefreshOutcome::Invalid
+    );
     let (_t3, h3) = tokens::new_refresh_token();
     store.add_refresh_token(&h3, "fam2", &ada.id, tandem_control::now_ms() - 1).await.unwrap();
-    assert_eq!(store.use_refresh_token(&h3).await.unwrap(), RefreshOutcome::Invalid, "expired");
+    assert_eq!(
+        store.use_refresh_token(&h3, &tokens::new_refresh_token().1, later).await.unwrap(),
+        RefreshOutcome::Invalid,
+        "expired"
+    );
     let (_t4, h4) = tokens::new_refresh_token();
     store.add_refresh_token(&h4, "fam3", &ada.id, tandem_control::now_ms() + 60_000).await.unwrap();
     assert!(store.revoke_refresh_family(&h4).await.unwrap());
-    assert_eq!(store.use_refresh_token(&h4).await.unwrap(), RefreshOutcome::Invalid, "logged out");
+    assert_eq!(
+        store.use_refresh_token(&h4, &tokens::new_refresh_token().1, later).await.unwrap(),
+        RefreshOutcome::Invalid,
+        "logged out"
+    );
     // A password change revokes every refresh token of the user.
     let (_t5, h5) = tokens::new_refresh_token();
     store.add_refresh_token(&h5, "fam4", &ada.id, tandem_control::now_ms() + 60_000).await.unwrap();
     store.set_password(&ada.id, "hash-a2").await.unwrap();
-    assert_eq!(store.use_refresh_token(&h5).await.unwrap(), RefreshOutcome::Invalid);
+    assert_eq!(
+        store.use_refresh_token(&h5, &tokens::new_refresh_token().1, later).await.unwrap(),
+        RefreshOutcome::Invalid
+    );
     assert_eq!(store.user_by_id(&ada.id).await.unwrap().unwrap().1, "hash-a2");
 
     // ---- documents ----

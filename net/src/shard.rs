@@ -1012,6 +1012,13 @@ impl Shard {
         // cannot both edit it, and a dead connection's late `open` cannot push out the
         // reconnected one.
         let others = self.rooms[&doc].sessions_of(from.client, from.conn);
+        if self.config.auth.checks_access() && others.iter().any(|o| o.peer.user != from.peer.user) {
+            // A client id belongs to one user: another user's session holds this one here,
+            // and must not be pushed out (or have its sequence numbers taken over).
+            let msg = "this client id is in use on this document by another user; use a random id per tab".to_owned();
+            self.doc_error(&doc, from, ErrorCode::Forbidden, msg, None);
+            return;
+        }
         let age = |i: &SessionInfo| (i.connected_at, i.conn);
         if others.iter().any(|o| age(o) > age(from)) {
             self.supersede(from.conn);

@@ -290,3 +290,22 @@ fn a_server_that_checks_no_accounts_ignores_access_pushes() {
     sim.submit(conn, "d", 0, 1);
     assert!(matches!(&sim.take(conn)[..], [ServerMsg::Ack { rev: 1, .. }]), "still writable");
 }
+
+#[test]
+fn another_users_client_id_is_not_taken_over() {
+    let mut sim = Sim::new();
+    let ada = sim.connect("ada", 7);
+    let eve = sim.connect("eve", 7);
+    sim.take(ada);
+    sim.take(eve);
+    sim.open(ada, "d");
+    sim.control("d", AccessUpdate::Loaded(Ok(list(1, &[("ada", Role::Owner)], Some(Role::Viewer)))));
+    sim.take(ada);
+    // Eve reaches the document through the link, with Ada's client id: refused, and Ada's
+    // session stays (no 4009).
+    sim.open(eve, "d");
+    assert_eq!(error_code(&sim.take(eve)).map(|e| e.0), Some(ErrorCode::Forbidden));
+    assert!(!sim.closed.contains_key(&ada));
+    sim.submit(ada, "d", 0, 1);
+    assert!(matches!(&sim.take(ada)[..], [ServerMsg::Ack { rev: 1, .. }]));
+}

@@ -615,3 +615,36 @@ fn an_expiring_session_is_warned_refreshes_in_place_or_is_closed() {
     kept.send(json!({"type": "open", "doc": "nope"}));
     assert_eq!(kept.until("error")["code"], "forbidden");
 }
+
+#[test]
+fn a_role_through_the_link_shares_nothing() {
+    let server = start(DEFAULT_CONFIG, &[]);
+    let addr = server.addr;
+    let (_, ada_t, _) = signup(addr, "ada@example.com", "Ada");
+    let (bob, bob_t, _) = signup(addr, "bob@example.com", "Bob");
+    let doc = create_doc(addr, &ada_t, "Open plan");
+    let auth_a = bearer(&ada_t);
+    let on = json!({"link_sharing": "editor", "editors_can_share": true});
+    assert_eq!(
+        http(addr, "PATCH", &format!("/api/documents/{doc}"), &[("Authorization", &auth_a)], Some(&on)).status,
+        200
+    );
+    let auth_b = bearer(&bob_t);
+    let seen = http(addr, "GET", &format!("/api/documents/{doc}"), &[("Authorization", &auth_b)], None);
+    assert_eq!((seen.status, seen.body["role"].as_str()), (200, Some("editor")), "{}", seen.raw);
+    // Editing through the link: yes. Making that access permanent, or managing others: no.
+    for (method, path, body) in [
+        ("POST", format!("/api/documents/{doc}/share"), Some(json!({"email": "bob@example.com", "role": "editor"}))),
+        ("PUT", format!("/api/documents/{doc}/permissions/{bob}"), Some(json!({"role": "editor"}))),
+        ("GET", format!("/api/documents/{doc}/permissions"), None),
+        ("PATCH", format!("/api/documents/{doc}"), Some(json!({"link_sharing": "off"}))),
+        ("DELETE", format!("/api/documents/{doc}"), None),
+    ] {
+        let a = http(addr, method, &path, &[("Authorization", &auth_b)], body.as_ref());
+        assert_eq!(a.status, 403, "{method} {path}: {}", a.raw);
+    }
+    let (mut b, _) = Ws::hello(addr, &bob_t, &[], 2);
+    assert_eq!(b.open(&doc)["role"], "editor");
+    b.submit(&doc, 0, "via link");
+    assert_eq!(b.until("ack")["rev"], 1);
+}
