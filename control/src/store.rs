@@ -557,7 +557,7 @@ impl Store {
         // integer, so this is not an injection; there is one cached statement per page size.
         let columns = "SELECT d.id, d.title, d.owner_id, d.created_ms, d.updated_ms, d.link_role, \
              d.editors_can_share, d.acl_version, p.role, p.doc_updated_ms FROM permissions p \
-             JOIN documents d ON d.id = p.doc_id WHERE p.user_id = $1";
+             JOIN documents d ON d.id = p.doc_id WHERE p.user_id = $1 AND d.deleted_ms IS NULL";
         let order = format!("ORDER BY p.doc_updated_ms DESC, p.doc_id DESC LIMIT {}", limit + 1);
         let rows = match after {
             None => {
@@ -713,12 +713,15 @@ impl Store {
                 if user.id == doc.owner_id {
                     return Err(Error::Invalid("that is the document's owner".into()));
                 }
-                let updated = sqlx::query("UPDATE permissions SET role = $1 WHERE doc_id = $2 AND user_id = $3")
-                    .bind(role.as_str())
-                    .bind(&doc.id)
-                    .bind(&user.id)
-                    .execute(&mut *tx)
-                    .await?;
+                // Never the owner's row, even if ownership moved since `doc` was read.
+                let updated = sqlx::query(
+                    "UPDATE permissions SET role = $1 WHERE doc_id = $2 AND user_id = $3 AND role <> 'owner'",
+                )
+                .bind(role.as_str())
+                .bind(&doc.id)
+                .bind(&user.id)
+                .execute(&mut *tx)
+                .await?;
                 if updated.rows_affected() == 0 {
                     sqlx::query(
                         "INSERT INTO permissions (doc_id, user_id, role, doc_updated_ms, created_ms) \
