@@ -30,7 +30,7 @@ const CONCURRENT_LOADS: usize = 64;
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Request {
-    Load(DocId),
+    Load(DocId, u64),
     Edited(DocId),
 }
 
@@ -40,8 +40,8 @@ pub struct Link {
 }
 
 impl ControlLink for Link {
-    fn load_access(&self, doc: &DocId) -> bool {
-        self.tx.try_send(Request::Load(doc.clone())).is_ok()
+    fn load_access(&self, doc: &DocId, load: u64) -> bool {
+        self.tx.try_send(Request::Load(doc.clone(), load)).is_ok()
     }
 
     fn edited(&self, doc: &DocId) {
@@ -138,7 +138,7 @@ impl Bridge {
         let loads = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LOADS));
         while let Some(req) = rx.0.recv().await {
             match req {
-                Request::Load(doc) => {
+                Request::Load(doc, load) => {
                     let this = self.clone();
                     // Waiting here leaves later requests in the bounded queue, where a full
                     // queue makes the cores answer "overloaded".
@@ -153,7 +153,7 @@ impl Bridge {
                                 Err(AccessError::Unavailable("the metadata store is unavailable".into()))
                             }
                         };
-                        this.deliver(doc, AccessUpdate::Loaded(answer)).await;
+                        this.deliver(doc, AccessUpdate::Loaded(load, answer)).await;
                     });
                 }
                 Request::Edited(doc) => {

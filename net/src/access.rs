@@ -119,8 +119,9 @@ impl fmt::Debug for Done {
 /// What the control plane tells a document's owner core.
 #[derive(Clone, Debug)]
 pub enum AccessUpdate {
-    /// The answer to [`ControlLink::load_access`].
-    Loaded(Result<Arc<AccessList>, AccessError>),
+    /// The answer to [`ControlLink::load_access`], with the number the request carried (an
+    /// answer to an earlier, abandoned load is ignored: it may predate a change).
+    Loaded(u64, Result<Arc<AccessList>, AccessError>),
     /// A change was committed: this is the whole new list.
     Changed(Arc<AccessList>, Option<Done>),
     /// The document was deleted: everyone's session on it ends.
@@ -131,9 +132,9 @@ pub enum AccessUpdate {
 /// and return at once: they run on a core.
 pub trait ControlLink: Send + Sync {
     /// Asks for `doc`'s access list, to be delivered to its owner core as
-    /// [`AccessUpdate::Loaded`]. False when the queue is full (the open is refused as
+    /// [`AccessUpdate::Loaded`] with `load`. False when the queue is full (the open is refused as
     /// overloaded).
-    fn load_access(&self, doc: &DocId) -> bool;
+    fn load_access(&self, doc: &DocId, load: u64) -> bool;
     /// `doc` was edited (at most every few seconds per document; a hint for "recently
     /// edited" lists, dropped when the queue is full).
     fn edited(&self, doc: &DocId);

@@ -117,6 +117,8 @@ struct Loading {
     /// Whether each is still awaited.
     needs_state: bool,
     needs_access: bool,
+    /// The number of the access-list request this load waits for.
+    access_load: u64,
 }
 
 /// A request from a connection to a document's owner core.
@@ -308,6 +310,8 @@ pub enum Effect {
     LoadAccess {
         /// The document.
         doc: DocId,
+        /// This load's number, to come back with the answer.
+        load: u64,
     },
     /// Tell the control plane a document was edited (best effort).
     Edited {
@@ -371,6 +375,8 @@ pub struct Shard {
     now: Instant,
     last_prune: Instant,
     next_conn: u64,
+    /// Numbers access-list loads.
+    next_load: u64,
     effects: Vec<Effect>,
     stats: ShardStats,
 }
@@ -393,6 +399,7 @@ impl Shard {
             now: Instant::now(),
             last_prune: Instant::now(),
             next_conn: 1,
+            next_load: 1,
             effects: Vec::new(),
             stats: ShardStats::default(),
         }
@@ -990,13 +997,16 @@ impl Shard {
                     access: None,
                     needs_state,
                     needs_access,
+                    access_load: self.next_load,
                 };
+                let load = self.next_load;
+                self.next_load += 1;
                 self.loading.insert(doc.clone(), loading);
                 if needs_state {
                     self.effects.push(Effect::Load { doc: doc.clone() });
                 }
                 if needs_access {
-                    self.effects.push(Effect::LoadAccess { doc });
+                    self.effects.push(Effect::LoadAccess { doc, load });
                 }
                 return;
             }
@@ -1137,17 +1147,21 @@ impl Shard {
             return;
         }
         match update {
-            AccessUpdate::Loaded(Ok(list)) => {
-                // No longer loading (storage failed, or the document was deleted): ignored.
-                let Some(loading) = self.loading.get_mut(&doc) else { return };
+            AccessUpdate::Loaded(load, Ok(list)) => {
+                // No longer loading (storage failed, or the document was deleted), or the
+                // answer to an earlier load that was abandoned: ignored.
+                let Some(loading) = self.loading.get_mut(&doc).filter(|l| l.access_load == load) else { return };
                 if loading.access.as_ref().is_none_or(|a| a.version < list.version) {
                     loading.access = Some(list);
                 }
                 loading.needs_access = false;
                 self.finish_loading(doc, now);
             }
-            AccessUpdate::Loaded(Err(e)) => {
-                let Some(loading) = self.loading.remove(&doc) else { return };
+            AccessUpdate::Loaded(load, Err(e)) => {
+                if self.loading.get(&doc).is_none_or(|l| l.access_load != load) {
+                    return;
+                }
+                let loading = self.loading.remove(&doc).expect("checked");
                 let (code, msg) = match e {
                     AccessError::NotFound => (ErrorCode::Forbidden, "no such document, or no access to it".to_owned()),
                     AccessError::Unavailable(why) => {

@@ -47,7 +47,7 @@ struct Sim {
     now: Instant,
     inbox: HashMap<ConnId, Vec<ServerMsg>>,
     closed: HashMap<ConnId, u16>,
-    loads: Vec<DocId>,
+    loads: Vec<(DocId, u64)>,
     edited: usize,
 }
 
@@ -80,7 +80,7 @@ impl Sim {
                 Effect::Close { conn, code, .. } => {
                     self.closed.insert(conn, code);
                 }
-                Effect::LoadAccess { doc } => self.loads.push(doc),
+                Effect::LoadAccess { doc, load } => self.loads.push((doc, load)),
                 Effect::Edited { .. } => self.edited += 1,
                 other => panic!("unexpected effect {other:?}"),
             }
@@ -110,6 +110,11 @@ impl Sim {
     fn control(&mut self, doc: &str, update: AccessUpdate) {
         self.shard.on_core_msg(CoreMsg::Access { doc: DocId::new(doc).unwrap(), update }, self.now);
         self.drain();
+    }
+
+    /// The number of the latest access-list load asked for.
+    fn last_load(&self) -> u64 {
+        self.loads.last().map_or(0, |l| l.1)
     }
 
     fn take(&mut self, conn: ConnId) -> Vec<ServerMsg> {
@@ -149,9 +154,12 @@ fn roles_are_checked_on_every_message_and_changes_hold_from_the_next() {
     }
     // The first open asks the control plane; nothing is answered before the list comes.
     sim.open(ada, "d");
-    assert_eq!(sim.loads, vec![DocId::new("d").unwrap()]);
+    assert_eq!(sim.loads.iter().map(|l| l.0.clone()).collect::<Vec<_>>(), vec![DocId::new("d").unwrap()]);
     assert!(sim.take(ada).is_empty());
-    sim.control("d", AccessUpdate::Loaded(Ok(list(1, &[("ada", Role::Owner), ("bob", Role::Viewer)], None))));
+    sim.control(
+        "d",
+        AccessUpdate::Loaded(sim.last_load(), Ok(list(1, &[("ada", Role::Owner), ("bob", Role::Viewer)], None))),
+    );
     assert!(matches!(&sim.take(ada)[..], [ServerMsg::Opened { role: Some(Role::Owner), .. }]));
 
     // A viewer reads (no second load: the list is in memory), but may not edit.
@@ -207,7 +215,7 @@ fn roles_are_checked_on_every_message_and_changes_hold_from_the_next() {
     assert_eq!(error_code(&sim.take(bob)).map(|e| e.0), Some(ErrorCode::DocumentDeleted));
     sim.open(ada, "d");
     assert_eq!(sim.loads.len(), 2);
-    sim.control("d", AccessUpdate::Loaded(Err(AccessError::NotFound)));
+    sim.control("d", AccessUpdate::Loaded(sim.last_load(), Err(AccessError::NotFound)));
     assert_eq!(error_code(&sim.take(ada)).map(|e| e.0), Some(ErrorCode::Forbidden));
 }
 
@@ -220,11 +228,11 @@ fn a_change_during_the_load_wins_over_the_older_answer() {
     // The change commits (v5) and is pushed before the load's answer, read earlier (v4).
     sim.control("e", AccessUpdate::Changed(list(5, &[("bob", Role::Viewer)], None), None));
     assert!(sim.take(bob).is_empty());
-    sim.control("e", AccessUpdate::Loaded(Ok(list(4, &[("bob", Role::Editor)], None))));
+    sim.control("e", AccessUpdate::Loaded(sim.last_load(), Ok(list(4, &[("bob", Role::Editor)], None))));
     assert!(matches!(&sim.take(bob)[..], [ServerMsg::Opened { role: Some(Role::Viewer), .. }]));
     // The control plane cannot answer: the open is refused as overloaded, not hung.
     sim.open(bob, "f");
-    sim.control("f", AccessUpdate::Loaded(Err(AccessError::Unavailable("db down".into()))));
+    sim.control("f", AccessUpdate::Loaded(sim.last_load(), Err(AccessError::Unavailable("db down".into()))));
     assert_eq!(error_code(&sim.take(bob)).map(|e| e.0), Some(ErrorCode::Overloaded));
 }
 
@@ -299,7 +307,7 @@ fn another_users_client_id_is_not_taken_over() {
     sim.take(ada);
     sim.take(eve);
     sim.open(ada, "d");
-    sim.control("d", AccessUpdate::Loaded(Ok(list(1, &[("ada", Role::Owner)], Some(Role::Viewer)))));
+    sim.control("d", AccessUpdate::Loaded(sim.last_load(), Ok(list(1, &[("ada", Role::Owner)], Some(Role::Viewer)))));
     sim.take(ada);
     // Eve reaches the document through the link, with Ada's client id: refused, and Ada's
     // session stays (no 4009).
@@ -308,4 +316,23 @@ fn another_users_client_id_is_not_taken_over() {
     assert!(!sim.closed.contains_key(&ada));
     sim.submit(ada, "d", 0, 1);
     assert!(matches!(&sim.take(ada)[..], [ServerMsg::Ack { rev: 1, .. }]));
+}
+
+#[test]
+fn an_answer_to_an_abandoned_load_is_ignored() {
+    let mut sim = Sim::new();
+    let bob = sim.connect("bob", 2);
+    sim.take(bob);
+    sim.open(bob, "g");
+    let first = sim.last_load();
+    // The document is deleted while its list is being read: the load is abandoned...
+    sim.control("g", AccessUpdate::Deleted(None));
+    assert_eq!(error_code(&sim.take(bob)).map(|e| e.0), Some(ErrorCode::DocumentDeleted));
+    // ...and opened again (a new load), when the first answer, read before the deletion, comes.
+    sim.open(bob, "g");
+    assert_ne!(sim.last_load(), first);
+    sim.control("g", AccessUpdate::Loaded(first, Ok(list(1, &[("bob", Role::Editor)], None))));
+    assert!(sim.take(bob).is_empty(), "a stale answer opened the document");
+    sim.control("g", AccessUpdate::Loaded(sim.last_load(), Err(AccessError::NotFound)));
+    assert_eq!(error_code(&sim.take(bob)).map(|e| e.0), Some(ErrorCode::Forbidden));
 }

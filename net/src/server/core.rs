@@ -147,11 +147,11 @@ impl Core {
             }
             Effect::History { doc, from, query } => self.to_storage(StorageReq::History(doc, from, query)),
             Effect::Load { doc } => self.to_storage(StorageReq::Load(doc)),
-            Effect::LoadAccess { doc } => {
-                let queued = self.shared.control.as_ref().is_some_and(|c| c.load_access(&doc));
+            Effect::LoadAccess { doc, load } => {
+                let queued = self.shared.control.as_ref().is_some_and(|c| c.load_access(&doc, load));
                 if !queued {
                     let why = crate::access::AccessError::Unavailable("the control plane is busy".into());
-                    let update = crate::access::AccessUpdate::Loaded(Err(why));
+                    let update = crate::access::AccessUpdate::Loaded(load, Err(why));
                     self.refused_access.borrow_mut().push((doc, update));
                 }
             }
