@@ -224,6 +224,41 @@ async fn outbox(tx: &mut sqlx::AnyConnection, event: &Event, now: i64) -> Result
     Ok(())
 }
 
+/// A user's own role on a document (none: no permission row).
+async fn own_role(conn: &mut sqlx::AnyConnection, doc: &str, user: &str) -> Result<Option<Role>> {
+    let role: Option<String> = sqlx::query("SELECT role FROM permissions WHERE doc_id = $1 AND user_id = $2")
+        .bind(doc)
+        .bind(user)
+        .fetch_optional(conn)
+        .await?
+        .map(|r| r.try_get("role"))
+        .transpose()?;
+    role.as_deref().map(role_from).transpose()
+}
+
+/// Gives `user` `role` on `doc` (inside the caller's transaction); `doc_updated_ms` places
+/// the document in the user's list.
+async fn insert_permission(
+    tx: &mut sqlx::AnyConnection,
+    doc: &str,
+    user: &str,
+    role: Role,
+    doc_updated_ms: i64,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO permissions (doc_id, user_id, role, doc_updated_ms, created_ms) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(doc)
+    .bind(user)
+    .bind(role.as_str())
+    .bind(doc_updated_ms)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Bumps a document's access-list version (inside the caller's transaction).
 async fn bump_acl(tx: &mut sqlx::AnyConnection, doc: &str) -> Result<()> {
     sqlx::query("UPDATE documents SET acl_version = acl_version + 1 WHERE id = $1").bind(doc).execute(&mut *tx).await?;
@@ -329,18 +364,10 @@ impl Store {
             let role: String = row.try_get("role")?;
             let by: String = row.try_get("invited_by")?;
             let updated: i64 = row.try_get("updated_ms")?;
-            sqlx::query(
-                "INSERT INTO permissions (doc_id, user_id, role, doc_updated_ms, created_ms) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&doc)
-            .bind(&id)
-            .bind(&role)
-            .bind(updated)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let role = role_from(&role)?;
+            insert_permission(&mut tx, &doc, &id, role, updated, now).await?;
             bump_acl(&mut tx, &doc).await?;
-            let event = Event::RoleChanged { doc: doc.clone(), user: id.clone(), role: Some(role_from(&role)?), by };
+            let event = Event::RoleChanged { doc: doc.clone(), user: id.clone(), role: Some(role), by };
             outbox(&mut tx, &event, now).await?;
             invited_to.push(doc);
         }
@@ -498,14 +525,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO permissions (doc_id, user_id, role, doc_updated_ms, created_ms) VALUES ($1, $2, 'owner', $3, $3)",
-        )
-        .bind(&id)
-        .bind(owner)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        insert_permission(&mut tx, &id, owner, Role::Owner, now, now).await?;
         let event = Event::DocumentCreated { doc: id.clone(), title: title.to_owned(), owner: owner.to_owned() };
         outbox(&mut tx, &event, now).await?;
         tx.commit().await?;
@@ -537,14 +557,7 @@ impl Store {
     /// (the two are not told apart).
     pub async fn document_for(&self, id: &str, user: &str) -> Result<Option<DocumentView>> {
         let Some(doc) = self.document(id).await? else { return Ok(None) };
-        let own: Option<String> = sqlx::query("SELECT role FROM permissions WHERE doc_id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user)
-            .fetch_optional(&self.read)
-            .await?
-            .map(|r| r.try_get("role"))
-            .transpose()?;
-        let own = own.as_deref().map(role_from).transpose()?;
+        let own = own_role(&mut *self.read.acquire().await?, id, user).await?;
         Ok(own.max(doc.link_role).map(|role| DocumentView { doc, role, own }))
     }
 
@@ -723,17 +736,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() == 0 {
-                    sqlx::query(
-                        "INSERT INTO permissions (doc_id, user_id, role, doc_updated_ms, created_ms) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(&doc.id)
-                    .bind(&user.id)
-                    .bind(role.as_str())
-                    .bind(doc.updated_ms)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                    insert_permission(&mut tx, &doc.id, &user.id, role, doc.updated_ms, now).await?;
                 }
                 bump_acl(&mut tx, &doc.id).await?;
                 ShareOutcome::Granted(user)
@@ -816,15 +819,8 @@ impl Store {
         }
         let now = now_ms();
         let mut tx = self.write.begin().await?;
-        let current: Option<String> = sqlx::query("SELECT role FROM permissions WHERE doc_id = $1 AND user_id = $2")
-            .bind(doc)
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get("role"))
-            .transpose()?;
-        match (current.as_deref(), role) {
-            (Some("owner"), _) => return Err(Error::Invalid("the owner's role changes only by a transfer".into())),
+        match (own_role(&mut tx, doc, user).await?, role) {
+            (Some(Role::Owner), _) => return Err(Error::Invalid("the owner's role changes only by a transfer".into())),
             (None, _) => return Ok(false),
             (Some(_), Some(role)) => {
                 sqlx::query("UPDATE permissions SET role = $1 WHERE doc_id = $2 AND user_id = $3")
@@ -864,13 +860,7 @@ impl Store {
     pub async fn transfer(&self, doc: &Document, to: &str) -> Result<()> {
         let now = now_ms();
         let mut tx = self.write.begin().await?;
-        let has_role = sqlx::query("SELECT role FROM permissions WHERE doc_id = $1 AND user_id = $2")
-            .bind(&doc.id)
-            .bind(to)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        if !has_role {
+        if own_role(&mut tx, &doc.id, to).await?.is_none() {
             return Err(Error::Invalid("share the document with the new owner first".into()));
         }
         sqlx::query("UPDATE permissions SET role = 'editor' WHERE doc_id = $1 AND user_id = $2")
