@@ -7,6 +7,9 @@ pub enum Error {
     /// The database failed (connection lost, constraint, timeout).
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// SQLite's direct read path failed.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// A migration failed.
     #[error("migrating the database: {0}")]
     Migrate(String),

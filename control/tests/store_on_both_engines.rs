@@ -184,6 +184,18 @@ async fn suite(store: &Store) {
     });
     assert_eq!(shared_with_cy, Some((None, Role::Commenter)), "an invitation's event names no user yet");
     assert_eq!(events.iter().find(|e| e.event.kind() == "document_shared").unwrap().topic, "notifications");
+    // What the relay publishes: the same events in envelopes, keyed by document.
+    let messages = store.unsent_messages(1000).await.unwrap();
+    assert_eq!(messages.len(), events.len());
+    for ((seq, m), row) in messages.iter().zip(&events) {
+        let envelope = tandem_events::Envelope::from_json(&m.payload).unwrap();
+        assert_eq!((*seq, &envelope.event, envelope.id.as_str()), (row.seq, &row.event, row.event_id.as_str()));
+        assert_eq!(
+            (m.topic, m.key.as_str(), envelope.key.as_str()),
+            (row.event.topic(), row.event.doc(), row.event.doc())
+        );
+        assert_eq!(envelope.at_ms, row.created_ms);
+    }
     let cut = events[3].seq;
     store.mark_sent(cut).await.unwrap();
     assert_eq!(store.unsent_events(1000).await.unwrap().len(), events.len() - 4);

@@ -19,7 +19,7 @@ for i in $(seq "${LISTS:-3}"); do
 done
 taskset -c 1 "$bin/rest-bench" login --target 127.0.0.1:$port --duration 15 --concurrency 4 | tee -a "$out/rest.txt"
 # The data plane while logins run: typing-room with signed-in users, alone, then with logins.
-for i in 1 2; do
+for i in $(seq "${ROUNDS:-3}"); do
   for with in idle logins; do
     dir="$out/typing-room-$with-$i"
     mkdir -p "$dir"

@@ -1,0 +1,137 @@
+//! Tandem's event bus: typed, versioned events on four topics (`document-edits`,
+//! `notifications`, `exports`, `analytics`), published in order per document and consumed
+//! by groups at least once.
+//!
+//! One job: carry events. [`schema`] defines them; [`Bus`] publishes and subscribes on the
+//! in-process backend ([`local`], the default: a durable log in the data directory) or on
+//! Kafka (feature `kafka`); [`relay`] moves the control plane's outbox rows onto the bus.
+//! What consumers do with the events lives in the workers.
+//!
+//! Delivery is at least once: a consumer commits an offset after its work is done, and a
+//! crash before the commit redelivers. Consumers make the effect exactly once by the
+//! event's id ([`schema::Envelope::id`]).
+
+pub mod local;
+pub mod relay;
+pub mod schema;
+
+pub use schema::{Envelope, Event, SCHEMA_VERSION, Topic};
+
+/// What can go wrong on the bus.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The backend's storage or broker failed.
+    #[error("event bus storage: {0}")]
+    Storage(String),
+    /// The configuration is wrong.
+    #[error("event bus configuration: {0}")]
+    Config(String),
+}
+
+/// The bus's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One message to publish: an envelope's JSON, with its topic and key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The topic.
+    pub topic: Topic,
+    /// The partition key (the document id).
+    pub key: String,
+    /// The envelope's JSON.
+    pub payload: Vec<u8>,
+}
+
+impl From<&Envelope> for Message {
+    fn from(e: &Envelope) -> Self {
+        Self { topic: e.topic, key: e.key.clone(), payload: e.to_json() }
+    }
+}
+
+/// One message as a consumer receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Its topic.
+    pub topic: Topic,
+    /// Its partition (always 0 in process).
+    pub partition: i32,
+    /// Its offset in the partition: commit it when done.
+    pub offset: i64,
+    /// The partition key (the document id).
+    pub key: String,
+    /// The event, or why it cannot be read (the consumer dead-letters it).
+    pub event: std::result::Result<Envelope, String>,
+    /// The bytes as published.
+    pub raw: Vec<u8>,
+}
+
+impl Delivery {
+    pub(crate) fn new(topic: Topic, partition: i32, offset: i64, key: String, raw: Vec<u8>) -> Self {
+        let event = Envelope::from_json(&raw);
+        Self { topic, partition, offset, key, event, raw }
+    }
+}
+
+/// The bus: in process, or Kafka.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Bus {
+    /// The in-process backend.
+    Local(local::LocalBus),
+}
+
+impl Bus {
+    /// Publishes `events` durably (each to its topic, in the given order per document);
+    /// waits while the bus is full.
+    pub async fn publish(&self, messages: &[Message]) -> Result<()> {
+        match self {
+            Self::Local(b) => b.publish(messages).await,
+        }
+    }
+
+    /// A consumer of `topic` in `group`, starting at the group's committed offset.
+    pub async fn subscribe(&self, group: &str, topic: Topic) -> Result<Consumer> {
+        match self {
+            Self::Local(b) => Ok(Consumer::Local(b.subscribe(group, topic).await?)),
+        }
+    }
+
+    /// How far behind each (group, topic) is, in messages.
+    pub fn lag(&self) -> Vec<(String, Topic, u64)> {
+        match self {
+            Self::Local(b) => b.lag(),
+        }
+    }
+
+    /// The backend's name (for logs and metrics).
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Local(_) => "in-process",
+        }
+    }
+}
+
+/// A group's consumer of one topic.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Consumer {
+    /// In process.
+    Local(local::LocalConsumer),
+}
+
+impl Consumer {
+    /// Waits for messages; returns at least one and at most `max`, in order.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>> {
+        match self {
+            Self::Local(c) => c.next_batch(max).await,
+        }
+    }
+
+    /// Marks `delivery` and everything before it in its partition as done.
+    pub async fn commit(&mut self, delivery: &Delivery) -> Result<()> {
+        match self {
+            Self::Local(c) => c.commit(delivery.offset).await,
+        }
+    }
+}
