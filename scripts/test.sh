@@ -25,6 +25,8 @@ apt_install() {
 
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+# The SMTP sink the notification tests send to.
+/usr/bin/python3 -c "import aiosmtpd" 2>/dev/null || apt_install python3-aiosmtpd
 
 TANDEM_QUILL_DELTA="$(.ci/setup-quill-delta)"
 export TANDEM_QUILL_DELTA

@@ -250,7 +250,13 @@ impl ControlPlane {
             auth: Auth::Accounts(Arc::new(tokens::TokenVerifier(Arc::clone(&self.app.keys)))),
             control: Some(self.link.clone()),
             http: Some(self.handoff.clone()),
+            metrics: None,
         }
+    }
+
+    /// The control plane's runtime (the workers run on it too).
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        self.runtime.handle()
     }
 
     /// The handlers' shared state.

@@ -50,12 +50,14 @@ pub enum Engine {
 /// The migrations of one engine, in order.
 fn migrations(engine: Engine) -> Vec<Migration> {
     let files: &[(i64, &str, &'static str)] = match engine {
-        Engine::Sqlite => {
-            &[(1, "accounts documents", include_str!("../migrations/sqlite/0001_accounts_documents.sql"))]
-        }
-        Engine::Postgres => {
-            &[(1, "accounts documents", include_str!("../migrations/postgres/0001_accounts_documents.sql"))]
-        }
+        Engine::Sqlite => &[
+            (1, "accounts documents", include_str!("../migrations/sqlite/0001_accounts_documents.sql")),
+            (2, "workers", include_str!("../migrations/sqlite/0002_workers.sql")),
+        ],
+        Engine::Postgres => &[
+            (1, "accounts documents", include_str!("../migrations/postgres/0001_accounts_documents.sql")),
+            (2, "workers", include_str!("../migrations/postgres/0002_workers.sql")),
+        ],
     };
     files
         .iter()
@@ -172,6 +174,39 @@ pub enum ShareOutcome {
     Granted(User),
     /// It has none: the role applies when it signs up.
     Invited,
+}
+
+/// What [`Store::claim_event`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Never seen: go ahead.
+    Fresh,
+    /// Started before and not finished (this is attempt `attempts + 1`).
+    Unfinished {
+        /// Attempts before this one.
+        attempts: u32,
+    },
+    /// Done: do nothing.
+    Done,
+}
+
+/// A message a worker gave up on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The worker (its consumer group).
+    pub worker: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// The event's id, when it could be read.
+    pub event_id: Option<String>,
+    /// The message as published (lossy UTF-8).
+    pub payload: String,
+    /// Why it was given up.
+    pub reason: String,
 }
 
 /// A new user and the documents whose access lists their invitations changed.
@@ -1022,10 +1057,119 @@ impl Store {
             .collect()
     }
 
+    // ---- workers ----
+
+    /// Claims `event_id` for `worker` before its effect: [`Claim::Fresh`] the first time,
+    /// [`Claim::Unfinished`] when an earlier attempt started and did not finish (a crash or a
+    /// failure: the effect may or may not have happened), [`Claim::Done`] when it is done.
+    pub async fn claim_event(&self, worker: &str, event_id: &str) -> Result<Claim> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query("SELECT state, attempts FROM processed_events WHERE worker = $1 AND event_id = $2")
+            .bind(worker)
+            .bind(event_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let claim = match row {
+            None => {
+                sqlx::query(
+                    "INSERT INTO processed_events (worker, event_id, state, attempts, updated_ms) \
+                     VALUES ($1, $2, 'started', 1, $3)",
+                )
+                .bind(worker)
+                .bind(event_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Claim::Fresh
+            }
+            Some(r) if r.try_get::<String, _>("state")? == "done" => Claim::Done,
+            Some(r) => {
+                let attempts: i64 = r.try_get("attempts")?;
+                sqlx::query(
+                    "UPDATE processed_events SET attempts = attempts + 1, updated_ms = $1 \
+                     WHERE worker = $2 AND event_id = $3",
+                )
+                .bind(now)
+                .bind(worker)
+                .bind(event_id)
+                .execute(&mut *tx)
+                .await?;
+                Claim::Unfinished { attempts: u32::try_from(attempts).unwrap_or(u32::MAX) }
+            }
+        };
+        tx.commit().await?;
+        Ok(claim)
+    }
+
+    /// Records that `worker` finished `event_id`'s effect.
+    pub async fn finish_event(&self, worker: &str, event_id: &str) -> Result<()> {
+        sqlx::query("UPDATE processed_events SET state = 'done', updated_ms = $1 WHERE worker = $2 AND event_id = $3")
+            .bind(now_ms())
+            .bind(worker)
+            .bind(event_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps a message `worker` gave up on, with the reason.
+    pub async fn dead_letter(&self, letter: &DeadLetter) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO dead_letters (worker, topic, msg_partition, msg_offset, event_id, payload, reason, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&letter.worker)
+        .bind(&letter.topic)
+        .bind(i64::from(letter.partition))
+        .bind(letter.offset)
+        .bind(letter.event_id.as_deref())
+        .bind(&letter.payload)
+        .bind(&letter.reason)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest dead letters of `worker`, newest first.
+    pub async fn dead_letters(&self, worker: &str, limit: u32) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT worker, topic, msg_partition, msg_offset, event_id, payload, reason FROM dead_letters \
+             WHERE worker = $1 ORDER BY id DESC LIMIT {}",
+            limit.clamp(1, 10_000)
+        )))
+        .bind(worker)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    worker: r.try_get("worker")?,
+                    topic: r.try_get("topic")?,
+                    partition: i32::try_from(r.try_get::<i64, _>("msg_partition")?).unwrap_or(i32::MAX),
+                    offset: r.try_get("msg_offset")?,
+                    event_id: r.try_get("event_id")?,
+                    payload: r.try_get("payload")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+
     /// Every table's columns as (table, column, declared type family, nullable), sorted:
     /// the migrations of both engines must give the same answer.
     pub async fn schema(&self) -> Result<Vec<(String, String, String, bool)>> {
-        let tables = ["users", "refresh_tokens", "documents", "permissions", "invitations", "outbox"];
+        let tables = [
+            "users",
+            "refresh_tokens",
+            "documents",
+            "permissions",
+            "invitations",
+            "outbox",
+            "processed_events",
+            "dead_letters",
+        ];
         let mut out = Vec::new();
         for table in tables {
             let rows = match self.engine {

@@ -203,6 +203,26 @@ async fn suite(store: &Store) {
     let before = store.unsent_events(1000).await.unwrap().len();
     let _ = store.rename_document(&ids[0], "y", &bob.id).await;
     assert_eq!(store.unsent_events(1000).await.unwrap().len(), before);
+
+    // ---- workers: claims make effects happen once; dead letters keep the reason ----
+    use tandem_control::store::{Claim, DeadLetter};
+    assert_eq!(store.claim_event("mail", "e1").await.unwrap(), Claim::Fresh);
+    assert_eq!(store.claim_event("mail", "e1").await.unwrap(), Claim::Unfinished { attempts: 1 });
+    assert_eq!(store.claim_event("search", "e1").await.unwrap(), Claim::Fresh, "per worker");
+    store.finish_event("mail", "e1").await.unwrap();
+    assert_eq!(store.claim_event("mail", "e1").await.unwrap(), Claim::Done);
+    let letter = DeadLetter {
+        worker: "mail".into(),
+        topic: "notifications".into(),
+        partition: 0,
+        offset: 7,
+        event_id: None,
+        payload: "not json".into(),
+        reason: "not an event envelope".into(),
+    };
+    store.dead_letter(&letter).await.unwrap();
+    assert_eq!(store.dead_letters("mail", 10).await.unwrap(), vec![letter]);
+    assert!(store.dead_letters("search", 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]

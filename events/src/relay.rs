@@ -49,7 +49,12 @@ impl<O: Outbox> Relay<O> {
     /// A relay from `outbox` to `bus`; `wake` is notified when rows are written (it also
     /// polls every `idle_poll`, for rows written by another process).
     pub fn new(outbox: O, bus: Bus, wake: Arc<Notify>, idle_poll: Duration) -> Self {
-        Self { outbox, bus, wake, stats: Arc::default(), idle_poll }
+        Self::with_stats(outbox, bus, wake, idle_poll, Arc::default())
+    }
+
+    /// The same, counting into `stats`.
+    pub fn with_stats(outbox: O, bus: Bus, wake: Arc<Notify>, idle_poll: Duration, stats: Arc<RelayStats>) -> Self {
+        Self { outbox, bus, wake, stats, idle_poll }
     }
 
     /// Its counters.

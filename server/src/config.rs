@@ -24,6 +24,10 @@ pub(crate) struct FileConfig {
     pub(crate) server: ServerConfig,
     /// The control plane: accounts, documents, roles, the REST API.
     pub(crate) control: tandem_control::ControlConfig,
+    /// The event bus and the outbox relay.
+    pub(crate) events: crate::events::EventsConfig,
+    /// Email (the notification worker).
+    pub(crate) mail: tandem_workers::notify::MailConfig,
 }
 
 /// How clients sign in.
@@ -45,6 +49,8 @@ impl Default for FileConfig {
             auth: AuthMode::Accounts,
             server: ServerConfig::default(),
             control: tandem_control::ControlConfig::default(),
+            events: crate::events::EventsConfig::default(),
+            mail: tandem_workers::notify::MailConfig::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! its data directory and the process's signals; it holds no protocol logic.
 
 mod config;
+mod events;
 #[cfg(feature = "heap-stats")]
 mod heap;
 
@@ -154,7 +155,9 @@ fn serve(args: &ServeArgs) -> Result<()> {
     heap::report_periodically();
     let mut control =
         tandem_control::ControlPlane::start(&config.control, &config.data_dir).context("starting the control plane")?;
+    let events = events::Events::open(control.runtime(), &config.events, &config.data_dir)?;
     let mut hooks = control.hooks();
+    hooks.metrics = Some(events.metrics());
     if config.auth == AuthMode::Dev {
         // Benchmarks: the data plane checks no accounts (the REST API still runs).
         hooks.auth = tandem_net::access::Auth::Open;
@@ -167,6 +170,8 @@ fn serve(args: &ServeArgs) -> Result<()> {
     let server = tandem_net::start_with(config.server.clone(), hooks)
         .with_context(|| format!("starting the server on {}", config.server.listen))?;
     control.attach(server.data_plane());
+    let link_base = format!("http://{}", server.local_addr());
+    events.start(&control, &config.events, &config.mail, &config.data_dir, &link_base)?;
     let drivers: Vec<&str> = server.drivers().iter().map(|d| d.name()).collect();
     info!(
         "tandem listening on http://{addr} (REST /api, WebSocket ws://{addr}/ws) with {} cores ({}); data in {}",

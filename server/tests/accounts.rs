@@ -648,3 +648,39 @@ fn a_role_through_the_link_shares_nothing() {
     b.submit(&doc, 0, "via link");
     assert_eq!(b.until("ack")["rev"], 1);
 }
+
+#[test]
+fn a_share_emails_the_address_a_link_and_metrics_count_it() {
+    let server = start(DEFAULT_CONFIG, &[]);
+    let addr = server.addr;
+    let (_, ada_t, _) = signup(addr, "ada@example.com", "Ada");
+    let doc = create_doc(addr, &ada_t, "Plan <B>");
+    let share = http(
+        addr,
+        "POST",
+        &format!("/api/documents/{doc}/share"),
+        &[("Authorization", &bearer(&ada_t))],
+        Some(&json!({"email": "newcomer@example.com", "role": "editor"})),
+    );
+    assert_eq!(share.status, 200, "{}", share.raw);
+    assert!(server.log.lock().unwrap().contains("no SMTP server configured"), "the start-up log says where emails go");
+    // No SMTP server configured: the email is a file in the data directory.
+    let mail_dir = server._dir.path().join("data/mail");
+    let started = Instant::now();
+    let mail = loop {
+        let found = std::fs::read_dir(&mail_dir)
+            .ok()
+            .and_then(|d| d.flatten().find(|e| e.path().extension().is_some_and(|x| x == "eml")));
+        if let Some(e) = found {
+            break std::fs::read_to_string(e.path()).unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no email within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(mail.contains("To: newcomer@example.com"), "{mail}");
+    assert!(mail.contains(&format!("http://{addr}/d/{doc}")), "{mail}");
+    assert!(mail.contains("Plan &lt;B&gt;"), "{mail}");
+    let metrics = http(addr, "GET", "/metrics", &[], None).raw;
+    assert!(metrics.contains("tandem_worker_processed_total{worker=\"notifications\"} 1"), "{metrics}");
+    assert!(metrics.contains("tandem_outbox_relayed_total"), "{metrics}");
+}

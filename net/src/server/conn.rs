@@ -291,7 +291,13 @@ async fn handshake(core: &Rc<Core>, mut stream: TcpStream) -> Option<(TcpStream,
         }
     };
     let shared = &core.shared;
-    let metrics = || crate::metrics::render(&shared.stats);
+    let metrics = || {
+        let mut text = crate::metrics::render(&shared.stats);
+        if let Some(more) = &shared.extra_metrics {
+            text.push_str(&more());
+        }
+        text
+    };
     let ctx = Context {
         ready: shared.ready.load(Ordering::Acquire) && !shared.shutting_down.load(Ordering::Acquire),
         allowed_origins: &shared.config.allowed_origins,

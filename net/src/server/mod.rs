@@ -263,6 +263,9 @@ pub struct Hooks {
     pub control: Option<Arc<dyn ControlLink>>,
     /// Who serves the other HTTP requests on the port.
     pub http: Option<Arc<dyn HttpHandoff>>,
+    /// More Prometheus text appended to `/metrics` (the workers' and the bus's counters).
+    /// Called on a core: it must only read counters, never block.
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 /// A handle the control plane keeps to reach the cores (cheap to clone, any thread).
@@ -305,6 +308,7 @@ pub(crate) struct Shared {
     pub(crate) connections: AtomicUsize,
     pub(crate) control: Option<Arc<dyn ControlLink>>,
     pub(crate) http: Option<Arc<dyn HttpHandoff>>,
+    pub(crate) extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 /// A running server.
@@ -457,6 +461,7 @@ pub fn start_with(config: ServerConfig, hooks: Hooks) -> std::io::Result<ServerH
         connections: AtomicUsize::new(0),
         control: hooks.control,
         http: hooks.http,
+        extra_metrics: hooks.metrics,
     });
     // Every core's op log is recovered before any core serves.
     let mut storage = Vec::with_capacity(cores);

@@ -1,0 +1,99 @@
+//! The asynchronous half inside `tandem serve`: the event bus (in process, a durable log in
+//! `events.db` in the data directory), the outbox relay, and the workers, all on the control
+//! plane's runtime.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use tandem_events::relay::{Relay, RelayStats};
+use tandem_events::{Bus, local::LocalBus};
+use tandem_workers::notify::{MailConfig, Mailer, Notifications};
+use tandem_workers::{RetryPolicy, WorkerStats};
+use tracing::info;
+
+/// `[events]` in the configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct EventsConfig {
+    /// Messages a topic holds for its slowest consumer group before publishers wait.
+    pub(crate) capacity: u64,
+    /// How often the relay looks for outbox rows when nothing woke it, ms.
+    pub(crate) relay_poll_ms: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { capacity: tandem_events::local::DEFAULT_CAPACITY, relay_poll_ms: 250 }
+    }
+}
+
+/// The bus and the workers' counters; the tasks start with [`Events::start`].
+pub(crate) struct Events {
+    bus: Bus,
+    relay: Arc<RelayStats>,
+    notifications: Arc<WorkerStats>,
+}
+
+impl Events {
+    /// Opens the bus.
+    pub(crate) fn open(runtime: &tokio::runtime::Handle, config: &EventsConfig, data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join("events.db");
+        let bus = runtime
+            .block_on(LocalBus::open(&path, config.capacity))
+            .with_context(|| format!("opening the event log {}", path.display()))?;
+        Ok(Self {
+            bus: Bus::Local(bus),
+            relay: Arc::default(),
+            notifications: WorkerStats::new(tandem_workers::notify::GROUP),
+        })
+    }
+
+    /// What `/metrics` adds for the bus and the workers.
+    pub(crate) fn metrics(&self) -> Arc<dyn Fn() -> String + Send + Sync> {
+        let (bus, relay, workers) = (self.bus.clone(), Arc::clone(&self.relay), vec![Arc::clone(&self.notifications)]);
+        Arc::new(move || {
+            let relayed = relay.published.load(std::sync::atomic::Ordering::Relaxed);
+            tandem_workers::render_metrics(&workers, &bus, Some(relayed))
+        })
+    }
+
+    /// Starts the relay and the workers; `link_base` starts the links in emails.
+    pub(crate) fn start(
+        &self,
+        control: &tandem_control::ControlPlane,
+        events: &EventsConfig,
+        mail: &MailConfig,
+        data_dir: &Path,
+        link_base: &str,
+    ) -> Result<()> {
+        let store = control.app().store.clone();
+        let runtime = control.runtime();
+        let relay = Relay::with_stats(
+            store.clone(),
+            self.bus.clone(),
+            Arc::default(),
+            Duration::from_millis(events.relay_poll_ms.max(10)),
+            Arc::clone(&self.relay),
+        );
+        runtime.spawn(relay.run());
+        let mailer = Mailer::new(mail, data_dir).map_err(anyhow::Error::msg).context("[mail]")?;
+        info!(
+            "events: {} bus in {}; emails go to {}",
+            self.bus.backend(),
+            data_dir.join("events.db").display(),
+            mailer.describe()
+        );
+        let worker = Notifications::new(mailer, store.clone(), mail, link_base).map_err(anyhow::Error::msg)?;
+        runtime.spawn(tandem_workers::run(
+            worker,
+            self.bus.clone(),
+            store,
+            Arc::clone(&self.notifications),
+            RetryPolicy::default(),
+        ));
+        Ok(())
+    }
+}

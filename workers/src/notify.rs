@@ -1,0 +1,306 @@
+//! The notification worker: one email per event that tells someone something (today: a
+//! document shared with them), through SMTP, or as `.eml` files when no SMTP server is
+//! configured.
+//!
+//! Exactly one email per event: the worker claims the event's id in the metadata store
+//! before sending and marks it done after, so a redelivered event that was sent is skipped.
+//! The one window left is a crash after the SMTP server accepted the message and before the
+//! mark: that event is sent again on redelivery, with the same `Message-ID`
+//! (`<event id@tandem>`), which receiving systems use to drop duplicates. As files, the
+//! email's name is the event's id, written atomically, so a second write is the same file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Deserialize;
+use tandem_control::Store;
+use tandem_control::store::Claim;
+use tandem_events::{Envelope, Event, Topic};
+
+use crate::{Failure, Worker};
+
+/// How to reach the SMTP server.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain connection upgraded with STARTTLS (required), usually port 587.
+    #[default]
+    Starttls,
+    /// TLS from the first byte, usually port 465.
+    Tls,
+    /// No encryption (a local relay or a test sink only).
+    None,
+}
+
+/// `[mail]` in the configuration.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    /// The SMTP server; none: emails are written as `.eml` files instead.
+    pub smtp_host: Option<String>,
+    /// Its port.
+    pub smtp_port: u16,
+    /// TLS to it.
+    pub tls: TlsMode,
+    /// SMTP user name (with `password`).
+    pub username: Option<String>,
+    /// SMTP password (never logged).
+    pub password: Option<String>,
+    /// The sender, `Name <address>`.
+    pub from: String,
+    /// Where `.eml` files go without SMTP; default: `mail/` in the data directory.
+    pub files_dir: Option<PathBuf>,
+    /// The start of links in emails (the URL people open Tandem at); default: the address
+    /// the server listens on.
+    pub link_base: Option<String>,
+    /// Time allowed for one SMTP exchange, seconds.
+    pub timeout_s: u64,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: None,
+            smtp_port: 587,
+            tls: TlsMode::Starttls,
+            username: None,
+            password: None,
+            from: "Tandem <tandem@localhost>".into(),
+            files_dir: None,
+            link_base: None,
+            timeout_s: 30,
+        }
+    }
+}
+
+impl std::fmt::Debug for MailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailConfig")
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("from", &self.from)
+            .field("files_dir", &self.files_dir)
+            .field("link_base", &self.link_base)
+            .finish()
+    }
+}
+
+/// Where emails go.
+#[derive(Clone)]
+pub enum Mailer {
+    /// An SMTP server.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// `.eml` files in a directory.
+    Files(PathBuf),
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Smtp(_) => f.write_str("Mailer::Smtp"),
+            Self::Files(dir) => f.debug_tuple("Mailer::Files").field(dir).finish(),
+        }
+    }
+}
+
+impl Mailer {
+    /// The mailer `config` describes (`data_dir` holds the default files directory).
+    pub fn new(config: &MailConfig, data_dir: &Path) -> Result<Self, String> {
+        let Some(host) = &config.smtp_host else {
+            let dir = config.files_dir.clone().unwrap_or_else(|| data_dir.join("mail"));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            return Ok(Self::Files(dir));
+        };
+        let tls = match config.tls {
+            TlsMode::None => Tls::None,
+            mode => {
+                let params = TlsParameters::new(host.clone()).map_err(|e| format!("TLS for {host}: {e}"))?;
+                if mode == TlsMode::Tls { Tls::Wrapper(params) } else { Tls::Required(params) }
+            }
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+            .port(config.smtp_port)
+            .tls(tls)
+            .timeout(Some(Duration::from_secs(config.timeout_s.max(1))));
+        match (&config.username, &config.password) {
+            (Some(user), Some(password)) => {
+                builder = builder.credentials(Credentials::new(user.clone(), password.clone()))
+            }
+            (None, None) => {}
+            _ => return Err("mail: set both username and password, or neither".into()),
+        }
+        Ok(Self::Smtp(builder.build()))
+    }
+
+    /// Says where emails go (for the start-up log; no secrets).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Smtp(_) => "SMTP".into(),
+            Self::Files(dir) => format!("files in {} (no SMTP server configured: [mail] smtp_host)", dir.display()),
+        }
+    }
+
+    /// Sends `message`, whose event id is `id`.
+    async fn send(&self, message: Message, id: &str) -> Result<(), Failure> {
+        match self {
+            Self::Smtp(transport) => match transport.send(message).await {
+                Ok(_) => Ok(()),
+                // 5xx: the server refuses this message for good.
+                Err(e) if e.is_permanent() => Err(Failure::Permanent(format!("SMTP refused the message: {e}"))),
+                Err(e) => Err(Failure::Transient(format!("SMTP: {e}"))),
+            },
+            Self::Files(dir) => {
+                let name: String = id
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                    .collect();
+                let path = dir.join(format!("{name}.eml"));
+                let tmp = dir.join(format!(".{name}.eml.tmp"));
+                let bytes = message.formatted();
+                let write = async {
+                    tokio::fs::write(&tmp, &bytes).await?;
+                    tokio::fs::rename(&tmp, &path).await
+                };
+                write.await.map_err(|e| Failure::Transient(format!("writing {}: {e}", path.display())))
+            }
+        }
+    }
+}
+
+/// The notification worker.
+#[derive(Debug)]
+pub struct Notifications {
+    mailer: Mailer,
+    store: Store,
+    from: Mailbox,
+    link_base: String,
+}
+
+/// Its consumer group.
+pub const GROUP: &str = "notifications";
+
+impl Notifications {
+    /// A worker sending through `mailer`, links starting with `link_base`.
+    pub fn new(mailer: Mailer, store: Store, config: &MailConfig, link_base: &str) -> Result<Self, String> {
+        let from: Mailbox = config.from.parse().map_err(|e| format!("mail: from {:?}: {e}", config.from))?;
+        let link_base = config.link_base.clone().unwrap_or_else(|| link_base.to_owned());
+        Ok(Self { mailer, store, from, link_base: link_base.trim_end_matches('/').to_owned() })
+    }
+
+    async fn shared(&self, envelope: &Envelope, email: &str, message: Message) -> Result<(), Failure> {
+        match self.store.claim_event(GROUP, &envelope.id).await {
+            Ok(Claim::Done) => return Ok(()),
+            Ok(Claim::Fresh | Claim::Unfinished { .. }) => {}
+            Err(e) => return Err(Failure::Transient(format!("claiming the event: {e}"))),
+        }
+        self.mailer.send(message, &envelope.id).await?;
+        // Marking is retried here, not by resending.
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..8 {
+            match self.store.finish_event(GROUP, &envelope.id).await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::warn!("notifications: marking the email to {email} sent: {e}"),
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+        Err(Failure::Transient("the email went, but marking it sent failed".into()))
+    }
+}
+
+impl Worker for Notifications {
+    fn group(&self) -> &'static str {
+        GROUP
+    }
+
+    fn topic(&self) -> Topic {
+        Topic::Notifications
+    }
+
+    async fn handle(&mut self, envelope: &Envelope) -> Result<(), Failure> {
+        match &envelope.event {
+            Event::DocumentShared { doc, title, by_name, email, role, .. } => {
+                let to: Mailbox = email.parse().map_err(|e| Failure::Permanent(format!("address {email:?}: {e}")))?;
+                let link = format!("{}/d/{doc}", self.link_base);
+                let (subject, text, html) = share_email(by_name, title, role.as_str(), &link);
+                let message = Message::builder()
+                    .from(self.from.clone())
+                    .to(to)
+                    .subject(subject)
+                    .message_id(Some(format!("<{}@tandem>", envelope.id)))
+                    .multipart(MultiPart::alternative_plain_html(text, html))
+                    .map_err(|e| Failure::Permanent(format!("building the email: {e}")))?;
+                self.shared(envelope, email, message).await
+            }
+            // Nothing to tell anyone.
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Subject, text and HTML of "X shared a document with you".
+fn share_email(by: &str, title: &str, role: &str, link: &str) -> (String, String, String) {
+    let title = if title.trim().is_empty() { "Untitled document" } else { title };
+    let subject = format!("{by} shared \u{201c}{title}\u{201d} with you");
+    let text = format!(
+        "{by} shared the document \u{201c}{title}\u{201d} with you ({role}).\n\nOpen it: {link}\n\n\
+         You get this email because someone shared a Tandem document with this address.\n"
+    );
+    let html = format!(
+        "<!doctype html><html><body style=\"font-family: sans-serif\">\
+         <p>{by} shared the document <strong>{title}</strong> with you ({role}).</p>\
+         <p><a href=\"{link}\">Open \u{201c}{title}\u{201d}</a></p>\
+         <p style=\"color: #666; font-size: small\">You get this email because someone shared a Tandem \
+         document with this address.</p></body></html>",
+        by = html_escape(by),
+        title = html_escape(title),
+        role = html_escape(role),
+        link = html_escape(link),
+    );
+    (subject, text, html)
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_emails_escape_what_users_typed() {
+        let (subject, text, html) =
+            share_email("Ann <a@x>", "<script>alert(1)</script>", "editor", "http://h/d/abc?x=1&y=2");
+        assert!(subject.contains("Ann <a@x>"));
+        assert!(text.contains("http://h/d/abc?x=1&y=2") && text.contains("(editor)"));
+        assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"));
+        assert!(html.contains("href=\"http://h/d/abc?x=1&amp;y=2\""));
+        assert!(share_email("A", "  ", "viewer", "l").0.contains("Untitled document"));
+    }
+
+    #[test]
+    fn the_password_is_never_printed() {
+        let config =
+            MailConfig { password: Some("hunter2".into()), username: Some("u".into()), ..MailConfig::default() };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}
