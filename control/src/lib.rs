@@ -251,6 +251,7 @@ impl ControlPlane {
             control: Some(self.link.clone()),
             http: Some(self.handoff.clone()),
             metrics: None,
+            feed: None,
         }
     }
 

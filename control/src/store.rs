@@ -32,6 +32,16 @@ impl tandem_events::relay::Outbox for Store {
     }
 }
 
+impl tandem_events::feed::Cursors for Store {
+    async fn load(&self) -> std::result::Result<Vec<(String, u64)>, String> {
+        self.feed_cursors().await.map_err(|e| e.to_string())
+    }
+
+    async fn save(&self, cursors: &[(String, u64)]) -> std::result::Result<(), String> {
+        self.save_feed_cursors(cursors).await.map_err(|e| e.to_string())
+    }
+}
+
 /// SQLite connections for reads (besides the one writer).
 const READERS: usize = 4;
 
@@ -1057,6 +1067,36 @@ impl Store {
             .collect()
     }
 
+    // ---- the change feed's cursors ----
+
+    /// Every document's last published feed revision.
+    pub async fn feed_cursors(&self) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query("SELECT doc_id, rev FROM feed_cursors").fetch_all(&self.read).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("doc_id")?, u64::try_from(r.try_get::<i64, _>("rev")?).unwrap_or(0))))
+            .collect()
+    }
+
+    /// Raises the feed cursors given (a lower revision never replaces a higher one).
+    pub async fn save_feed_cursors(&self, cursors: &[(String, u64)]) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        for (doc, rev) in cursors {
+            sqlx::query(
+                "INSERT INTO feed_cursors (doc_id, rev, updated_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (doc_id) DO UPDATE SET rev = excluded.rev, updated_ms = excluded.updated_ms \
+                 WHERE feed_cursors.rev < excluded.rev",
+            )
+            .bind(doc)
+            .bind(i64::try_from(*rev).unwrap_or(i64::MAX))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     // ---- workers ----
 
     /// Claims `event_id` for `worker` before its effect: [`Claim::Fresh`] the first time,
@@ -1169,25 +1209,16 @@ impl Store {
             "outbox",
             "processed_events",
             "dead_letters",
+            "feed_cursors",
         ];
         let mut out = Vec::new();
         for table in tables {
             let rows = match self.engine {
                 Engine::Sqlite => {
-                    let sql = match table {
-                        "users" => "SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info('users')",
-                        "refresh_tokens" => {
-                            "SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info('refresh_tokens')"
-                        }
-                        "documents" => "SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info('documents')",
-                        "permissions" => {
-                            "SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info('permissions')"
-                        }
-                        "invitations" => {
-                            "SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info('invitations')"
-                        }
-                        _ => "SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info('outbox')",
-                    };
+                    // `table` is one of our own names above, not input.
+                    let sql = AssertSqlSafe(format!(
+                        "SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info('{table}')"
+                    ));
                     let rows = sqlx::query(sql).fetch_all(&self.read).await?;
                     rows.iter()
                         .map(|r| {

@@ -12,7 +12,7 @@ use tandem_net::protocol::Role;
 async fn sqlite() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 1);
+    assert_eq!(store.migrate().await.unwrap(), 2, "every migration ran");
     (dir, store)
 }
 
@@ -204,6 +204,13 @@ async fn suite(store: &Store) {
     let _ = store.rename_document(&ids[0], "y", &bob.id).await;
     assert_eq!(store.unsent_events(1000).await.unwrap().len(), before);
 
+    // ---- the change feed's cursors only go up ----
+    store.save_feed_cursors(&[("d1".into(), 5), ("d2".into(), 1)]).await.unwrap();
+    store.save_feed_cursors(&[("d1".into(), 3), ("d2".into(), 9)]).await.unwrap();
+    let mut cursors = store.feed_cursors().await.unwrap();
+    cursors.sort();
+    assert_eq!(cursors, vec![("d1".into(), 5), ("d2".into(), 9)]);
+
     // ---- workers: claims make effects happen once; dead letters keep the reason ----
     use tandem_control::store::{Claim, DeadLetter};
     assert_eq!(store.claim_event("mail", "e1").await.unwrap(), Claim::Fresh);
@@ -238,7 +245,7 @@ async fn the_store_on_postgresql_and_both_schemas_match() {
     let url = pg.database("store").await;
     let store = Store::connect(&url).await.unwrap();
     assert_eq!(store.engine(), Engine::Postgres);
-    assert_eq!(store.migrate().await.unwrap(), 1);
+    assert_eq!(store.migrate().await.unwrap(), 2, "every migration ran");
     suite(&store).await;
 
     let (_dir, lite) = sqlite().await;

@@ -11,11 +11,12 @@
 //! crash before the commit redelivers. Consumers make the effect exactly once by the
 //! event's id ([`schema::Envelope::id`]).
 
+pub mod feed;
 pub mod local;
 pub mod relay;
 pub mod schema;
 
-pub use schema::{Envelope, Event, SCHEMA_VERSION, Topic};
+pub use schema::{Change, Envelope, Event, SCHEMA_VERSION, Topic};
 
 /// What can go wrong on the bus.
 #[derive(Debug, thiserror::Error)]

@@ -101,6 +101,26 @@ pub enum Event {
         /// The user, when the address has an account (otherwise an invitation waits).
         user: Option<String>,
     },
+    /// Ops of a document became durable (the change feed: one event per document per
+    /// batch; revisions `from_rev..=to_rev`, which consumers deduplicate by).
+    Edited {
+        /// The document.
+        doc: String,
+        /// The first revision.
+        from_rev: u64,
+        /// The last revision.
+        to_rev: u64,
+        /// The clients that wrote them.
+        authors: Vec<String>,
+        /// How many ops.
+        ops: u64,
+        /// Characters inserted (embeds count 1).
+        inserted: u64,
+        /// Characters deleted.
+        deleted: u64,
+        /// The ops themselves (none when they were too large to carry: read the document).
+        changes: Option<Vec<Change>>,
+    },
     /// A user's role changed (`None`: revoked).
     RoleChanged {
         /// The document.
@@ -124,6 +144,7 @@ impl Event {
                 Topic::DocumentEdits
             }
             Self::RoleChanged { .. } => Topic::Analytics,
+            Self::Edited { .. } => Topic::DocumentEdits,
         }
     }
 
@@ -135,6 +156,7 @@ impl Event {
             Self::DocumentDeleted { .. } => "document_deleted",
             Self::DocumentShared { .. } => "document_shared",
             Self::RoleChanged { .. } => "role_changed",
+            Self::Edited { .. } => "edited",
         }
     }
 
@@ -145,9 +167,23 @@ impl Event {
             | Self::DocumentRenamed { doc, .. }
             | Self::DocumentDeleted { doc, .. }
             | Self::DocumentShared { doc, .. }
-            | Self::RoleChanged { doc, .. } => doc,
+            | Self::RoleChanged { doc, .. }
+            | Self::Edited { doc, .. } => doc,
         }
     }
+}
+
+/// One op in an [`Event::Edited`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The revision it made.
+    pub rev: u64,
+    /// The client that wrote it.
+    pub author: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The delta as applied (quill-delta JSON).
+    pub delta: serde_json::Value,
 }
 
 /// One event as the bus carries it.

@@ -11,6 +11,7 @@
 pub mod access;
 pub mod client;
 pub mod codec;
+pub mod feed;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod http;

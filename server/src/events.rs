@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use tandem_events::feed::{FeedPublisher, FeedTask};
 use tandem_events::relay::{Relay, RelayStats};
 use tandem_events::{Bus, local::LocalBus};
 use tandem_workers::notify::{MailConfig, Mailer, Notifications};
@@ -22,11 +23,13 @@ pub(crate) struct EventsConfig {
     pub(crate) capacity: u64,
     /// How often the relay looks for outbox rows when nothing woke it, ms.
     pub(crate) relay_poll_ms: u64,
+    /// Publish every durable batch of ops to `document-edits` (the change feed).
+    pub(crate) change_feed: bool,
 }
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        Self { capacity: tandem_events::local::DEFAULT_CAPACITY, relay_poll_ms: 250 }
+        Self { capacity: tandem_events::local::DEFAULT_CAPACITY, relay_poll_ms: 250, change_feed: true }
     }
 }
 
@@ -35,20 +38,36 @@ pub(crate) struct Events {
     bus: Bus,
     relay: Arc<RelayStats>,
     notifications: Arc<WorkerStats>,
+    feed: Option<(FeedPublisher, std::sync::Mutex<Option<FeedTask>>)>,
 }
 
 impl Events {
     /// Opens the bus.
-    pub(crate) fn open(runtime: &tokio::runtime::Handle, config: &EventsConfig, data_dir: &Path) -> Result<Self> {
+    pub(crate) fn open(control: &tandem_control::ControlPlane, config: &EventsConfig, data_dir: &Path) -> Result<Self> {
         let path = data_dir.join("events.db");
+        let runtime = control.runtime();
         let bus = runtime
             .block_on(LocalBus::open(&path, config.capacity))
             .with_context(|| format!("opening the event log {}", path.display()))?;
+        let feed = if config.change_feed {
+            let cursors =
+                runtime.block_on(control.app().store.feed_cursors()).context("reading the change feed's cursors")?;
+            let (publisher, task) = FeedPublisher::new(cursors);
+            Some((publisher, std::sync::Mutex::new(Some(task))))
+        } else {
+            None
+        };
         Ok(Self {
             bus: Bus::Local(bus),
             relay: Arc::default(),
             notifications: WorkerStats::new(tandem_workers::notify::GROUP),
+            feed,
         })
+    }
+
+    /// The change feed's sink for the storage threads (none when it is off).
+    pub(crate) fn feed_sink(&self) -> Option<Arc<dyn tandem_net::feed::FeedSink>> {
+        self.feed.as_ref().map(|(p, _)| Arc::new(p.clone()) as Arc<dyn tandem_net::feed::FeedSink>)
     }
 
     /// What `/metrics` adds for the bus and the workers.
@@ -79,6 +98,11 @@ impl Events {
             Arc::clone(&self.relay),
         );
         runtime.spawn(relay.run());
+        if let Some((_, task)) = &self.feed
+            && let Some(task) = task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+        {
+            runtime.spawn(task.run(self.bus.clone(), store.clone()));
+        }
         let mailer = Mailer::new(mail, data_dir).map_err(anyhow::Error::msg).context("[mail]")?;
         info!(
             "events: {} bus in {}; emails go to {}",

@@ -155,9 +155,10 @@ fn serve(args: &ServeArgs) -> Result<()> {
     heap::report_periodically();
     let mut control =
         tandem_control::ControlPlane::start(&config.control, &config.data_dir).context("starting the control plane")?;
-    let events = events::Events::open(control.runtime(), &config.events, &config.data_dir)?;
+    let events = events::Events::open(&control, &config.events, &config.data_dir)?;
     let mut hooks = control.hooks();
     hooks.metrics = Some(events.metrics());
+    hooks.feed = events.feed_sink();
     if config.auth == AuthMode::Dev {
         // Benchmarks: the data plane checks no accounts (the REST API still runs).
         hooks.auth = tandem_net::access::Auth::Open;

@@ -20,7 +20,9 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
+    /// Where its data directory is.
+    root: std::path::PathBuf,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -32,13 +34,20 @@ impl Drop for Server {
 
 fn start(config: &str, extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("tandem.toml");
+    let mut server = start_at(dir.path(), config, extra);
+    server._dir = Some(dir);
+    server
+}
+
+/// A server whose data directory is `root/data` (kept after it stops).
+fn start_at(root: &std::path::Path, config: &str, extra: &[&str]) -> Server {
+    let cfg = root.join("tandem.toml");
     std::fs::write(&cfg, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(["serve", "--listen", "127.0.0.1:0", "--cores", "2", "--log", "debug", "--config"])
         .arg(&cfg)
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
+        .arg(root.join("data"))
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -60,7 +69,7 @@ fn start(config: &str, extra: &[&str]) -> Server {
                     l.push('\n');
                 }
             });
-            return Server { child, addr, log, _dir: dir };
+            return Server { child, addr, log, root: root.to_owned(), _dir: None };
         }
     }
     let status = child.wait();
@@ -349,7 +358,7 @@ fn another_users_document_is_not_found_over_rest_and_websocket() {
 }
 
 fn keys(server: &Server) -> Vec<u8> {
-    let path = server._dir.path().join("data/keys.json");
+    let path = server.root.join("data/keys.json");
     let file: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     URL_SAFE_NO_PAD.decode(file["keys"][0]["secret"].as_str().unwrap()).unwrap()
 }
@@ -665,7 +674,7 @@ fn a_share_emails_the_address_a_link_and_metrics_count_it() {
     assert_eq!(share.status, 200, "{}", share.raw);
     assert!(server.log.lock().unwrap().contains("no SMTP server configured"), "the start-up log says where emails go");
     // No SMTP server configured: the email is a file in the data directory.
-    let mail_dir = server._dir.path().join("data/mail");
+    let mail_dir = server.root.join("data/mail");
     let started = Instant::now();
     let mail = loop {
         let found = std::fs::read_dir(&mail_dir)
@@ -683,4 +692,52 @@ fn a_share_emails_the_address_a_link_and_metrics_count_it() {
     let metrics = http(addr, "GET", "/metrics", &[], None).raw;
     assert!(metrics.contains("tandem_worker_processed_total{worker=\"notifications\"} 1"), "{metrics}");
     assert!(metrics.contains("tandem_outbox_relayed_total"), "{metrics}");
+}
+
+#[test]
+fn every_acknowledged_edit_reaches_the_change_feed_even_across_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_at(dir.path(), DEFAULT_CONFIG, &[]);
+    let (_, token, _) = signup(server.addr, "ada@example.com", "Ada");
+    let doc = create_doc(server.addr, &token, "Feed");
+    let (mut ws, _) = Ws::hello(server.addr, &token, &[], 1);
+    assert_eq!(ws.open(&doc)["type"], "opened");
+    for rev in 0..20 {
+        ws.submit(&doc, rev, "x");
+        assert_eq!(ws.until("ack")["rev"], rev + 1);
+    }
+    // Killed right after the acks: feed batches still queued in memory are lost.
+    drop(ws);
+    drop(server);
+    let server = start_at(dir.path(), DEFAULT_CONFIG, &[]);
+    let (mut ws, _) = Ws::hello(server.addr, &token, &[], 2);
+    assert_eq!(ws.open(&doc)["type"], "opened", "loading it catches the feed up from the op log");
+    ws.submit(&doc, 20, "y");
+    assert_eq!(ws.until("ack")["rev"], 21);
+
+    // Read document-edits as a consumer group of our own, beside the running server.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let revs = runtime.block_on(async {
+        let bus = tandem_events::local::LocalBus::open(&dir.path().join("data/events.db"), 100_000).await.unwrap();
+        let mut consumer = bus.subscribe("test", tandem_events::Topic::DocumentEdits).await.unwrap();
+        let mut revs = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while revs.len() < 21 {
+            assert!(Instant::now() < deadline, "the feed has revisions {revs:?}, not 1..=21");
+            let Ok(batch) = tokio::time::timeout(Duration::from_millis(200), consumer.next_batch(100)).await else {
+                continue;
+            };
+            for d in batch.unwrap() {
+                if let tandem_events::Event::Edited { doc: d_doc, from_rev, to_rev, changes, .. } =
+                    d.event.unwrap().event
+                {
+                    assert_eq!(d_doc, doc);
+                    assert_eq!(changes.map(|c| c.len() as u64), Some(to_rev - from_rev + 1), "the deltas ride along");
+                    revs.extend(from_rev..=to_rev);
+                }
+            }
+        }
+        revs
+    });
+    assert_eq!(revs.into_iter().collect::<Vec<_>>(), (1..=21).collect::<Vec<_>>());
 }

@@ -25,3 +25,11 @@ CREATE TABLE dead_letters (
     created_ms BIGINT NOT NULL
 );
 CREATE INDEX dead_letters_by_worker ON dead_letters (worker, id);
+
+-- The change feed's cursor per document: the last revision published to document-edits
+-- (the op log's revisions are the feed's offsets; a restart catches up from here).
+CREATE TABLE feed_cursors (
+    doc_id TEXT PRIMARY KEY,
+    rev BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);

@@ -263,6 +263,9 @@ pub struct Hooks {
     pub control: Option<Arc<dyn ControlLink>>,
     /// Who serves the other HTTP requests on the port.
     pub http: Option<Arc<dyn HttpHandoff>>,
+    /// Where the change feed goes: every durable batch of ops, offered by the storage
+    /// threads after the ack (none: no feed).
+    pub feed: Option<Arc<dyn crate::feed::FeedSink>>,
     /// More Prometheus text appended to `/metrics` (the workers' and the bus's counters).
     /// Called on a core: it must only read counters, never block.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
@@ -463,6 +466,7 @@ pub fn start_with(config: ServerConfig, hooks: Hooks) -> std::io::Result<ServerH
         http: hooks.http,
         extra_metrics: hooks.metrics,
     });
+    let hooks_feed = hooks.feed;
     // Every core's op log is recovered before any core serves.
     let mut storage = Vec::with_capacity(cores);
     if shared.config.storage.oplog != OplogKind::None {
@@ -475,7 +479,8 @@ pub fn start_with(config: ServerConfig, hooks: Hooks) -> std::io::Result<ServerH
             let opening: Vec<_> = (0..cores)
                 .map(|i| {
                     let limits = limits.clone();
-                    scope.spawn(move || storage::start(cfg, i, limits))
+                    let feed = hooks_feed.clone();
+                    scope.spawn(move || storage::start(cfg, i, limits, feed))
                 })
                 .collect();
             opening.into_iter().map(|h| h.join().expect("opening an op log panicked")).collect()

@@ -24,6 +24,7 @@ use tandem_storage::{
 };
 use tracing::{error, info, warn};
 
+use crate::feed::{FeedSink, FeedSource};
 use crate::protocol::{DocId, ErrorCode, RevisionRecord};
 use crate::session::SessionInfo;
 use crate::shard::{HistoryAnswer, HistoryQuery};
@@ -388,7 +389,12 @@ pub(crate) struct StorageThread {
 
 /// Opens core `core`'s log and starts its storage thread (with the local log, after
 /// [`check_layout`]).
-pub(crate) fn start(cfg: &StorageConfig, core: usize, limits: Limits) -> std::io::Result<StorageThread> {
+pub(crate) fn start(
+    cfg: &StorageConfig,
+    core: usize,
+    limits: Limits,
+    feed: Option<Arc<dyn FeedSink>>,
+) -> std::io::Result<StorageThread> {
     let opening = |e: StorageError| std::io::Error::other(format!("opening the op log of core {core}: {e}"));
     let log: Box<dyn OpLog + Send> = match cfg.oplog {
         OplogKind::Local => {
@@ -420,9 +426,10 @@ pub(crate) fn start(cfg: &StorageConfig, core: usize, limits: Limits) -> std::io
         _ => None,
     };
     let thread_link = Arc::clone(&link);
-    let handle = std::thread::Builder::new()
-        .name(format!("tandem-storage-{core}"))
-        .spawn(move || run(core, log, &thread_link, limits, compact_every, sync_every))?;
+    let handle = std::thread::Builder::new().name(format!("tandem-storage-{core}")).spawn(move || {
+        let feed = feed.map(FeedSource::new);
+        run(core, log, &thread_link, limits, compact_every, sync_every, feed);
+    })?;
     let _ = link.thread.set(handle.thread().clone());
     Ok(StorageThread { link, handle })
 }
@@ -434,15 +441,23 @@ fn run(
     limits: Limits,
     compact_every: Duration,
     sync_every: Option<Duration>,
+    mut feed: Option<FeedSource>,
 ) {
     let mut next_compaction = Instant::now() + compact_every;
+    let mut feed_behind = false;
     let mut last_sync = Instant::now();
     loop {
         while let Some(req) = link.reqs.pop() {
             match req {
                 StorageReq::Append(ops) => {
                     let result = log.append(&ops).map(|a| a.written + a.duplicates).map_err(|e| e.to_string());
+                    let durable = result.is_ok();
                     link.reply(StorageReply::Appended(result));
+                    // After the reply: the feed never delays an ack.
+                    if durable && let Some(feed) = &mut feed {
+                        feed.durable(&ops);
+                        feed_behind = feed.behind() > 0;
+                    }
                 }
                 StorageReq::Load(doc) => {
                     let loaded = log
@@ -451,6 +466,10 @@ fn run(
                         .map_err(|e| e.to_string());
                     if let Err(e) = &loaded {
                         error!(core, doc = %doc, "loading a document failed: {e}");
+                    }
+                    if let (Ok(state), Some(feed)) = (&loaded, &mut feed) {
+                        feed.loaded(doc.as_str(), state.rev());
+                        feed_behind = feed.behind() > 0;
                     }
                     link.reply(StorageReply::Loaded(doc, loaded));
                 }
@@ -465,6 +484,13 @@ fn run(
                     }
                 }
             }
+        }
+        // Between requests, never before one: a bounded amount of the feed's catching up.
+        if feed_behind
+            && link.reqs.is_empty()
+            && let Some(feed) = &mut feed
+        {
+            feed_behind = feed.catch_up(log.as_mut());
         }
         if link.stop.load(Ordering::Acquire) && link.reqs.is_empty() {
             if let Err(e) = log.sync() {
@@ -490,7 +516,11 @@ fn run(
                 error!(core, "op log sync failed: {e}");
             }
         }
-        let wait = sync_every.unwrap_or(compact_every).min(next_compaction.saturating_duration_since(Instant::now()));
+        let mut wait =
+            sync_every.unwrap_or(compact_every).min(next_compaction.saturating_duration_since(Instant::now()));
+        if feed_behind {
+            wait = wait.min(Duration::from_millis(10));
+        }
         if link.reqs.is_empty() {
             std::thread::park_timeout(wait.max(Duration::from_millis(1)));
         }

@@ -1,0 +1,152 @@
+//! The change feed's publisher: durable batches of ops from the storage threads, published
+//! to `document-edits` as [`Event::Edited`], one event per document per batch.
+//!
+//! The storage threads offer batches through [`FeedPublisher`] (a bounded queue; when full,
+//! they catch up from the op log later, see `tandem_net::feed`). The publisher task coalesces
+//! what is queued, publishes it, then records each document's last published revision (its
+//! cursor) in the metadata store, where the storage threads read it back after a restart. A
+//! crash between the publish and the cursor re-publishes: feed consumers deduplicate by
+//! revision (an event's `from_rev..=to_rev`), which is also its id.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tandem_storage::LogOp;
+use tokio::sync::mpsc;
+
+use crate::schema::{Change, Envelope, Event};
+use crate::{Bus, Message};
+
+/// Batches the queue holds before storage threads fall back to catching up.
+pub const QUEUE: usize = 4096;
+
+/// Most bytes of deltas carried in one event; beyond, `changes` is left out and consumers
+/// that need the text read the document.
+pub const MAX_CHANGES_BYTES: usize = 64 * 1024;
+
+/// Where cursors are kept (the control plane's store implements it).
+pub trait Cursors: Send + Sync + 'static {
+    /// Every document's last published revision.
+    fn load(&self) -> impl Future<Output = Result<Vec<(String, u64)>, String>> + Send;
+    /// Raises the cursors given (never lowers one).
+    fn save(&self, cursors: &[(String, u64)]) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The storage threads' end (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct FeedPublisher {
+    tx: mpsc::Sender<Vec<LogOp>>,
+    published: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+/// The publisher task's end.
+#[derive(Debug)]
+pub struct FeedTask {
+    rx: mpsc::Receiver<Vec<LogOp>>,
+    published: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl FeedPublisher {
+    /// A publisher knowing `cursors` (loaded from the store before the data plane starts).
+    pub fn new(cursors: Vec<(String, u64)>) -> (Self, FeedTask) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let published = Arc::new(Mutex::new(cursors.into_iter().collect()));
+        (Self { tx, published: Arc::clone(&published) }, FeedTask { rx, published })
+    }
+}
+
+impl tandem_net::feed::FeedSink for FeedPublisher {
+    fn offer(&self, _doc: &str, ops: &[LogOp]) -> bool {
+        self.tx.try_send(ops.to_vec()).is_ok()
+    }
+
+    fn published(&self, doc: &str) -> u64 {
+        self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(doc).copied().unwrap_or(0)
+    }
+}
+
+/// The event for consecutive ops of one document.
+pub fn edited(ops: &[LogOp]) -> Option<Envelope> {
+    let first = ops.first()?;
+    let last = ops.last()?;
+    let mut authors: Vec<String> = Vec::new();
+    let (mut inserted, mut deleted, mut bytes) = (0u64, 0u64, 0usize);
+    let mut changes = Vec::with_capacity(ops.len());
+    for op in ops {
+        let author = op.commit.author.to_string();
+        if !authors.contains(&author) {
+            authors.push(author.clone());
+        }
+        inserted += op.commit.delta.insert_len() as u64;
+        deleted += op.commit.delta.delete_len() as u64;
+        bytes += op.commit.delta.format_bytes();
+        if bytes <= MAX_CHANGES_BYTES {
+            let delta = serde_json::to_value(&op.commit.delta).expect("deltas serialize");
+            changes.push(Change { rev: op.commit.rev, author, at_ms: op.time_ms, delta });
+        }
+    }
+    let doc = first.doc.to_string();
+    let (from_rev, to_rev) = (first.commit.rev, last.commit.rev);
+    let event = Event::Edited {
+        doc: doc.clone(),
+        from_rev,
+        to_rev,
+        authors,
+        ops: ops.len() as u64,
+        inserted,
+        deleted,
+        changes: (bytes <= MAX_CHANGES_BYTES).then_some(changes),
+    };
+    let at = i64::try_from(last.time_ms).unwrap_or(i64::MAX);
+    Some(Envelope::new(format!("{doc}@{from_rev}-{to_rev}"), at, event))
+}
+
+impl FeedTask {
+    /// Publishes until the publishers are gone. Bus or store failures are retried with
+    /// backoff (the queue fills meanwhile and the storage threads catch up later).
+    pub async fn run<C: Cursors>(mut self, bus: Bus, cursors: C) {
+        let mut buffer: Vec<Vec<LogOp>> = Vec::new();
+        while self.rx.recv_many(&mut buffer, 256).await > 0 {
+            // One event per document: its runs in this buffer are consecutive revisions,
+            // except after a gap the storage thread will fill (then they stay separate).
+            let mut runs: Vec<Vec<LogOp>> = Vec::new();
+            for batch in buffer.drain(..) {
+                match runs.iter_mut().rev().find(|r| r[0].doc == batch[0].doc) {
+                    Some(run) if run.last().map(|o| o.commit.rev + 1) == batch.first().map(|o| o.commit.rev) => {
+                        run.extend(batch);
+                    }
+                    _ => runs.push(batch),
+                }
+            }
+            let envelopes: Vec<Envelope> = runs.iter().filter_map(|r| edited(r)).collect();
+            let messages: Vec<Message> = envelopes.iter().map(Message::from).collect();
+            let mut wait = Duration::from_millis(100);
+            while let Err(e) = bus.publish(&messages).await {
+                tracing::warn!("change feed: publishing: {e}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            let mut heads: HashMap<String, u64> = HashMap::new();
+            for run in &runs {
+                if let Some(last) = run.last() {
+                    let head = heads.entry(last.doc.to_string()).or_default();
+                    *head = (*head).max(last.commit.rev);
+                }
+            }
+            {
+                let mut published = self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (doc, rev) in &heads {
+                    let cursor = published.entry(doc.clone()).or_default();
+                    *cursor = (*cursor).max(*rev);
+                }
+            }
+            let heads: Vec<(String, u64)> = heads.into_iter().collect();
+            if let Err(e) = cursors.save(&heads).await {
+                // Only a restart reads them: losing some re-publishes, never loses.
+                tracing::warn!("change feed: saving cursors: {e}");
+            }
+        }
+    }
+}
