@@ -9,7 +9,8 @@
 #
 # Installed when missing: Node.js and npm (Debian packages), the quill-delta reference and the
 # load generator's peers (npm), PostgreSQL 15 (Debian package; the tests start their own
-# server in a temp directory with initdb and pg_ctl and stop it afterwards).
+# server in a temp directory with initdb and pg_ctl and stop it afterwards), the aiosmtpd
+# SMTP sink (Debian package) and the tansu Kafka-API broker (cargo install, cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${TANDEM_CACHE:-$HOME/.cache/tandem}"
@@ -28,6 +29,14 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
 # The SMTP sink the notification tests send to.
 /usr/bin/python3 -c "import aiosmtpd" 2>/dev/null || apt_install python3-aiosmtpd
 
+# The Kafka-API broker the Kafka backend's tests start (tansu; ~25 min to build, once).
+tansu="$cache/tansu/bin/tansu"
+if [ ! -x "$tansu" ]; then
+  echo "installing tansu (a Kafka-API broker) into $cache/tansu: a first build takes ~25 min" >&2
+  cargo install tansu --locked --features dynostore --root "$cache/tansu" >&2
+fi
+export TANDEM_TANSU="$tansu"
+
 TANDEM_QUILL_DELTA="$(.ci/setup-quill-delta)"
 export TANDEM_QUILL_DELTA
 loadgen/peers/install.sh >/dev/null
@@ -37,4 +46,6 @@ cargo test --workspace "$@"
 if [ "$#" = 0 ]; then
   # Prints "skipped: TANDEM_SCYLLA_URI not set" unless a ScyllaDB cluster is named.
   cargo test -p tandem-storage --features scylla --test conformance_scylla -- --nocapture
+  # The bus conformance suite on Kafka (a tansu broker each run starts and stops).
+  cargo test -p tandem-events --features kafka --test conformance
 fi

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,11 +35,23 @@ pub trait Cursors: Send + Sync + 'static {
     fn save(&self, cursors: &[(String, u64)]) -> impl Future<Output = Result<(), String>> + Send;
 }
 
+/// The feed's counters (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct FeedStats {
+    /// Ops published.
+    pub ops: AtomicU64,
+    /// Events published.
+    pub events: AtomicU64,
+    /// Offers refused because the queue was full (each makes a storage thread catch up).
+    pub refused: AtomicU64,
+}
+
 /// The storage threads' end (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct FeedPublisher {
     tx: mpsc::Sender<Vec<LogOp>>,
     published: Arc<Mutex<HashMap<String, u64>>>,
+    stats: Arc<FeedStats>,
 }
 
 /// The publisher task's end.
@@ -46,6 +59,7 @@ pub struct FeedPublisher {
 pub struct FeedTask {
     rx: mpsc::Receiver<Vec<LogOp>>,
     published: Arc<Mutex<HashMap<String, u64>>>,
+    stats: Arc<FeedStats>,
 }
 
 impl FeedPublisher {
@@ -53,13 +67,26 @@ impl FeedPublisher {
     pub fn new(cursors: Vec<(String, u64)>) -> (Self, FeedTask) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let published = Arc::new(Mutex::new(cursors.into_iter().collect()));
-        (Self { tx, published: Arc::clone(&published) }, FeedTask { rx, published })
+        let stats = Arc::new(FeedStats::default());
+        (
+            Self { tx, published: Arc::clone(&published), stats: Arc::clone(&stats) },
+            FeedTask { rx, published, stats },
+        )
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> Arc<FeedStats> {
+        Arc::clone(&self.stats)
     }
 }
 
 impl tandem_net::feed::FeedSink for FeedPublisher {
     fn offer(&self, _doc: &str, ops: &[LogOp]) -> bool {
-        self.tx.try_send(ops.to_vec()).is_ok()
+        let sent = self.tx.try_send(ops.to_vec()).is_ok();
+        if !sent {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
     }
 
     fn published(&self, doc: &str) -> u64 {
@@ -128,6 +155,8 @@ impl FeedTask {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(10));
             }
+            self.stats.events.fetch_add(envelopes.len() as u64, Ordering::Relaxed);
+            self.stats.ops.fetch_add(runs.iter().map(|r| r.len() as u64).sum(), Ordering::Relaxed);
             let mut heads: HashMap<String, u64> = HashMap::new();
             for run in &runs {
                 if let Some(last) = run.last() {

@@ -12,11 +12,44 @@
 //! event's id ([`schema::Envelope::id`]).
 
 pub mod feed;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod local;
 pub mod relay;
 pub mod schema;
 
 pub use schema::{Change, Envelope, Event, SCHEMA_VERSION, Topic};
+
+/// `[events.kafka]` in the configuration.
+#[derive(Clone, Debug, serde::Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port,...` of the brokers.
+    pub brokers: String,
+    /// Put before each topic's name (`tandem.` makes `tandem.document-edits`).
+    pub topic_prefix: String,
+    /// Partitions of each topic created at start (existing topics are left as they are).
+    pub partitions: i32,
+    /// Replicas of each topic created at start.
+    pub replication: i32,
+    /// Time allowed for one publish, ms.
+    pub publish_timeout_ms: u64,
+    /// Messages librdkafka queues locally before a publish waits.
+    pub queue_messages: u32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "tandem.".into(),
+            partitions: 12,
+            replication: 3,
+            publish_timeout_ms: 30_000,
+            queue_messages: 100_000,
+        }
+    }
+}
 
 /// What can go wrong on the bus.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +113,9 @@ impl Delivery {
 pub enum Bus {
     /// The in-process backend.
     Local(local::LocalBus),
+    /// Kafka.
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaBus),
 }
 
 impl Bus {
@@ -88,6 +124,8 @@ impl Bus {
     pub async fn publish(&self, messages: &[Message]) -> Result<()> {
         match self {
             Self::Local(b) => b.publish(messages).await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(b) => b.publish(messages).await,
         }
     }
 
@@ -95,6 +133,8 @@ impl Bus {
     pub async fn subscribe(&self, group: &str, topic: Topic) -> Result<Consumer> {
         match self {
             Self::Local(b) => Ok(Consumer::Local(b.subscribe(group, topic).await?)),
+            #[cfg(feature = "kafka")]
+            Self::Kafka(b) => Ok(Consumer::Kafka(b.subscribe(group, topic)?)),
         }
     }
 
@@ -102,6 +142,9 @@ impl Bus {
     pub fn lag(&self) -> Vec<(String, Topic, u64)> {
         match self {
             Self::Local(b) => b.lag(),
+            // Kafka's lag is the brokers' to tell (consumer-group tooling, broker metrics).
+            #[cfg(feature = "kafka")]
+            Self::Kafka(_) => Vec::new(),
         }
     }
 
@@ -109,6 +152,8 @@ impl Bus {
     pub fn backend(&self) -> &'static str {
         match self {
             Self::Local(_) => "in-process",
+            #[cfg(feature = "kafka")]
+            Self::Kafka(_) => "kafka",
         }
     }
 }
@@ -119,6 +164,9 @@ impl Bus {
 pub enum Consumer {
     /// In process.
     Local(local::LocalConsumer),
+    /// Kafka.
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaConsumer),
 }
 
 impl Consumer {
@@ -126,6 +174,8 @@ impl Consumer {
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>> {
         match self {
             Self::Local(c) => c.next_batch(max).await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(c) => c.next_batch(max).await,
         }
     }
 
@@ -133,6 +183,8 @@ impl Consumer {
     pub async fn commit(&mut self, delivery: &Delivery) -> Result<()> {
         match self {
             Self::Local(c) => c.commit(delivery.offset).await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(c) => c.commit(delivery),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The bus conformance suite: what every backend promises (order per key, at least once
 //! across a consumer crash, redelivery after a restart, ids to deduplicate by, backpressure,
-//! unreadable messages delivered as such, independent groups). Runs on the in-process
-//! backend here.
+//! unreadable messages delivered as such, independent groups). The same cases run on the
+//! in-process backend (a test each) and, with the `kafka` feature, on a real Kafka-API broker
+//! (tansu, started here: the `kafka` module at the end).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -21,11 +22,19 @@ fn created(id: &str, doc: &str, n: usize) -> Envelope {
     )
 }
 
-struct Backend {
+/// Opens the bus under test (again, for a restart).
+trait Backend {
+    /// The bus; `capacity` bounds the in-process backend.
+    fn open(&self, capacity: u64) -> impl std::future::Future<Output = Bus>;
+    /// A fresh name (Kafka's groups outlive a test).
+    fn name(&self, base: &str) -> String;
+}
+
+struct Local {
     dir: tempfile::TempDir,
 }
 
-impl Backend {
+impl Local {
     fn new() -> Self {
         Self { dir: tempfile::tempdir().unwrap() }
     }
@@ -33,16 +42,22 @@ impl Backend {
     fn path(&self) -> PathBuf {
         self.dir.path().join("events.db")
     }
+}
 
+impl Backend for Local {
     async fn open(&self, capacity: u64) -> Bus {
         Bus::Local(LocalBus::open(&self.path(), capacity).await.unwrap())
+    }
+
+    fn name(&self, base: &str) -> String {
+        base.to_owned()
     }
 }
 
 async fn take(consumer: &mut tandem_events::Consumer, n: usize) -> Vec<tandem_events::Delivery> {
     let mut out = Vec::new();
     while out.len() < n {
-        let batch = tokio::time::timeout(Duration::from_secs(10), consumer.next_batch(n - out.len()))
+        let batch = tokio::time::timeout(Duration::from_secs(30), consumer.next_batch(n - out.len()))
             .await
             .expect("messages arrive")
             .unwrap();
@@ -53,9 +68,12 @@ async fn take(consumer: &mut tandem_events::Consumer, n: usize) -> Vec<tandem_ev
 
 #[tokio::test]
 async fn order_per_key_across_publishes() {
-    let b = Backend::new();
+    order_per_key(&Local::new()).await;
+}
+
+async fn order_per_key(b: &impl Backend) {
     let bus = b.open(10_000).await;
-    let mut c = bus.subscribe("g", Topic::DocumentEdits).await.unwrap();
+    let mut c = bus.subscribe(&b.name("g"), Topic::DocumentEdits).await.unwrap();
     let mut sent: HashMap<String, Vec<String>> = HashMap::new();
     for round in 0..20 {
         let mut batch = Vec::new();
@@ -76,40 +94,55 @@ async fn order_per_key_across_publishes() {
         seen.entry(d.key.clone()).or_default().push(e.id.clone());
     }
     assert_eq!(seen, sent);
-    assert!(got.windows(2).all(|w| w[0].offset < w[1].offset));
+    for doc in ["a", "b", "c"] {
+        let offsets: Vec<i64> = got.iter().filter(|d| d.key == doc).map(|d| d.offset).collect();
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "one key, one partition, rising offsets");
+    }
 }
 
 #[tokio::test]
 async fn uncommitted_messages_come_again_after_a_consumer_crash() {
-    let b = Backend::new();
+    let b = Local::new();
+    consumer_crash(&b).await;
     let bus = b.open(10_000).await;
+    assert_eq!(bus.lag(), vec![("g".into(), Topic::DocumentEdits, 6)]);
+}
+
+async fn consumer_crash(b: &impl Backend) {
+    let bus = b.open(10_000).await;
+    let group = b.name("g");
     let msgs: Vec<Message> = (0..10).map(|i| Message::from(&created(&format!("e{i}"), "d", i))).collect();
     bus.publish(&msgs).await.unwrap();
-    let mut c = bus.subscribe("g", Topic::DocumentEdits).await.unwrap();
+    let mut c = bus.subscribe(&group, Topic::DocumentEdits).await.unwrap();
     let first = take(&mut c, 10).await;
     c.commit(&first[3]).await.unwrap();
     drop(c); // "crashed" after working on 4..9 without committing
-    let mut c = bus.subscribe("g", Topic::DocumentEdits).await.unwrap();
+    let mut c = bus.subscribe(&group, Topic::DocumentEdits).await.unwrap();
     let again = take(&mut c, 6).await;
     let ids: Vec<_> = again.iter().map(|d| d.event.as_ref().unwrap().id.clone()).collect();
     assert_eq!(ids, (4..10).map(|i| format!("e{i}")).collect::<Vec<_>>());
-    assert_eq!(bus.lag(), vec![("g".into(), Topic::DocumentEdits, 6)]);
 }
 
 #[tokio::test]
 async fn a_restart_keeps_messages_offsets_and_the_next_offset() {
-    let b = Backend::new();
+    restart(&Local::new()).await;
+}
+
+async fn restart(b: &impl Backend) {
     let bus = b.open(10_000).await;
+    let group = b.name("g");
     bus.publish(&(0..5).map(|i| Message::from(&created(&format!("e{i}"), "d", i))).collect::<Vec<_>>()).await.unwrap();
-    let mut c = bus.subscribe("g", Topic::DocumentEdits).await.unwrap();
+    let mut c = bus.subscribe(&group, Topic::DocumentEdits).await.unwrap();
     let got = take(&mut c, 5).await;
     c.commit(&got[1]).await.unwrap();
     drop(c);
-    let Bus::Local(local) = &bus else { unreachable!() };
-    local.close().await;
+    if let Bus::Local(local) = &bus {
+        local.close().await;
+    }
+    drop(bus);
 
     let bus = b.open(10_000).await;
-    let mut c = bus.subscribe("g", Topic::DocumentEdits).await.unwrap();
+    let mut c = bus.subscribe(&group, Topic::DocumentEdits).await.unwrap();
     let got = take(&mut c, 3).await;
     assert_eq!(got[0].event.as_ref().unwrap().id, "e2");
     bus.publish(&[Message::from(&created("e5", "d", 5))]).await.unwrap();
@@ -119,25 +152,32 @@ async fn a_restart_keeps_messages_offsets_and_the_next_offset() {
 
 #[tokio::test]
 async fn groups_are_independent_and_new_groups_start_at_the_oldest_message() {
-    let b = Backend::new();
+    let b = Local::new();
+    let (bus, _one) = groups(&b).await;
+    let err = bus.subscribe("one", Topic::DocumentEdits).await.unwrap_err();
+    assert!(err.to_string().contains("already consumes"), "{err}");
+}
+
+/// Returns the bus and group "one"'s consumer of document-edits.
+async fn groups(b: &impl Backend) -> (Bus, tandem_events::Consumer) {
     let bus = b.open(10_000).await;
     bus.publish(&[Message::from(&created("e0", "d", 0))]).await.unwrap();
-    let mut one = bus.subscribe("one", Topic::DocumentEdits).await.unwrap();
-    let mut two = bus.subscribe("two", Topic::DocumentEdits).await.unwrap();
+    let (g1, g2) = (b.name("one"), b.name("two"));
+    let mut one = bus.subscribe(&g1, Topic::DocumentEdits).await.unwrap();
+    let mut two = bus.subscribe(&g2, Topic::DocumentEdits).await.unwrap();
     let a = take(&mut one, 1).await;
     one.commit(&a[0]).await.unwrap();
     let b2 = take(&mut two, 1).await;
     assert_eq!(a[0].event, b2[0].event);
-    let err = bus.subscribe("one", Topic::DocumentEdits).await.unwrap_err();
-    assert!(err.to_string().contains("already consumes"), "{err}");
     // Another topic is another log.
-    let mut n = bus.subscribe("one", Topic::Notifications).await.unwrap();
-    assert!(tokio::time::timeout(Duration::from_millis(200), n.next_batch(1)).await.is_err());
+    let mut n = bus.subscribe(&g1, Topic::Notifications).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(500), n.next_batch(1)).await.is_err());
+    (bus, one)
 }
 
 #[tokio::test]
 async fn a_full_topic_makes_publishers_wait_until_the_slowest_group_commits() {
-    let b = Backend::new();
+    let b = Local::new();
     let bus = b.open(4).await;
     let mut c = bus.subscribe("slow", Topic::DocumentEdits).await.unwrap();
     let four: Vec<Message> = (0..4).map(|i| Message::from(&created(&format!("e{i}"), "d", i))).collect();
@@ -155,9 +195,12 @@ async fn a_full_topic_makes_publishers_wait_until_the_slowest_group_commits() {
 
 #[tokio::test]
 async fn unreadable_messages_are_delivered_with_the_reason() {
-    let b = Backend::new();
+    unreadable(&Local::new()).await;
+}
+
+async fn unreadable(b: &impl Backend) {
     let bus = b.open(100).await;
-    let mut c = bus.subscribe("g", Topic::Notifications).await.unwrap();
+    let mut c = bus.subscribe(&b.name("g"), Topic::Notifications).await.unwrap();
     let future = br#"{"schema":99,"id":"x","topic":"notifications","key":"d","at_ms":1,"event":{}}"#;
     bus.publish(&[
         Message { topic: Topic::Notifications, key: "d".into(), payload: b"not json".to_vec() },
@@ -197,7 +240,10 @@ impl Outbox for MemOutbox {
 
 #[tokio::test]
 async fn the_relay_resends_after_a_crash_and_consumers_deduplicate_by_id() {
-    let b = Backend::new();
+    relay_crash(&Local::new()).await;
+}
+
+async fn relay_crash(b: &impl Backend) {
     let bus = b.open(10_000).await;
     let outbox = MemOutbox::default();
     for i in 0..300 {
@@ -208,7 +254,7 @@ async fn the_relay_resends_after_a_crash_and_consumers_deduplicate_by_id() {
     assert!(relay.drain().await.is_err(), "the first batch is published, then the relay 'crashes'");
     assert_eq!(relay.drain().await.unwrap(), 300, "everything unsent goes, the first batch again");
     assert_eq!(relay.drain().await.unwrap(), 0);
-    let mut c = bus.subscribe("g", Topic::DocumentEdits).await.unwrap();
+    let mut c = bus.subscribe(&b.name("g"), Topic::DocumentEdits).await.unwrap();
     let got = take(&mut c, 300 + 256).await;
     let mut seen = HashSet::new();
     let mut effects = Vec::new();
@@ -219,4 +265,106 @@ async fn the_relay_resends_after_a_crash_and_consumers_deduplicate_by_id() {
         }
     }
     assert_eq!(effects, (0..300).map(|i| format!("e{i}")).collect::<Vec<_>>(), "in order, each once");
+}
+
+#[cfg(feature = "kafka")]
+mod kafka {
+    //! The same cases on Kafka: a real tansu broker started here (`~/.cache/tandem/tansu`,
+    //! installed by the README's test command; `TANDEM_TANSU` names another binary), plus
+    //! the producer's backpressure.
+
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    use tandem_events::KafkaConfig;
+    use tandem_events::kafka::KafkaBus;
+
+    use super::*;
+
+    struct Broker {
+        child: Child,
+        port: u16,
+    }
+
+    impl Drop for Broker {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn broker() -> Broker {
+        let bin = std::env::var("TANDEM_TANSU").unwrap_or_else(|_| {
+            format!("{}/.cache/tandem/tansu/bin/tansu", std::env::var("HOME").unwrap_or_default())
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin} ({e}): the README's test command installs tansu"));
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "tansu did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, port }
+    }
+
+    struct Kafka {
+        brokers: String,
+        prefix: String,
+    }
+
+    impl Backend for Kafka {
+        async fn open(&self, _capacity: u64) -> Bus {
+            let config = KafkaConfig {
+                brokers: self.brokers.clone(),
+                topic_prefix: self.prefix.clone(),
+                partitions: 3,
+                replication: 1,
+                ..KafkaConfig::default()
+            };
+            Bus::Kafka(KafkaBus::connect(config).await.unwrap())
+        }
+
+        fn name(&self, base: &str) -> String {
+            format!("{}{base}", self.prefix)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_kafka_backend_conforms() {
+        let broker = broker();
+        let brokers = format!("127.0.0.1:{}", broker.port);
+        let fresh = |case: &str| Kafka { brokers: brokers.clone(), prefix: format!("{case}.") };
+        order_per_key(&fresh("order")).await;
+        consumer_crash(&fresh("crash")).await;
+        restart(&fresh("restart")).await;
+        let _ = groups(&fresh("groups")).await;
+        unreadable(&fresh("unreadable")).await;
+        relay_crash(&fresh("relay")).await;
+
+        // Backpressure: a local queue of 10 messages; 2,000 published go through, in order.
+        let b = fresh("pressure");
+        let config = KafkaConfig {
+            brokers: b.brokers.clone(),
+            topic_prefix: b.prefix.clone(),
+            partitions: 3,
+            replication: 1,
+            queue_messages: 10,
+            ..KafkaConfig::default()
+        };
+        let bus = Bus::Kafka(KafkaBus::connect(config).await.unwrap());
+        let msgs: Vec<Message> = (0..2000).map(|i| Message::from(&created(&format!("e{i}"), "d", i))).collect();
+        bus.publish(&msgs).await.unwrap();
+        let mut c = bus.subscribe(&b.name("g"), Topic::DocumentEdits).await.unwrap();
+        let got = take(&mut c, 2000).await;
+        let ids: Vec<String> = got.iter().map(|d| d.event.as_ref().unwrap().id.clone()).collect();
+        assert_eq!(ids, (0..2000).map(|i| format!("e{i}")).collect::<Vec<_>>());
+        drop(broker);
+    }
 }

@@ -522,6 +522,8 @@ const SERVER_COUNTERS: &[&str] = &[
     "tandem_socket_reads_total",
     "tandem_oplog_batches_total",
     "tandem_oplog_ops_total",
+    "tandem_feed_ops_published_total",
+    "tandem_feed_refused_total",
 ];
 
 /// Gives the scenario's preload documents their history: `ops` acknowledged ops each, from

@@ -19,7 +19,12 @@ use tracing::info;
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct EventsConfig {
-    /// Messages a topic holds for its slowest consumer group before publishers wait.
+    /// `in-process` (a durable log in the data directory) or `kafka` (`[events.kafka]`; a
+    /// build with the `kafka` feature).
+    pub(crate) backend: Backend,
+    /// The Kafka backend.
+    pub(crate) kafka: tandem_events::KafkaConfig,
+    /// In process: messages a topic holds for its slowest consumer group before publishers wait.
     pub(crate) capacity: u64,
     /// How often the relay looks for outbox rows when nothing woke it, ms.
     pub(crate) relay_poll_ms: u64,
@@ -29,8 +34,25 @@ pub(crate) struct EventsConfig {
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        Self { capacity: tandem_events::local::DEFAULT_CAPACITY, relay_poll_ms: 250, change_feed: true }
+        Self {
+            backend: Backend::InProcess,
+            kafka: tandem_events::KafkaConfig::default(),
+            capacity: tandem_events::local::DEFAULT_CAPACITY,
+            relay_poll_ms: 250,
+            change_feed: true,
+        }
     }
+}
+
+/// Which bus.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Backend {
+    /// The durable in-process log.
+    #[default]
+    InProcess,
+    /// Kafka.
+    Kafka,
 }
 
 /// The bus and the workers' counters; the tasks start with [`Events::start`].
@@ -46,9 +68,21 @@ impl Events {
     pub(crate) fn open(control: &tandem_control::ControlPlane, config: &EventsConfig, data_dir: &Path) -> Result<Self> {
         let path = data_dir.join("events.db");
         let runtime = control.runtime();
-        let bus = runtime
-            .block_on(LocalBus::open(&path, config.capacity))
-            .with_context(|| format!("opening the event log {}", path.display()))?;
+        let bus = match config.backend {
+            Backend::InProcess => Bus::Local(
+                runtime
+                    .block_on(LocalBus::open(&path, config.capacity))
+                    .with_context(|| format!("opening the event log {}", path.display()))?,
+            ),
+            #[cfg(feature = "kafka")]
+            Backend::Kafka => Bus::Kafka(
+                runtime
+                    .block_on(tandem_events::kafka::KafkaBus::connect(config.kafka.clone()))
+                    .with_context(|| format!("connecting to Kafka at {}", config.kafka.brokers))?,
+            ),
+            #[cfg(not(feature = "kafka"))]
+            Backend::Kafka => anyhow::bail!("[events] backend = \"kafka\" needs a build with the `kafka` feature"),
+        };
         let feed = if config.change_feed {
             let cursors =
                 runtime.block_on(control.app().store.feed_cursors()).context("reading the change feed's cursors")?;
@@ -58,7 +92,7 @@ impl Events {
             None
         };
         Ok(Self {
-            bus: Bus::Local(bus),
+            bus,
             relay: Arc::default(),
             notifications: WorkerStats::new(tandem_workers::notify::GROUP),
             feed,
@@ -73,9 +107,26 @@ impl Events {
     /// What `/metrics` adds for the bus and the workers.
     pub(crate) fn metrics(&self) -> Arc<dyn Fn() -> String + Send + Sync> {
         let (bus, relay, workers) = (self.bus.clone(), Arc::clone(&self.relay), vec![Arc::clone(&self.notifications)]);
+        let feed = self.feed.as_ref().map(|(p, _)| p.stats());
         Arc::new(move || {
-            let relayed = relay.published.load(std::sync::atomic::Ordering::Relaxed);
-            tandem_workers::render_metrics(&workers, &bus, Some(relayed))
+            use std::fmt::Write as _;
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut out = tandem_workers::render_metrics(&workers, &bus, Some(relay.published.load(Relaxed)));
+            if let Some(f) = &feed {
+                let _ = write!(
+                    out,
+                    "# HELP tandem_feed_ops_published_total Ops published to document-edits.\n\
+                     # TYPE tandem_feed_ops_published_total counter\ntandem_feed_ops_published_total {}\n\
+                     # HELP tandem_feed_events_published_total Events published to document-edits.\n\
+                     # TYPE tandem_feed_events_published_total counter\ntandem_feed_events_published_total {}\n\
+                     # HELP tandem_feed_refused_total Feed offers refused (queue full: caught up from the op log).\n\
+                     # TYPE tandem_feed_refused_total counter\ntandem_feed_refused_total {}\n",
+                    f.ops.load(Relaxed),
+                    f.events.load(Relaxed),
+                    f.refused.load(Relaxed)
+                );
+            }
+            out
         })
     }
 

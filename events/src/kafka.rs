@@ -1,0 +1,146 @@
+//! The Kafka backend (feature `kafka`): rdkafka with its bundled librdkafka.
+//!
+//! Producer: idempotent (`enable.idempotence`, `acks=all`), keyed by document id, so one
+//! document's events land on one partition in order; `publish` returns when the brokers have
+//! every message, and waits (never drops) while librdkafka's local queue is full. Consumers:
+//! consumer groups with automatic commits off; the offset after a delivery is committed only
+//! when the worker says the work is done, so a crash redelivers (at least once).
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+
+use crate::schema::Topic;
+use crate::{Delivery, Error, KafkaConfig, Message, Result};
+
+/// The bus on Kafka.
+#[derive(Clone)]
+pub struct KafkaBus {
+    config: KafkaConfig,
+    producer: FutureProducer,
+}
+
+impl std::fmt::Debug for KafkaBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBus").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn kafka(e: KafkaError) -> Error {
+    Error::Storage(format!("kafka: {e}"))
+}
+
+impl KafkaBus {
+    /// Connects and creates the topics that do not exist yet.
+    pub async fn connect(config: KafkaConfig) -> Result<Self> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", config.publish_timeout_ms.to_string())
+            .set("queue.buffering.max.messages", config.queue_messages.max(1).to_string())
+            .create()
+            .map_err(kafka)?;
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &config.brokers).create().map_err(kafka)?;
+        let names: Vec<String> = Topic::ALL.iter().map(|t| format!("{}{}", config.topic_prefix, t.name())).collect();
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|n| NewTopic::new(n, config.partitions.max(1), TopicReplication::Fixed(config.replication.max(1))))
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for result in admin.create_topics(&topics, &options).await.map_err(kafka)? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(Error::Storage(format!("kafka: creating topic {topic}: {code}"))),
+            }
+        }
+        Ok(Self { config, producer })
+    }
+
+    fn topic_name(&self, topic: Topic) -> String {
+        format!("{}{}", self.config.topic_prefix, topic.name())
+    }
+
+    /// Publishes `messages`; returns when the brokers acknowledged all of them.
+    pub async fn publish(&self, messages: &[Message]) -> Result<()> {
+        let timeout = Duration::from_millis(self.config.publish_timeout_ms);
+        let names: Vec<String> = messages.iter().map(|m| self.topic_name(m.topic)).collect();
+        // Queued in order (idempotence keeps a partition's order across retries), then awaited.
+        let mut pending = Vec::with_capacity(messages.len());
+        for (m, topic) in messages.iter().zip(&names) {
+            let record = FutureRecord::to(topic).key(m.key.as_bytes()).payload(m.payload.as_slice());
+            // `send` waits (up to the timeout) while the local queue is full: backpressure.
+            pending.push(self.producer.send(record, timeout));
+        }
+        for sent in pending {
+            sent.await.map_err(|(e, _)| kafka(e))?;
+        }
+        Ok(())
+    }
+
+    /// A consumer of `topic` in `group`, from the group's committed offsets (the oldest kept
+    /// message for a new group).
+    pub fn subscribe(&self, group: &str, topic: Topic) -> Result<KafkaConsumer> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .map_err(kafka)?;
+        let name = self.topic_name(topic);
+        consumer.subscribe(&[&name]).map_err(kafka)?;
+        Ok(KafkaConsumer { consumer, topic, name })
+    }
+}
+
+/// A group's consumer of one topic on Kafka.
+pub struct KafkaConsumer {
+    consumer: StreamConsumer,
+    topic: Topic,
+    name: String,
+}
+
+impl std::fmt::Debug for KafkaConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConsumer").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+impl KafkaConsumer {
+    /// Waits for at least one message and returns up to `max` of those already fetched.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        let first = self.consumer.recv().await.map_err(kafka)?;
+        out.push(self.delivery(&first));
+        drop(first);
+        while out.len() < max.max(1) {
+            match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
+                Ok(Ok(m)) => out.push(self.delivery(&m)),
+                Ok(Err(e)) => return Err(kafka(e)),
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn delivery(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Delivery {
+        let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+        Delivery::new(self.topic, m.partition(), m.offset(), key, m.payload().unwrap_or_default().to_vec())
+    }
+
+    /// Commits the offset after `delivery` in its partition.
+    pub fn commit(&mut self, delivery: &Delivery) -> Result<()> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.name, delivery.partition, Offset::Offset(delivery.offset + 1)).map_err(kafka)?;
+        self.consumer.commit(&list, CommitMode::Async).map_err(kafka)
+    }
+}
