@@ -68,10 +68,7 @@ impl FeedPublisher {
         let (tx, rx) = mpsc::channel(QUEUE);
         let published = Arc::new(Mutex::new(cursors.into_iter().collect()));
         let stats = Arc::new(FeedStats::default());
-        (
-            Self { tx, published: Arc::clone(&published), stats: Arc::clone(&stats) },
-            FeedTask { rx, published, stats },
-        )
+        (Self { tx, published: Arc::clone(&published), stats: Arc::clone(&stats) }, FeedTask { rx, published, stats })
     }
 
     /// Its counters.

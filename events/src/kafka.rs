@@ -140,7 +140,8 @@ impl KafkaConsumer {
     /// Commits the offset after `delivery` in its partition.
     pub fn commit(&mut self, delivery: &Delivery) -> Result<()> {
         let mut list = TopicPartitionList::new();
-        list.add_partition_offset(&self.name, delivery.partition, Offset::Offset(delivery.offset + 1)).map_err(kafka)?;
+        list.add_partition_offset(&self.name, delivery.partition, Offset::Offset(delivery.offset + 1))
+            .map_err(kafka)?;
         self.consumer.commit(&list, CommitMode::Async).map_err(kafka)
     }
 }

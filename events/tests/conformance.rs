@@ -294,9 +294,8 @@ mod kafka {
     }
 
     fn broker() -> Broker {
-        let bin = std::env::var("TANDEM_TANSU").unwrap_or_else(|_| {
-            format!("{}/.cache/tandem/tansu/bin/tansu", std::env::var("HOME").unwrap_or_default())
-        });
+        let bin = std::env::var("TANDEM_TANSU")
+            .unwrap_or_else(|_| format!("{}/.cache/tandem/tansu/bin/tansu", std::env::var("HOME").unwrap_or_default()));
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(&bin)

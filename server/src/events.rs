@@ -91,12 +91,7 @@ impl Events {
         } else {
             None
         };
-        Ok(Self {
-            bus,
-            relay: Arc::default(),
-            notifications: WorkerStats::new(tandem_workers::notify::GROUP),
-            feed,
-        })
+        Ok(Self { bus, relay: Arc::default(), notifications: WorkerStats::new(tandem_workers::notify::GROUP), feed })
     }
 
     /// The change feed's sink for the storage threads (none when it is off).
