@@ -150,12 +150,12 @@ impl Events {
             runtime.spawn(task.run(self.bus.clone(), store.clone()));
         }
         let mailer = Mailer::new(mail, data_dir).map_err(anyhow::Error::msg).context("[mail]")?;
-        info!(
-            "events: {} bus in {}; emails go to {}",
-            self.bus.backend(),
-            data_dir.join("events.db").display(),
-            mailer.describe()
-        );
+        let bus = match &self.bus {
+            Bus::Local(_) => format!("in-process bus in {}", data_dir.join("events.db").display()),
+            other => format!("{} bus", other.backend()),
+        };
+        let feed = if self.feed.is_some() { "on" } else { "off" };
+        info!("events: {bus}, change feed {feed}; emails go to {}", mailer.describe());
         let worker = Notifications::new(mailer, store.clone(), mail, link_base).map_err(anyhow::Error::msg)?;
         runtime.spawn(tandem_workers::run(
             worker,
