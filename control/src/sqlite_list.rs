@@ -19,7 +19,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
-use crate::store::{Cursor, Document, DocumentView, Page, role_from};
+use crate::store::{Cursor, Document, DocumentView, Page, list_sql, role_from};
 
 /// Read-only connections for the list (one statement runs on each at a time).
 pub(crate) struct ListReader {
@@ -33,10 +33,6 @@ impl std::fmt::Debug for ListReader {
         f.debug_struct("ListReader").field("path", &self.path).finish_non_exhaustive()
     }
 }
-
-const COLUMNS: &str = "SELECT d.id, d.title, d.owner_id, d.created_ms, d.updated_ms, d.link_role, \
-     d.editors_can_share, d.acl_version, p.role, p.doc_updated_ms FROM permissions p \
-     JOIN documents d ON d.id = p.doc_id WHERE p.user_id = ?1 AND d.deleted_ms IS NULL";
 
 impl ListReader {
     /// Up to `connections` read-only connections to the database file at `path`, opened
@@ -86,9 +82,6 @@ impl ListReader {
 }
 
 fn page(conn: &Connection, user: &str, after: Option<&Cursor>, limit: u32) -> Result<Page> {
-    // The LIMIT is part of the text (our own integer): a bound LIMIT makes SQLite re-prepare
-    // the statement on every run (it reads the value while planning).
-    let order = format!("ORDER BY p.doc_updated_ms DESC, p.doc_id DESC LIMIT {}", u64::from(limit) + 1);
     let mut docs = Vec::with_capacity(limit as usize + 1);
     let mut keys = Vec::with_capacity(limit as usize + 1);
     let mut push = |row: &rusqlite::Row<'_>| -> Result<()> {
@@ -111,16 +104,14 @@ fn page(conn: &Connection, user: &str, after: Option<&Cursor>, limit: u32) -> Re
     };
     match after {
         None => {
-            let mut stmt = conn.prepare_cached(&format!("{COLUMNS} {order}"))?;
+            let mut stmt = conn.prepare_cached(&list_sql(false, u64::from(limit)))?;
             let mut rows = stmt.query(params![user])?;
             while let Some(row) = rows.next()? {
                 push(row)?;
             }
         }
         Some(c) => {
-            let sql =
-                format!("{COLUMNS} AND (p.doc_updated_ms < ?2 OR (p.doc_updated_ms = ?2 AND p.doc_id < ?3)) {order}");
-            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut stmt = conn.prepare_cached(&list_sql(true, u64::from(limit)))?;
             let mut rows = stmt.query(params![user, c.updated_ms, c.id])?;
             while let Some(row) = rows.next()? {
                 push(row)?;

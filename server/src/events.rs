@@ -60,7 +60,7 @@ pub(crate) struct Events {
     bus: Bus,
     relay: Arc<RelayStats>,
     notifications: Arc<WorkerStats>,
-    feed: Option<(FeedPublisher, std::sync::Mutex<Option<FeedTask>>)>,
+    feed: Option<(FeedPublisher, Option<FeedTask>)>,
 }
 
 impl Events {
@@ -87,7 +87,7 @@ impl Events {
             let cursors =
                 runtime.block_on(control.app().store.feed_cursors()).context("reading the change feed's cursors")?;
             let (publisher, task) = FeedPublisher::new(cursors);
-            Some((publisher, std::sync::Mutex::new(Some(task))))
+            Some((publisher, Some(task)))
         } else {
             None
         };
@@ -127,7 +127,7 @@ impl Events {
 
     /// Starts the relay and the workers; `link_base` starts the links in emails.
     pub(crate) fn start(
-        &self,
+        &mut self,
         control: &tandem_control::ControlPlane,
         events: &EventsConfig,
         mail: &MailConfig,
@@ -144,9 +144,7 @@ impl Events {
             Arc::clone(&self.relay),
         );
         runtime.spawn(relay.run());
-        if let Some((_, task)) = &self.feed
-            && let Some(task) = task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
-        {
+        if let Some(task) = self.feed.as_mut().and_then(|(_, task)| task.take()) {
             runtime.spawn(task.run(self.bus.clone(), store.clone()));
         }
         let mailer = Mailer::new(mail, data_dir).map_err(anyhow::Error::msg).context("[mail]")?;

@@ -155,7 +155,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
     heap::report_periodically();
     let mut control =
         tandem_control::ControlPlane::start(&config.control, &config.data_dir).context("starting the control plane")?;
-    let events = events::Events::open(&control, &config.events, &config.data_dir)?;
+    let mut events = events::Events::open(&control, &config.events, &config.data_dir)?;
     let mut hooks = control.hooks();
     hooks.metrics = Some(events.metrics());
     hooks.feed = events.feed_sink();
