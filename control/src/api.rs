@@ -26,6 +26,8 @@ use serde_json::json;
 use tandem_net::http::{ACCESS_COOKIE, cookie, same_origin};
 use tandem_net::protocol::Role;
 
+mod insight;
+
 use crate::error::Error;
 use crate::policy;
 use crate::store::{Cursor, Document, DocumentView, RefreshOutcome, ShareOutcome, User};
@@ -271,6 +273,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/documents/{id}/permissions/{user}", put(set_role).delete(revoke))
         .route("/api/documents/{id}/invitations/{email}", axum::routing::delete(withdraw_invitation))
         .route("/api/documents/{id}/transfer", post(transfer))
+        .route("/api/documents/{id}/activity", get(insight::activity))
+        .route("/api/search", get(insight::search))
         .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

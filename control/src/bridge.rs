@@ -1,5 +1,7 @@
 //! The control plane's side of the queues to the cores: access lists asked for by the
-//! cores, access changes pushed to them, and the cores' "document edited" hints.
+//! cores, access changes pushed to them, and the cores' "document edited" and "session
+//! opened" hints (opens are written once a second: the client id's user and an analytics
+//! event).
 //!
 //! A change is committed in SQL first; then the whole new access list (read after the
 //! commit, so it carries the new version) goes to the document's owner core, and the
@@ -13,13 +15,14 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use tandem_engine::ClientId;
 use tandem_net::DataPlane;
 use tandem_net::access::{AccessError, AccessUpdate, ControlLink, Done};
 use tandem_net::protocol::DocId;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::store::Store;
+use crate::store::{OpenRecord, Store};
 
 /// Requests from the cores waiting for the control plane.
 const QUEUE: usize = 16_384;
@@ -32,7 +35,11 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 enum Request {
     Load(DocId, u64),
     Edited(DocId),
+    Opened(OpenRecord),
 }
+
+/// Opens held for the next write; more are dropped (analytics only: counted in a warning).
+const MAX_PENDING_OPENS: usize = 65_536;
 
 /// What the cores hold: the sending end of the control plane's queue.
 pub struct Link {
@@ -46,6 +53,16 @@ impl ControlLink for Link {
 
     fn edited(&self, doc: &DocId) {
         let _ = self.tx.try_send(Request::Edited(doc.clone()));
+    }
+
+    fn opened(&self, doc: &DocId, client: ClientId, user: &str) {
+        let open = OpenRecord {
+            doc: doc.as_str().to_owned(),
+            client: client.to_string(),
+            user: user.to_owned(),
+            at_ms: crate::now_ms(),
+        };
+        let _ = self.tx.try_send(Request::Opened(open));
     }
 }
 
@@ -120,8 +137,9 @@ impl Bridge {
     /// Serves the cores' requests until the link is dropped.
     pub async fn run(self, mut rx: Receiver) {
         let edited = Arc::new(Mutex::new(HashSet::<String>::new()));
+        let opens = Arc::new(Mutex::new(Vec::<OpenRecord>::new()));
         let flusher = {
-            let (store, edited) = (self.store.clone(), Arc::clone(&edited));
+            let (store, edited, opens) = (self.store.clone(), Arc::clone(&edited), Arc::clone(&opens));
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
                 loop {
@@ -132,9 +150,17 @@ impl Bridge {
                     {
                         warn!("recording edit times: {e}");
                     }
+                    // One transaction a second, however many sessions opened documents.
+                    let batch = std::mem::take(&mut *opens.lock().expect("not poisoned"));
+                    if !batch.is_empty()
+                        && let Err(e) = store.record_opens(&batch).await
+                    {
+                        warn!("recording {} document opens for analytics: {e}", batch.len());
+                    }
                 }
             })
         };
+        let mut dropped_opens = 0u64;
         let loads = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LOADS));
         while let Some(req) = rx.0.recv().await {
             match req {
@@ -158,6 +184,19 @@ impl Bridge {
                 }
                 Request::Edited(doc) => {
                     edited.lock().expect("not poisoned").insert(doc.as_str().to_owned());
+                }
+                Request::Opened(open) => {
+                    let mut opens = opens.lock().expect("not poisoned");
+                    if opens.len() < MAX_PENDING_OPENS {
+                        opens.push(open);
+                    } else {
+                        dropped_opens += 1;
+                        if dropped_opens.is_power_of_two() {
+                            warn!(
+                                "the metadata store is behind: {dropped_opens} document opens not recorded for analytics"
+                            );
+                        }
+                    }
                 }
             }
         }

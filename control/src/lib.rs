@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod outbox;
 pub mod password;
 pub mod policy;
+pub mod search;
 mod sqlite_list;
 pub mod store;
 pub mod tokens;
@@ -122,6 +123,7 @@ pub struct App {
     pub config: Settings,
     data: Arc<OnceLock<DataPlane>>,
     metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
+    search: OnceLock<Arc<dyn search::SearchIndex>>,
 }
 
 /// The settings the handlers read.
@@ -159,7 +161,18 @@ impl App {
             },
             data: Arc::new(OnceLock::new()),
             metrics: None,
+            search: OnceLock::new(),
         })
+    }
+
+    /// Serves `GET /api/search` from `index` (without one, search answers 503).
+    pub fn set_search(&self, index: Arc<dyn search::SearchIndex>) {
+        let _ = self.search.set(index);
+    }
+
+    /// The full-text index, when search is on.
+    pub fn search(&self) -> Option<&Arc<dyn search::SearchIndex>> {
+        self.search.get()
     }
 }
 

@@ -134,6 +134,24 @@ pub const ROUTES: &[Route] = &[
         200,
         Some("Document"),
     ),
+    r(
+        "get",
+        "/api/documents/{id}/activity",
+        "Daily activity (edits, characters, time active, opens, shares; per user), ?days=1..366; owner and editors",
+        true,
+        None,
+        200,
+        None,
+    ),
+    r(
+        "get",
+        "/api/search",
+        "Full-text search of the documents you may read, ?q=&limit=1..50&cursor=; ranked, with snippets",
+        true,
+        None,
+        200,
+        None,
+    ),
     r("get", "/api/openapi.json", "This document", false, None, 200, None),
 ];
 

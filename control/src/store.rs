@@ -17,6 +17,10 @@ use sqlx::{AnyPool, AssertSqlSafe, Row, SqlStr};
 use tandem_net::access::AccessList;
 use tandem_net::protocol::Role;
 
+mod activity;
+
+pub use activity::{ACTIVE_GAP_MS, Counted, DayActivity, EditRecord, OpenRecord, UserActivity, day_of};
+
 use crate::error::{Error, Result};
 use crate::outbox::{Event, OutboxRow, SCHEMA_VERSION};
 use crate::sqlite_list::ListReader;
@@ -63,10 +67,12 @@ fn migrations(engine: Engine) -> Vec<Migration> {
         Engine::Sqlite => &[
             (1, "accounts documents", include_str!("../migrations/sqlite/0001_accounts_documents.sql")),
             (2, "workers", include_str!("../migrations/sqlite/0002_workers.sql")),
+            (3, "analytics", include_str!("../migrations/sqlite/0003_analytics.sql")),
         ],
         Engine::Postgres => &[
             (1, "accounts documents", include_str!("../migrations/postgres/0001_accounts_documents.sql")),
             (2, "workers", include_str!("../migrations/postgres/0002_workers.sql")),
+            (3, "analytics", include_str!("../migrations/postgres/0003_analytics.sql")),
         ],
     };
     files
@@ -825,6 +831,13 @@ impl Store {
                     insert_permission(&mut tx, &doc.id, &user.id, role, doc.updated_ms, now).await?;
                 }
                 bump_acl(&mut tx, &doc.id).await?;
+                let event = Event::RoleChanged {
+                    doc: doc.id.clone(),
+                    user: user.id.clone(),
+                    role: Some(role),
+                    by: by.id.clone(),
+                };
+                outbox(&mut tx, &event, now).await?;
                 ShareOutcome::Granted(user)
             }
             None => {
@@ -1051,6 +1064,66 @@ impl Store {
                 Ok((seq, tandem_events::Message { topic, key, payload: envelope.into_bytes() }))
             })
             .collect()
+    }
+
+    // ---- search ----
+
+    /// The documents `user` may read (has a role on, not deleted), when there are at most
+    /// `max` of them; `None` when there are more.
+    pub async fn readable_ids(&self, user: &str, max: usize) -> Result<Option<Vec<String>>> {
+        let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT p.doc_id FROM permissions p JOIN documents d ON d.id = p.doc_id \
+             WHERE p.user_id = $1 AND d.deleted_ms IS NULL LIMIT {}",
+            max + 1
+        )))
+        .bind(user)
+        .fetch_all(&self.read)
+        .await?;
+        Ok((rows.len() <= max).then_some(rows))
+    }
+
+    /// Which of `ids` `user` may read.
+    pub async fn readable_among(&self, user: &str, ids: &[String]) -> Result<std::collections::HashSet<String>> {
+        if ids.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        let marks: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT p.doc_id FROM permissions p JOIN documents d ON d.id = p.doc_id \
+             WHERE p.user_id = $1 AND d.deleted_ms IS NULL AND p.doc_id IN ({})",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(user);
+        for id in ids {
+            query = query.bind(id);
+        }
+        Ok(query.fetch_all(&self.read).await?.into_iter().collect())
+    }
+
+    /// The titles of the live documents among `ids`.
+    pub async fn titles(&self, ids: &[String]) -> Result<HashMap<String, String>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let marks: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 1)).collect();
+        let sql = format!("SELECT id, title FROM documents WHERE deleted_ms IS NULL AND id IN ({})", marks.join(", "));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id);
+        }
+        let rows = query.fetch_all(&self.read).await?;
+        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("title")?))).collect()
+    }
+
+    /// Every live document's id and title, in id order from after `after` (`tandem reindex`).
+    pub async fn live_documents(&self, after: &str, limit: u32) -> Result<Vec<(String, String)>> {
+        let rows =
+            sqlx::query("SELECT id, title FROM documents WHERE deleted_ms IS NULL AND id > $1 ORDER BY id LIMIT $2")
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("title")?))).collect()
     }
 
     // ---- the change feed's cursors ----

@@ -12,7 +12,7 @@ use tandem_net::protocol::Role;
 async fn sqlite() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 2, "every migration ran");
+    assert_eq!(store.migrate().await.unwrap(), 3, "every migration ran");
     (dir, store)
 }
 
@@ -230,6 +230,51 @@ async fn suite(store: &Store) {
     store.dead_letter(&letter).await.unwrap();
     assert_eq!(store.dead_letters("mail", 10).await.unwrap(), vec![letter]);
     assert!(store.dead_letters("search", 10).await.unwrap().is_empty());
+
+    // ---- analytics: opens name the client's user; each revision and event counted once ----
+    use tandem_control::store::{EditRecord, OpenRecord, day_of};
+    let doc = ids[1].clone();
+    let now = tandem_control::now_ms();
+    let open = |client: &str, user: &str| OpenRecord {
+        doc: doc.clone(),
+        client: client.into(),
+        user: user.into(),
+        at_ms: now,
+    };
+    let before = store.unsent_events(1000).await.unwrap().len();
+    store.record_opens(&[open("c-ada", &ada.id), open("c-bob", &bob.id)]).await.unwrap();
+    assert_eq!(store.unsent_events(1000).await.unwrap().len(), before + 2, "an analytics event per open");
+    let edit =
+        |rev: u64, client: &str, at_ms: i64| EditRecord { rev, client: client.into(), at_ms, inserted: 3, deleted: 1 };
+    let batch =
+        vec![(doc.clone(), vec![edit(1, "c-ada", now), edit(2, "c-ada", now + 20_000), edit(3, "c-bob", now + 1)])];
+    assert_eq!(store.record_edits(&batch).await.unwrap().edits, 3);
+    // Redelivered, and overlapping with a new revision: only revision 4 counts.
+    let again =
+        vec![(doc.clone(), vec![edit(2, "c-ada", now + 20_000), edit(3, "c-bob", now + 1), edit(4, "c-x", now + 2)])];
+    assert_eq!(store.record_edits(&again).await.unwrap().edits, 1);
+    assert!(store.record_usage("u1", &doc, &ada.id, "opened", now).await.unwrap());
+    assert!(!store.record_usage("u1", &doc, &ada.id, "opened", now).await.unwrap(), "once per event id");
+    assert!(store.record_usage("u2", &doc, &bob.id, "shared", now).await.unwrap());
+    let report = store.activity(&doc, &day_of(now - 86_400_000)).await.unwrap();
+    let today = report.iter().find(|d| d.day == day_of(now)).unwrap();
+    let by = |user: &str| today.users.iter().find(|u| u.user == user).unwrap().clone();
+    let a = by(&ada.id);
+    assert_eq!((a.edits, a.inserted, a.deleted, a.active_ms, a.name.as_str()), (2, 6, 2, 20_000, "Ada"));
+    assert_eq!(a.events.get("opened"), Some(&1));
+    assert_eq!((by(&bob.id).edits, by(&bob.id).events.get("shared")), (1, Some(&1)));
+    assert_eq!(by("").edits, 1, "a client id no open named");
+    assert_eq!(today.active_editors(), 3);
+
+    // ---- search's access checks ----
+    let readable = store.readable_ids(&bob.id, 100).await.unwrap().unwrap();
+    assert_eq!(readable.len(), 6, "deleted documents are not readable");
+    assert!(store.readable_ids(&bob.id, 5).await.unwrap().is_none(), "more than asked for");
+    let among = store.readable_among(&bob.id, &[ids[0].clone(), readable[0].clone(), "nope".into()]).await.unwrap();
+    assert_eq!(among, std::collections::HashSet::from([readable[0].clone()]), "not the deleted one, not unknown ids");
+    let titles = store.titles(&[ids[0].clone(), ids[1].clone()]).await.unwrap();
+    assert_eq!(titles.len(), 1, "the deleted one has no title");
+    assert_eq!(store.live_documents("", 1000).await.unwrap().len(), 7);
 }
 
 #[tokio::test]
@@ -245,7 +290,7 @@ async fn the_store_on_postgresql_and_both_schemas_match() {
     let url = pg.database("store").await;
     let store = Store::connect(&url).await.unwrap();
     assert_eq!(store.engine(), Engine::Postgres);
-    assert_eq!(store.migrate().await.unwrap(), 2, "every migration ran");
+    assert_eq!(store.migrate().await.unwrap(), 3, "every migration ran");
     suite(&store).await;
 
     let (_dir, lite) = sqlite().await;

@@ -23,8 +23,8 @@ use crate::{Bus, Message};
 /// Batches the queue holds before storage threads fall back to catching up.
 pub const QUEUE: usize = 4096;
 
-/// Most bytes of deltas carried in one event; beyond, `changes` is left out and consumers
-/// that need the text read the document.
+/// Most bytes of deltas carried in one event (about; an op larger than this goes alone in
+/// its event).
 pub const MAX_CHANGES_BYTES: usize = 64 * 1024;
 
 /// Where cursors are kept (the control plane's store implements it).
@@ -91,12 +91,34 @@ impl tandem_net::feed::FeedSink for FeedPublisher {
     }
 }
 
-/// The event for consecutive ops of one document.
-pub fn edited(ops: &[LogOp]) -> Option<Envelope> {
-    let first = ops.first()?;
-    let last = ops.last()?;
+/// The events for consecutive ops of one document: one per run of ops whose deltas fit in
+/// [`MAX_CHANGES_BYTES`] (a larger op goes alone), so every event carries its changes and a
+/// consumer that keeps the text (search) never has to read the document back.
+pub fn edited(ops: &[LogOp]) -> Vec<Envelope> {
+    let mut events = Vec::new();
+    let mut start = 0;
+    while start < ops.len() {
+        let mut end = start;
+        let mut bytes = 0usize;
+        while end < ops.len() {
+            let size = ops[end].commit.delta.approx_bytes();
+            if end > start && bytes + size > MAX_CHANGES_BYTES {
+                break;
+            }
+            bytes += size;
+            end += 1;
+        }
+        events.push(edited_run(&ops[start..end]));
+        start = end;
+    }
+    events
+}
+
+/// One event for `ops` (at least one).
+fn edited_run(ops: &[LogOp]) -> Envelope {
+    let (first, last) = (&ops[0], &ops[ops.len() - 1]);
     let mut authors: Vec<String> = Vec::new();
-    let (mut inserted, mut deleted, mut bytes) = (0u64, 0u64, 0usize);
+    let (mut inserted, mut deleted) = (0u64, 0u64);
     let mut changes = Vec::with_capacity(ops.len());
     for op in ops {
         let author = op.commit.author.to_string();
@@ -105,11 +127,8 @@ pub fn edited(ops: &[LogOp]) -> Option<Envelope> {
         }
         inserted += op.commit.delta.insert_len() as u64;
         deleted += op.commit.delta.delete_len() as u64;
-        bytes += op.commit.delta.format_bytes();
-        if bytes <= MAX_CHANGES_BYTES {
-            let delta = serde_json::to_value(&op.commit.delta).expect("deltas serialize");
-            changes.push(Change { rev: op.commit.rev, author, at_ms: op.time_ms, delta });
-        }
+        let delta = serde_json::to_value(&op.commit.delta).expect("deltas serialize");
+        changes.push(Change { rev: op.commit.rev, author, at_ms: op.time_ms, delta });
     }
     let doc = first.doc.to_string();
     let (from_rev, to_rev) = (first.commit.rev, last.commit.rev);
@@ -121,10 +140,10 @@ pub fn edited(ops: &[LogOp]) -> Option<Envelope> {
         ops: ops.len() as u64,
         inserted,
         deleted,
-        changes: (bytes <= MAX_CHANGES_BYTES).then_some(changes),
+        changes: Some(changes),
     };
     let at = i64::try_from(last.time_ms).unwrap_or(i64::MAX);
-    Some(Envelope::new(format!("{doc}@{from_rev}-{to_rev}"), at, event))
+    Envelope::new(format!("{doc}@{from_rev}-{to_rev}"), at, event)
 }
 
 impl FeedTask {
@@ -144,7 +163,7 @@ impl FeedTask {
                     _ => runs.push(batch),
                 }
             }
-            let envelopes: Vec<Envelope> = runs.iter().filter_map(|r| edited(r)).collect();
+            let envelopes: Vec<Envelope> = runs.iter().flat_map(|r| edited(r)).collect();
             let messages: Vec<Message> = envelopes.iter().map(Message::from).collect();
             let mut wait = Duration::from_millis(100);
             while let Err(e) = bus.publish(&messages).await {

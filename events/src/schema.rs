@@ -118,8 +118,19 @@ pub enum Event {
         inserted: u64,
         /// Characters deleted.
         deleted: u64,
-        /// The ops themselves (none when they were too large to carry: read the document).
+        /// The ops themselves (the feed always sends them; an event is split so that they
+        /// fit).
         changes: Option<Vec<Change>>,
+    },
+    /// A session opened a document (analytics: opens; and which user a client id is, so
+    /// edits, whose authors are client ids, are counted per user).
+    Opened {
+        /// The document.
+        doc: String,
+        /// The signed-in user.
+        user: String,
+        /// The session's client id (as in `Edited::authors`).
+        client: String,
     },
     /// A user's role changed (`None`: revoked).
     RoleChanged {
@@ -143,7 +154,7 @@ impl Event {
             Self::DocumentCreated { .. } | Self::DocumentRenamed { .. } | Self::DocumentDeleted { .. } => {
                 Topic::DocumentEdits
             }
-            Self::RoleChanged { .. } => Topic::Analytics,
+            Self::RoleChanged { .. } | Self::Opened { .. } => Topic::Analytics,
             Self::Edited { .. } => Topic::DocumentEdits,
         }
     }
@@ -157,6 +168,7 @@ impl Event {
             Self::DocumentShared { .. } => "document_shared",
             Self::RoleChanged { .. } => "role_changed",
             Self::Edited { .. } => "edited",
+            Self::Opened { .. } => "opened",
         }
     }
 
@@ -168,7 +180,8 @@ impl Event {
             | Self::DocumentDeleted { doc, .. }
             | Self::DocumentShared { doc, .. }
             | Self::RoleChanged { doc, .. }
-            | Self::Edited { doc, .. } => doc,
+            | Self::Edited { doc, .. }
+            | Self::Opened { doc, .. } => doc,
         }
     }
 }

@@ -12,6 +12,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tandem_engine::ClientId;
+
 use crate::protocol::{DocId, Role};
 
 /// A user, as a verified token names them.
@@ -138,4 +140,7 @@ pub trait ControlLink: Send + Sync {
     /// `doc` was edited (at most every few seconds per document; a hint for "recently
     /// edited" lists, dropped when the queue is full).
     fn edited(&self, doc: &DocId);
+    /// A session of `user` with client id `client` opened `doc` (analytics; dropped when the
+    /// queue is full).
+    fn opened(&self, doc: &DocId, client: ClientId, user: &str);
 }

@@ -318,6 +318,16 @@ pub enum Effect {
         /// The document.
         doc: DocId,
     },
+    /// Tell the control plane a session opened a document (best effort: analytics, and which
+    /// user a client id is).
+    Opened {
+        /// The document.
+        doc: DocId,
+        /// The session's client id.
+        client: tandem_engine::ClientId,
+        /// Its user.
+        user: String,
+    },
     /// Store a snapshot (its `time_ms` is for the shell to stamp).
     Snapshot {
         /// The document.
@@ -1066,6 +1076,9 @@ impl Shard {
             .collect();
         let rev = state.rev();
         self.reply(from, &opened);
+        if self.config.auth.checks_access() {
+            self.effects.push(Effect::Opened { doc: doc.clone(), client: from.client, user: from.peer.user.clone() });
+        }
         if !selections.is_empty() {
             self.reply(from, &ServerMsg::Presence { doc: doc.to_string(), rev, peers: selections });
         }

@@ -49,6 +49,8 @@ struct Sim {
     closed: HashMap<ConnId, u16>,
     loads: Vec<(DocId, u64)>,
     edited: usize,
+    /// (document, client id, user) of each open reported.
+    opened: Vec<(String, u64, String)>,
 }
 
 impl Sim {
@@ -67,6 +69,7 @@ impl Sim {
             closed: HashMap::new(),
             loads: Vec::new(),
             edited: 0,
+            opened: Vec::new(),
         }
     }
 
@@ -82,6 +85,7 @@ impl Sim {
                 }
                 Effect::LoadAccess { doc, load } => self.loads.push((doc, load)),
                 Effect::Edited { .. } => self.edited += 1,
+                Effect::Opened { doc, client, user } => self.opened.push((doc.to_string(), client.0, user)),
                 other => panic!("unexpected effect {other:?}"),
             }
         }
@@ -168,6 +172,11 @@ fn roles_are_checked_on_every_message_and_changes_hold_from_the_next() {
     sim.open(bob, "d");
     assert_eq!(sim.loads.len(), 1);
     assert!(matches!(&sim.take(bob)[..], [ServerMsg::Opened { role: Some(Role::Viewer), .. }]));
+    assert_eq!(
+        sim.opened,
+        vec![("d".to_owned(), 1, "ada".to_owned()), ("d".to_owned(), 2, "bob".to_owned())],
+        "each open names the client id's user (analytics)"
+    );
     sim.take(ada);
     sim.submit(bob, "d", 0, 1);
     assert_eq!(error_code(&sim.take(bob)), Some((ErrorCode::ReadOnly, Some(1))));

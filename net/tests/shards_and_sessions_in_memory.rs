@@ -140,7 +140,7 @@ impl Sim {
                 @ (Effect::Append { .. } | Effect::Load { .. } | Effect::Snapshot { .. } | Effect::History { .. }) => {
                     panic!("seed {}: a storage effect with durability off: {e:?}", self.seed)
                 }
-                e @ (Effect::LoadAccess { .. } | Effect::Edited { .. }) => {
+                e @ (Effect::LoadAccess { .. } | Effect::Edited { .. } | Effect::Opened { .. }) => {
                     panic!("seed {}: an access effect without accounts: {e:?}", self.seed)
                 }
             }

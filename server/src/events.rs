@@ -1,6 +1,7 @@
-//! The asynchronous half inside `tandem serve`: the event bus (in process, a durable log in
-//! `events.db` in the data directory), the outbox relay, and the workers, all on the control
-//! plane's runtime.
+//! The asynchronous half: the event bus (in process, a durable log in `events.db` in the data
+//! directory; or Kafka), the outbox relay, the change feed and the workers (notifications,
+//! analytics, search). `tandem serve` runs them on the control plane's runtime; `tandem
+//! worker` runs chosen workers in a process of their own (Kafka only).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +12,9 @@ use serde::Deserialize;
 use tandem_events::feed::{FeedPublisher, FeedTask};
 use tandem_events::relay::{Relay, RelayStats};
 use tandem_events::{Bus, local::LocalBus};
+use tandem_workers::analytics::{self, AnalyticsStats};
 use tandem_workers::notify::{MailConfig, Mailer, Notifications};
+use tandem_workers::search::{self, SearchIndex, SearchStats};
 use tandem_workers::{RetryPolicy, WorkerStats};
 use tracing::info;
 
@@ -30,6 +33,33 @@ pub(crate) struct EventsConfig {
     pub(crate) relay_poll_ms: u64,
     /// Publish every durable batch of ops to `document-edits` (the change feed).
     pub(crate) change_feed: bool,
+    /// The workers `tandem serve` runs itself (leave out the ones `tandem worker` processes
+    /// run).
+    pub(crate) workers: Vec<WorkerKind>,
+}
+
+/// A worker.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum WorkerKind {
+    /// Emails (`notifications`).
+    Notifications,
+    /// Activity aggregates (`document-edits` and `analytics`).
+    Analytics,
+    /// The full-text index (`document-edits`).
+    Search,
+}
+
+impl WorkerKind {
+    pub(crate) const ALL: [Self; 3] = [Self::Notifications, Self::Analytics, Self::Search];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Notifications => "notifications",
+            Self::Analytics => "analytics",
+            Self::Search => "search",
+        }
+    }
 }
 
 impl Default for EventsConfig {
@@ -40,6 +70,7 @@ impl Default for EventsConfig {
             capacity: tandem_events::local::DEFAULT_CAPACITY,
             relay_poll_ms: 250,
             change_feed: true,
+            workers: WorkerKind::ALL.to_vec(),
         }
     }
 }
@@ -55,34 +86,154 @@ pub(crate) enum Backend {
     Kafka,
 }
 
+/// The workers' counters.
+#[derive(Clone)]
+pub(crate) struct WorkerMetrics {
+    workers: Vec<Arc<WorkerStats>>,
+    analytics: Arc<AnalyticsStats>,
+    search: Arc<SearchStats>,
+    index: Option<Arc<SearchIndex>>,
+}
+
+impl WorkerMetrics {
+    /// Counters for the workers `kinds` (made before they start, so that `/metrics` can be
+    /// wired first).
+    pub(crate) fn new(kinds: &[WorkerKind], index: Option<Arc<SearchIndex>>) -> Self {
+        let groups = |k: &WorkerKind| match k {
+            WorkerKind::Notifications => vec![tandem_workers::notify::GROUP],
+            WorkerKind::Analytics => vec![analytics::EDITS_GROUP, analytics::USAGE_GROUP],
+            WorkerKind::Search => vec![search::GROUP],
+        };
+        let mut kinds = kinds.to_vec();
+        kinds.sort_by_key(|k| WorkerKind::ALL.iter().position(|a| a == k));
+        kinds.dedup();
+        Self {
+            workers: kinds.iter().flat_map(groups).map(WorkerStats::new).collect(),
+            analytics: Arc::default(),
+            search: Arc::default(),
+            index,
+        }
+    }
+
+    fn stats(&self, group: &str) -> Arc<WorkerStats> {
+        let found = self.workers.iter().find(|w| w.group == group);
+        Arc::clone(found.expect("counters are made for every configured worker"))
+    }
+
+    /// The workers' and the bus's numbers in Prometheus's text format.
+    pub(crate) fn render(&self, bus: &Bus, relayed: Option<u64>) -> String {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = tandem_workers::render_metrics(&self.workers, bus, relayed);
+        if self.workers.iter().any(|w| w.group == analytics::EDITS_GROUP) {
+            out.push_str(&self.analytics.render());
+        }
+        if let Some(index) = &self.index {
+            let _ = write!(
+                out,
+                "# HELP tandem_search_documents Documents in the search index.\n\
+                 # TYPE tandem_search_documents gauge\ntandem_search_documents {}\n\
+                 # HELP tandem_search_commits_total Commits to the search index.\n\
+                 # TYPE tandem_search_commits_total counter\ntandem_search_commits_total {}\n",
+                index.documents(),
+                self.search.commits.load(Relaxed),
+            );
+            let (p50, p99, max, n) = self.search.lag();
+            let _ = write!(
+                out,
+                "# HELP tandem_search_lag_ms Time from an op's commit to searchable, ms (since start).\n\
+                 # TYPE tandem_search_lag_ms summary\ntandem_search_lag_ms{{quantile=\"0.5\"}} {p50}\n\
+                 tandem_search_lag_ms{{quantile=\"0.99\"}} {p99}\ntandem_search_lag_ms{{quantile=\"1\"}} {max}\n\
+                 tandem_search_lag_ms_count {n}\n"
+            );
+        }
+        out
+    }
+}
+
+/// Starts `kinds` on `runtime`, reading `bus` and writing to `store`; returns how emails go.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn spawn_workers(
+    runtime: &tokio::runtime::Handle,
+    kinds: &[WorkerKind],
+    bus: &Bus,
+    store: &tandem_control::Store,
+    mail: &MailConfig,
+    data_dir: &Path,
+    link_base: &str,
+    metrics: &mut WorkerMetrics,
+) -> Result<Option<String>> {
+    let mut mailer_said = None;
+    let policy = RetryPolicy::default();
+    for kind in WorkerKind::ALL.into_iter().filter(|k| kinds.contains(k)) {
+        match kind {
+            WorkerKind::Notifications => {
+                let mailer = Mailer::new(mail, data_dir).map_err(anyhow::Error::msg).context("[mail]")?;
+                mailer_said = Some(mailer.describe());
+                let worker = Notifications::new(mailer, store.clone(), mail, link_base).map_err(anyhow::Error::msg)?;
+                let stats = metrics.stats(tandem_workers::notify::GROUP);
+                runtime.spawn(tandem_workers::run(worker, bus.clone(), store.clone(), stats, policy));
+            }
+            WorkerKind::Analytics => {
+                let edits = analytics::Edits::new(store.clone(), Arc::clone(&metrics.analytics));
+                let stats = metrics.stats(analytics::EDITS_GROUP);
+                runtime.spawn(tandem_workers::run(edits, bus.clone(), store.clone(), stats, policy));
+                let usage = analytics::Usage::new(store.clone(), Arc::clone(&metrics.analytics));
+                let stats = metrics.stats(analytics::USAGE_GROUP);
+                runtime.spawn(tandem_workers::run(usage, bus.clone(), store.clone(), stats, policy));
+            }
+            WorkerKind::Search => {
+                let index = match &metrics.index {
+                    Some(index) => Arc::clone(index),
+                    None => {
+                        let index = SearchIndex::open(&search::index_dir(data_dir)).map_err(anyhow::Error::msg)?;
+                        metrics.index = Some(Arc::clone(&index));
+                        index
+                    }
+                };
+                let worker = search::Search::new(index, Arc::clone(&metrics.search)).map_err(anyhow::Error::msg)?;
+                let stats = metrics.stats(search::GROUP);
+                runtime.spawn(tandem_workers::run(worker, bus.clone(), store.clone(), stats, policy));
+            }
+        }
+    }
+    Ok(mailer_said)
+}
+
+/// Opens the configured bus.
+pub(crate) fn open_bus(runtime: &tokio::runtime::Handle, config: &EventsConfig, data_dir: &Path) -> Result<Bus> {
+    let path = data_dir.join("events.db");
+    Ok(match config.backend {
+        Backend::InProcess => Bus::Local(
+            runtime
+                .block_on(LocalBus::open(&path, config.capacity))
+                .with_context(|| format!("opening the event log {}", path.display()))?,
+        ),
+        #[cfg(feature = "kafka")]
+        Backend::Kafka => Bus::Kafka(
+            runtime
+                .block_on(tandem_events::kafka::KafkaBus::connect(config.kafka.clone()))
+                .with_context(|| format!("connecting to Kafka at {}", config.kafka.brokers))?,
+        ),
+        #[cfg(not(feature = "kafka"))]
+        Backend::Kafka => anyhow::bail!("[events] backend = \"kafka\" needs a build with the `kafka` feature"),
+    })
+}
+
 /// The bus and the workers' counters; the tasks start with [`Events::start`].
 pub(crate) struct Events {
     bus: Bus,
     relay: Arc<RelayStats>,
-    notifications: Arc<WorkerStats>,
+    metrics: WorkerMetrics,
     feed: Option<(FeedPublisher, Option<FeedTask>)>,
 }
 
 impl Events {
-    /// Opens the bus.
+    /// Opens the bus and the search index (queries are served from it whichever process
+    /// writes it).
     pub(crate) fn open(control: &tandem_control::ControlPlane, config: &EventsConfig, data_dir: &Path) -> Result<Self> {
-        let path = data_dir.join("events.db");
         let runtime = control.runtime();
-        let bus = match config.backend {
-            Backend::InProcess => Bus::Local(
-                runtime
-                    .block_on(LocalBus::open(&path, config.capacity))
-                    .with_context(|| format!("opening the event log {}", path.display()))?,
-            ),
-            #[cfg(feature = "kafka")]
-            Backend::Kafka => Bus::Kafka(
-                runtime
-                    .block_on(tandem_events::kafka::KafkaBus::connect(config.kafka.clone()))
-                    .with_context(|| format!("connecting to Kafka at {}", config.kafka.brokers))?,
-            ),
-            #[cfg(not(feature = "kafka"))]
-            Backend::Kafka => anyhow::bail!("[events] backend = \"kafka\" needs a build with the `kafka` feature"),
-        };
+        let bus = open_bus(runtime, config, data_dir)?;
         let feed = if config.change_feed {
             let cursors =
                 runtime.block_on(control.app().store.feed_cursors()).context("reading the change feed's cursors")?;
@@ -91,7 +242,10 @@ impl Events {
         } else {
             None
         };
-        Ok(Self { bus, relay: Arc::default(), notifications: WorkerStats::new(tandem_workers::notify::GROUP), feed })
+        let index = SearchIndex::open(&search::index_dir(data_dir)).map_err(anyhow::Error::msg)?;
+        control.app().set_search(Arc::clone(&index) as Arc<dyn tandem_control::search::SearchIndex>);
+        let metrics = WorkerMetrics::new(&config.workers, Some(index));
+        Ok(Self { bus, relay: Arc::default(), metrics, feed })
     }
 
     /// The change feed's sink for the storage threads (none when it is off).
@@ -99,14 +253,14 @@ impl Events {
         self.feed.as_ref().map(|(p, _)| Arc::new(p.clone()) as Arc<dyn tandem_net::feed::FeedSink>)
     }
 
-    /// What `/metrics` adds for the bus and the workers.
+    /// What `/metrics` adds for the bus and the workers (call after [`Events::start`]).
     pub(crate) fn metrics(&self) -> Arc<dyn Fn() -> String + Send + Sync> {
-        let (bus, relay, workers) = (self.bus.clone(), Arc::clone(&self.relay), vec![Arc::clone(&self.notifications)]);
+        let (bus, relay, metrics) = (self.bus.clone(), Arc::clone(&self.relay), self.metrics.clone());
         let feed = self.feed.as_ref().map(|(p, _)| p.stats());
         Arc::new(move || {
             use std::fmt::Write as _;
             use std::sync::atomic::Ordering::Relaxed;
-            let mut out = tandem_workers::render_metrics(&workers, &bus, Some(relay.published.load(Relaxed)));
+            let mut out = metrics.render(&bus, Some(relay.published.load(Relaxed)));
             if let Some(f) = &feed {
                 let _ = write!(
                     out,
@@ -125,7 +279,8 @@ impl Events {
         })
     }
 
-    /// Starts the relay and the workers; `link_base` starts the links in emails.
+    /// Starts the relay, the change feed and the configured workers; `link_base` starts the
+    /// links in emails.
     pub(crate) fn start(
         &mut self,
         control: &tandem_control::ControlPlane,
@@ -147,21 +302,17 @@ impl Events {
         if let Some(task) = self.feed.as_mut().and_then(|(_, task)| task.take()) {
             runtime.spawn(task.run(self.bus.clone(), store.clone()));
         }
-        let mailer = Mailer::new(mail, data_dir).map_err(anyhow::Error::msg).context("[mail]")?;
+        let emails =
+            spawn_workers(runtime, &events.workers, &self.bus, &store, mail, data_dir, link_base, &mut self.metrics)?;
         let bus = match &self.bus {
             Bus::Local(_) => format!("in-process bus in {}", data_dir.join("events.db").display()),
             other => format!("{} bus", other.backend()),
         };
         let feed = if self.feed.is_some() { "on" } else { "off" };
-        info!("events: {bus}, change feed {feed}; emails go to {}", mailer.describe());
-        let worker = Notifications::new(mailer, store.clone(), mail, link_base).map_err(anyhow::Error::msg)?;
-        runtime.spawn(tandem_workers::run(
-            worker,
-            self.bus.clone(),
-            store,
-            Arc::clone(&self.notifications),
-            RetryPolicy::default(),
-        ));
+        let workers: Vec<&str> = events.workers.iter().map(|w| w.name()).collect();
+        let workers = if workers.is_empty() { "none (run `tandem worker`)".to_owned() } else { workers.join(", ") };
+        let emails = emails.map(|e| format!("; emails go to {e}")).unwrap_or_default();
+        info!("events: {bus}, change feed {feed}; workers here: {workers}{emails}");
         Ok(())
     }
 }

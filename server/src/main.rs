@@ -5,6 +5,7 @@ mod config;
 mod events;
 #[cfg(feature = "heap-stats")]
 mod heap;
+mod worker;
 
 #[cfg(feature = "heap-stats")]
 #[global_allocator]
@@ -43,6 +44,27 @@ enum Command {
     /// (`[server.storage.scylla]`); safe to run again. `tandem serve` migrates the metadata
     /// database itself at start.
     Migrate(ServeArgs),
+    /// Run workers in a process of their own (at scale; needs `[events] backend = "kafka"`):
+    /// `--topics notifications,analytics,search`. Several processes may run the same worker:
+    /// they share its Kafka consumer group. Serves /metrics on --metrics-listen. Leave these
+    /// workers out of `[events] workers` for `tandem serve`.
+    Worker(WorkerArgs),
+    /// Rebuild the full-text index (<data_dir>/search) from the op log and the metadata
+    /// database: every live document's title and latest text. The server (and any search
+    /// worker) must be stopped.
+    Reindex(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct WorkerArgs {
+    /// The workers to run, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true, value_name = "WORKERS")]
+    topics: Vec<events::WorkerKind>,
+    /// Where to serve /metrics (and /healthz).
+    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
+    metrics_listen: std::net::SocketAddr,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 fn main() -> Result<()> {
@@ -51,11 +73,13 @@ fn main() -> Result<()> {
         Command::Serve(args) => serve(&args),
         Command::Repair(args) => repair(&args),
         Command::Migrate(args) => migrate(&args),
+        Command::Worker(args) => worker::run(&args.serve, &args.topics, args.metrics_listen),
+        Command::Reindex(args) => worker::reindex(&args),
     }
 }
 
 /// Takes the data directory's lock, so two servers never share one.
-fn lock_data_dir(dir: &Path) -> Result<File> {
+pub(crate) fn lock_data_dir(dir: &Path) -> Result<File> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
     let path = dir.join("LOCK");
     let file = File::options()

@@ -741,3 +741,187 @@ fn every_acknowledged_edit_reaches_the_change_feed_even_across_a_kill() {
     });
     assert_eq!(revs.into_iter().collect::<Vec<_>>(), (1..=21).collect::<Vec<_>>());
 }
+
+/// Polls `f` until it gives `Some`, for at most `secs`.
+fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn search(addr: SocketAddr, token: &str, q: &str) -> Answer {
+    http(addr, "GET", &format!("/api/search?q={q}"), &[("Authorization", &bearer(token))], None)
+}
+
+fn hit_ids(a: &Answer) -> Vec<String> {
+    a.body["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+}
+
+fn activity(addr: SocketAddr, token: &str, doc: &str) -> Answer {
+    http(addr, "GET", &format!("/api/documents/{doc}/activity"), &[("Authorization", &bearer(token))], None)
+}
+
+#[test]
+fn edits_are_searchable_by_readers_only_and_activity_counts_them() {
+    let server = start(DEFAULT_CONFIG, &[]);
+    let addr = server.addr;
+    let (ada, ada_t, _) = signup(addr, "ada@example.com", "Ada");
+    let (_, bob_t, _) = signup(addr, "bob@example.com", "Bob");
+    let doc = create_doc(addr, &ada_t, "Quarterly plan");
+    let (mut ws, _) = Ws::hello(addr, &ada_t, &[], 7);
+    assert_eq!(ws.open(&doc)["type"], "opened");
+    let words = ["zebra ", "crossing ", "naïve ", "café "];
+    for (rev, w) in words.iter().enumerate() {
+        ws.submit(&doc, rev as u64, w);
+        assert_eq!(ws.until("ack")["rev"], rev as u64 + 1);
+    }
+    // Searchable by its owner within moments, with the words marked in the snippet.
+    let hit = eventually(10, "the owner finds the new words", || {
+        let a = search(addr, &ada_t, "zebra%20cafe");
+        assert_eq!(a.status, 200, "{}", a.raw);
+        a.body["results"].as_array().unwrap().first().cloned()
+    });
+    assert_eq!(hit["id"], doc.as_str());
+    assert_eq!(hit["title"], "Quarterly plan");
+    let snippet = hit["snippet"].as_str().unwrap();
+    let marked: Vec<String> = hit["highlights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            snippet
+                .chars()
+                .skip(r[0].as_u64().unwrap() as usize)
+                .take((r[1].as_u64().unwrap() - r[0].as_u64().unwrap()) as usize)
+                .collect()
+        })
+        .collect();
+    assert!(marked.contains(&"zebra".to_owned()) && marked.contains(&"café".to_owned()), "{hit}");
+    eventually(10, "titles are searched", || {
+        (hit_ids(&search(addr, &ada_t, "quarterly")) == vec![doc.clone()]).then_some(())
+    });
+    // Someone without access never finds it; sharing shows it and revoking hides it at once.
+    assert!(hit_ids(&search(addr, &bob_t, "zebra")).is_empty());
+    let bob_id = {
+        let a = http(addr, "GET", "/api/me", &[("Authorization", &bearer(&bob_t))], None);
+        a.body["user"]["id"].as_str().or(a.body["id"].as_str()).unwrap().to_owned()
+    };
+    let share = http(
+        addr,
+        "POST",
+        &format!("/api/documents/{doc}/share"),
+        &[("Authorization", &bearer(&ada_t))],
+        Some(&json!({"email": "bob@example.com", "role": "viewer"})),
+    );
+    assert_eq!(share.status, 200, "{}", share.raw);
+    assert_eq!(hit_ids(&search(addr, &bob_t, "zebra")), vec![doc.clone()]);
+    let revoke = http(
+        addr,
+        "DELETE",
+        &format!("/api/documents/{doc}/permissions/{bob_id}"),
+        &[("Authorization", &bearer(&ada_t))],
+        None,
+    );
+    assert!(revoke.status < 300, "{}", revoke.raw);
+    assert!(hit_ids(&search(addr, &bob_t, "zebra")).is_empty(), "a revoked reader's search never shows it");
+    // Bad queries are clear errors.
+    assert_eq!(search(addr, &ada_t, "").status, 400);
+    assert_eq!(search(addr, &ada_t, &"a".repeat(300)).status, 400);
+    assert_eq!(http(addr, "GET", "/api/search?q=zebra", &[], None).status, 401);
+
+    // Activity: the four edits, their characters, one editor, the open, the share.
+    let day = eventually(10, "activity counts the edits", || {
+        let a = activity(addr, &ada_t, &doc);
+        assert_eq!(a.status, 200, "{}", a.raw);
+        let day = a.body["days"][0].clone();
+        (day["edits"] == 4 && day["opens"] == 1 && day["shares"] == 1).then_some(day)
+    });
+    let chars: usize = words.iter().map(|w| w.chars().count()).sum();
+    assert_eq!(day["chars_added"], chars as u64, "{day}");
+    assert_eq!(day["chars_removed"], 0);
+    assert_eq!(day["active_editors"], 1);
+    assert_eq!(day["users"][0]["user"], ada.as_str(), "edits are counted for the user behind the client id");
+    assert_eq!(day["users"][0]["name"], "Ada");
+    assert_eq!(activity(addr, &bob_t, &doc).status, 404, "no access: not found");
+    let metrics = http(addr, "GET", "/metrics", &[], None).raw;
+    assert!(metrics.contains("tandem_analytics_edits_total 4"), "{metrics}");
+    assert!(metrics.contains("tandem_worker_processed_total{worker=\"search\"}"), "{metrics}");
+
+    // A deleted document leaves everyone's results at once.
+    let del = http(addr, "DELETE", &format!("/api/documents/{doc}"), &[("Authorization", &bearer(&ada_t))], None);
+    assert!(del.status < 300, "{}", del.raw);
+    assert!(hit_ids(&search(addr, &ada_t, "zebra")).is_empty());
+}
+
+#[test]
+fn after_a_kill_search_and_activity_converge_and_reindex_rebuilds_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_at(dir.path(), DEFAULT_CONFIG, &[]);
+    let (_, token, _) = signup(server.addr, "ada@example.com", "Ada");
+    let doc = create_doc(server.addr, &token, "Crash");
+    let (mut ws, _) = Ws::hello(server.addr, &token, &[], 3);
+    assert_eq!(ws.open(&doc)["type"], "opened");
+    for rev in 0..30u64 {
+        ws.submit(&doc, rev, &format!("w{rev} "));
+        assert_eq!(ws.until("ack")["rev"], rev + 1);
+    }
+    // kill -9 while the workers are at it.
+    drop(ws);
+    drop(server);
+    let server = start_at(dir.path(), DEFAULT_CONFIG, &[]);
+    let addr = server.addr;
+    let (mut ws, _) = Ws::hello(addr, &token, &[], 4);
+    assert_eq!(ws.open(&doc)["type"], "opened");
+    ws.submit(&doc, 30, "w30 ");
+    assert_eq!(ws.until("ack")["rev"], 31);
+    eventually(15, "every word is searchable after the restart", || {
+        (hit_ids(&search(addr, &token, "w0%20w29%20w30")) == vec![doc.clone()]).then_some(())
+    });
+    eventually(15, "activity counts each edit once", || {
+        let day = activity(addr, &token, &doc).body["days"][0].clone();
+        assert!(day["edits"].as_u64().unwrap_or(0) <= 31, "counted twice: {day}");
+        (day["edits"] == 31).then_some(())
+    });
+    drop(ws);
+    // `tandem reindex` refuses while the server runs, then rebuilds a lost index.
+    let running = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["reindex", "--cores", "2", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!running.status.success());
+    assert!(String::from_utf8_lossy(&running.stderr).contains("in use by another tandem server"));
+    drop(server);
+    std::fs::remove_dir_all(dir.path().join("data/search")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["reindex", "--cores", "2", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reindexed 1 documents"), "{:?}", out);
+    let server = start_at(dir.path(), DEFAULT_CONFIG, &[]);
+    let hits = search(server.addr, &token, "w0%20w30");
+    assert_eq!(hit_ids(&hits), vec![doc.clone()], "{}", hits.raw);
+}
+
+#[test]
+fn a_worker_process_needs_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["worker", "--topics", "search,analytics", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("backend = \"kafka\""), "{err}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_tandem")).args(["worker", "--topics", "mail"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("possible values"), "{bad:?}");
+}

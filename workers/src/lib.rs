@@ -10,7 +10,9 @@
 //!
 //! `tandem serve` runs every worker on the control plane's runtime; they never touch a core.
 
+pub mod analytics;
 pub mod notify;
+pub mod search;
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -39,6 +41,16 @@ pub trait Worker: Send + 'static {
     fn topic(&self) -> Topic;
     /// Does the event's effect (idempotently: it may see an event again after a crash).
     fn handle(&mut self, event: &Envelope) -> impl Future<Output = Result<(), Failure>> + Send;
+    /// Makes the effects of the events handled so far durable (a worker that batches its
+    /// writes, like search, writes them here). The batch's offsets are committed only after
+    /// it succeeds; a failure is retried with backoff.
+    fn flush(&mut self) -> impl Future<Output = Result<(), String>> + Send {
+        std::future::ready(Ok(()))
+    }
+    /// Events read per batch.
+    fn batch(&self) -> usize {
+        64
+    }
 }
 
 /// How failures are retried.
@@ -99,7 +111,7 @@ pub async fn run<W: Worker>(mut worker: W, bus: Bus, store: Store, stats: Arc<Wo
             }
         };
         loop {
-            let batch = match consumer.next_batch(64).await {
+            let batch = match consumer.next_batch(worker.batch()).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!("worker {group}: reading {topic}: {e}; retrying");
@@ -109,7 +121,24 @@ pub async fn run<W: Worker>(mut worker: W, bus: Bus, store: Store, stats: Arc<Wo
             };
             for delivery in &batch {
                 process(&mut worker, delivery, &store, &stats, policy).await;
-                // Committed only after the effect (or the dead letter) is stored.
+            }
+            let mut wait = policy.backoff;
+            while let Err(e) = worker.flush().await {
+                tracing::warn!("worker {group}: flushing: {e}; retrying in {wait:?}");
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(policy.max_backoff);
+            }
+            // Committed only after the effects (or the dead letters) are stored: the last
+            // offset of each partition covers the ones before it.
+            let mut last: Vec<&Delivery> = Vec::new();
+            for d in &batch {
+                match last.iter_mut().find(|l| l.partition == d.partition) {
+                    Some(l) => *l = d,
+                    None => last.push(d),
+                }
+            }
+            for delivery in last {
                 let mut wait = policy.backoff;
                 while let Err(e) = consumer.commit(delivery).await {
                     tracing::warn!("worker {group}: committing offset {}: {e}; retrying", delivery.offset);

@@ -160,6 +160,11 @@ impl Core {
                     c.edited(&doc);
                 }
             }
+            Effect::Opened { doc, client, user } => {
+                if let Some(c) = &self.shared.control {
+                    c.opened(&doc, client, &user);
+                }
+            }
             Effect::Append { .. } => unreachable!("handled in apply_effects"),
         }
     }

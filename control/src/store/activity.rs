@@ -1,0 +1,349 @@
+//! What the analytics worker keeps: per-document daily aggregates of edits (per client id,
+//! counted per user through `client_users`) and of usage events (opens, shares), and the
+//! document activity report built from them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::Row;
+
+use super::{Store, outbox};
+use crate::error::Result;
+use crate::outbox::Event;
+
+/// A gap between one client's consecutive edits up to this long counts as time active.
+pub const ACTIVE_GAP_MS: i64 = 60_000;
+
+/// The worker name under which usage events are deduplicated (`processed_events`).
+const USAGE_WORKER: &str = "analytics";
+
+/// A session's open of a document, as the cores report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenRecord {
+    /// The document.
+    pub doc: String,
+    /// The session's client id (hex, as in the op log's authors).
+    pub client: String,
+    /// The signed-in user.
+    pub user: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// One op, as analytics counts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EditRecord {
+    /// The revision it made.
+    pub rev: u64,
+    /// Its author's client id.
+    pub client: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// Characters inserted.
+    pub inserted: u64,
+    /// Characters deleted.
+    pub deleted: u64,
+}
+
+/// What one call counted (revisions counted before are not counted again).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counted {
+    /// Ops.
+    pub edits: u64,
+    /// Characters inserted.
+    pub inserted: u64,
+    /// Characters deleted.
+    pub deleted: u64,
+}
+
+/// One user's activity on a document on one day.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserActivity {
+    /// The user (empty: edits by a client id no open was recorded for).
+    pub user: String,
+    /// Their display name (empty when unknown).
+    pub name: String,
+    /// Ops.
+    pub edits: u64,
+    /// Characters inserted.
+    pub inserted: u64,
+    /// Characters deleted.
+    pub deleted: u64,
+    /// Time active, ms.
+    pub active_ms: u64,
+    /// Usage events by kind (`opened`, `shared`).
+    pub events: BTreeMap<String, u64>,
+}
+
+/// A document's activity on one day (UTC).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DayActivity {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// Per user, most edits first.
+    pub users: Vec<UserActivity>,
+}
+
+impl DayActivity {
+    /// Users who edited.
+    pub fn active_editors(&self) -> u64 {
+        self.users.iter().filter(|u| u.edits > 0).count() as u64
+    }
+}
+
+/// The UTC day of a time, `YYYY-MM-DD`.
+pub fn day_of(ms: i64) -> String {
+    // Howard Hinnant's days-to-civil.
+    let z = ms.div_euclid(86_400_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl Store {
+    /// Records sessions' opens: which user each client id is, and an `opened` event in the
+    /// outbox for analytics, in one transaction.
+    pub async fn record_opens(&self, opens: &[OpenRecord]) -> Result<()> {
+        if opens.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin().await?;
+        for o in opens {
+            sqlx::query(
+                "INSERT INTO client_users (client_id, user_id, first_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (client_id) DO NOTHING",
+            )
+            .bind(&o.client)
+            .bind(&o.user)
+            .bind(o.at_ms)
+            .execute(&mut *tx)
+            .await?;
+            let event = Event::Opened { doc: o.doc.clone(), user: o.user.clone(), client: o.client.clone() };
+            outbox(&mut tx, &event, o.at_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Counts each document's ops (in revision order), all in one transaction; revisions at
+    /// or below the last one counted for a document are skipped, so a redelivered or
+    /// overlapping feed event counts nothing twice.
+    pub async fn record_edits(&self, docs: &[(String, Vec<EditRecord>)]) -> Result<Counted> {
+        let mut counted = Counted::default();
+        let mut tx = self.write.begin().await?;
+        for (doc, edits) in docs {
+            record_doc_edits(&mut tx, doc, edits, &mut counted).await?;
+        }
+        tx.commit().await?;
+        Ok(counted)
+    }
+    /// Counts a usage event (`kind`: `opened`, `shared`) once per event id; false when it was
+    /// counted before.
+    pub async fn record_usage(&self, event_id: &str, doc: &str, user: &str, kind: &str, at_ms: i64) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO processed_events (worker, event_id, state, attempts, updated_ms) \
+             VALUES ($1, $2, 'done', 1, $3) ON CONFLICT (worker, event_id) DO NOTHING",
+        )
+        .bind(USAGE_WORKER)
+        .bind(event_id)
+        .bind(crate::now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if fresh {
+            sqlx::query(
+                "INSERT INTO activity_events (doc_id, day, user_id, kind, count) VALUES ($1, $2, $3, $4, 1) \
+                 ON CONFLICT (doc_id, day, user_id, kind) DO UPDATE SET count = activity_events.count + 1",
+            )
+            .bind(doc)
+            .bind(day_of(at_ms))
+            .bind(user)
+            .bind(kind)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(fresh)
+    }
+
+    /// `doc`'s activity from day `since` (`YYYY-MM-DD`) on, newest day first.
+    pub async fn activity(&self, doc: &str, since: &str) -> Result<Vec<DayActivity>> {
+        let edits = sqlx::query(
+            "SELECT e.day, COALESCE(c.user_id, '') AS user_id, COALESCE(u.name, '') AS name, \
+             CAST(SUM(e.edits) AS BIGINT) AS edits, CAST(SUM(e.inserted) AS BIGINT) AS inserted, CAST(SUM(e.deleted) AS BIGINT) AS deleted, \
+             CAST(SUM(e.active_ms) AS BIGINT) AS active_ms \
+             FROM activity_edits e LEFT JOIN client_users c ON c.client_id = e.client_id \
+             LEFT JOIN users u ON u.id = c.user_id \
+             WHERE e.doc_id = $1 AND e.day >= $2 \
+             GROUP BY e.day, COALESCE(c.user_id, ''), COALESCE(u.name, '')",
+        )
+        .bind(doc)
+        .bind(since)
+        .fetch_all(&self.read)
+        .await?;
+        let events = sqlx::query(
+            "SELECT a.day, a.user_id, COALESCE(u.name, '') AS name, a.kind, a.count \
+             FROM activity_events a LEFT JOIN users u ON u.id = a.user_id \
+             WHERE a.doc_id = $1 AND a.day >= $2",
+        )
+        .bind(doc)
+        .bind(since)
+        .fetch_all(&self.read)
+        .await?;
+        let mut days: BTreeMap<String, BTreeMap<String, UserActivity>> = BTreeMap::new();
+        fn entry(
+            days: &mut BTreeMap<String, BTreeMap<String, UserActivity>>,
+            day: String,
+            user: String,
+            name: String,
+        ) -> &mut UserActivity {
+            days.entry(day).or_default().entry(user.clone()).or_insert_with(|| UserActivity {
+                user,
+                name,
+                ..UserActivity::default()
+            })
+        }
+        for r in edits {
+            let sum = |col: &str| -> Result<u64> { Ok(to_u64(r.try_get::<i64, _>(col)?)) };
+            let (edits, inserted, deleted, active) =
+                (sum("edits")?, sum("inserted")?, sum("deleted")?, sum("active_ms")?);
+            let u = entry(&mut days, r.try_get("day")?, r.try_get("user_id")?, r.try_get("name")?);
+            u.edits += edits;
+            u.inserted += inserted;
+            u.deleted += deleted;
+            u.active_ms += active;
+        }
+        for r in events {
+            let (kind, count): (String, i64) = (r.try_get("kind")?, r.try_get("count")?);
+            let u = entry(&mut days, r.try_get("day")?, r.try_get("user_id")?, r.try_get("name")?);
+            *u.events.entry(kind).or_default() += to_u64(count);
+        }
+        Ok(days
+            .into_iter()
+            .rev()
+            .map(|(day, users)| {
+                let mut users: Vec<UserActivity> = users.into_values().collect();
+                users.sort_by(|a, b| b.edits.cmp(&a.edits).then_with(|| a.user.cmp(&b.user)));
+                DayActivity { day, users }
+            })
+            .collect())
+    }
+}
+
+/// One document's part of [`Store::record_edits`].
+async fn record_doc_edits(
+    tx: &mut sqlx::AnyConnection,
+    doc: &str,
+    edits: &[EditRecord],
+    counted: &mut Counted,
+) -> Result<()> {
+    let mark: Option<i64> = sqlx::query_scalar("SELECT rev FROM activity_revs WHERE doc_id = $1")
+        .bind(doc)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let mark = mark.map_or(0, to_u64);
+    // (day, client) -> (edits, inserted, deleted, active_ms, last_ms)
+    let mut rows: HashMap<(String, String), [i64; 5]> = HashMap::new();
+    let mut head = mark;
+    for e in edits.iter().filter(|e| e.rev > mark) {
+        if e.rev <= head {
+            continue;
+        }
+        head = e.rev;
+        let key = (day_of(e.at_ms), e.client.clone());
+        if !rows.contains_key(&key) {
+            let row = sqlx::query(
+                "SELECT edits, inserted, deleted, active_ms, last_ms FROM activity_edits \
+                 WHERE doc_id = $1 AND day = $2 AND client_id = $3",
+            )
+            .bind(doc)
+            .bind(&key.0)
+            .bind(&key.1)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let values = match row {
+                Some(r) => [
+                    r.try_get("edits")?,
+                    r.try_get("inserted")?,
+                    r.try_get("deleted")?,
+                    r.try_get("active_ms")?,
+                    r.try_get("last_ms")?,
+                ],
+                None => [0; 5],
+            };
+            rows.insert(key.clone(), values);
+        }
+        let v = rows.get_mut(&key).expect("inserted above");
+        let gap = e.at_ms - v[4];
+        if v[4] > 0 && (0..=ACTIVE_GAP_MS).contains(&gap) {
+            v[3] += gap;
+        }
+        v[0] += 1;
+        v[1] += to_i64(e.inserted);
+        v[2] += to_i64(e.deleted);
+        v[4] = v[4].max(e.at_ms);
+        counted.edits += 1;
+        counted.inserted += e.inserted;
+        counted.deleted += e.deleted;
+    }
+    for ((day, client), v) in &rows {
+        sqlx::query(
+            "INSERT INTO activity_edits (doc_id, day, client_id, edits, inserted, deleted, active_ms, last_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (doc_id, day, client_id) DO UPDATE SET \
+             edits = excluded.edits, inserted = excluded.inserted, deleted = excluded.deleted, \
+             active_ms = excluded.active_ms, last_ms = excluded.last_ms",
+        )
+        .bind(doc)
+        .bind(day)
+        .bind(client)
+        .bind(v[0])
+        .bind(v[1])
+        .bind(v[2])
+        .bind(v[3])
+        .bind(v[4])
+        .execute(&mut *tx)
+        .await?;
+    }
+    if head > mark {
+        sqlx::query(
+            "INSERT INTO activity_revs (doc_id, rev) VALUES ($1, $2) \
+             ON CONFLICT (doc_id) DO UPDATE SET rev = excluded.rev",
+        )
+        .bind(doc)
+        .bind(to_i64(head))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::day_of;
+
+    #[test]
+    fn days_are_utc_calendar_dates() {
+        assert_eq!(day_of(0), "1970-01-01");
+        assert_eq!(day_of(86_399_999), "1970-01-01");
+        assert_eq!(day_of(86_400_000), "1970-01-02");
+        assert_eq!(day_of(951_782_400_000), "2000-02-29");
+        assert_eq!(day_of(1_795_910_400_000), "2026-11-29");
+        assert_eq!(day_of(1_795_910_399_999), "2026-11-28");
+        assert_eq!(day_of(-1), "1969-12-31");
+    }
+}

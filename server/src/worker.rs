@@ -1,0 +1,159 @@
+//! `tandem worker` (workers in a process of their own) and `tandem reindex` (the search index
+//! rebuilt from the op log).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tandem_net::OplogKind;
+use tandem_net::protocol::DocId;
+use tandem_storage::OpLog;
+use tandem_workers::search::{self, IndexedDoc, SearchIndex};
+use tracing::info;
+
+use crate::config::ServeArgs;
+use crate::events::{self, Backend, WorkerKind, WorkerMetrics};
+
+/// Runs `kinds` until SIGINT or SIGTERM.
+pub(crate) fn run(args: &ServeArgs, kinds: &[WorkerKind], metrics_listen: SocketAddr) -> Result<()> {
+    let config = args.resolve()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).context("invalid log filter")?)
+        .with_writer(std::io::stderr)
+        .init();
+    if config.events.backend != Backend::Kafka {
+        bail!(
+            "tandem worker needs [events] backend = \"kafka\": the in-process bus lives inside `tandem serve`, \
+             which runs every worker itself (see [events] workers)"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("tandem-worker")
+        .enable_all()
+        .build()
+        .context("starting the worker runtime")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let url =
+        config.control.database_url.clone().unwrap_or_else(|| tandem_control::default_database_url(&config.data_dir));
+    let store = runtime
+        .block_on(async {
+            let store = tandem_control::Store::connect(&url).await?;
+            store.migrate().await?;
+            Ok::<_, tandem_control::Error>(store)
+        })
+        .context("connecting to the metadata database")?;
+    let bus = events::open_bus(runtime.handle(), &config.events, &config.data_dir)?;
+    let mut metrics = WorkerMetrics::new(kinds, None);
+    let link_base = format!("http://{}", config.server.listen);
+    let emails = events::spawn_workers(
+        runtime.handle(),
+        kinds,
+        &bus,
+        &store,
+        &config.mail,
+        &config.data_dir,
+        &link_base,
+        &mut metrics,
+    )?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(metrics_listen))
+        .with_context(|| format!("listening for /metrics on {metrics_listen}"))?;
+    let render = {
+        let bus = bus.clone();
+        Arc::new(move || metrics.render(&bus, None))
+    };
+    let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" })).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let render = Arc::clone(&render);
+            async move { ([("content-type", "text/plain; version=0.0.4")], render()) }
+        }),
+    );
+    runtime.spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!("serving /metrics: {e}");
+        }
+    });
+    let names: Vec<String> = kinds.iter().map(|k| format!("{k:?}").to_lowercase()).collect();
+    let emails = emails.map(|e| format!("; emails go to {e}")).unwrap_or_default();
+    info!("tandem worker: {} on {} bus; /metrics on http://{metrics_listen}{emails}", names.join(", "), bus.backend());
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    if let Some(signal) = signals.forever().next() {
+        info!("signal {signal}: stopping (uncommitted events are read again by the next worker)");
+    }
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(())
+}
+
+/// Rebuilds the search index from the op log.
+pub(crate) fn reindex(args: &ServeArgs) -> Result<()> {
+    let config = args.resolve()?;
+    if config.server.storage.oplog != OplogKind::Local {
+        bail!("tandem reindex reads the local op log in the data directory; this configuration uses another op log");
+    }
+    let _lock = crate::lock_data_dir(&config.data_dir)?;
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let url =
+        config.control.database_url.clone().unwrap_or_else(|| tandem_control::default_database_url(&config.data_dir));
+    let store = runtime
+        .block_on(async {
+            let store = tandem_control::Store::connect(&url).await?;
+            store.migrate().await?;
+            Ok::<_, tandem_control::Error>(store)
+        })
+        .context("connecting to the metadata database")?;
+    let cores = config.server.resolved_cores();
+    let mut logs = Vec::with_capacity(cores);
+    for core in 0..cores {
+        logs.push(
+            tandem_net::open_core_log(&config.server.storage, cores, core, false)
+                .with_context(|| format!("opening the op log of core {core}"))?,
+        );
+    }
+    let index = SearchIndex::open(&search::index_dir(&config.data_dir)).map_err(anyhow::Error::msg)?;
+    let writer = index.writer().map_err(anyhow::Error::msg)?;
+    writer.delete_all_documents().context("clearing the search index")?;
+    let (mut indexed, mut failed, mut after) = (0u64, 0u64, String::new());
+    loop {
+        let page = runtime.block_on(store.live_documents(&after, 1000)).context("listing documents")?;
+        let Some(last) = page.last() else { break };
+        after.clone_from(&last.0);
+        for (id, title) in page {
+            let Ok(doc) = DocId::new(&id) else { continue };
+            let log = &mut logs[doc.owner(cores)];
+            let read = log.latest_rev(&id).and_then(|rev| {
+                let text = if rev == 0 { String::new() } else { log.document_at(&id, rev)?.text() };
+                Ok((rev, text))
+            });
+            match read {
+                Ok((rev, text)) => {
+                    index.put(&writer, &id, Some(&IndexedDoc { title, text, rev })).map_err(anyhow::Error::msg)?;
+                    indexed += 1;
+                }
+                Err(e) => {
+                    eprintln!("{id}: not indexed: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        eprint!("\r{indexed} documents indexed");
+    }
+    let mut writer = writer;
+    writer.commit().context("committing the search index")?;
+    eprintln!();
+    println!(
+        "reindexed {indexed} documents in {:.1} s into {}{}",
+        started.elapsed().as_secs_f64(),
+        search::index_dir(&config.data_dir).display(),
+        if failed > 0 { format!("; {failed} could not be read (see above)") } else { String::new() }
+    );
+    if failed > 0 {
+        bail!("{failed} documents could not be reindexed");
+    }
+    Ok(())
+}
