@@ -1140,17 +1140,21 @@ impl Store {
     pub async fn save_feed_cursors(&self, cursors: &[(String, u64)]) -> Result<()> {
         let now = now_ms();
         let mut tx = self.write.begin().await?;
-        for (doc, rev) in cursors {
-            sqlx::query(
-                "INSERT INTO feed_cursors (doc_id, rev, updated_ms) VALUES ($1, $2, $3) \
+        // Many rows per statement (a statement is a round trip to the driver).
+        for chunk in cursors.chunks(300) {
+            let rows: Vec<String> =
+                (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+            let sql = format!(
+                "INSERT INTO feed_cursors (doc_id, rev, updated_ms) VALUES {} \
                  ON CONFLICT (doc_id) DO UPDATE SET rev = excluded.rev, updated_ms = excluded.updated_ms \
                  WHERE feed_cursors.rev < excluded.rev",
-            )
-            .bind(doc)
-            .bind(i64::try_from(*rev).unwrap_or(i64::MAX))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (doc, rev) in chunk {
+                query = query.bind(doc).bind(i64::try_from(*rev).unwrap_or(i64::MAX)).bind(now);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

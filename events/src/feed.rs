@@ -21,7 +21,11 @@ use crate::schema::{Change, Envelope, Event};
 use crate::{Bus, Message};
 
 /// Batches the queue holds before storage threads fall back to catching up.
-pub const QUEUE: usize = 4096;
+pub const QUEUE: usize = 16_384;
+
+/// How often cursors are saved (a crash re-publishes at most this much; consumers
+/// deduplicate by revision).
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// Most bytes of deltas carried in one event (about; an op larger than this goes alone in
 /// its event).
@@ -151,7 +155,26 @@ impl FeedTask {
     /// backoff (the queue fills meanwhile and the storage threads catch up later).
     pub async fn run<C: Cursors>(mut self, bus: Bus, cursors: C) {
         let mut buffer: Vec<Vec<LogOp>> = Vec::new();
-        while self.rx.recv_many(&mut buffer, 256).await > 0 {
+        let mut unsaved: HashMap<String, u64> = HashMap::new();
+        let mut last_save = std::time::Instant::now();
+        loop {
+            // Waits at most a save period, so that the last cursors are saved when the
+            // edits stop.
+            let got = match tokio::time::timeout(SAVE_EVERY, self.rx.recv_many(&mut buffer, 256)).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(_) => 0,
+            };
+            if got == 0 {
+                if !unsaved.is_empty() {
+                    let heads: Vec<(String, u64)> = unsaved.drain().collect();
+                    if let Err(e) = cursors.save(&heads).await {
+                        tracing::warn!("change feed: saving cursors: {e}");
+                    }
+                    last_save = std::time::Instant::now();
+                }
+                continue;
+            }
             // One event per document: its runs in this buffer are consecutive revisions,
             // except after a gap the storage thread will fill (then they stay separate).
             let mut runs: Vec<Vec<LogOp>> = Vec::new();
@@ -173,24 +196,27 @@ impl FeedTask {
             }
             self.stats.events.fetch_add(envelopes.len() as u64, Ordering::Relaxed);
             self.stats.ops.fetch_add(runs.iter().map(|r| r.len() as u64).sum(), Ordering::Relaxed);
-            let mut heads: HashMap<String, u64> = HashMap::new();
-            for run in &runs {
-                if let Some(last) = run.last() {
-                    let head = heads.entry(last.doc.to_string()).or_default();
-                    *head = (*head).max(last.commit.rev);
-                }
-            }
             {
                 let mut published = self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (doc, rev) in &heads {
-                    let cursor = published.entry(doc.clone()).or_default();
-                    *cursor = (*cursor).max(*rev);
+                for run in &runs {
+                    if let Some(last) = run.last() {
+                        let doc = last.doc.to_string();
+                        let cursor = published.entry(doc.clone()).or_default();
+                        *cursor = (*cursor).max(last.commit.rev);
+                        let head = unsaved.entry(doc).or_default();
+                        *head = (*head).max(last.commit.rev);
+                    }
                 }
             }
-            let heads: Vec<(String, u64)> = heads.into_iter().collect();
-            if let Err(e) = cursors.save(&heads).await {
-                // Only a restart reads them: losing some re-publishes, never loses.
-                tracing::warn!("change feed: saving cursors: {e}");
+            // Saved in bulk, once a second: one write per document per batch was the feed's
+            // largest cost on a busy server.
+            if last_save.elapsed() >= SAVE_EVERY {
+                let heads: Vec<(String, u64)> = unsaved.drain().collect();
+                if let Err(e) = cursors.save(&heads).await {
+                    // Only a restart reads them: losing some re-publishes, never loses.
+                    tracing::warn!("change feed: saving cursors: {e}");
+                }
+                last_save = std::time::Instant::now();
             }
         }
     }

@@ -163,6 +163,8 @@ pub(crate) fn spawn_workers(
     link_base: &str,
     metrics: &mut WorkerMetrics,
 ) -> Result<Option<String>> {
+    // The SMTP pool spawns its tasks when built: inside the runtime it will run on.
+    let _runtime = runtime.enter();
     let mut mailer_said = None;
     let policy = RetryPolicy::default();
     for kind in WorkerKind::ALL.into_iter().filter(|k| kinds.contains(k)) {

@@ -925,3 +925,47 @@ fn a_worker_process_needs_kafka() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("possible values"), "{bad:?}");
 }
+
+#[path = "../../workers/tests/support/smtp.rs"]
+mod smtp;
+
+#[test]
+fn killed_while_relaying_and_mailing_every_share_is_emailed_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = smtp::smtp_sink(dir.path());
+    let config = format!("[mail]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls = \"none\"\n", sink.port);
+    let server = start_at(dir.path(), &config, &[]);
+    let (_, token, _) = signup(server.addr, "ada@example.com", "Ada");
+    let doc = create_doc(server.addr, &token, "Shared");
+    let share = |addr, i: usize| {
+        let body = json!({"email": format!("p{i}@example.com"), "role": "viewer"});
+        let a = http(
+            addr,
+            "POST",
+            &format!("/api/documents/{doc}/share"),
+            &[("Authorization", &bearer(&token))],
+            Some(&body),
+        );
+        assert_eq!(a.status, 200, "{}", a.raw);
+    };
+    // kill -9 right after the last share is answered: some rows are not relayed yet, some
+    // emails are being sent.
+    for i in 0..30 {
+        share(server.addr, i);
+    }
+    drop(server);
+    let server = start_at(dir.path(), &config, &[]);
+    for i in 30..40 {
+        share(server.addr, i);
+    }
+    eventually(30, "forty emails", || (smtp::mails(&sink.maildir).len() >= 40).then_some(()));
+    // Anything sent twice would show up by now.
+    std::thread::sleep(Duration::from_secs(2));
+    let mails = smtp::mails(&sink.maildir);
+    let mut to: Vec<String> =
+        mails.iter().filter_map(|m| m.lines().find(|l| l.starts_with("To: ")).map(str::to_owned)).collect();
+    to.sort();
+    to.dedup();
+    assert_eq!((mails.len(), to.len()), (40, 40), "one email per share, none twice");
+    drop(server);
+}

@@ -2,8 +2,7 @@
 //! test command installs it) and in its `.eml` mode: a share sends one email with the right
 //! link, a redelivered event sends nothing more, an unreadable message is dead-lettered.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,50 +14,10 @@ use tandem_net::protocol::Role;
 use tandem_workers::notify::{GROUP, MailConfig, Mailer, Notifications, TlsMode};
 use tandem_workers::{RetryPolicy, WorkerStats};
 
-struct Sink {
-    child: Child,
-    port: u16,
-    maildir: PathBuf,
-}
+#[path = "support/smtp.rs"]
+mod smtp;
 
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn smtp_sink(dir: &Path) -> Sink {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let maildir = dir.join("maildir");
-    // Debian's python3 (python3-aiosmtpd is a Debian package), not another one on the PATH.
-    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
-    let child = Command::new(python)
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(&maildir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (the README's test command installs python3-aiosmtpd)");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "the SMTP sink (python3 -m aiosmtpd) did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Sink { child, port, maildir }
-}
-
-fn mails(maildir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for sub in ["new", "cur"] {
-        if let Ok(entries) = std::fs::read_dir(maildir.join(sub)) {
-            for e in entries.flatten() {
-                out.push(std::fs::read_to_string(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
+use smtp::{mails, smtp_sink};
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
