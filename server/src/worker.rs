@@ -17,6 +17,22 @@ use tracing::info;
 use crate::config::ServeArgs;
 use crate::events::{self, Backend, WorkerKind, WorkerMetrics};
 
+/// Connects to the configured metadata database and migrates it.
+fn connect_store(
+    runtime: &tokio::runtime::Runtime,
+    config: &crate::config::FileConfig,
+) -> Result<tandem_control::Store> {
+    let url =
+        config.control.database_url.clone().unwrap_or_else(|| tandem_control::default_database_url(&config.data_dir));
+    runtime
+        .block_on(async {
+            let store = tandem_control::Store::connect(&url).await?;
+            store.migrate().await?;
+            Ok::<_, tandem_control::Error>(store)
+        })
+        .context("connecting to the metadata database")
+}
+
 /// Runs `kinds` until SIGINT or SIGTERM.
 pub(crate) fn run(args: &ServeArgs, kinds: &[WorkerKind], metrics_listen: SocketAddr) -> Result<()> {
     let config = args.resolve()?;
@@ -37,15 +53,7 @@ pub(crate) fn run(args: &ServeArgs, kinds: &[WorkerKind], metrics_listen: Socket
         .context("starting the worker runtime")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let url =
-        config.control.database_url.clone().unwrap_or_else(|| tandem_control::default_database_url(&config.data_dir));
-    let store = runtime
-        .block_on(async {
-            let store = tandem_control::Store::connect(&url).await?;
-            store.migrate().await?;
-            Ok::<_, tandem_control::Error>(store)
-        })
-        .context("connecting to the metadata database")?;
+    let store = connect_store(&runtime, &config)?;
     let bus = events::open_bus(runtime.handle(), &config.events, &config.data_dir)?;
     let mut metrics = WorkerMetrics::new(kinds, None);
     let link_base = format!("http://{}", config.server.listen);
@@ -98,15 +106,7 @@ pub(crate) fn reindex(args: &ServeArgs) -> Result<()> {
     let _lock = crate::lock_data_dir(&config.data_dir)?;
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let url =
-        config.control.database_url.clone().unwrap_or_else(|| tandem_control::default_database_url(&config.data_dir));
-    let store = runtime
-        .block_on(async {
-            let store = tandem_control::Store::connect(&url).await?;
-            store.migrate().await?;
-            Ok::<_, tandem_control::Error>(store)
-        })
-        .context("connecting to the metadata database")?;
+    let store = connect_store(&runtime, &config)?;
     let cores = config.server.resolved_cores();
     let mut logs = Vec::with_capacity(cores);
     for core in 0..cores {
