@@ -48,4 +48,6 @@ if [ "$#" = 0 ]; then
   cargo test -p tandem-storage --features scylla --test conformance_scylla -- --nocapture
   # The bus conformance suite on Kafka (a tansu broker each run starts and stops).
   cargo test -p tandem-events --features kafka --test conformance
+  # `tandem worker` processes beside `tandem serve` on Kafka, with a kill -9 mid-stream.
+  cargo test -p tandem --features kafka --test kafka_workers
 fi

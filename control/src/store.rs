@@ -19,7 +19,7 @@ use tandem_net::protocol::Role;
 
 mod activity;
 
-pub use activity::{ACTIVE_GAP_MS, Counted, DayActivity, EditRecord, OpenRecord, UserActivity, day_of};
+pub use activity::{ACTIVE_GAP_MS, Counted, DayActivity, EditRecord, OpenRecord, UsageRecord, UserActivity, day_of};
 
 use crate::error::{Error, Result};
 use crate::outbox::{Event, OutboxRow, SCHEMA_VERSION};
@@ -288,6 +288,30 @@ async fn outbox(tx: &mut sqlx::AnyConnection, event: &Event, now: i64) -> Result
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// Appends `events` (each with its time) to the outbox in order, many rows per statement.
+async fn outbox_many(tx: &mut sqlx::AnyConnection, events: &[(Event, i64)]) -> Result<()> {
+    for chunk in events.chunks(100) {
+        let sql = format!(
+            "INSERT INTO outbox (event_id, topic, kind, schema_version, doc_id, payload, created_ms) VALUES {}",
+            value_rows(chunk.len(), 7, 1)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (event, at_ms) in chunk {
+            let payload = serde_json::to_string(event).expect("events serialize");
+            query = query
+                .bind(random_id())
+                .bind(event.topic().name())
+                .bind(event.kind())
+                .bind(SCHEMA_VERSION)
+                .bind(event.doc().to_owned())
+                .bind(payload)
+                .bind(*at_ms);
+        }
+        query.execute(&mut *tx).await?;
+    }
     Ok(())
 }
 
@@ -1142,13 +1166,11 @@ impl Store {
         let mut tx = self.write.begin().await?;
         // Many rows per statement (a statement is a round trip to the driver).
         for chunk in cursors.chunks(300) {
-            let rows: Vec<String> =
-                (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
             let sql = format!(
                 "INSERT INTO feed_cursors (doc_id, rev, updated_ms) VALUES {} \
                  ON CONFLICT (doc_id) DO UPDATE SET rev = excluded.rev, updated_ms = excluded.updated_ms \
                  WHERE feed_cursors.rev < excluded.rev",
-                rows.join(", ")
+                value_rows(chunk.len(), 3, 1)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (doc, rev) in chunk {
@@ -1351,6 +1373,23 @@ fn sqlite_setup(conn: &mut sqlx::AnyConnection, _: sqlx::pool::PoolConnectionMet
 /// to learn whether a next page exists) is written into the text, not bound: SQLite reads a
 /// bound LIMIT's value when it plans, so rebinding it made every run re-prepare the cached
 /// statement, 15% of the request's CPU (measured).
+/// `count` rows of `cols` numbered placeholders, from `$first`: `($1, $2), ($3, $4)`.
+pub(crate) fn value_rows(count: usize, cols: usize, first: usize) -> String {
+    let mut out = String::with_capacity(count * cols * 5);
+    for r in 0..count {
+        out.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(first + r * cols + c).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
 pub(crate) fn list_sql(after: bool, limit: u64) -> String {
     let cursor = if after { " AND (p.doc_updated_ms < $2 OR (p.doc_updated_ms = $2 AND p.doc_id < $3))" } else { "" };
     format!(

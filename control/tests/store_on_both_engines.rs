@@ -232,7 +232,7 @@ async fn suite(store: &Store) {
     assert!(store.dead_letters("search", 10).await.unwrap().is_empty());
 
     // ---- analytics: opens name the client's user; each revision and event counted once ----
-    use tandem_control::store::{EditRecord, OpenRecord, day_of};
+    use tandem_control::store::{EditRecord, OpenRecord, UsageRecord, day_of};
     let doc = ids[1].clone();
     let now = tandem_control::now_ms();
     let open = |client: &str, user: &str| OpenRecord {
@@ -253,14 +253,39 @@ async fn suite(store: &Store) {
     let again =
         vec![(doc.clone(), vec![edit(2, "c-ada", now + 20_000), edit(3, "c-bob", now + 1), edit(4, "c-x", now + 2)])];
     assert_eq!(store.record_edits(&again).await.unwrap().edits, 1);
-    assert!(store.record_usage("u1", &doc, &ada.id, "opened", now).await.unwrap());
-    assert!(!store.record_usage("u1", &doc, &ada.id, "opened", now).await.unwrap(), "once per event id");
-    assert!(store.record_usage("u2", &doc, &bob.id, "shared", now).await.unwrap());
+    // A later call continues the day's rows: ada's gap of 10 s since her last edit is active.
+    let later = vec![(doc.clone(), vec![edit(5, "c-ada", now + 30_000)])];
+    assert_eq!(store.record_edits(&later).await.unwrap().edits, 1);
+    let usage = |id: &str, user: &str, kind: &str| UsageRecord {
+        event_id: id.into(),
+        doc: doc.clone(),
+        user: user.into(),
+        kind: kind.into(),
+        at_ms: now,
+    };
+    let fresh = store
+        .record_usages(&[
+            usage("u1", &ada.id, "opened"),
+            usage("u1", &ada.id, "opened"),
+            usage("u2", &bob.id, "shared"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(fresh, [("opened".to_owned(), 1), ("shared".to_owned(), 1)].into(), "an id twice counts once");
+    let fresh = store.record_usages(&[usage("u1", &ada.id, "opened")]).await.unwrap();
+    assert!(fresh.is_empty(), "once per event id");
+    // Many documents in one call (several statements' worth), each counted once.
+    let many: Vec<(String, Vec<EditRecord>)> =
+        (0..450).map(|i| (format!("bulk-{i}"), vec![edit(1, "c-ada", now), edit(2, "c-bob", now)])).collect();
+    assert_eq!(store.record_edits(&many).await.unwrap().edits, 900);
+    assert_eq!(store.record_edits(&many).await.unwrap().edits, 0, "redelivered");
+    let bulk = store.activity("bulk-449", &day_of(now)).await.unwrap();
+    assert_eq!(bulk[0].users.iter().map(|u| u.edits).sum::<u64>(), 2);
     let report = store.activity(&doc, &day_of(now - 86_400_000)).await.unwrap();
     let today = report.iter().find(|d| d.day == day_of(now)).unwrap();
     let by = |user: &str| today.users.iter().find(|u| u.user == user).unwrap().clone();
     let a = by(&ada.id);
-    assert_eq!((a.edits, a.inserted, a.deleted, a.active_ms, a.name.as_str()), (2, 6, 2, 20_000, "Ada"));
+    assert_eq!((a.edits, a.inserted, a.deleted, a.active_ms, a.name.as_str()), (3, 9, 3, 30_000, "Ada"));
     assert_eq!(a.events.get("opened"), Some(&1));
     assert_eq!((by(&bob.id).edits, by(&bob.id).events.get("shared")), (1, Some(&1)));
     assert_eq!(by("").edits, 1, "a client id no open named");

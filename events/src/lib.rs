@@ -36,6 +36,9 @@ pub struct KafkaConfig {
     pub publish_timeout_ms: u64,
     /// Messages librdkafka queues locally before a publish waits.
     pub queue_messages: u32,
+    /// A consumer not heard from for this long (a crashed worker) leaves its group, and
+    /// its partitions go to the others, ms.
+    pub session_timeout_ms: u32,
 }
 
 impl Default for KafkaConfig {
@@ -47,6 +50,7 @@ impl Default for KafkaConfig {
             replication: 3,
             publish_timeout_ms: 30_000,
             queue_messages: 100_000,
+            session_timeout_ms: 10_000,
         }
     }
 }
@@ -138,13 +142,13 @@ impl Bus {
         }
     }
 
-    /// How far behind each (group, topic) is, in messages.
+    /// How far behind each (group, topic) is, in messages (on Kafka: the partitions this
+    /// process's consumers hold).
     pub fn lag(&self) -> Vec<(String, Topic, u64)> {
         match self {
             Self::Local(b) => b.lag(),
-            // Kafka's lag is the brokers' to tell (consumer-group tooling, broker metrics).
             #[cfg(feature = "kafka")]
-            Self::Kafka(_) => Vec::new(),
+            Self::Kafka(b) => b.lag(),
         }
     }
 
@@ -176,6 +180,15 @@ impl Consumer {
             Self::Local(c) => c.next_batch(max).await,
             #[cfg(feature = "kafka")]
             Self::Kafka(c) => c.next_batch(max).await,
+        }
+    }
+
+    /// Like [`Consumer::next_batch`], but returns nothing when no message came by `deadline`.
+    pub async fn next_batch_until(&mut self, max: usize, deadline: tokio::time::Instant) -> Result<Vec<Delivery>> {
+        match self {
+            Self::Local(c) => c.next_batch_until(max, deadline).await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(c) => c.next_batch_until(max, deadline).await,
         }
     }
 

@@ -288,6 +288,16 @@ pub struct LocalConsumer {
 impl LocalConsumer {
     /// Waits for at least one message and returns up to `max`, in order.
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>> {
+        self.read(max, None).await
+    }
+
+    /// Like [`LocalConsumer::next_batch`], but returns nothing when no message came by
+    /// `deadline`.
+    pub async fn next_batch_until(&mut self, max: usize, deadline: tokio::time::Instant) -> Result<Vec<Delivery>> {
+        self.read(max, Some(deadline)).await
+    }
+
+    async fn read(&mut self, max: usize, deadline: Option<tokio::time::Instant>) -> Result<Vec<Delivery>> {
         let max = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
         loop {
             let published = self.bus.shared.published.notified();
@@ -313,7 +323,15 @@ impl LocalConsumer {
                     })
                     .collect());
             }
-            published.await;
+            // Only the wait is given up at the deadline, never a read in flight.
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, published).await.is_err() {
+                        return Ok(Vec::new());
+                    }
+                }
+                None => published.await,
+            }
         }
     }
 

@@ -85,6 +85,16 @@ enum Command {
         /// Documents stored.
         #[arg(long, value_parser = plan::parse_count, default_value = "0")]
         documents: f64,
+        /// Document opens per second (analytics counts each).
+        #[arg(long, value_parser = plan::parse_count, default_value = "0")]
+        opens_per_s: f64,
+        /// Notification emails per second.
+        #[arg(long, value_parser = plan::parse_count, default_value = "0")]
+        emails_per_s: f64,
+        /// The workers' costs per core (the JSON from `cargo run --release -p tandem-workers
+        /// --example workers_bench -- FILE`); without it the plan leaves the workers out.
+        #[arg(long)]
+        workers: Option<PathBuf>,
         /// Result directories to read per-core figures from (searched for report.json).
         #[arg(long = "from", required = true, num_args = 1..)]
         from: Vec<PathBuf>,
@@ -197,6 +207,9 @@ fn main() -> Result<()> {
             messages_per_s,
             edits_per_s,
             documents,
+            opens_per_s,
+            emails_per_s,
+            workers,
             from,
             active_share,
             message_bytes,
@@ -226,9 +239,15 @@ fn main() -> Result<()> {
                 document_bytes,
                 headroom,
                 slo_p99_ms,
+                opens_per_s,
+                emails_per_s,
             };
             let reports = plan::read_reports(&from)?;
-            let figures = plan::Figures::from_reports(&reports, &label, slo_p99_ms)?;
+            let mut figures = plan::Figures::from_reports(&reports, &label, slo_p99_ms)?;
+            if let Some(path) = &workers {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                figures.workers = Some(plan::WorkerCosts::parse(&text, &path.display().to_string())?);
+            }
             let p = plan::plan(&target, &figures, &prices);
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let md = p.markdown(&command, &from);

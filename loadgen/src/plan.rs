@@ -108,6 +108,45 @@ pub struct Target {
     pub headroom: f64,
     /// The ack latency SLO the per-core figures must have been measured under, ms (p99).
     pub slo_p99_ms: f64,
+    /// Document opens per second (the analytics worker counts each).
+    pub opens_per_s: f64,
+    /// Notification emails per second (shares; each one email).
+    pub emails_per_s: f64,
+}
+
+/// The workers' measured costs per core (the JSON `workers_bench` writes).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkerCosts {
+    /// Edits the search worker indexes per core-second.
+    pub search_ops_per_core_s: f64,
+    /// Edits the analytics worker counts per core-second.
+    pub analytics_ops_per_core_s: f64,
+    /// Opens the analytics worker counts per core-second.
+    pub opens_per_core_s: f64,
+    /// Emails the notification worker builds and hands over per core-second.
+    pub emails_per_core_s: f64,
+    /// The file they came from.
+    pub from: String,
+}
+
+impl WorkerCosts {
+    /// Reads `workers_bench`'s JSON (`from` names it in the plan).
+    pub fn parse(text: &str, from: &str) -> Result<Self> {
+        let doc: serde_json::Value = serde_json::from_str(text).with_context(|| format!("{from}: not JSON"))?;
+        let get = |worker: &str, field: &str| -> Result<f64> {
+            doc.pointer(&format!("/workers/{worker}/{field}"))
+                .and_then(serde_json::Value::as_f64)
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .with_context(|| format!("{from}: no positive workers.{worker}.{field} (written by workers_bench?)"))
+        };
+        Ok(Self {
+            search_ops_per_core_s: get("search", "ops_per_core_s")?,
+            analytics_ops_per_core_s: get("analytics-edits", "ops_per_core_s")?,
+            opens_per_core_s: get("analytics-usage", "events_per_core_s")?,
+            emails_per_core_s: get("notifications", "events_per_core_s")?,
+            from: from.to_owned(),
+        })
+    }
 }
 
 /// One run the CPU model was fitted on.
@@ -164,6 +203,8 @@ pub struct Figures {
     pub active_from: String,
     /// Runs read (of the label), runs at the SLO.
     pub runs: (usize, usize),
+    /// The workers' costs, when measured (`--workers`).
+    pub workers: Option<WorkerCosts>,
 }
 
 impl Figures {
@@ -364,7 +405,9 @@ pub struct Plan {
     pub cores_for_edits: f64,
     /// Cores for op-log commits: each core commits up to `commits_per_core_s` times a second.
     pub cores_for_commits: f64,
-    /// Cores (both, with headroom).
+    /// Cores for the workers, by worker (empty when their costs were not given).
+    pub cores_for_workers: Vec<(&'static str, f64)>,
+    /// Cores (everything, with headroom).
     pub cores: f64,
     /// Server memory, bytes (with headroom).
     pub memory_bytes: f64,
@@ -388,7 +431,17 @@ pub fn plan(target: &Target, figures: &Figures, prices: &Prices) -> Plan {
     let per_core = figures.commits_per_core_s.min(if base > 0.0 { target.edits_per_s / base } else { 0.0 });
     let lost = (figures.cpu_s_per_commit * per_core * w).min(0.9);
     let cores_for_commits = base * lost / (1.0 - lost);
-    let cores = base + cores_for_commits;
+    // Workers: measured rates per core, at the same headroom (they run in `tandem serve` or as
+    // `tandem worker` processes on the same machines).
+    let cores_for_workers: Vec<(&'static str, f64)> = figures.workers.as_ref().map_or_else(Vec::new, |k| {
+        vec![
+            ("search (edits indexed)", target.edits_per_s / k.search_ops_per_core_s / h),
+            ("analytics (edits counted)", target.edits_per_s / k.analytics_ops_per_core_s / h),
+            ("analytics (opens counted)", target.opens_per_s / k.opens_per_core_s / h),
+            ("notifications (emails)", target.emails_per_s / k.emails_per_core_s / h),
+        ]
+    });
+    let cores = base + cores_for_commits + cores_for_workers.iter().map(|(_, c)| c).sum::<f64>();
     let per_conn = target.active_share * figures.active_bytes + (1.0 - target.active_share) * figures.idle_bytes;
     let memory_bytes = target.connections * per_conn / h;
     let network_gbps = target.messages_per_s * target.message_bytes * 8.0 / 1e9 / h;
@@ -409,6 +462,7 @@ pub fn plan(target: &Target, figures: &Figures, prices: &Prices) -> Plan {
         cores_for_messages,
         cores_for_edits,
         cores_for_commits,
+        cores_for_workers,
         cores,
         memory_bytes,
         network_gbps,
@@ -452,11 +506,14 @@ impl Plan {
         let _ = writeln!(o, "- **Command**: `{command}`");
         let _ = writeln!(
             o,
-            "- **Target**: {} concurrent connections, {} WebSocket messages/s, {} edits/s, {} documents",
+            "- **Target**: {} concurrent connections, {} WebSocket messages/s, {} edits/s, {} documents, \
+             {} opens/s, {} emails/s",
             si(t.connections),
             si(t.messages_per_s),
             si(t.edits_per_s),
-            si(t.documents)
+            si(t.documents),
+            si(t.opens_per_s),
+            si(t.emails_per_s)
         );
         let _ = writeln!(
             o,
@@ -517,6 +574,21 @@ impl Plan {
                 f.commits_per_core_s, f.commits_from
             );
         }
+        match &f.workers {
+            Some(k) => {
+                for (what, rate) in [
+                    ("search: edits indexed per core-second", k.search_ops_per_core_s),
+                    ("analytics: edits counted per core-second", k.analytics_ops_per_core_s),
+                    ("analytics: opens counted per core-second", k.opens_per_core_s),
+                    ("notifications: emails built and handed over per core-second", k.emails_per_core_s),
+                ] {
+                    let _ = writeln!(o, "| {what} | {rate:.0} | {} |", k.from);
+                }
+            }
+            None => {
+                let _ = writeln!(o, "| workers | not sized | no `--workers` figures given |");
+            }
+        }
         let _ = writeln!(o, "| server memory per idle connection | {:.0} B | {} |", f.idle_bytes, f.idle_from);
         let _ = writeln!(o, "| server memory per active connection | {:.0} B | {} |", f.active_bytes, f.active_from);
         let _ = writeln!(
@@ -541,6 +613,9 @@ impl Plan {
         let _ = writeln!(o, "| cores for messages | {:.0} |", self.cores_for_messages);
         let _ = writeln!(o, "| cores for edits | {:.0} |", self.cores_for_edits);
         let _ = writeln!(o, "| cores for op-log commits | {:.0} |", self.cores_for_commits);
+        for (what, c) in &self.cores_for_workers {
+            let _ = writeln!(o, "| cores for the {what} worker | {c:.1} |");
+        }
         let _ = writeln!(o, "| **cores** | **{:.0}** |", self.cores);
         let _ = writeln!(o, "| memory | {:.1} GiB |", self.memory_bytes / (1u64 << 30) as f64);
         let _ = writeln!(o, "| network | {:.1} Gbit/s |", self.network_gbps);
@@ -720,6 +795,8 @@ mod tests {
             document_bytes: 10_000.0,
             headroom: 0.5,
             slo_p99_ms: 50.0,
+            opens_per_s: 0.0,
+            emails_per_s: 0.0,
         }
     }
 
@@ -743,6 +820,34 @@ mod tests {
         let md = p.markdown("plan", &[]);
         assert!(md.contains("$170651/month"), "{md}");
         assert!(md.contains("Not checked"), "{md}");
+    }
+
+    #[test]
+    fn workers_are_sized_from_their_measured_rates() {
+        let prices = Prices::parse(DEFAULT_PRICES).unwrap();
+        let json = r#"{"workers": {
+            "search": {"ops_per_core_s": 50000, "events_per_core_s": 10000},
+            "analytics-edits": {"ops_per_core_s": 100000, "events_per_core_s": 20000},
+            "analytics-usage": {"ops_per_core_s": null, "events_per_core_s": 40000},
+            "notifications": {"ops_per_core_s": null, "events_per_core_s": 2000}}}"#;
+        let k = WorkerCosts::parse(json, "w.json").unwrap();
+        let f = Figures { workers: Some(k), ..figures() };
+        let t = Target { opens_per_s: 20_000.0, emails_per_s: 1_000.0, ..target() };
+        let p = plan(&t, &f, &prices);
+        // 5M edits: / 50K / 0.5 = 200 cores to index, / 100K / 0.5 = 100 to count; 20K opens
+        // / 40K / 0.5 = 1; 1K emails / 2K / 0.5 = 1. On top of the 820 of the_arithmetic.
+        let by: Vec<f64> = p.cores_for_workers.iter().map(|(_, c)| *c).collect();
+        assert_eq!(by, vec![200.0, 100.0, 1.0, 1.0]);
+        assert!((p.cores - 1122.0).abs() < 1e-6);
+        let md = p.markdown("plan", &[]);
+        assert!(md.contains("| cores for the search (edits indexed) worker | 200.0 |"), "{md}");
+        assert!(md.contains("| search: edits indexed per core-second | 50000 | w.json |"), "{md}");
+        // Without the figures the plan says so and sizes none.
+        let none = plan(&t, &figures(), &prices);
+        assert!(none.cores_for_workers.is_empty() && (none.cores - 820.0).abs() < 1e-6);
+        assert!(none.markdown("plan", &[]).contains("| workers | not sized |"));
+        let bad = WorkerCosts::parse(r#"{"workers": {"search": {"ops_per_core_s": 0}}}"#, "w.json").unwrap_err();
+        assert!(bad.to_string().contains("workers.search.ops_per_core_s"), "{bad}");
     }
 
     #[test]

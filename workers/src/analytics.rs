@@ -4,16 +4,19 @@
 //!
 //! Two consumer groups: [`Edits`] reads `document-edits` (the change feed; each op counted
 //! once by its revision, however often the feed delivers it) and [`Usage`] reads `analytics`
-//! (opens and role grants; each counted once by its event id). Edits' authors are client
+//! (opens and role grants; each counted once by its event id). Both write one transaction
+//! per batch, and a batch collects events for up to a second. Edits' authors are client
 //! ids; the store maps them to users through the opens the cores report.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tandem_control::Store;
-use tandem_control::store::EditRecord;
+use tandem_control::store::{EditRecord, UsageRecord};
 use tandem_events::{Envelope, Event, Topic};
 
 use crate::{Failure, Worker};
@@ -78,9 +81,10 @@ pub fn delta_lengths(delta: &serde_json::Value) -> (u64, u64) {
     (inserted, deleted)
 }
 
-fn transient(e: impl std::fmt::Display) -> Failure {
-    Failure::Transient(format!("the metadata store: {e}"))
-}
+/// Events per batch: one transaction writes a batch.
+const BATCH: usize = 4096;
+/// How long a batch collects events: at most one transaction a second, whatever the rate.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Counts edits from `document-edits`, one transaction per batch of events.
 pub struct Edits {
@@ -88,12 +92,14 @@ pub struct Edits {
     stats: Arc<AnalyticsStats>,
     /// Ops handled since the last flush, per document in arrival order.
     pending: Vec<(String, Vec<EditRecord>)>,
+    /// Where each document is in `pending`.
+    slots: HashMap<String, usize>,
 }
 
 impl Edits {
     /// A worker writing to `store`.
     pub fn new(store: Store, stats: Arc<AnalyticsStats>) -> Self {
-        Self { store, stats, pending: Vec::new() }
+        Self { store, stats, pending: Vec::new(), slots: HashMap::new() }
     }
 }
 
@@ -107,7 +113,11 @@ impl Worker for Edits {
     }
 
     fn batch(&self) -> usize {
-        256
+        BATCH
+    }
+
+    fn linger(&self) -> Duration {
+        LINGER
     }
 
     fn handle(&mut self, event: &Envelope) -> impl Future<Output = Result<(), Failure>> + Send {
@@ -140,9 +150,12 @@ impl Worker for Edits {
         };
         if !edits.is_empty() {
             let doc = event.event.doc();
-            match self.pending.iter_mut().find(|(d, _)| d == doc) {
-                Some((_, list)) => list.extend(edits),
-                None => self.pending.push((doc.to_owned(), edits)),
+            match self.slots.get(doc) {
+                Some(&i) => self.pending[i].1.extend(edits),
+                None => {
+                    self.slots.insert(doc.to_owned(), self.pending.len());
+                    self.pending.push((doc.to_owned(), edits));
+                }
             }
         }
         std::future::ready(Ok(()))
@@ -155,6 +168,7 @@ impl Worker for Edits {
         // Kept until written: a failed flush is retried with the same ops.
         let counted = self.store.record_edits(&self.pending).await.map_err(|e| format!("the metadata store: {e}"))?;
         self.pending.clear();
+        self.slots.clear();
         self.stats.edits.fetch_add(counted.edits, Ordering::Relaxed);
         self.stats.inserted.fetch_add(counted.inserted, Ordering::Relaxed);
         self.stats.deleted.fetch_add(counted.deleted, Ordering::Relaxed);
@@ -162,16 +176,18 @@ impl Worker for Edits {
     }
 }
 
-/// Counts usage events from `analytics`.
+/// Counts usage events from `analytics`, one transaction per batch of events.
 pub struct Usage {
     store: Store,
     stats: Arc<AnalyticsStats>,
+    /// Events handled since the last flush.
+    pending: Vec<UsageRecord>,
 }
 
 impl Usage {
     /// A worker writing to `store`.
     pub fn new(store: Store, stats: Arc<AnalyticsStats>) -> Self {
-        Self { store, stats }
+        Self { store, stats, pending: Vec::new() }
     }
 }
 
@@ -184,25 +200,45 @@ impl Worker for Usage {
         Topic::Analytics
     }
 
+    fn batch(&self) -> usize {
+        BATCH
+    }
+
+    fn linger(&self) -> Duration {
+        LINGER
+    }
+
     fn handle(&mut self, event: &Envelope) -> impl Future<Output = Result<(), Failure>> + Send {
-        let (store, stats) = (self.store.clone(), Arc::clone(&self.stats));
         let usage = match &event.event {
-            Event::Opened { doc, user, .. } => Some((doc.clone(), user.clone(), "opened")),
+            Event::Opened { doc, user, .. } => Some((doc, user, "opened")),
             // A role given by someone else: a share, counted for the one who shared.
-            Event::RoleChanged { doc, user, role: Some(_), by } if by != user => {
-                Some((doc.clone(), by.clone(), "shared"))
-            }
+            Event::RoleChanged { doc, user, role: Some(_), by } if by != user => Some((doc, by, "shared")),
             _ => None,
         };
-        let (id, at) = (event.id.clone(), event.at_ms);
-        async move {
-            let Some((doc, user, kind)) = usage else { return Ok(()) };
-            if store.record_usage(&id, &doc, &user, kind, at).await.map_err(transient)? {
-                let counter = if kind == "opened" { &stats.opens } else { &stats.shares };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(())
+        if let Some((doc, user, kind)) = usage {
+            self.pending.push(UsageRecord {
+                event_id: event.id.clone(),
+                doc: doc.clone(),
+                user: user.clone(),
+                kind: kind.to_owned(),
+                at_ms: event.at_ms,
+            });
         }
+        std::future::ready(Ok(()))
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        // Kept until written: a failed flush is retried with the same events.
+        let fresh = self.store.record_usages(&self.pending).await.map_err(|e| format!("the metadata store: {e}"))?;
+        self.pending.clear();
+        for (kind, n) in fresh {
+            let counter = if kind == "opened" { &self.stats.opens } else { &self.stats.shares };
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 

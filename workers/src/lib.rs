@@ -41,15 +41,36 @@ pub trait Worker: Send + 'static {
     fn topic(&self) -> Topic;
     /// Does the event's effect (idempotently: it may see an event again after a crash).
     fn handle(&mut self, event: &Envelope) -> impl Future<Output = Result<(), Failure>> + Send;
+    /// Handles a batch of events, giving each one's result in order. The default handles them
+    /// one after the other; a worker whose events are independent and wait on the network
+    /// (email) handles several at once. A transient failure is retried with [`Worker::handle`].
+    fn handle_all<'a>(
+        &'a mut self,
+        events: &'a [&'a Envelope],
+    ) -> impl Future<Output = Vec<Result<(), Failure>>> + Send + 'a {
+        async move {
+            let mut results = Vec::with_capacity(events.len());
+            for event in events {
+                results.push(self.handle(event).await);
+            }
+            results
+        }
+    }
     /// Makes the effects of the events handled so far durable (a worker that batches its
     /// writes, like search, writes them here). The batch's offsets are committed only after
     /// it succeeds; a failure is retried with backoff.
     fn flush(&mut self) -> impl Future<Output = Result<(), String>> + Send {
         std::future::ready(Ok(()))
     }
-    /// Events read per batch.
+    /// Events read per batch (at most).
     fn batch(&self) -> usize {
         64
+    }
+    /// How long a batch keeps collecting events after its first one arrives (a worker whose
+    /// flush is costly, like search's index commit, trades this much latency for fewer
+    /// flushes); zero takes what is there.
+    fn linger(&self) -> Duration {
+        Duration::ZERO
     }
 }
 
@@ -119,8 +140,26 @@ pub async fn run<W: Worker>(mut worker: W, bus: Bus, store: Store, stats: Arc<Wo
                     break;
                 }
             };
-            for delivery in &batch {
-                process(&mut worker, delivery, &store, &stats, policy).await;
+            let mut read = batch.len();
+            // The last delivery of each partition: committing it covers the ones before it.
+            let mut last: Vec<Delivery> = Vec::new();
+            handle(&mut worker, batch, &mut last, &store, &stats, policy).await;
+            // Lingering: more events into the same flush, until the batch is full or time is up.
+            let deadline = tokio::time::Instant::now() + worker.linger();
+            let mut failed = false;
+            while read < worker.batch() && tokio::time::Instant::now() < deadline {
+                match consumer.next_batch_until(worker.batch() - read, deadline).await {
+                    Ok(more) if more.is_empty() => break,
+                    Ok(more) => {
+                        read += more.len();
+                        handle(&mut worker, more, &mut last, &store, &stats, policy).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!("worker {group}: reading {topic}: {e}; retrying");
+                        failed = true;
+                        break;
+                    }
+                }
             }
             let mut wait = policy.backoff;
             while let Err(e) = worker.flush().await {
@@ -129,16 +168,8 @@ pub async fn run<W: Worker>(mut worker: W, bus: Bus, store: Store, stats: Arc<Wo
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(policy.max_backoff);
             }
-            // Committed only after the effects (or the dead letters) are stored: the last
-            // offset of each partition covers the ones before it.
-            let mut last: Vec<&Delivery> = Vec::new();
-            for d in &batch {
-                match last.iter_mut().find(|l| l.partition == d.partition) {
-                    Some(l) => *l = d,
-                    None => last.push(d),
-                }
-            }
-            for delivery in last {
+            // Committed only after the effects (or the dead letters) are stored.
+            for delivery in &last {
                 let mut wait = policy.backoff;
                 while let Err(e) = consumer.commit(delivery).await {
                     tracing::warn!("worker {group}: committing offset {}: {e}; retrying", delivery.offset);
@@ -146,27 +177,61 @@ pub async fn run<W: Worker>(mut worker: W, bus: Bus, store: Store, stats: Arc<Wo
                     wait = (wait * 2).min(policy.max_backoff);
                 }
             }
+            if failed {
+                tokio::time::sleep(policy.backoff.max(Duration::from_secs(1))).await;
+                break;
+            }
         }
     }
 }
 
-async fn process<W: Worker>(
+/// Processes `batch` ([`Worker::handle_all`], then retries) and notes its last delivery per
+/// partition in `last`.
+async fn handle<W: Worker>(
     worker: &mut W,
-    delivery: &Delivery,
+    batch: Vec<Delivery>,
+    last: &mut Vec<Delivery>,
     store: &Store,
     stats: &WorkerStats,
     policy: RetryPolicy,
 ) {
-    let event = match &delivery.event {
-        Ok(event) => event,
-        Err(why) => {
-            dead_letter(worker.group(), delivery, None, why, store, stats, policy).await;
-            return;
+    let events: Vec<&Envelope> = batch.iter().filter_map(|d| d.event.as_ref().ok()).collect();
+    let mut results = worker.handle_all(&events).await.into_iter();
+    drop(events);
+    for delivery in &batch {
+        let event = match &delivery.event {
+            Ok(event) => event,
+            Err(why) => {
+                dead_letter(worker.group(), delivery, None, why, store, stats, policy).await;
+                continue;
+            }
+        };
+        let first = results.next().unwrap_or_else(|| Err(Failure::Transient("not handled".into())));
+        settle(worker, delivery, event, first, store, stats, policy).await;
+    }
+    for d in batch {
+        match last.iter_mut().find(|l| l.partition == d.partition) {
+            Some(l) => *l = d,
+            None => last.push(d),
         }
-    };
+    }
+}
+
+/// Counts the first attempt's `result`; retries a transient failure with backoff, and
+/// dead-letters what cannot be done.
+async fn settle<W: Worker>(
+    worker: &mut W,
+    delivery: &Delivery,
+    event: &Envelope,
+    mut result: Result<(), Failure>,
+    store: &Store,
+    stats: &WorkerStats,
+    policy: RetryPolicy,
+) {
     let mut wait = policy.backoff;
-    for attempt in 1..=policy.attempts.max(1) {
-        match worker.handle(event).await {
+    let mut attempt = 1;
+    loop {
+        match result {
             Ok(()) => {
                 stats.processed.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -178,7 +243,7 @@ async fn process<W: Worker>(
             }
             Err(Failure::Transient(why)) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                if attempt == policy.attempts.max(1) {
+                if attempt >= policy.attempts.max(1) {
                     let why = format!("gave up after {attempt} attempts: {why}");
                     dead_letter(worker.group(), delivery, Some(&event.id), &why, store, stats, policy).await;
                     return;
@@ -187,6 +252,8 @@ async fn process<W: Worker>(
                 stats.retried.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(policy.max_backoff);
+                attempt += 1;
+                result = worker.handle(event).await;
             }
         }
     }

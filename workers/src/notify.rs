@@ -9,9 +9,11 @@
 //! (`<event id@tandem>`), which receiving systems use to drop duplicates. As files, the
 //! email's name is the event's id, written atomically, so a second write is the same file.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures_util::stream::{self, StreamExt};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
@@ -186,6 +188,9 @@ pub struct Notifications {
 /// Its consumer group.
 pub const GROUP: &str = "notifications";
 
+/// Emails sent at once (each on its own SMTP connection from lettre's pool).
+pub const PARALLEL: usize = 8;
+
 impl Notifications {
     /// A worker sending through `mailer`, links starting with `link_base`.
     pub fn new(mailer: Mailer, store: Store, config: &MailConfig, link_base: &str) -> Result<Self, String> {
@@ -225,6 +230,27 @@ impl Worker for Notifications {
     }
 
     async fn handle(&mut self, envelope: &Envelope) -> Result<(), Failure> {
+        self.email(envelope).await
+    }
+
+    /// Up to [`PARALLEL`] emails at once: the rate is the SMTP round trip's and the store's
+    /// two writes', not the CPU's.
+    fn handle_all<'a>(
+        &'a mut self,
+        events: &'a [&'a Envelope],
+    ) -> impl Future<Output = Vec<Result<(), Failure>>> + Send + 'a {
+        let this = &*self;
+        stream::iter(events).map(move |e| this.email(e)).buffered(PARALLEL).collect()
+    }
+
+    fn batch(&self) -> usize {
+        4 * PARALLEL
+    }
+}
+
+impl Notifications {
+    /// The email `envelope` calls for, if any, sent once.
+    async fn email(&self, envelope: &Envelope) -> Result<(), Failure> {
         match &envelope.event {
             Event::DocumentShared { doc, title, by_name, email, role, .. } => {
                 let to: Mailbox = email.parse().map_err(|e| Failure::Permanent(format!("address {email:?}: {e}")))?;

@@ -5,8 +5,8 @@
 //! The worker follows `document-edits`. It keeps each document's text by applying the
 //! feed's ops to the text it indexed (each indexed document stores its text and revision),
 //! so it never reads the document back; revisions at or below the indexed one are skipped,
-//! which makes redelivery harmless. Changes collect in memory per document (debounced) and
-//! are written in one commit per batch of events, before the batch's offsets are committed,
+//! which makes redelivery harmless. Changes collect in memory per document (debounced: a
+//! batch collects events for up to half a second) and are written in one commit per batch, before the batch's offsets are committed,
 //! so a crash re-reads what the index does not hold. A revision gap (an index lost or made
 //! before the feed existed) is dead-lettered with the fix: `tandem reindex`, which rebuilds
 //! the index from the op log.
@@ -16,6 +16,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tandem_control::search::Hit;
 use tandem_engine::{Delta, Document};
@@ -37,6 +38,10 @@ pub const GROUP: &str = "search";
 const WRITER_HEAP: usize = 64 * 1024 * 1024;
 /// The text fields' analyzer.
 const ANALYZER: &str = "tandem";
+/// How long a batch collects events before its commit: at most two commits a second, so
+/// commits (each a new segment, an fsync and a reader reload) stay cheap at any edit rate,
+/// well within the 2 s from ack to searchable.
+const LINGER: Duration = Duration::from_millis(500);
 /// Characters of text in a snippet.
 const SNIPPET_CHARS: usize = 180;
 
@@ -330,7 +335,11 @@ impl Worker for Search {
     }
 
     fn batch(&self) -> usize {
-        512
+        4096
+    }
+
+    fn linger(&self) -> Duration {
+        LINGER
     }
 
     fn handle(&mut self, event: &Envelope) -> impl Future<Output = Result<(), Failure>> + Send {

@@ -2,11 +2,11 @@
 //! counted per user through `client_users`) and of usage events (opens, shares), and the
 //! document activity report built from them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
-use super::{Store, outbox};
+use super::{Store, outbox_many, value_rows};
 use crate::error::Result;
 use crate::outbox::Event;
 
@@ -42,6 +42,21 @@ pub struct EditRecord {
     pub inserted: u64,
     /// Characters deleted.
     pub deleted: u64,
+}
+
+/// A usage event, as analytics counts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// The event's id (each is counted once).
+    pub event_id: String,
+    /// The document.
+    pub doc: String,
+    /// Who it is counted for.
+    pub user: String,
+    /// `opened`, `shared`.
+    pub kind: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
 }
 
 /// What one call counted (revisions counted before are not counted again).
@@ -121,64 +136,90 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.write.begin().await?;
-        for o in opens {
-            sqlx::query(
-                "INSERT INTO client_users (client_id, user_id, first_ms) VALUES ($1, $2, $3) \
-                 ON CONFLICT (client_id) DO NOTHING",
-            )
-            .bind(&o.client)
-            .bind(&o.user)
-            .bind(o.at_ms)
-            .execute(&mut *tx)
-            .await?;
-            let event = Event::Opened { doc: o.doc.clone(), user: o.user.clone(), client: o.client.clone() };
-            outbox(&mut tx, &event, o.at_ms).await?;
+        // Many rows per statement: a session opening is frequent (every page load).
+        for chunk in opens.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO client_users (client_id, user_id, first_ms) VALUES {} ON CONFLICT (client_id) DO NOTHING",
+                value_rows(chunk.len(), 3, 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for o in chunk {
+                query = query.bind(&o.client).bind(&o.user).bind(o.at_ms);
+            }
+            query.execute(&mut *tx).await?;
         }
+        let events: Vec<(Event, i64)> = opens
+            .iter()
+            .map(|o| (Event::Opened { doc: o.doc.clone(), user: o.user.clone(), client: o.client.clone() }, o.at_ms))
+            .collect();
+        outbox_many(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Counts each document's ops (in revision order), all in one transaction; revisions at
     /// or below the last one counted for a document are skipped, so a redelivered or
-    /// overlapping feed event counts nothing twice.
+    /// overlapping feed event counts nothing twice. A few statements per 200 documents,
+    /// whatever the number of ops: a statement is a round trip to the driver, and at the
+    /// office scenario's rate one per (document, client) starved the search worker beside it.
     pub async fn record_edits(&self, docs: &[(String, Vec<EditRecord>)]) -> Result<Counted> {
         let mut counted = Counted::default();
         let mut tx = self.write.begin().await?;
-        for (doc, edits) in docs {
-            record_doc_edits(&mut tx, doc, edits, &mut counted).await?;
+        for chunk in docs.chunks(DOCS_PER_STATEMENT) {
+            record_chunk(&mut tx, chunk, &mut counted).await?;
         }
         tx.commit().await?;
         Ok(counted)
     }
-    /// Counts a usage event (`kind`: `opened`, `shared`) once per event id; false when it was
-    /// counted before.
-    pub async fn record_usage(&self, event_id: &str, doc: &str, user: &str, kind: &str, at_ms: i64) -> Result<bool> {
+
+    /// Counts usage events once per event id (`processed_events`), in one transaction;
+    /// returns how many were counted for the first time, by kind.
+    pub async fn record_usages(&self, usages: &[UsageRecord]) -> Result<BTreeMap<String, u64>> {
+        let mut fresh_by_kind = BTreeMap::new();
+        if usages.is_empty() {
+            return Ok(fresh_by_kind);
+        }
+        let now = crate::now_ms();
         let mut tx = self.write.begin().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO processed_events (worker, event_id, state, attempts, updated_ms) \
-             VALUES ($1, $2, 'done', 1, $3) ON CONFLICT (worker, event_id) DO NOTHING",
-        )
-        .bind(USAGE_WORKER)
-        .bind(event_id)
-        .bind(crate::now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if fresh {
-            sqlx::query(
-                "INSERT INTO activity_events (doc_id, day, user_id, kind, count) VALUES ($1, $2, $3, $4, 1) \
-                 ON CONFLICT (doc_id, day, user_id, kind) DO UPDATE SET count = activity_events.count + 1",
-            )
-            .bind(doc)
-            .bind(day_of(at_ms))
-            .bind(user)
-            .bind(kind)
-            .execute(&mut *tx)
-            .await?;
+        // (doc, day, user, kind) -> count
+        let mut counts: BTreeMap<(&str, String, &str, &str), i64> = BTreeMap::new();
+        for chunk in usages.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO processed_events (worker, event_id, state, attempts, updated_ms) VALUES {} \
+                 ON CONFLICT (worker, event_id) DO NOTHING RETURNING event_id",
+                value_rows(chunk.len(), 5, 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for u in chunk {
+                query = query.bind(USAGE_WORKER).bind(&u.event_id).bind("done").bind(1_i64).bind(now);
+            }
+            let mut fresh: HashSet<String> = HashSet::new();
+            for r in query.fetch_all(&mut *tx).await? {
+                fresh.insert(r.try_get(0)?);
+            }
+            // An id twice in one call counts once.
+            for u in chunk {
+                if fresh.remove(&u.event_id) {
+                    *counts.entry((&u.doc, day_of(u.at_ms), &u.user, &u.kind)).or_default() += 1;
+                    *fresh_by_kind.entry(u.kind.clone()).or_default() += 1;
+                }
+            }
+        }
+        let counts: Vec<_> = counts.into_iter().collect();
+        for chunk in counts.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO activity_events (doc_id, day, user_id, kind, count) VALUES {} \
+                 ON CONFLICT (doc_id, day, user_id, kind) DO UPDATE SET count = activity_events.count + excluded.count",
+                value_rows(chunk.len(), 5, 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for ((doc, day, user, kind), n) in chunk {
+                query = query.bind(*doc).bind(day).bind(*user).bind(*kind).bind(*n);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(fresh)
+        Ok(fresh_by_kind)
     }
 
     /// `doc`'s activity from day `since` (`YYYY-MM-DD`) on, newest day first.
@@ -245,50 +286,84 @@ impl Store {
     }
 }
 
-/// One document's part of [`Store::record_edits`].
-async fn record_doc_edits(
+/// Documents per chunk of [`Store::record_edits`].
+const DOCS_PER_STATEMENT: usize = 200;
+/// Rows per multi-row INSERT (at most 8 parameters each: well under every engine's limit).
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// (doc, day, client) -> [edits, inserted, deleted, active_ms, last_ms]
+type EditRows<'a> = HashMap<(&'a str, String, &'a str), [i64; 5]>;
+
+/// One chunk of documents of [`Store::record_edits`]: their marks and the rows the edits
+/// add to in two queries, the sums in memory, then multi-row upserts.
+async fn record_chunk(
     tx: &mut sqlx::AnyConnection,
-    doc: &str,
-    edits: &[EditRecord],
+    docs: &[(String, Vec<EditRecord>)],
     counted: &mut Counted,
 ) -> Result<()> {
-    let mark: Option<i64> = sqlx::query_scalar("SELECT rev FROM activity_revs WHERE doc_id = $1")
-        .bind(doc)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let mark = mark.map_or(0, to_u64);
-    // (day, client) -> (edits, inserted, deleted, active_ms, last_ms)
-    let mut rows: HashMap<(String, String), [i64; 5]> = HashMap::new();
-    let mut head = mark;
-    for e in edits.iter().filter(|e| e.rev > mark) {
-        if e.rev <= head {
-            continue;
+    let sql = format!("SELECT doc_id, rev FROM activity_revs WHERE doc_id IN ({})", placeholders(docs.len(), 1));
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for (doc, _) in docs {
+        query = query.bind(doc);
+    }
+    let mut marks: HashMap<String, u64> = HashMap::new();
+    for r in query.fetch_all(&mut *tx).await? {
+        marks.insert(r.try_get("doc_id")?, to_u64(r.try_get("rev")?));
+    }
+    // What is new: revisions above each document's mark, once each, in order.
+    let mut fresh: Vec<(&str, &EditRecord)> = Vec::new();
+    let mut heads: Vec<(&str, u64)> = Vec::new();
+    let mut days: BTreeSet<String> = BTreeSet::new();
+    for (doc, edits) in docs {
+        let mark = marks.get(doc).copied().unwrap_or(0);
+        let mut head = mark;
+        for e in edits {
+            if e.rev > head {
+                head = e.rev;
+                fresh.push((doc, e));
+                days.insert(day_of(e.at_ms));
+            }
         }
-        head = e.rev;
-        let key = (day_of(e.at_ms), e.client.clone());
-        if !rows.contains_key(&key) {
-            let row = sqlx::query(
-                "SELECT edits, inserted, deleted, active_ms, last_ms FROM activity_edits \
-                 WHERE doc_id = $1 AND day = $2 AND client_id = $3",
-            )
-            .bind(doc)
-            .bind(&key.0)
-            .bind(&key.1)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let values = match row {
-                Some(r) => [
-                    r.try_get("edits")?,
-                    r.try_get("inserted")?,
-                    r.try_get("deleted")?,
-                    r.try_get("active_ms")?,
-                    r.try_get("last_ms")?,
-                ],
-                None => [0; 5],
-            };
-            rows.insert(key.clone(), values);
+        if head > mark {
+            heads.push((doc, head));
         }
-        let v = rows.get_mut(&key).expect("inserted above");
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    // The rows these edits add to, as stored.
+    let sql = format!(
+        "SELECT doc_id, day, client_id, edits, inserted, deleted, active_ms, last_ms FROM activity_edits \
+         WHERE doc_id IN ({}) AND day IN ({})",
+        placeholders(heads.len(), 1),
+        placeholders(days.len(), heads.len() + 1)
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for (doc, _) in &heads {
+        query = query.bind(*doc);
+    }
+    for day in &days {
+        query = query.bind(day);
+    }
+    let mut stored: HashMap<(String, String, String), [i64; 5]> = HashMap::new();
+    for r in query.fetch_all(&mut *tx).await? {
+        stored.insert(
+            (r.try_get("doc_id")?, r.try_get("day")?, r.try_get("client_id")?),
+            [
+                r.try_get("edits")?,
+                r.try_get("inserted")?,
+                r.try_get("deleted")?,
+                r.try_get("active_ms")?,
+                r.try_get("last_ms")?,
+            ],
+        );
+    }
+    let mut rows: EditRows<'_> = HashMap::new();
+    for (doc, e) in fresh {
+        let day = day_of(e.at_ms);
+        let v = rows
+            .entry((doc, day.clone(), e.client.as_str()))
+            .or_insert_with(|| stored.get(&(doc.to_owned(), day, e.client.clone())).copied().unwrap_or([0; 5]));
         let gap = e.at_ms - v[4];
         if v[4] > 0 && (0..=ACTIVE_GAP_MS).contains(&gap) {
             v[3] += gap;
@@ -301,35 +376,41 @@ async fn record_doc_edits(
         counted.inserted += e.inserted;
         counted.deleted += e.deleted;
     }
-    for ((day, client), v) in &rows {
-        sqlx::query(
+    let rows: Vec<_> = rows.into_iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
             "INSERT INTO activity_edits (doc_id, day, client_id, edits, inserted, deleted, active_ms, last_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (doc_id, day, client_id) DO UPDATE SET \
+             VALUES {} ON CONFLICT (doc_id, day, client_id) DO UPDATE SET \
              edits = excluded.edits, inserted = excluded.inserted, deleted = excluded.deleted, \
              active_ms = excluded.active_ms, last_ms = excluded.last_ms",
-        )
-        .bind(doc)
-        .bind(day)
-        .bind(client)
-        .bind(v[0])
-        .bind(v[1])
-        .bind(v[2])
-        .bind(v[3])
-        .bind(v[4])
-        .execute(&mut *tx)
-        .await?;
+            value_rows(chunk.len(), 8, 1)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for ((doc, day, client), v) in chunk {
+            query = query.bind(*doc).bind(day).bind(*client);
+            for n in v {
+                query = query.bind(*n);
+            }
+        }
+        query.execute(&mut *tx).await?;
     }
-    if head > mark {
-        sqlx::query(
-            "INSERT INTO activity_revs (doc_id, rev) VALUES ($1, $2) \
-             ON CONFLICT (doc_id) DO UPDATE SET rev = excluded.rev",
-        )
-        .bind(doc)
-        .bind(to_i64(head))
-        .execute(&mut *tx)
-        .await?;
+    for chunk in heads.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO activity_revs (doc_id, rev) VALUES {} ON CONFLICT (doc_id) DO UPDATE SET rev = excluded.rev",
+            value_rows(chunk.len(), 2, 1)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (doc, head) in chunk {
+            query = query.bind(*doc).bind(to_i64(*head));
+        }
+        query.execute(&mut *tx).await?;
     }
     Ok(())
+}
+
+/// `$first, $first+1, ...`: `count` placeholders for an `IN` list.
+fn placeholders(count: usize, first: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
