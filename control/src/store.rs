@@ -1227,6 +1227,93 @@ impl Store {
         Ok(claim)
     }
 
+    /// [`Store::claim_event`] for many events in one transaction (one write to disk for a
+    /// batch); the claims in the order of `event_ids` (an id twice is claimed once, then
+    /// found unfinished).
+    pub async fn claim_events(&self, worker: &str, event_ids: &[String]) -> Result<Vec<Claim>> {
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let mut known: HashMap<String, Claim> = HashMap::new();
+        for chunk in event_ids.chunks(500) {
+            let sql = format!(
+                "SELECT event_id, state, attempts FROM processed_events WHERE worker = $1 AND event_id IN ({})",
+                (2..chunk.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(worker);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for r in query.fetch_all(&mut *tx).await? {
+                let claim = if r.try_get::<String, _>("state")? == "done" {
+                    Claim::Done
+                } else {
+                    Claim::Unfinished { attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX) }
+                };
+                known.insert(r.try_get("event_id")?, claim);
+            }
+        }
+        let mut claims = Vec::with_capacity(event_ids.len());
+        let (mut fresh, mut again): (Vec<&String>, Vec<&String>) = (Vec::new(), Vec::new());
+        for id in event_ids {
+            let claim = match known.get(id) {
+                None => {
+                    fresh.push(id);
+                    known.insert(id.clone(), Claim::Unfinished { attempts: 1 });
+                    Claim::Fresh
+                }
+                Some(Claim::Done) => Claim::Done,
+                Some(&Claim::Unfinished { attempts }) => {
+                    again.push(id);
+                    known.insert(id.clone(), Claim::Unfinished { attempts: attempts.saturating_add(1) });
+                    Claim::Unfinished { attempts }
+                }
+                Some(Claim::Fresh) => unreachable!("stored claims are done or unfinished"),
+            };
+            claims.push(claim);
+        }
+        for chunk in fresh.chunks(100) {
+            let sql = format!(
+                "INSERT INTO processed_events (worker, event_id, state, attempts, updated_ms) VALUES {}",
+                value_rows(chunk.len(), 5, 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(worker).bind(*id).bind("started").bind(1_i64).bind(now);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for id in again {
+            sqlx::query(
+                "UPDATE processed_events SET attempts = attempts + 1, updated_ms = $1 WHERE worker = $2 AND event_id = $3",
+            )
+            .bind(now)
+            .bind(worker)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(claims)
+    }
+
+    /// [`Store::finish_event`] for many events in one statement.
+    pub async fn finish_events(&self, worker: &str, event_ids: &[String]) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        for chunk in event_ids.chunks(500) {
+            let sql = format!(
+                "UPDATE processed_events SET state = 'done', updated_ms = $1 WHERE worker = $2 AND event_id IN ({})",
+                (3..chunk.len() + 3).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now_ms()).bind(worker);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records that `worker` finished `event_id`'s effect.
     pub async fn finish_event(&self, worker: &str, event_id: &str) -> Result<()> {
         sqlx::query("UPDATE processed_events SET state = 'done', updated_ms = $1 WHERE worker = $2 AND event_id = $3")

@@ -218,6 +218,14 @@ async fn suite(store: &Store) {
     assert_eq!(store.claim_event("search", "e1").await.unwrap(), Claim::Fresh, "per worker");
     store.finish_event("mail", "e1").await.unwrap();
     assert_eq!(store.claim_event("mail", "e1").await.unwrap(), Claim::Done);
+    // In bulk: the same answers, in order, in one transaction.
+    let events: Vec<String> = ["e1", "b1", "b2", "b1"].iter().map(|s| (*s).to_owned()).collect();
+    let claims = store.claim_events("mail", &events).await.unwrap();
+    assert_eq!(claims, vec![Claim::Done, Claim::Fresh, Claim::Fresh, Claim::Unfinished { attempts: 1 }]);
+    store.finish_events("mail", &events[1..2]).await.unwrap();
+    let claims = store.claim_events("mail", &events[1..3]).await.unwrap();
+    assert_eq!(claims, vec![Claim::Done, Claim::Unfinished { attempts: 1 }]);
+    assert_eq!(store.claim_event("mail", "b2").await.unwrap(), Claim::Unfinished { attempts: 2 });
     let letter = DeadLetter {
         worker: "mail".into(),
         topic: "notifications".into(),

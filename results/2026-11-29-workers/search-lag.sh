@@ -14,10 +14,22 @@ scenario=${SCENARIO:-office}
 tag=${TAG:-$scenario-cpu${SERVER_CPUS:-0}}
 data=$(mktemp -d)
 port=$((20000 + RANDOM % 20000))
-taskset -c "${SERVER_CPUS:-0}" "$bin/tandem" serve --auth dev --listen "127.0.0.1:$port" --data-dir "$data" --cores 1 \
-    --max-messages-per-s 1000000 --log warn 2>"$out/$tag-server.log" &
+touch "$data/tandem.toml"
+broker=
+if [ "${KAFKA:-0}" = 1 ]; then
+    kport=$((port + 1))
+    taskset -c "${GEN_CPUS:-1}" "${TANDEM_TANSU:-$HOME/.cache/tandem/tansu/bin/tansu}" broker \
+        --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
+        --storage-engine memory://tansu/ >/dev/null 2>&1 &
+    broker=$!
+    for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$kport) 2>/dev/null && break; sleep 0.1; done
+    printf '[events]\nbackend = "kafka"\n[events.kafka]\nbrokers = "127.0.0.1:%s"\npartitions = 4\nreplication = 1\n' \
+        "$kport" >"$data/tandem.toml"
+fi
+taskset -c "${SERVER_CPUS:-0}" "$bin/tandem" serve --auth dev --listen "127.0.0.1:$port" --data-dir "$data/data" --cores 1 \
+    --config "$data/tandem.toml" --max-messages-per-s 1000000 --log warn 2>"$out/$tag-server.log" &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf "$data"' EXIT
+trap 'kill $pid $broker 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 mkdir -p "$out/$tag"
 taskset -c "${GEN_CPUS:-1}" "$bin/tandem-loadgen" run "${SCENARIO_FILE:-loadgen/scenarios/$scenario.toml}" --target "ws://127.0.0.1:$port/ws" \
@@ -27,7 +39,7 @@ lag() { curl -s "127.0.0.1:$port/metrics" | awk -v g="$1" '$1 ~ "tandem_bus_lag_
 for _ in $(seq 600); do [ "$(lag search)" = 0 ] && [ "$(lag analytics-edits)" = 0 ] && break; sleep 0.5; done
 drained=$(( $(date +%s) - ended ))
 {
-    echo "# $scenario, server CPUs ${SERVER_CPUS:-0}; backlog drained $drained s after the load stopped"
+    echo "# $scenario, server CPUs ${SERVER_CPUS:-0}, bus $([ "${KAFKA:-0}" = 1 ] && echo kafka || echo in-process); backlog drained $drained s after the load stopped"
     echo "# commit $(git rev-parse --short HEAD), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs $(uname -m)"
     curl -s "127.0.0.1:$port/metrics" | grep -E "^tandem_(search|worker|bus_lag|feed|analytics|oplog_ops_total)"
 } >"$out/$tag-metrics.txt"

@@ -6,8 +6,8 @@
 //! feed's ops to the text it indexed (each indexed document stores its text and revision),
 //! so it never reads the document back; revisions at or below the indexed one are skipped,
 //! which makes redelivery harmless. Changes collect in memory per document (debounced: a
-//! batch collects events for up to half a second) and are written in one commit per batch, before the batch's offsets are committed,
-//! so a crash re-reads what the index does not hold. A revision gap (an index lost or made
+//! batch collects events for up to 0.3 s) and are written in one commit per batch, before
+//! the batch's offsets are committed, so a crash re-reads what the index does not hold. A revision gap (an index lost or made
 //! before the feed existed) is dead-lettered with the fix: `tandem reindex`, which rebuilds
 //! the index from the op log.
 
@@ -38,10 +38,10 @@ pub const GROUP: &str = "search";
 const WRITER_HEAP: usize = 64 * 1024 * 1024;
 /// The text fields' analyzer.
 const ANALYZER: &str = "tandem";
-/// How long a batch collects events before its commit: at most two commits a second, so
+/// How long a batch collects events before its commit: a few commits a second at most, so
 /// commits (each a new segment, an fsync and a reader reload) stay cheap at any edit rate,
-/// well within the 2 s from ack to searchable.
-const LINGER: Duration = Duration::from_millis(500);
+/// within the 2 s from ack to searchable with the commit's own time.
+const LINGER: Duration = Duration::from_millis(300);
 /// Characters of text in a snippet.
 const SNIPPET_CHARS: usize = 180;
 
@@ -123,9 +123,16 @@ impl SearchIndex {
         Ok(Arc::new(Self { dir: dir.to_owned(), index, reader, fields, parser }))
     }
 
-    /// Its one writer; an error names the other writer when one holds the index.
+    /// Its one writer, indexing on every CPU (for rebuilds); an error names the other writer
+    /// when one holds the index.
     pub fn writer(&self) -> Result<IndexWriter, String> {
-        self.index.writer(WRITER_HEAP).map_err(|e| match e {
+        self.writer_with_threads(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+    }
+
+    /// Its one writer, indexing on `threads` threads. Each thread writes its own segment per
+    /// commit, so the worker, which commits often, uses one: fewer segments, fewer merges.
+    pub fn writer_with_threads(&self, threads: usize) -> Result<IndexWriter, String> {
+        self.index.writer_with_num_threads(threads.clamp(1, 8), WRITER_HEAP).map_err(|e| match e {
             tantivy::TantivyError::LockFailure(..) => format!(
                 "the search index in {} is being written by another process (a running `tandem serve` or \
                  `tandem worker --topics search`); stop it first",
@@ -261,7 +268,7 @@ pub struct Search {
 impl Search {
     /// The worker for `index` (taking its writer: an error when another process has it).
     pub fn new(index: Arc<SearchIndex>, stats: Arc<SearchStats>) -> Result<Self, String> {
-        let writer = Arc::new(Mutex::new(index.writer()?));
+        let writer = Arc::new(Mutex::new(index.writer_with_threads(1)?));
         Ok(Self { index, writer, pending: HashMap::new(), made_ms: Vec::new(), stats })
     }
 
