@@ -1296,24 +1296,6 @@ impl Store {
         Ok(claims)
     }
 
-    /// [`Store::finish_event`] for many events in one statement.
-    pub async fn finish_events(&self, worker: &str, event_ids: &[String]) -> Result<()> {
-        let mut tx = self.write.begin().await?;
-        for chunk in event_ids.chunks(500) {
-            let sql = format!(
-                "UPDATE processed_events SET state = 'done', updated_ms = $1 WHERE worker = $2 AND event_id IN ({})",
-                (3..chunk.len() + 3).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now_ms()).bind(worker);
-            for id in chunk {
-                query = query.bind(id);
-            }
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Records that `worker` finished `event_id`'s effect.
     pub async fn finish_event(&self, worker: &str, event_id: &str) -> Result<()> {
         sqlx::query("UPDATE processed_events SET state = 'done', updated_ms = $1 WHERE worker = $2 AND event_id = $3")

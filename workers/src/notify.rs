@@ -4,8 +4,9 @@
 //!
 //! Exactly one email per event: the worker claims the event's id in the metadata store
 //! before sending and marks it done after, so a redelivered event that was sent is skipped.
-//! The one window left is a crash after the SMTP server accepted the message and before the
-//! mark: that event is sent again on redelivery, with the same `Message-ID`
+//! The one window left is a crash after the SMTP server accepted a message and before its
+//! mark (each email is marked as soon as it is accepted; up to [`PARALLEL`] are in flight):
+//! those events are sent again on redelivery, with the same `Message-ID`
 //! (`<event id@tandem>`), which receiving systems use to drop duplicates. As files, the
 //! email's name is the event's id, written atomically, so a second write is the same file.
 
@@ -213,9 +214,9 @@ impl Worker for Notifications {
         self.email(envelope).await
     }
 
-    /// A batch: its emails claimed in one transaction, sent up to [`PARALLEL`] at once, and
-    /// marked sent in one statement. The rate is then the SMTP round trip's, not the two
-    /// writes to disk per email the one-by-one path makes (which competed with the op log's).
+    /// A batch: its emails claimed in one transaction, then sent up to [`PARALLEL`] at once,
+    /// each marked sent as soon as the SMTP server took it. The rate is then the SMTP round
+    /// trip's.
     fn handle_all<'a>(
         &'a mut self,
         events: &'a [&'a Envelope],
@@ -247,35 +248,17 @@ impl Worker for Notifications {
                     return results;
                 }
             };
+            // Each email is marked sent as soon as the server took it: a crash re-sends at most
+            // the ones in flight (up to PARALLEL, each with its Message-ID), never a batch.
             let sends = to_send
                 .into_iter()
                 .zip(claims)
                 .filter(|(_, claim)| *claim != Claim::Done)
-                .map(|((i, message), _)| async move { (i, this.mailer.send(message, &events[i].id).await) });
+                .map(|((i, message), _)| async move { (i, this.send_and_mark(&events[i].id, message).await) });
             let sent: Vec<(usize, Result<(), Failure>)> =
                 stream::iter(sends).buffer_unordered(PARALLEL).collect().await;
-            let mut done = Vec::new();
             for (i, result) in sent {
-                match result {
-                    Ok(()) => done.push(i),
-                    Err(failure) => results[i] = Err(failure),
-                }
-            }
-            let done_ids: Vec<String> = done.iter().map(|i| events[*i].id.clone()).collect();
-            // Marking is retried here, not by resending.
-            let mut wait = Duration::from_millis(100);
-            for attempt in 1..=8 {
-                match this.store.finish_events(GROUP, &done_ids).await {
-                    Ok(()) => return results,
-                    Err(e) => tracing::warn!("notifications: marking {} emails sent: {e}", done_ids.len()),
-                }
-                if attempt < 8 {
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
-            }
-            for i in done {
-                results[i] = Err(Failure::Transient("the email went, but marking it sent failed".into()));
+                results[i] = result;
             }
             results
         }
@@ -295,13 +278,18 @@ impl Notifications {
             Ok(Claim::Fresh | Claim::Unfinished { .. }) => {}
             Err(e) => return Err(Failure::Transient(format!("claiming the event: {e}"))),
         }
-        self.mailer.send(message, &envelope.id).await?;
-        // Marking is retried here, not by resending.
+        self.send_and_mark(&envelope.id, message).await
+    }
+
+    /// Sends `message` (event `id`, claimed) and marks it sent; marking is retried here, not
+    /// by resending.
+    async fn send_and_mark(&self, id: &str, message: Message) -> Result<(), Failure> {
+        self.mailer.send(message, id).await?;
         let mut wait = Duration::from_millis(100);
         for _ in 0..8 {
-            match self.store.finish_event(GROUP, &envelope.id).await {
+            match self.store.finish_event(GROUP, id).await {
                 Ok(()) => return Ok(()),
-                Err(e) => tracing::warn!("notifications: marking event {} sent: {e}", envelope.id),
+                Err(e) => tracing::warn!("notifications: marking event {id} sent: {e}"),
             }
             tokio::time::sleep(wait).await;
             wait *= 2;
