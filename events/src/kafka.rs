@@ -6,17 +6,14 @@
 //! consumer groups with automatic commits off; the offset after a delivery is committed only
 //! when the worker says the work is done, so a crash redelivers (at least once).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::statistics::Statistics;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 use crate::schema::Topic;
@@ -27,12 +24,7 @@ use crate::{Delivery, Error, KafkaConfig, Message, Result};
 pub struct KafkaBus {
     config: KafkaConfig,
     producer: FutureProducer,
-    lags: Lags,
 }
-
-/// The lag of this process's consumers, by (group, topic, partition): the partition's high
-/// watermark (as last fetched) less the group's committed offset, refreshed every second.
-type Lags = Arc<Mutex<BTreeMap<(String, Topic, i32), u64>>>;
 
 impl std::fmt::Debug for KafkaBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,7 +61,7 @@ impl KafkaBus {
                 Err((topic, code)) => return Err(Error::Storage(format!("kafka: creating topic {topic}: {code}"))),
             }
         }
-        Ok(Self { config, producer, lags: Lags::default() })
+        Ok(Self { config, producer })
     }
 
     fn topic_name(&self, topic: Topic) -> String {
@@ -96,74 +88,27 @@ impl KafkaBus {
     /// A consumer of `topic` in `group`, from the group's committed offsets (the oldest kept
     /// message for a new group).
     pub fn subscribe(&self, group: &str, topic: Topic) -> Result<KafkaConsumer> {
-        let context = LagContext { group: group.to_owned(), topic, lags: Arc::clone(&self.lags) };
-        let consumer: StreamConsumer<LagContext> = ClientConfig::new()
+        let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.config.brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", self.config.session_timeout_ms.to_string())
-            // librdkafka's statistics carry each assigned partition's lag (LagContext).
-            .set("statistics.interval.ms", LAG_EVERY_MS.to_string())
-            .create_with_context(context)
+            .create()
             .map_err(kafka)?;
         let name = self.topic_name(topic);
         consumer.subscribe(&[&name]).map_err(kafka)?;
         Ok(KafkaConsumer { consumer, topic, name })
     }
-
-    /// How far behind this process's consumers are, per (group, topic), in messages: over the
-    /// partitions each is assigned now (other processes of the group report their own).
-    pub fn lag(&self) -> Vec<(String, Topic, u64)> {
-        let lags = self.lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut out: Vec<(String, Topic, u64)> = Vec::new();
-        for ((group, topic, _), lag) in lags.iter() {
-            match out.last_mut() {
-                Some((g, t, sum)) if g == group && t == topic => *sum += lag,
-                _ => out.push((group.clone(), *topic, *lag)),
-            }
-        }
-        out
-    }
 }
 
 /// A group's consumer of one topic on Kafka.
 pub struct KafkaConsumer {
-    consumer: StreamConsumer<LagContext>,
+    consumer: StreamConsumer,
     topic: Topic,
     name: String,
 }
-
-/// How often a consumer's lag is refreshed, ms.
-const LAG_EVERY_MS: u32 = 1000;
-
-/// Keeps a consumer's lag from librdkafka's statistics: per assigned partition, the high
-/// watermark it last fetched less the group's committed offset.
-struct LagContext {
-    group: String,
-    topic: Topic,
-    lags: Lags,
-}
-
-impl ClientContext for LagContext {
-    fn stats(&self, statistics: Statistics) {
-        let mut lags = self.lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Partitions this consumer no longer holds are forgotten.
-        lags.retain(|(g, t, _), _| !(g == &self.group && *t == self.topic));
-        for topic in statistics.topics.values() {
-            for (partition, p) in &topic.partitions {
-                // -1 is librdkafka's internal partition; a negative lag is not known yet.
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    let lag = u64::try_from(p.consumer_lag).unwrap_or(0);
-                    lags.insert((self.group.clone(), self.topic, *partition), lag);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for LagContext {}
 
 impl std::fmt::Debug for KafkaConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
