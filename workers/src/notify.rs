@@ -225,7 +225,14 @@ impl Worker for Notifications {
         async move {
             let mut results: Vec<Result<(), Failure>> = Vec::with_capacity(events.len());
             let mut to_send: Vec<(usize, Message)> = Vec::new();
+            // An event delivered twice in one batch (a relay re-sent it) is sent once: its
+            // first copy's result stands for both.
+            let mut seen = std::collections::HashSet::new();
             for (i, envelope) in events.iter().enumerate() {
+                if !seen.insert(envelope.id.as_str()) {
+                    results.push(Ok(()));
+                    continue;
+                }
                 match this.message(envelope) {
                     Ok(Some(message)) => {
                         to_send.push((i, message));
