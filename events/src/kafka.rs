@@ -5,13 +5,20 @@
 //! every message, and waits (never drops) while librdkafka's local queue is full. Consumers:
 //! consumer groups with automatic commits off; the offset after a delivery is committed only
 //! when the worker says the work is done, so a crash redelivers (at least once).
+//!
+//! Lag: a thread of its own ([`watch_lag`]) asks the brokers, every
+//! `lag_interval_ms`, for each subscribed group's committed offsets and each partition's
+//! high watermark, with consumers that never join the group (so they never rebalance and
+//! can never hold up the workers' own consumers).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
@@ -24,6 +31,14 @@ use crate::{Delivery, Error, KafkaConfig, Message, Result};
 pub struct KafkaBus {
     config: KafkaConfig,
     producer: FutureProducer,
+    lag: Arc<Lag>,
+}
+
+/// The (group, topic) pairs subscribed in this process, and their lag as last read.
+#[derive(Debug, Default)]
+struct Lag {
+    watched: Mutex<BTreeSet<(String, Topic)>>,
+    read: Mutex<BTreeMap<(String, Topic), u64>>,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -61,7 +76,21 @@ impl KafkaBus {
                 Err((topic, code)) => return Err(Error::Storage(format!("kafka: creating topic {topic}: {code}"))),
             }
         }
-        Ok(Self { config, producer })
+        let lag = Arc::new(Lag::default());
+        let watch = (config.clone(), Arc::downgrade(&lag));
+        std::thread::Builder::new()
+            .name("tandem-kafka-lag".into())
+            .spawn(move || watch_lag(&watch.0, &watch.1))
+            .map_err(|e| Error::Storage(format!("kafka: starting the lag thread: {e}")))?;
+        Ok(Self { config, producer, lag })
+    }
+
+    /// How far behind each group subscribed in this process is, per topic, in messages
+    /// (over all the topic's partitions, whichever process holds them), as last read; a
+    /// group appears once its first reading is in.
+    pub fn lag(&self) -> Vec<(String, Topic, u64)> {
+        let read = self.lag.read.lock().unwrap_or_else(PoisonError::into_inner);
+        read.iter().map(|((g, t), n)| (g.clone(), *t, *n)).collect()
     }
 
     fn topic_name(&self, topic: Topic) -> String {
@@ -99,8 +128,77 @@ impl KafkaBus {
             .map_err(kafka)?;
         let name = self.topic_name(topic);
         consumer.subscribe(&[&name]).map_err(kafka)?;
+        self.lag.watched.lock().unwrap_or_else(PoisonError::into_inner).insert((group.to_owned(), topic));
         Ok(KafkaConsumer { consumer, topic, name })
     }
+}
+
+/// Reads the watched groups' lag every `lag_interval_ms` until the bus is dropped. Runs on a
+/// thread of its own: librdkafka's calls here block (up to a timeout each).
+fn watch_lag(config: &KafkaConfig, bus: &Weak<Lag>) {
+    let every = Duration::from_millis(config.lag_interval_ms.max(10));
+    let mut readers: HashMap<String, BaseConsumer> = HashMap::new();
+    loop {
+        std::thread::sleep(every);
+        let Some(lag) = bus.upgrade() else { return };
+        let watched = lag.watched.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        drop(lag);
+        for (group, topic) in watched {
+            let name = format!("{}{}", config.topic_prefix, topic.name());
+            let reader = match readers.entry(group.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    // Never subscribes or assigns: it only asks for the group's offsets.
+                    let created = ClientConfig::new()
+                        .set("bootstrap.servers", &config.brokers)
+                        .set("group.id", &group)
+                        .set("enable.auto.commit", "false")
+                        .create::<BaseConsumer>();
+                    match created {
+                        Ok(c) => e.insert(c),
+                        Err(err) => {
+                            tracing::warn!("kafka lag of group {group}: {err}");
+                            continue;
+                        }
+                    }
+                }
+            };
+            let read = group_lag(reader, &name);
+            if let Err(e) = &read {
+                tracing::debug!("kafka lag of group {group} on {name}: {e}");
+            }
+            let Some(lag) = bus.upgrade() else { return };
+            let mut map = lag.read.lock().unwrap_or_else(PoisonError::into_inner);
+            match read {
+                Ok(n) => map.insert((group, topic), n),
+                // Unknown now: no stale number is shown.
+                Err(_) => map.remove(&(group, topic)),
+            };
+        }
+    }
+}
+
+/// The messages in `topic` after `reader`'s group's committed offsets, over every partition
+/// (a partition without a commit counts from its oldest kept message).
+fn group_lag(reader: &BaseConsumer, topic: &str) -> Result<u64> {
+    let timeout = Duration::from_secs(5);
+    let metadata = reader.fetch_metadata(Some(topic), timeout).map_err(kafka)?;
+    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let mut list = TopicPartitionList::new();
+    for p in &partitions {
+        list.add_partition(topic, *p);
+    }
+    let committed = reader.committed_offsets(list, timeout).map_err(kafka)?;
+    let mut total = 0u64;
+    for p in partitions {
+        let (low, high) = reader.fetch_watermarks(topic, p, timeout).map_err(kafka)?;
+        let from = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o.max(low),
+            _ => low,
+        };
+        total += u64::try_from(high - from).unwrap_or(0);
+    }
+    Ok(total)
 }
 
 /// A group's consumer of one topic on Kafka.

@@ -39,6 +39,8 @@ pub struct KafkaConfig {
     /// A consumer not heard from for this long (a crashed worker) leaves its group, and
     /// its partitions go to the others, ms.
     pub session_timeout_ms: u32,
+    /// How often each consumer group's lag (for `/metrics`) is read from the brokers, ms.
+    pub lag_interval_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -51,6 +53,7 @@ impl Default for KafkaConfig {
             publish_timeout_ms: 30_000,
             queue_messages: 100_000,
             session_timeout_ms: 10_000,
+            lag_interval_ms: 5_000,
         }
     }
 }
@@ -142,14 +145,13 @@ impl Bus {
         }
     }
 
-    /// How far behind each (group, topic) is, in messages (in process only).
+    /// How far behind each (group, topic) is, in messages: every group in process; on
+    /// Kafka, the groups this process subscribed, as last read from the brokers.
     pub fn lag(&self) -> Vec<(String, Topic, u64)> {
         match self {
             Self::Local(b) => b.lag(),
-            // Kafka's lag is the brokers' to tell (consumer-group tooling, broker metrics): a
-            // consumer reading librdkafka's statistics for it hung on close (rdkafka 0.39).
             #[cfg(feature = "kafka")]
-            Self::Kafka(_) => Vec::new(),
+            Self::Kafka(b) => b.lag(),
         }
     }
 

@@ -354,17 +354,39 @@ mod kafka {
             partitions: 3,
             replication: 1,
             queue_messages: 10,
+            lag_interval_ms: 100,
             ..KafkaConfig::default()
         };
         let bus = Bus::Kafka(KafkaBus::connect(config).await.unwrap());
         let msgs: Vec<Message> = (0..2000).map(|i| Message::from(&created(&format!("e{i}"), "d", i))).collect();
         bus.publish(&msgs).await.unwrap();
-        let mut c = bus.subscribe(&b.name("g"), Topic::DocumentEdits).await.unwrap();
+        let group = b.name("g");
+        let mut c = bus.subscribe(&group, Topic::DocumentEdits).await.unwrap();
         let got = take(&mut c, 2000).await;
         let ids: Vec<String> = got.iter().map(|d| d.event.as_ref().unwrap().id.clone()).collect();
         assert_eq!(ids, (0..2000).map(|i| format!("e{i}")).collect::<Vec<_>>());
-        // This process's lag: the partition's high watermark less the committed offset
-        // (refreshed every second; the other partitions, empty, lag 0).
+
+        // The group's lag, read from the brokers: everything until a commit, then what is
+        // after it (one partition holds all of "d"'s messages).
+        let lag_becomes = |want: u64| {
+            let (bus, group) = (bus.clone(), group.clone());
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    let now = bus.lag();
+                    if now == vec![(group.clone(), Topic::DocumentEdits, want)] {
+                        return;
+                    }
+                    assert!(tokio::time::Instant::now() < deadline, "lag {now:?}, expected {want}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        lag_becomes(2000).await;
+        c.commit(&got[1499]).await.unwrap();
+        lag_becomes(500).await;
+        c.commit(&got[1999]).await.unwrap();
+        lag_becomes(0).await;
         reads_until_a_deadline(&fresh("deadline")).await;
         drop(broker);
     }

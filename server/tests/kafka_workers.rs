@@ -2,7 +2,7 @@
 //! publishes the change feed and leaves search and analytics to a worker process beside it;
 //! the worker is killed (-9) mid-stream and another takes over its consumer groups; search
 //! and activity converge on every acknowledged edit, each counted once, and the worker's
-//! `/metrics` counts its work. Runs with `--features kafka` (the README's test command).
+//! `/metrics` counts its work and reports its groups' Kafka lag. Runs with `--features kafka` (the README's test command).
 #![cfg(feature = "kafka")]
 
 mod support;
@@ -50,7 +50,7 @@ fn worker_processes_on_kafka_index_and_count_every_edit_once_across_a_kill() {
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "[events]\nbackend = \"kafka\"\nworkers = [\"notifications\"]\n\n[events.kafka]\n\
-         brokers = \"127.0.0.1:{}\"\ntopic_prefix = \"e2e.\"\npartitions = 3\nreplication = 1\nsession_timeout_ms = 6000\n",
+         brokers = \"127.0.0.1:{}\"\ntopic_prefix = \"e2e.\"\npartitions = 3\nreplication = 1\nsession_timeout_ms = 6000\nlag_interval_ms = 500\n",
         broker.port
     );
     let server = start_at(dir.path(), &config, &[]);
@@ -88,8 +88,12 @@ fn worker_processes_on_kafka_index_and_count_every_edit_once_across_a_kill() {
         assert!(day["edits"].as_u64().unwrap_or(0) <= 45, "counted twice: {day}");
         (day["edits"] == 45).then_some(())
     });
-    // The worker's own /metrics: what it processed.
-    let metrics = http(second.metrics, "GET", "/metrics", &[], None).raw;
+    // The worker's own /metrics: what it processed, and its groups' Kafka lag (0: caught up;
+    // read from the brokers every `lag_interval_ms`).
+    let metrics = eventually(30, "the worker reports no lag", || {
+        let m = http(second.metrics, "GET", "/metrics", &[], None).raw;
+        m.contains("tandem_bus_lag_messages{group=\"search\",topic=\"document-edits\"} 0").then_some(m)
+    });
     assert!(metrics.contains("tandem_worker_processed_total{worker=\"search\"}"), "{metrics}");
     assert!(metrics.contains("tandem_analytics_edits_total"), "{metrics}");
     let server_metrics = http(addr, "GET", "/metrics", &[], None).raw;
