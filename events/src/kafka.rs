@@ -100,16 +100,34 @@ impl KafkaBus {
     /// Publishes `messages`; returns when the brokers acknowledged all of them.
     pub async fn publish(&self, messages: &[Message]) -> Result<()> {
         let timeout = Duration::from_millis(self.config.publish_timeout_ms);
-        let names: Vec<String> = messages.iter().map(|m| self.topic_name(m.topic)).collect();
-        // Queued in order (idempotence keeps a partition's order across retries), then awaited.
+        let started = tokio::time::Instant::now();
+        // All queued first, in order (idempotence keeps a partition's order across retries),
+        // so librdkafka sends them in batches; then awaited. (`FutureProducer::send` is lazy:
+        // awaiting each in turn sent one message per round trip, ~160 messages/s on tansu.)
         let mut pending = Vec::with_capacity(messages.len());
-        for (m, topic) in messages.iter().zip(&names) {
-            let record = FutureRecord::to(topic).key(m.key.as_bytes()).payload(m.payload.as_slice());
-            // `send` waits (up to the timeout) while the local queue is full: backpressure.
-            pending.push(self.producer.send(record, timeout));
+        for m in messages {
+            let topic = self.topic_name(m.topic);
+            let mut record = FutureRecord::to(&topic).key(m.key.as_bytes()).payload(m.payload.as_slice());
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => break pending.push(delivery),
+                    // Backpressure: the local queue is full until the brokers take some.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if started.elapsed() < timeout =>
+                    {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => return Err(kafka(e)),
+                }
+            }
         }
-        for sent in pending {
-            sent.await.map_err(|(e, _)| kafka(e))?;
+        for delivery in pending {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(kafka(e)),
+                Err(_) => return Err(Error::Storage("kafka: the producer went away".into())),
+            }
         }
         Ok(())
     }
