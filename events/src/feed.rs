@@ -23,6 +23,12 @@ use crate::{Bus, Message};
 /// Batches the queue holds before storage threads fall back to catching up.
 pub const QUEUE: usize = 16_384;
 
+/// Most batches published in one round.
+const ROUND_BATCHES: usize = 1024;
+
+/// How long a round waits for more batches after its first.
+const LINGER: Duration = Duration::from_millis(20);
+
 /// How often cursors are saved (a crash re-publishes at most this much; consumers
 /// deduplicate by revision).
 const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -160,11 +166,26 @@ impl FeedTask {
         loop {
             // Waits at most a save period, so that the last cursors are saved when the
             // edits stop.
-            let got = match tokio::time::timeout(SAVE_EVERY, self.rx.recv_many(&mut buffer, 256)).await {
+            let got = match tokio::time::timeout(SAVE_EVERY, self.rx.recv_many(&mut buffer, ROUND_BATCHES)).await {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(_) => 0,
             };
+            // Lingers to publish more at once: each publish is a transaction (in process) or
+            // a round trip to the brokers (Kafka), and at typing rates most batches are one op.
+            let linger = tokio::time::Instant::now() + LINGER;
+            let mut closed = false;
+            while got > 0 && buffer.len() < ROUND_BATCHES {
+                let room = ROUND_BATCHES - buffer.len();
+                match tokio::time::timeout_at(linger, self.rx.recv_many(&mut buffer, room)).await {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
             if got == 0 {
                 if !unsaved.is_empty() {
                     let heads: Vec<(String, u64)> = unsaved.drain().collect();
@@ -217,6 +238,9 @@ impl FeedTask {
                     tracing::warn!("change feed: saving cursors: {e}");
                 }
                 last_save = std::time::Instant::now();
+            }
+            if closed {
+                break;
             }
         }
     }
