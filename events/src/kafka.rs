@@ -54,14 +54,24 @@ fn kafka(e: KafkaError) -> Error {
 impl KafkaBus {
     /// Connects and creates the topics that do not exist yet.
     pub async fn connect(config: KafkaConfig) -> Result<Self> {
-        let producer: FutureProducer = ClientConfig::new()
+        for (section, extra) in [("producer", &config.producer), ("consumer", &config.consumer)] {
+            if let Some(key) = extra.keys().find(|k| crate::KAFKA_FIXED_PROPERTIES.contains(&k.as_str())) {
+                return Err(Error::Config(format!(
+                    "[events.kafka.{section}] may not set {key:?}: Tandem's delivery guarantees rest on it"
+                )));
+            }
+        }
+        let mut producer = ClientConfig::new();
+        producer
             .set("bootstrap.servers", &config.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", config.publish_timeout_ms.to_string())
-            .set("queue.buffering.max.messages", config.queue_messages.max(1).to_string())
-            .create()
-            .map_err(kafka)?;
+            .set("queue.buffering.max.messages", config.queue_messages.max(1).to_string());
+        for (k, v) in &config.producer {
+            producer.set(k, v);
+        }
+        let producer: FutureProducer = producer.create().map_err(kafka)?;
         let admin: AdminClient<DefaultClientContext> =
             ClientConfig::new().set("bootstrap.servers", &config.brokers).create().map_err(kafka)?;
         let names: Vec<String> = Topic::ALL.iter().map(|t| format!("{}{}", config.topic_prefix, t.name())).collect();
@@ -135,15 +145,18 @@ impl KafkaBus {
     /// A consumer of `topic` in `group`, from the group's committed offsets (the oldest kept
     /// message for a new group).
     pub fn subscribe(&self, group: &str, topic: Topic) -> Result<KafkaConsumer> {
-        let consumer: StreamConsumer = ClientConfig::new()
+        let mut consumer = ClientConfig::new();
+        consumer
             .set("bootstrap.servers", &self.config.brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", self.config.session_timeout_ms.to_string())
-            .create()
-            .map_err(kafka)?;
+            .set("session.timeout.ms", self.config.session_timeout_ms.to_string());
+        for (k, v) in &self.config.consumer {
+            consumer.set(k, v);
+        }
+        let consumer: StreamConsumer = consumer.create().map_err(kafka)?;
         let name = self.topic_name(topic);
         consumer.subscribe(&[&name]).map_err(kafka)?;
         self.lag.watched.lock().unwrap_or_else(PoisonError::into_inner).insert((group.to_owned(), topic));

@@ -18,10 +18,12 @@ pub mod local;
 pub mod relay;
 pub mod schema;
 
+use std::collections::BTreeMap;
+
 pub use schema::{Change, Envelope, Event, SCHEMA_VERSION, Topic};
 
 /// `[events.kafka]` in the configuration.
-#[derive(Clone, Debug, serde::Deserialize, PartialEq, Eq)]
+#[derive(Clone, serde::Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `host:port,...` of the brokers.
@@ -41,7 +43,45 @@ pub struct KafkaConfig {
     pub session_timeout_ms: u32,
     /// How often each consumer group's lag (for `/metrics`) is read from the brokers, ms.
     pub lag_interval_ms: u64,
+    /// More librdkafka properties for the producer (`[events.kafka.producer]`, e.g.
+    /// `"linger.ms" = "20"`), set after Tandem's own. The ones Tandem's guarantees rest on
+    /// (idempotence, `acks`, the brokers) cannot be changed here.
+    pub producer: BTreeMap<String, String>,
+    /// More librdkafka properties for the consumers (`[events.kafka.consumer]`); offsets'
+    /// commits, the group and the brokers cannot be changed here.
+    pub consumer: BTreeMap<String, String>,
 }
+
+impl std::fmt::Debug for KafkaConfig {
+    /// The extra properties' values are left out: they may hold credentials (`sasl.password`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("queue_messages", &self.queue_messages)
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("lag_interval_ms", &self.lag_interval_ms)
+            .field("producer", &self.producer.keys().collect::<Vec<_>>())
+            .field("consumer", &self.consumer.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// librdkafka properties that `[events.kafka.producer]` and `[events.kafka.consumer]` may
+/// not set: delivery guarantees rest on them.
+pub const KAFKA_FIXED_PROPERTIES: [&str; 8] = [
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+];
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -54,6 +94,8 @@ impl Default for KafkaConfig {
             queue_messages: 100_000,
             session_timeout_ms: 10_000,
             lag_interval_ms: 5_000,
+            producer: BTreeMap::new(),
+            consumer: BTreeMap::new(),
         }
     }
 }
