@@ -91,6 +91,10 @@ enum Command {
         /// Notification emails per second.
         #[arg(long, value_parser = plan::parse_count, default_value = "0")]
         emails_per_s: f64,
+        /// Edits per change-feed event (at least 1): typing gives one op per event (the
+        /// default, the workers' costliest case), bursts and catch-ups more.
+        #[arg(long, default_value_t = 1.0)]
+        ops_per_event: f64,
         /// The workers' costs per core (the JSON from `cargo run --release -p tandem-workers
         /// --example workers_bench -- FILE`); without it the plan leaves the workers out.
         #[arg(long)]
@@ -209,6 +213,7 @@ fn main() -> Result<()> {
             documents,
             opens_per_s,
             emails_per_s,
+            ops_per_event,
             workers,
             from,
             active_share,
@@ -222,6 +227,9 @@ fn main() -> Result<()> {
         } => {
             if !((0.0..=1.0).contains(&active_share) && headroom > 0.0 && headroom <= 1.0) {
                 anyhow::bail!("--active-share must be in 0..=1 and --headroom in (0, 1]");
+            }
+            if !(ops_per_event.is_finite() && ops_per_event >= 1.0) {
+                anyhow::bail!("--ops-per-event must be at least 1 (a change-feed event carries one op or more)");
             }
             let prices = match prices {
                 Some(p) => plan::Prices::parse(
@@ -241,6 +249,7 @@ fn main() -> Result<()> {
                 slo_p99_ms,
                 opens_per_s,
                 emails_per_s,
+                ops_per_event,
             };
             let reports = plan::read_reports(&from)?;
             let mut figures = plan::Figures::from_reports(&reports, &label, slo_p99_ms)?;

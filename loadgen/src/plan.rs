@@ -112,15 +112,19 @@ pub struct Target {
     pub opens_per_s: f64,
     /// Notification emails per second (shares; each one email).
     pub emails_per_s: f64,
+    /// Edits per change-feed event (the feed publishes one event per document per round, so
+    /// typing at a few ops a second gives one op per event; bursts and catch-ups give more).
+    pub ops_per_event: f64,
 }
 
 /// The workers' measured costs per core (the JSON `workers_bench` writes).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WorkerCosts {
-    /// Edits the search worker indexes per core-second.
-    pub search_ops_per_core_s: f64,
-    /// Edits the analytics worker counts per core-second.
-    pub analytics_ops_per_core_s: f64,
+    /// Change-feed events the search worker indexes per core-second (its cost is mostly per
+    /// event: a lookup, a document update, JSON; more ops per event cost little more).
+    pub search_events_per_core_s: f64,
+    /// Change-feed events the analytics worker counts per core-second.
+    pub analytics_events_per_core_s: f64,
     /// Opens the analytics worker counts per core-second.
     pub opens_per_core_s: f64,
     /// Emails the notification worker builds and hands over per core-second.
@@ -140,8 +144,8 @@ impl WorkerCosts {
                 .with_context(|| format!("{from}: no positive workers.{worker}.{field} (written by workers_bench?)"))
         };
         Ok(Self {
-            search_ops_per_core_s: get("search", "ops_per_core_s")?,
-            analytics_ops_per_core_s: get("analytics-edits", "ops_per_core_s")?,
+            search_events_per_core_s: get("search", "events_per_core_s")?,
+            analytics_events_per_core_s: get("analytics-edits", "events_per_core_s")?,
             opens_per_core_s: get("analytics-usage", "events_per_core_s")?,
             emails_per_core_s: get("notifications", "events_per_core_s")?,
             from: from.to_owned(),
@@ -433,10 +437,11 @@ pub fn plan(target: &Target, figures: &Figures, prices: &Prices) -> Plan {
     let cores_for_commits = base * lost / (1.0 - lost);
     // Workers: measured rates per core, at the same headroom (they run in `tandem serve` or as
     // `tandem worker` processes on the same machines).
+    let events_per_s = target.edits_per_s / target.ops_per_event.max(1.0);
     let cores_for_workers: Vec<(&'static str, f64)> = figures.workers.as_ref().map_or_else(Vec::new, |k| {
         vec![
-            ("search (edits indexed)", target.edits_per_s / k.search_ops_per_core_s / h),
-            ("analytics (edits counted)", target.edits_per_s / k.analytics_ops_per_core_s / h),
+            ("search (edits indexed)", events_per_s / k.search_events_per_core_s / h),
+            ("analytics (edits counted)", events_per_s / k.analytics_events_per_core_s / h),
             ("analytics (opens counted)", target.opens_per_s / k.opens_per_core_s / h),
             ("notifications (emails)", target.emails_per_s / k.emails_per_core_s / h),
         ]
@@ -506,11 +511,12 @@ impl Plan {
         let _ = writeln!(o, "- **Command**: `{command}`");
         let _ = writeln!(
             o,
-            "- **Target**: {} concurrent connections, {} WebSocket messages/s, {} edits/s, {} documents, \
-             {} opens/s, {} emails/s",
+            "- **Target**: {} concurrent connections, {} WebSocket messages/s, {} edits/s ({} per change-feed \
+             event), {} documents, {} opens/s, {} emails/s",
             si(t.connections),
             si(t.messages_per_s),
             si(t.edits_per_s),
+            t.ops_per_event,
             si(t.documents),
             si(t.opens_per_s),
             si(t.emails_per_s)
@@ -577,8 +583,8 @@ impl Plan {
         match &f.workers {
             Some(k) => {
                 for (what, rate) in [
-                    ("search: edits indexed per core-second", k.search_ops_per_core_s),
-                    ("analytics: edits counted per core-second", k.analytics_ops_per_core_s),
+                    ("search: change-feed events indexed per core-second", k.search_events_per_core_s),
+                    ("analytics: change-feed events counted per core-second", k.analytics_events_per_core_s),
                     ("analytics: opens counted per core-second", k.opens_per_core_s),
                     ("notifications: emails built and handed over per core-second", k.emails_per_core_s),
                 ] {
@@ -797,6 +803,7 @@ mod tests {
             slo_p99_ms: 50.0,
             opens_per_s: 0.0,
             emails_per_s: 0.0,
+            ops_per_event: 1.0,
         }
     }
 
@@ -832,22 +839,26 @@ mod tests {
             "notifications": {"ops_per_core_s": null, "events_per_core_s": 2000}}}"#;
         let k = WorkerCosts::parse(json, "w.json").unwrap();
         let f = Figures { workers: Some(k), ..figures() };
-        let t = Target { opens_per_s: 20_000.0, emails_per_s: 1_000.0, ..target() };
+        let t = Target { opens_per_s: 20_000.0, emails_per_s: 1_000.0, ops_per_event: 5.0, ..target() };
         let p = plan(&t, &f, &prices);
-        // 5M edits: / 50K / 0.5 = 200 cores to index, / 100K / 0.5 = 100 to count; 20K opens
-        // / 40K / 0.5 = 1; 1K emails / 2K / 0.5 = 1. On top of the 820 of the_arithmetic.
+        // 5M edits at 5 per event: 1M events / 10K / 0.5 = 200 cores to index, / 20K / 0.5 =
+        // 100 to count; 20K opens / 40K / 0.5 = 1; 1K emails / 2K / 0.5 = 1. On top of the 820
+        // of the_arithmetic.
         let by: Vec<f64> = p.cores_for_workers.iter().map(|(_, c)| *c).collect();
         assert_eq!(by, vec![200.0, 100.0, 1.0, 1.0]);
         assert!((p.cores - 1122.0).abs() < 1e-6);
         let md = p.markdown("plan", &[]);
         assert!(md.contains("| cores for the search (edits indexed) worker | 200.0 |"), "{md}");
-        assert!(md.contains("| search: edits indexed per core-second | 50000 | w.json |"), "{md}");
+        assert!(md.contains("| search: change-feed events indexed per core-second | 10000 | w.json |"), "{md}");
+        // One op per event (typing): five times the events, five times the cores.
+        let typing = plan(&Target { ops_per_event: 1.0, ..t }, &f, &prices);
+        assert_eq!(typing.cores_for_workers[0].1, 1000.0);
         // Without the figures the plan says so and sizes none.
         let none = plan(&t, &figures(), &prices);
         assert!(none.cores_for_workers.is_empty() && (none.cores - 820.0).abs() < 1e-6);
         assert!(none.markdown("plan", &[]).contains("| workers | not sized |"));
-        let bad = WorkerCosts::parse(r#"{"workers": {"search": {"ops_per_core_s": 0}}}"#, "w.json").unwrap_err();
-        assert!(bad.to_string().contains("workers.search.ops_per_core_s"), "{bad}");
+        let bad = WorkerCosts::parse(r#"{"workers": {"search": {"events_per_core_s": 0}}}"#, "w.json").unwrap_err();
+        assert!(bad.to_string().contains("workers.search.events_per_core_s"), "{bad}");
     }
 
     #[test]
