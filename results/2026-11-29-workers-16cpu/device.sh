@@ -43,13 +43,14 @@ ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || ulimit -n 20000
 echo "fds: $(ulimit -n)" | tee -a "$out/machine.txt"
 export BIN=/tmp/b OUTDIR=$out TANDEM_TANSU=/tmp/b/tansu SERVER_CPUS=0-7 CORES=4 GEN_CPUS=8-13 KAFKA_CPUS=14
 stop() { pkill -f "/tmp/b/tandem " ; pkill -f /tmp/b/tansu; pkill -f aiosmtpd; sleep 1; } 2>/dev/null
-lag() { timeout 200 bash results/2026-11-29-workers/search-lag.sh 2>&1 | tail -40 | tee "$out/$1.txt"; stop; pack; }
+lag() { timeout "${LAG_TIMEOUT:-200}" bash results/2026-11-29-workers/search-lag.sh 2>&1 | tail -40 | tee "$out/$1.txt"; stop; pack; }
 # RUNS picks some (default all); ROUND names a repeat (its files end in -ROUND).
 for r in ${RUNS:-feed-off feed-on kafka email}; do
     case $r in
     feed-off) FEED=off TAG=office-feed-off${ROUND:+-$ROUND} lag office-feed-off${ROUND:+-$ROUND} ;;
     feed-on) TAG=office-feed-on${ROUND:+-$ROUND} lag office-feed-on${ROUND:+-$ROUND} ;;
     kafka) KAFKA=1 TAG=office-kafka${ROUND:+-$ROUND} lag office-kafka${ROUND:+-$ROUND} ;;
+    max) SCENARIO=max-feed SCENARIO_FILE=$out/max-feed.toml TAG=max-feed lag max-feed ;;
     email)
         SINK_CPUS=14 DRIVER_CPUS=15 PYTHON=python3 timeout 280 bash results/2026-11-29-workers/email-burst.sh 2>&1 |
             tail -40 | tee "$out/email.txt"

@@ -35,7 +35,8 @@ trap 'kill $pid $broker 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 mkdir -p "$out/$tag"
 taskset -c "${GEN_CPUS:-1}" "$bin/tandem-loadgen" run "${SCENARIO_FILE:-loadgen/scenarios/$scenario.toml}" --target "ws://127.0.0.1:$port/ws" \
-    --out "$out/$tag" --label "tandem-search" --server-pid "$pid" >"$out/$tag/loadgen.log" 2>&1
+    --out "$out/$tag" --label "tandem-search" --server-pid "$pid" >"$out/$tag/loadgen.log" 2>&1 ||
+    echo "loadgen: $(tail -1 "$out/$tag/loadgen.log")"
 ended=$(date +%s)
 lag() { curl -s "127.0.0.1:$port/metrics" | awk -v g="$1" '$1 ~ "tandem_bus_lag_messages\\{group=\""g"\"" {print $2}'; }
 for _ in $(seq 600); do [ "${FEED:-on}" = off ] && break; [ "$(lag search)" = 0 ] && [ "$(lag analytics-edits)" = 0 ] && break; sleep 0.5; done
