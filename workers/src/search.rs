@@ -22,7 +22,10 @@ use tandem_control::search::Hit;
 use tandem_engine::{Delta, Document};
 use tandem_events::{Envelope, Event, Topic};
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery, TermSetQuery};
+use tantivy::query::{
+    BitSetDocSet, BooleanQuery, ConstScorer, EnableScoring, Explanation, Occur, Query, QueryParser, Scorer, TermQuery,
+    Weight,
+};
 use tantivy::schema::{
     Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
@@ -190,7 +193,8 @@ impl tandem_control::search::SearchIndex for SearchIndex {
         let (words, _) = self.parser.parse_query_lenient(text);
         let query: Box<dyn Query> = match only {
             Some(ids) => {
-                let allowed = TermSetQuery::new(ids.iter().map(|id| Term::from_field_text(f.id, id)));
+                let terms = ids.iter().map(|id| Term::from_field_text(f.id, id)).collect();
+                let allowed = Readable { field: f.id, terms: Arc::new(terms) };
                 Box::new(BooleanQuery::new(vec![(Occur::Must, words.box_clone()), (Occur::Must, Box::new(allowed))]))
             }
             None => words.box_clone(),
@@ -421,4 +425,48 @@ fn write(
     drop(writer);
     // Queries in this process see it now (others within moments).
     index.reload().map_err(|e| (e, HashMap::new()))
+}
+
+/// Matches the documents whose id is among `terms` (the caller's readable documents), with no
+/// score of its own. Per segment, each id is looked up in the id field's dictionary and its
+/// document set in a bit set: a `TermSetQuery` instead builds an automaton of the ids and
+/// walks the whole dictionary with it, which over 100,000 documents took most of a query.
+#[derive(Clone, Debug)]
+struct Readable {
+    field: Field,
+    terms: Arc<Vec<Term>>,
+}
+
+impl Query for Readable {
+    fn weight(&self, _: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl Weight for Readable {
+    fn scorer(&self, reader: &tantivy::SegmentReader, boost: tantivy::Score) -> tantivy::Result<Box<dyn Scorer>> {
+        use tantivy::DocSet as _;
+        let index = reader.inverted_index(self.field)?;
+        let mut docs = tantivy::BitSet::with_max_value(reader.max_doc());
+        for term in self.terms.iter() {
+            if let Some(mut postings) = index.read_postings(term, IndexRecordOption::Basic)? {
+                let mut doc = postings.doc();
+                while doc != tantivy::TERMINATED {
+                    docs.insert(doc);
+                    doc = postings.advance();
+                }
+            }
+        }
+        Ok(Box::new(ConstScorer::new(BitSetDocSet::from(docs), boost * 0.0)))
+    }
+
+    fn explain(&self, reader: &tantivy::SegmentReader, doc: tantivy::DocId) -> tantivy::Result<Explanation> {
+        use tantivy::DocSet as _;
+        let mut scorer = self.scorer(reader, 1.0)?;
+        if scorer.seek(doc) == doc {
+            Ok(Explanation::new("readable", 0.0))
+        } else {
+            Err(tantivy::TantivyError::InvalidArgument("not a readable document".into()))
+        }
+    }
 }
