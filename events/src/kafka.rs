@@ -72,8 +72,13 @@ impl KafkaBus {
             producer.set(k, v);
         }
         let producer: FutureProducer = producer.create().map_err(kafka)?;
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &config.brokers).create().map_err(kafka)?;
+        // The admin client connects as the producer does (TLS, SASL in its properties).
+        let mut admin = ClientConfig::new();
+        admin.set("bootstrap.servers", &config.brokers);
+        for (k, v) in &config.producer {
+            admin.set(k, v);
+        }
+        let admin: AdminClient<DefaultClientContext> = admin.create().map_err(kafka)?;
         let names: Vec<String> = Topic::ALL.iter().map(|t| format!("{}{}", config.topic_prefix, t.name())).collect();
         let topics: Vec<NewTopic<'_>> = names
             .iter()
@@ -179,12 +184,15 @@ fn watch_lag(config: &KafkaConfig, bus: &Weak<Lag>) {
             let reader = match readers.entry(group.clone()) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    // Never subscribes or assigns: it only asks for the group's offsets.
-                    let created = ClientConfig::new()
-                        .set("bootstrap.servers", &config.brokers)
-                        .set("group.id", &group)
-                        .set("enable.auto.commit", "false")
-                        .create::<BaseConsumer>();
+                    // Never subscribes or assigns: it only asks for the group's offsets. It
+                    // connects as the consumers do (TLS, SASL in their properties).
+                    let mut reader = ClientConfig::new();
+                    reader.set("bootstrap.servers", &config.brokers);
+                    for (k, v) in &config.consumer {
+                        reader.set(k, v);
+                    }
+                    let created =
+                        reader.set("group.id", &group).set("enable.auto.commit", "false").create::<BaseConsumer>();
                     match created {
                         Ok(c) => e.insert(c),
                         Err(err) => {
