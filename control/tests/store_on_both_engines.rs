@@ -303,6 +303,8 @@ async fn suite(store: &Store) {
     let readable = store.readable_ids(&bob.id, 100).await.unwrap().unwrap();
     assert_eq!(readable.len(), 6, "deleted documents are not readable");
     assert!(store.readable_ids(&bob.id, 5).await.unwrap().is_none(), "more than asked for");
+    assert_eq!(store.readable_ids(&bob.id, 6).await.unwrap().map(|r| r.len()), Some(6), "exactly as many as asked for");
+    assert_eq!(store.readable_ids("no-such-user", 5).await.unwrap(), Some(Vec::new()), "none");
     let among = store.readable_among(&bob.id, &[ids[0].clone(), readable[0].clone(), "nope".into()]).await.unwrap();
     assert_eq!(among, std::collections::HashSet::from([readable[0].clone()]), "not the deleted one, not unknown ids");
     let titles = store.titles(&[ids[0].clone(), ids[1].clone()]).await.unwrap();
