@@ -164,13 +164,16 @@ pub(super) async fn search(
             (hits, next)
         }
         // Many: candidates in rank order, kept when the access list says so.
+        // The first chunk is one page and one more (a reader of most documents is done
+        // there, without snippets for candidates it will not show), then chunks double.
         None => {
             let (mut kept, mut at, mut next) = (Vec::new(), offset, None);
+            let mut size = (limit + 1).min(CHUNK);
             while at - offset < MAX_SCANNED {
-                let chunk = run(None, text.clone(), at, CHUNK).await?;
+                let chunk = run(None, text.clone(), at, size).await?;
                 let ids: Vec<String> = chunk.iter().map(|h| h.doc.clone()).collect();
                 let allowed = app.store.readable_among(&caller.user, &ids).await?;
-                let full = chunk.len() == CHUNK;
+                let full = chunk.len() == size;
                 for (i, h) in chunk.into_iter().enumerate() {
                     if !allowed.contains(&h.doc) {
                         continue;
@@ -184,7 +187,8 @@ pub(super) async fn search(
                 if next.is_some() || !full {
                     break;
                 }
-                at += CHUNK;
+                at += size;
+                size = (size * 2).min(CHUNK);
             }
             if next.is_none() && at - offset >= MAX_SCANNED {
                 next = Some(at);
