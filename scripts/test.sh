@@ -10,7 +10,9 @@
 # Installed when missing: Node.js and npm (Debian packages), the quill-delta reference and the
 # load generator's peers (npm), PostgreSQL 15 (Debian package; the tests start their own
 # server in a temp directory with initdb and pg_ctl and stop it afterwards), the aiosmtpd
-# SMTP sink (Debian package) and the tansu Kafka-API broker (cargo install, cached).
+# SMTP sink (Debian package), the tansu Kafka-API broker and the s3s-fs S3-API server (cargo
+# install, cached), and poppler and LibreOffice to check exported PDFs and DOCX files
+# (Debian packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${TANDEM_CACHE:-$HOME/.cache/tandem}"
@@ -28,6 +30,19 @@ command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs np
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
 # The SMTP sink the notification tests send to.
 /usr/bin/python3 -c "import aiosmtpd" 2>/dev/null || apt_install python3-aiosmtpd
+
+# Exports are checked with pdftotext/pdftoppm (poppler) and by converting DOCX to PDF in
+# LibreOffice.
+command -v pdftotext >/dev/null && command -v soffice >/dev/null && command -v unzip >/dev/null ||
+  apt_install poppler-utils libreoffice-writer-nogui unzip
+
+# The S3-API server the S3 blob store's tests start (s3s-fs; ~90 s to build, once).
+s3s="$cache/s3s-fs/bin/s3s-fs"
+if [ ! -x "$s3s" ]; then
+  echo "installing s3s-fs (an S3-API server) into $cache/s3s-fs" >&2
+  cargo install s3s-fs@0.14.1 --features binary --locked --root "$cache/s3s-fs" >&2
+fi
+export TANDEM_S3S_FS="$s3s"
 
 # The Kafka-API broker the Kafka backend's tests start (tansu; ~25 min to build, once).
 tansu="$cache/tansu/bin/tansu"

@@ -26,7 +26,10 @@ use serde_json::json;
 use tandem_net::http::{ACCESS_COOKIE, cookie, same_origin};
 use tandem_net::protocol::Role;
 
+mod files;
 mod insight;
+
+pub use files::attachment;
 
 use crate::error::Error;
 use crate::policy;
@@ -275,6 +278,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/documents/{id}/transfer", post(transfer))
         .route("/api/documents/{id}/activity", get(insight::activity))
         .route("/api/search", get(insight::search))
+        .route("/api/documents/{id}/export", post(files::request_export))
+        .route("/api/exports/{id}", get(files::export_status))
+        .route("/api/exports/{id}/file", get(files::export_file))
+        .route(
+            "/api/documents/{id}/uploads",
+            // The body limit is the upload's own (`max_upload_bytes`), checked as it is read.
+            post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/api/uploads/{id}", get(files::get_upload))
         .route("/api/openapi.json", get(openapi))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod bridge;
 pub mod error;
+pub mod files;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod limits;
@@ -54,6 +55,13 @@ pub fn random_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
+/// A new random id: 128 bits, lowercase hex (32 chars; a valid blob key and URL segment).
+pub fn random_hex() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the OS has randomness");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// The control plane's configuration (`[control]` in the TOML file).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -86,6 +94,8 @@ pub struct ControlConfig {
     pub http_header_timeout_ms: u64,
     /// Rate limits.
     pub rate_limits: RateLimits,
+    /// Exports and uploads (`[control.files]`).
+    pub files: files::FilesConfig,
 }
 
 impl Default for ControlConfig {
@@ -103,6 +113,7 @@ impl Default for ControlConfig {
             max_http_connections: 10_000,
             http_header_timeout_ms: 10_000,
             rate_limits: RateLimits::default(),
+            files: files::FilesConfig::default(),
         }
     }
 }
@@ -124,11 +135,14 @@ pub struct App {
     data: Arc<OnceLock<DataPlane>>,
     metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
     search: OnceLock<Arc<dyn search::SearchIndex>>,
+    files: OnceLock<Arc<files::Files>>,
 }
 
 /// The settings the handlers read.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// Exports and uploads.
+    pub files: files::FilesConfig,
     /// See [`ControlConfig::secure_cookies`].
     pub secure_cookies: bool,
     /// See [`ControlConfig::allowed_origins`].
@@ -155,6 +169,7 @@ impl App {
             limits: limits::Limiters::new(&config.rate_limits),
             bridge,
             config: Settings {
+                files: config.files.clone(),
                 secure_cookies: config.secure_cookies,
                 allowed_origins: config.allowed_origins.clone(),
                 refresh_ttl: Duration::from_secs(config.refresh_token_ttl_days.saturating_mul(86_400)),
@@ -162,6 +177,7 @@ impl App {
             data: Arc::new(OnceLock::new()),
             metrics: None,
             search: OnceLock::new(),
+            files: OnceLock::new(),
         })
     }
 
@@ -173,6 +189,16 @@ impl App {
     /// The full-text index, when search is on.
     pub fn search(&self) -> Option<&Arc<dyn search::SearchIndex>> {
         self.search.get()
+    }
+
+    /// Connects the blob store (exports and uploads), once the server's URL is known.
+    pub fn set_files(&self, files: Arc<files::Files>) {
+        let _ = self.files.set(files);
+    }
+
+    /// The blob store's side of the API, once connected.
+    pub fn files(&self) -> Option<&Arc<files::Files>> {
+        self.files.get()
     }
 }
 
@@ -265,6 +291,7 @@ impl ControlPlane {
             http: Some(self.handoff.clone()),
             metrics: None,
             feed: None,
+            blobs: None,
         }
     }
 
@@ -304,6 +331,25 @@ impl ControlPlane {
                 }
             }
         });
+    }
+
+    /// Connects the blob store for exports and uploads (`link_base`: the server's URL, for
+    /// the links it signs) and starts the lifecycle sweep.
+    pub fn attach_files(
+        &self,
+        blobs: Arc<dyn tandem_storage::BlobStore>,
+        data_dir: &Path,
+        link_base: &str,
+    ) -> Result<Arc<files::Files>> {
+        let files = Arc::new(files::Files {
+            blobs,
+            signer: files::LinkSigner::load_or_create(&data_dir.join("link-key"))?,
+            config: self.app.config.files.clone(),
+            link_base: link_base.to_owned(),
+        });
+        self.app.set_files(Arc::clone(&files));
+        self.runtime.spawn(Arc::clone(&files).sweep_forever(self.app.store.clone()));
+        Ok(files)
     }
 
     /// Stops the runtime (after the data plane has stopped).

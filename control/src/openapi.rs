@@ -152,6 +152,43 @@ pub const ROUTES: &[Route] = &[
         200,
         None,
     ),
+    r(
+        "post",
+        "/api/documents/{id}/export",
+        "Export the document as PDF or DOCX (readers); rendered in the background: poll the status URL",
+        true,
+        Some("ExportRequest"),
+        202,
+        Some("ExportAccepted"),
+    ),
+    r(
+        "get",
+        "/api/exports/{id}",
+        "An export of yours: its status, and a link valid for an hour once done",
+        true,
+        None,
+        200,
+        Some("Export"),
+    ),
+    r(
+        "get",
+        "/api/exports/{id}/file",
+        "The exported file, behind a signed link that expires (?expires=&sig=, from the export's url)",
+        false,
+        None,
+        200,
+        None,
+    ),
+    r(
+        "post",
+        "/api/documents/{id}/uploads",
+        "Upload an image (editors): the body is the PNG, JPEG, GIF or WebP file (type checked by content); embed the answer's url as {\"image\": url}",
+        true,
+        None,
+        201,
+        Some("Upload"),
+    ),
+    r("get", "/api/uploads/{id}", "An uploaded image (readers of its document)", true, None, 200, None),
     r("get", "/api/openapi.json", "This document", false, None, 200, None),
 ];
 
@@ -189,6 +226,15 @@ fn schemas() -> Value {
         }), &["permissions", "invitations"]),
         "RoleBody": s(json!({"role": role, "user": {"type": "string"}}), &["role"]),
         "Transfer": s(json!({"user": {"type": "string"}}), &["user"]),
+        "ExportRequest": s(json!({"format": {"enum": ["pdf", "docx"]}, "rev": {"type": "integer", "minimum": 0, "description": "default: the latest revision when asked"}}), &["format"]),
+        "ExportAccepted": s(json!({"export_id": {"type": "string"}, "status": {"const": "queued"}, "status_url": {"type": "string"}}), &["export_id", "status", "status_url"]),
+        "Export": s(json!({
+            "export_id": {"type": "string"}, "doc": {"type": "string"}, "format": {"enum": ["pdf", "docx"]},
+            "rev": {"type": ["integer", "null"]}, "status": {"enum": ["queued", "rendering", "done", "failed"]},
+            "created_at_ms": {"type": "integer"}, "finished_at_ms": {"type": ["integer", "null"]},
+            "error": {"type": "string"}, "url": {"type": "string"}, "url_expires_at_ms": {"type": "integer"}, "bytes": {"type": "integer"}
+        }), &["export_id", "doc", "format", "rev", "status", "created_at_ms", "finished_at_ms"]),
+        "Upload": s(json!({"id": {"type": "string"}, "url": {"type": "string"}, "content_type": {"enum": ["image/png", "image/jpeg", "image/gif", "image/webp"]}, "bytes": {"type": "integer"}}), &["id", "url", "content_type", "bytes"]),
     })
 }
 

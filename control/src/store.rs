@@ -18,6 +18,8 @@ use tandem_net::access::AccessList;
 use tandem_net::protocol::Role;
 
 mod activity;
+mod files;
+pub use files::{Export, ExportStatus, Finished, Upload, export_key, upload_key};
 
 pub use activity::{ACTIVE_GAP_MS, Counted, DayActivity, EditRecord, OpenRecord, UsageRecord, UserActivity, day_of};
 
@@ -68,11 +70,13 @@ fn migrations(engine: Engine) -> Vec<Migration> {
             (1, "accounts documents", include_str!("../migrations/sqlite/0001_accounts_documents.sql")),
             (2, "workers", include_str!("../migrations/sqlite/0002_workers.sql")),
             (3, "analytics", include_str!("../migrations/sqlite/0003_analytics.sql")),
+            (4, "files", include_str!("../migrations/sqlite/0004_files.sql")),
         ],
         Engine::Postgres => &[
             (1, "accounts documents", include_str!("../migrations/postgres/0001_accounts_documents.sql")),
             (2, "workers", include_str!("../migrations/postgres/0002_workers.sql")),
             (3, "analytics", include_str!("../migrations/postgres/0003_analytics.sql")),
+            (4, "files", include_str!("../migrations/postgres/0004_files.sql")),
         ],
     };
     files

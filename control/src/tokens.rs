@@ -84,6 +84,33 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
+/// Writes a new secret file at `path`, readable by its owner only, synced.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path).map_err(|e| Error::Keys(format!("creating {}: {e}", path.display())))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| Error::Keys(format!("writing {}: {e}", path.display())))
+}
+
+/// Refuses a secret file that others may read.
+pub(crate) fn check_private(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| Error::Keys(e.to_string()))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::Keys(format!(
+                "{} is readable by others (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Keys {
     /// Reads the key file at `path`, making one with a fresh key when it is missing.
     pub fn load_or_create(path: &Path, access_ttl: Duration) -> Result<Self> {
@@ -92,29 +119,10 @@ impl Keys {
                 current: "k1".into(),
                 keys: vec![StoredKey { kid: "k1".into(), secret: URL_SAFE_NO_PAD.encode(random_bytes::<32>()) }],
             };
-            let json = serde_json::to_vec_pretty(&file).expect("serializes");
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut f = options.open(path).map_err(|e| Error::Keys(format!("creating {}: {e}", path.display())))?;
-            f.write_all(&json)
-                .and_then(|()| f.sync_all())
-                .map_err(|e| Error::Keys(format!("writing {}: {e}", path.display())))?;
+            write_private(path, &serde_json::to_vec_pretty(&file).expect("serializes"))?;
             tracing::info!("made a new signing key in {}", path.display());
         }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path).map_err(|e| Error::Keys(e.to_string()))?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(Error::Keys(format!(
-                    "{} is readable by others (mode {:o}): chmod 600 it",
-                    path.display(),
-                    mode & 0o777
-                )));
-            }
-        }
+        check_private(path)?;
         let bytes = std::fs::read(path).map_err(|e| Error::Keys(format!("reading {}: {e}", path.display())))?;
         let file: KeyFile =
             serde_json::from_slice(&bytes).map_err(|e| Error::Keys(format!("{}: {e}", path.display())))?;

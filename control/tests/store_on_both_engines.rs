@@ -5,14 +5,14 @@
 mod postgres;
 
 use tandem_control::outbox::Event;
-use tandem_control::store::{Engine, RefreshOutcome, ShareOutcome, Store};
+use tandem_control::store::{Engine, ExportStatus, Finished, RefreshOutcome, ShareOutcome, Store};
 use tandem_control::{Error, tokens};
 use tandem_net::protocol::Role;
 
 async fn sqlite() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 3, "every migration ran");
+    assert_eq!(store.migrate().await.unwrap(), 4, "every migration ran");
     (dir, store)
 }
 
@@ -310,6 +310,52 @@ async fn suite(store: &Store) {
     let titles = store.titles(&[ids[0].clone(), ids[1].clone()]).await.unwrap();
     assert_eq!(titles.len(), 1, "the deleted one has no title");
     assert_eq!(store.live_documents("", 1000).await.unwrap().len(), 7);
+
+    // ---- exports and uploads ----
+    let doc = store.create_document(&ada.id, "Exported").await.unwrap();
+    let e1 = store.request_export(&doc.id, &ada.id, "pdf", Some(3), 2).await.unwrap().expect("under the limit");
+    assert_eq!((e1.status, e1.rev), (ExportStatus::Queued, Some(3)));
+    let e2 = store.request_export(&doc.id, &ada.id, "docx", None, 2).await.unwrap().expect("under the limit");
+    assert!(store.request_export(&doc.id, &ada.id, "pdf", None, 2).await.unwrap().is_none(), "two in progress");
+    assert!(store.start_export(&e2.id, 9).await.unwrap());
+    let e2 = store.export(&e2.id).await.unwrap().unwrap();
+    assert_eq!((e2.status, e2.rev), (ExportStatus::Rendering, Some(9)));
+    let done = Finished { link: Some("http://l".into()), expires_ms: Some(1), bytes: Some(10), error: None };
+    assert!(store.finish_export(&e2, "Exported", done.clone()).await.unwrap());
+    assert!(!store.finish_export(&e2, "Exported", done).await.unwrap(), "finished once");
+    assert!(!store.start_export(&e2.id, 9).await.unwrap(), "a finished export does not start again");
+    let e2 = store.export(&e2.id).await.unwrap().unwrap();
+    assert_eq!((e2.status, e2.bytes), (ExportStatus::Done, Some(10)));
+    let failed = Finished { link: None, expires_ms: None, bytes: None, error: Some("too large".into()) };
+    assert!(store.finish_export(&e1, "Exported", failed).await.unwrap());
+    assert_eq!(store.export(&e1.id).await.unwrap().unwrap().error.as_deref(), Some("too large"));
+    let finished: Vec<String> = store
+        .unsent_events(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            Event::ExportFinished { export, email, .. } => Some(format!("{export} {email}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 2, "one event per finished export: {finished:?}");
+    assert!(finished.iter().all(|f| f.ends_with("ada@example.com")));
+    // Nothing has expired yet; once the document is deleted, its finished exports go.
+    assert!(store.expired_exports(0, 10).await.unwrap().is_empty());
+    let up = store.add_upload(&doc.id, &ada.id, "u1", "image/png", 100).await.unwrap();
+    assert_eq!(store.upload("u1").await.unwrap(), Some(up));
+    assert!(store.orphaned_uploads(10).await.unwrap().is_empty());
+    store.delete_document(&doc.id, &ada.id).await.unwrap();
+    assert_eq!(store.expired_exports(0, 10).await.unwrap().len(), 2);
+    assert_eq!(store.orphaned_uploads(10).await.unwrap().len(), 1);
+    // Past the retention, anything goes, whatever its status.
+    let old = store.request_export(&ids[2], &bob.id, "pdf", None, 9).await.unwrap().unwrap();
+    assert!(store.expired_exports(tandem_control::now_ms() + 1, 10).await.unwrap().iter().any(|e| e.id == old.id));
+    store.delete_export(&old.id).await.unwrap();
+    store.delete_upload("u1").await.unwrap();
+    assert!(store.export(&old.id).await.unwrap().is_none());
+    assert!(store.orphaned_uploads(10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -325,7 +371,7 @@ async fn the_store_on_postgresql_and_both_schemas_match() {
     let url = pg.database("store").await;
     let store = Store::connect(&url).await.unwrap();
     assert_eq!(store.engine(), Engine::Postgres);
-    assert_eq!(store.migrate().await.unwrap(), 3, "every migration ran");
+    assert_eq!(store.migrate().await.unwrap(), 4, "every migration ran");
     suite(&store).await;
 
     let (_dir, lite) = sqlite().await;

@@ -143,13 +143,50 @@ pub enum Event {
         /// Who changed it.
         by: String,
     },
+    /// Someone asked for a document as a file (the export worker renders it).
+    ExportRequested {
+        /// The export's id.
+        export: String,
+        /// The document.
+        doc: String,
+        /// Who asked (the file is rendered with their access).
+        user: String,
+        /// `pdf` or `docx`.
+        format: String,
+        /// The revision asked for; `None`: the latest when asked (`at_ms`).
+        rev: Option<u64>,
+    },
+    /// An export finished or failed (the notification worker emails the requester).
+    ExportFinished {
+        /// The export's id.
+        export: String,
+        /// The document.
+        doc: String,
+        /// Its title.
+        title: String,
+        /// Who asked.
+        user: String,
+        /// Their address (where the notification goes).
+        email: String,
+        /// `pdf` or `docx`.
+        format: String,
+        /// The revision rendered.
+        rev: Option<u64>,
+        /// A link to the file, valid until `expires_ms` (none when it failed).
+        link: Option<String>,
+        /// When the link stops working, ms since the Unix epoch.
+        expires_ms: Option<i64>,
+        /// Why it failed.
+        error: Option<String>,
+    },
 }
 
 impl Event {
     /// The topic it goes to.
     pub fn topic(&self) -> Topic {
         match self {
-            Self::DocumentShared { .. } => Topic::Notifications,
+            Self::DocumentShared { .. } | Self::ExportFinished { .. } => Topic::Notifications,
+            Self::ExportRequested { .. } => Topic::Exports,
             // Search follows titles and deletions with the edits.
             Self::DocumentCreated { .. } | Self::DocumentRenamed { .. } | Self::DocumentDeleted { .. } => {
                 Topic::DocumentEdits
@@ -169,6 +206,8 @@ impl Event {
             Self::RoleChanged { .. } => "role_changed",
             Self::Edited { .. } => "edited",
             Self::Opened { .. } => "opened",
+            Self::ExportRequested { .. } => "export_requested",
+            Self::ExportFinished { .. } => "export_finished",
         }
     }
 
@@ -181,7 +220,9 @@ impl Event {
             | Self::DocumentShared { doc, .. }
             | Self::RoleChanged { doc, .. }
             | Self::Edited { doc, .. }
-            | Self::Opened { doc, .. } => doc,
+            | Self::Opened { doc, .. }
+            | Self::ExportRequested { doc, .. }
+            | Self::ExportFinished { doc, .. } => doc,
         }
     }
 }

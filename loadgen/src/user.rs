@@ -347,7 +347,8 @@ fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_st
             | Event::Revision { .. }
             | Event::Revisions { .. }
             | Event::Role { .. }
-            | Event::TokenExpires { .. } => {}
+            | Event::TokenExpires { .. }
+            | Event::ExportFinished { .. } => {}
         }
     }
 }

@@ -317,6 +317,14 @@ fn server_from_archived(m: &ArchivedServerMsg) -> Result<ServerMsg, DecodeError>
             ServerMsg::TokenExpiring { expires_at: expires_at.to_native() }
         }
         ArchivedServerMsg::Refreshed { expires_at } => ServerMsg::Refreshed { expires_at: expires_at.to_native() },
+        ArchivedServerMsg::ExportFinished { doc, export, format, status, url, error } => ServerMsg::ExportFinished {
+            doc: doc.as_str().to_owned(),
+            export: export.as_str().to_owned(),
+            format: format.as_str().to_owned(),
+            status: status.as_str().to_owned(),
+            url: url.as_ref().map(|u| u.as_str().to_owned()),
+            error: error.as_ref().map(|e| e.as_str().to_owned()),
+        },
     })
 }
 
@@ -387,6 +395,14 @@ mod tests {
             ServerMsg::Role { doc: "d".into(), role: crate::protocol::Role::Viewer },
             ServerMsg::TokenExpiring { expires_at: 7 },
             ServerMsg::Refreshed { expires_at: 8 },
+            ServerMsg::ExportFinished {
+                doc: "d".into(),
+                export: "e".into(),
+                format: "pdf".into(),
+                status: "done".into(),
+                url: Some("http://h/f".into()),
+                error: None,
+            },
             ServerMsg::Ack { doc: "d".into(), client_seq: 1, rev: 2 },
             ServerMsg::Op { doc: "d".into(), rev: 4, author: ClientId(2), client_seq: 8, delta },
             ServerMsg::Presence {

@@ -24,6 +24,6 @@ pub mod shard;
 mod wsconn;
 
 pub use server::{
-    DataPlane, FsyncMode, Hooks, HttpHandoff, LimitsConfig, OplogKind, ScyllaConfig, ServerConfig, ServerHandle,
-    StorageConfig, open_core_log, start, start_with,
+    BlobsKind, DataPlane, FsyncMode, Hooks, HttpHandoff, LimitsConfig, OplogKind, S3Config, ScyllaConfig, ServerConfig,
+    ServerHandle, StorageConfig, open_blobs, open_core_log, start, start_with,
 };

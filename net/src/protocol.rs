@@ -777,6 +777,24 @@ mod messages {
             /// When it expires, ms since the Unix epoch.
             expires_at: u64,
         },
+        /// An export this user asked for (`POST /api/documents/{id}/export`) finished or
+        /// failed; sent to their sessions that have the document open.
+        ExportFinished {
+            /// The document.
+            doc: String,
+            /// The export's id.
+            export: String,
+            /// `pdf` or `docx`.
+            format: String,
+            /// `done` or `failed`.
+            status: String,
+            /// A link to the file (done), valid for an hour.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            url: Option<String>,
+            /// Why it failed.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            error: Option<String>,
+        },
     }
 }
 

@@ -240,6 +240,14 @@ pub enum CoreMsg {
         /// The frame.
         frame: Frame,
     },
+    /// From the control plane: a message for one user's sessions on a document the receiving
+    /// core owns (boxed: inbox slots stay small).
+    Notify {
+        /// The document.
+        doc: DocId,
+        /// The user, and the message.
+        notice: Box<(String, ServerMsg)>,
+    },
     /// From the control plane: a document's access list, a change to it, or its deletion.
     Access {
         /// The document (owned by the receiving core).
@@ -778,6 +786,10 @@ impl Shard {
                 }
             }
             CoreMsg::Access { doc, update } => self.on_access(doc, update, now),
+            CoreMsg::Notify { doc, notice } => {
+                let (user, msg) = *notice;
+                self.notify(&doc, &user, &msg);
+            }
             CoreMsg::Kick { conns, code } => {
                 for conn in conns {
                     if self.sessions.contains_key(&conn) {
@@ -1452,6 +1464,16 @@ impl Shard {
     }
 
     /// Sends `msg` to one session, wherever its connection lives.
+    /// Sends `msg` to `user`'s sessions that have `doc` open; how many there were.
+    fn notify(&mut self, doc: &DocId, user: &str, msg: &ServerMsg) -> usize {
+        let Some(room) = self.rooms.get(doc) else { return 0 };
+        let to: Vec<Arc<SessionInfo>> = room.subscribers().filter(|s| s.peer.user == user).cloned().collect();
+        for s in &to {
+            self.reply(s, msg);
+        }
+        to.len()
+    }
+
     fn reply(&mut self, to: &SessionInfo, msg: &ServerMsg) {
         let frame = encode_server(msg, to.encoding);
         if to.conn.core == self.core {

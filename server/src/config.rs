@@ -273,6 +273,7 @@ impl ServeArgs {
             c.secure_cookies = secure;
         }
         c.allowed_origins = config.server.allowed_origins.clone();
+        c.files.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(config)
     }
 }

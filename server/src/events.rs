@@ -48,18 +48,31 @@ pub(crate) enum WorkerKind {
     Analytics,
     /// The full-text index (`document-edits`).
     Search,
+    /// PDF and DOCX files (`exports`).
+    Exports,
 }
 
 impl WorkerKind {
-    pub(crate) const ALL: [Self; 3] = [Self::Notifications, Self::Analytics, Self::Search];
+    pub(crate) const ALL: [Self; 4] = [Self::Notifications, Self::Analytics, Self::Search, Self::Exports];
 
     fn name(self) -> &'static str {
         match self {
             Self::Notifications => "notifications",
             Self::Analytics => "analytics",
             Self::Search => "search",
+            Self::Exports => "exports",
         }
     }
+}
+
+/// What the export worker needs: the files (blob store, links), the token keys it reads
+/// documents with, and the server it reads them from.
+pub(crate) struct ExportDeps {
+    pub(crate) files: Arc<tandem_control::files::Files>,
+    pub(crate) keys: Arc<tandem_control::tokens::Keys>,
+    pub(crate) server: std::net::SocketAddr,
+    /// The cores, when the worker runs inside `tandem serve` (requesters' sessions are told).
+    pub(crate) data: Option<tandem_net::DataPlane>,
 }
 
 impl Default for EventsConfig {
@@ -103,6 +116,7 @@ impl WorkerMetrics {
             WorkerKind::Notifications => vec![tandem_workers::notify::GROUP],
             WorkerKind::Analytics => vec![analytics::EDITS_GROUP, analytics::USAGE_GROUP],
             WorkerKind::Search => vec![search::GROUP],
+            WorkerKind::Exports => vec![tandem_workers::export::GROUP],
         };
         let mut kinds = kinds.to_vec();
         kinds.sort_by_key(|k| WorkerKind::ALL.iter().position(|a| a == k));
@@ -161,6 +175,7 @@ pub(crate) fn spawn_workers(
     mail: &MailConfig,
     data_dir: &Path,
     link_base: &str,
+    exports: Option<&ExportDeps>,
     metrics: &mut WorkerMetrics,
 ) -> Result<Option<String>> {
     // The SMTP pool spawns its tasks when built: inside the runtime it will run on.
@@ -197,9 +212,32 @@ pub(crate) fn spawn_workers(
                 let stats = metrics.stats(search::GROUP);
                 runtime.spawn(tandem_workers::run(worker, bus.clone(), store.clone(), stats, policy));
             }
+            WorkerKind::Exports => {
+                let deps = exports.context("the export worker needs the blob store and the token keys")?;
+                let worker = tandem_workers::export::Exporter::new(
+                    store.clone(),
+                    Arc::clone(&deps.files),
+                    Arc::clone(&deps.keys),
+                    deps.server,
+                    deps.data.clone(),
+                );
+                let stats = metrics.stats(tandem_workers::export::GROUP);
+                runtime.spawn(tandem_workers::run(worker, bus.clone(), store.clone(), stats, policy));
+            }
         }
     }
     Ok(mailer_said)
+}
+
+/// The address to reach a server listening on `addr` from this machine (`0.0.0.0` and
+/// `::` mean every interface: loopback is one).
+pub(crate) fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
 }
 
 /// Opens the configured bus.
@@ -290,6 +328,7 @@ impl Events {
         mail: &MailConfig,
         data_dir: &Path,
         link_base: &str,
+        exports: &ExportDeps,
     ) -> Result<()> {
         let store = control.app().store.clone();
         let runtime = control.runtime();
@@ -304,8 +343,17 @@ impl Events {
         if let Some(task) = self.feed.as_mut().and_then(|(_, task)| task.take()) {
             runtime.spawn(task.run(self.bus.clone(), store.clone()));
         }
-        let emails =
-            spawn_workers(runtime, &events.workers, &self.bus, &store, mail, data_dir, link_base, &mut self.metrics)?;
+        let emails = spawn_workers(
+            runtime,
+            &events.workers,
+            &self.bus,
+            &store,
+            mail,
+            data_dir,
+            link_base,
+            Some(exports),
+            &mut self.metrics,
+        )?;
         let bus = match &self.bus {
             Bus::Local(_) => format!("in-process bus in {}", data_dir.join("events.db").display()),
             other => format!("{} bus", other.backend()),

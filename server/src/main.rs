@@ -13,6 +13,7 @@ static ALLOC: heap::Counting = heap::Counting;
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -137,9 +138,10 @@ fn repair(args: &ServeArgs) -> Result<()> {
     }
     let _lock = lock_data_dir(&config.data_dir)?;
     let cores = config.server.resolved_cores();
+    let blobs = tandem_net::open_blobs(&config.server.storage).context("opening the blob store")?;
     let mut dropped = false;
     for core in 0..cores {
-        let log = tandem_net::open_core_log(&config.server.storage, cores, core, true)
+        let log = tandem_net::open_core_log(&config.server.storage, cores, core, true, Arc::clone(&blobs))
             .with_context(|| format!("repairing the op log of core {core}"))?;
         let r = log.recovery();
         match &r.repaired {
@@ -180,7 +182,9 @@ fn serve(args: &ServeArgs) -> Result<()> {
     let mut control =
         tandem_control::ControlPlane::start(&config.control, &config.data_dir).context("starting the control plane")?;
     let mut events = events::Events::open(&control, &config.events, &config.data_dir)?;
+    let blobs = tandem_net::open_blobs(&config.server.storage).context("opening the blob store")?;
     let mut hooks = control.hooks();
+    hooks.blobs = Some(Arc::clone(&blobs));
     hooks.metrics = Some(events.metrics());
     hooks.feed = events.feed_sink();
     if config.auth == AuthMode::Dev {
@@ -196,7 +200,14 @@ fn serve(args: &ServeArgs) -> Result<()> {
         .with_context(|| format!("starting the server on {}", config.server.listen))?;
     control.attach(server.data_plane());
     let link_base = format!("http://{}", server.local_addr());
-    events.start(&control, &config.events, &config.mail, &config.data_dir, &link_base)?;
+    let files = control.attach_files(blobs, &config.data_dir, &link_base).context("starting exports and uploads")?;
+    let exports = events::ExportDeps {
+        files,
+        keys: Arc::clone(&control.app().keys),
+        server: events::loopback(server.local_addr()),
+        data: Some(server.data_plane()),
+    };
+    events.start(&control, &config.events, &config.mail, &config.data_dir, &link_base, &exports)?;
     let drivers: Vec<&str> = server.drivers().iter().map(|d| d.name()).collect();
     info!(
         "tandem listening on http://{addr} (REST /api, WebSocket ws://{addr}/ws) with {} cores ({}); data in {}",

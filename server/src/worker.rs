@@ -57,6 +57,7 @@ pub(crate) fn run(args: &ServeArgs, kinds: &[WorkerKind], metrics_listen: Socket
     let bus = events::open_bus(runtime.handle(), &config.events, &config.data_dir)?;
     let mut metrics = WorkerMetrics::new(kinds, None);
     let link_base = format!("http://{}", config.server.listen);
+    let exports = if kinds.contains(&WorkerKind::Exports) { Some(export_deps(&config, &link_base)?) } else { None };
     let emails = events::spawn_workers(
         runtime.handle(),
         kinds,
@@ -65,6 +66,7 @@ pub(crate) fn run(args: &ServeArgs, kinds: &[WorkerKind], metrics_listen: Socket
         &config.mail,
         &config.data_dir,
         &link_base,
+        exports.as_ref(),
         &mut metrics,
     )?;
     let listener = runtime
@@ -97,6 +99,37 @@ pub(crate) fn run(args: &ServeArgs, kinds: &[WorkerKind], metrics_listen: Socket
     Ok(())
 }
 
+/// The export worker's files and keys: the blob store, and the server's link and token keys
+/// from its data directory (made by `tandem serve`, never here: a key of the worker's own
+/// would sign tokens and links the server refuses).
+fn export_deps(config: &crate::config::FileConfig, link_base: &str) -> Result<events::ExportDeps> {
+    let keys_path = config.control.keys_file.clone().unwrap_or_else(|| config.data_dir.join("keys.json"));
+    let link_key = config.data_dir.join("link-key");
+    for path in [&keys_path, &link_key] {
+        if !path.exists() {
+            bail!(
+                "the export worker needs the server's {}: start `tandem serve` on this data directory first",
+                path.display()
+            );
+        }
+    }
+    let ttl = std::time::Duration::from_secs(config.control.access_token_ttl_s);
+    let keys = tandem_control::tokens::Keys::load_or_create(&keys_path, ttl).context("reading the token keys")?;
+    let files = tandem_control::files::Files {
+        blobs: tandem_net::open_blobs(&config.server.storage).context("opening the blob store")?,
+        signer: tandem_control::files::LinkSigner::load_or_create(&link_key).context("reading the link key")?,
+        config: config.control.files.clone(),
+        link_base: link_base.to_owned(),
+    };
+    Ok(events::ExportDeps {
+        files: Arc::new(files),
+        keys: Arc::new(keys),
+        server: events::loopback(config.server.listen),
+        // Another process holds the cores: the requester learns it from the email and the API.
+        data: None,
+    })
+}
+
 /// Rebuilds the search index from the op log.
 pub(crate) fn reindex(args: &ServeArgs) -> Result<()> {
     let config = args.resolve()?;
@@ -108,10 +141,11 @@ pub(crate) fn reindex(args: &ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let store = connect_store(&runtime, &config)?;
     let cores = config.server.resolved_cores();
+    let blobs = tandem_net::open_blobs(&config.server.storage).context("opening the blob store")?;
     let mut logs = Vec::with_capacity(cores);
     for core in 0..cores {
         logs.push(
-            tandem_net::open_core_log(&config.server.storage, cores, core, false)
+            tandem_net::open_core_log(&config.server.storage, cores, core, false, Arc::clone(&blobs))
                 .with_context(|| format!("opening the op log of core {core}"))?,
         );
     }

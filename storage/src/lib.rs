@@ -8,24 +8,28 @@
 //!   `docs/oplog-format.md` specifies its format.
 //! - `scylla::ScyllaLog` (feature `scylla`): the op log in a ScyllaDB cluster, appends fenced
 //!   by lightweight transactions, with `scylla::migrate` creating its schema.
-//! - [`BlobStore`] ([`LocalBlobs`]): snapshots (and later exports) as blobs.
+//! - [`BlobStore`] ([`LocalBlobs`], and `s3::S3Blobs` with feature `s3`): snapshots, exports
+//!   and uploads as blobs; [`blob_conformance`] is what every backend passes.
 //! - [`Fs`]: the file layer under the log, with [`FaultyFs`] to inject failures in tests.
 //!
 //! Calls block. Server cores never make them on their event loops; they hand requests to a
 //! storage thread each.
 
 mod blob;
+pub use blob::conformance as blob_conformance;
 pub mod conformance;
 mod error;
 pub mod format;
 mod fs;
 mod local;
 mod oplog;
+#[cfg(feature = "s3")]
+pub mod s3;
 #[cfg(feature = "scylla")]
 pub mod scylla;
 mod snapshot;
 
-pub use blob::{BlobStore, LocalBlobs, check_key};
+pub use blob::{BlobMeta, BlobStore, LocalBlobs, check_key};
 pub use error::StorageError;
 pub use format::{LogOp, Record};
 pub use fs::{Faults, FaultyFs, FileHandle, Fs, RealFs};

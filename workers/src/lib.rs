@@ -6,11 +6,13 @@
 //! permanent failure, or a transient one that outlives every retry) to the dead-letter table
 //! with the reason, and commits the offset only after that, so a crash redelivers and
 //! nothing is dropped in silence. Workers make the effect exactly once by the event's id
-//! ([`tandem_control::Store::claim_event`]). [`notify`] is the notification worker (email).
+//! ([`tandem_control::Store::claim_event`]). [`notify`] is the notification worker (email),
+//! [`export`] the export worker (PDF and DOCX files).
 //!
 //! `tandem serve` runs every worker on the control plane's runtime; they never touch a core.
 
 pub mod analytics;
+pub mod export;
 pub mod notify;
 pub mod search;
 

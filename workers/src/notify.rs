@@ -320,7 +320,66 @@ impl Notifications {
                     .map_err(|e| Failure::Permanent(format!("building the email: {e}")))?;
                 Ok(Some(message))
             }
+            Event::ExportFinished { title, email, format, link, expires_ms, error, .. } => {
+                if email.is_empty() {
+                    return Ok(None); // the account is gone
+                }
+                let to: Mailbox = email.parse().map_err(|e| Failure::Permanent(format!("address {email:?}: {e}")))?;
+                let (subject, text, html) = export_email(title, format, link.as_deref(), *expires_ms, error.as_deref());
+                let message = Message::builder()
+                    .from(self.from.clone())
+                    .to(to)
+                    .subject(subject)
+                    .message_id(Some(format!("<{}@tandem>", envelope.id)))
+                    .multipart(MultiPart::alternative_plain_html(text, html))
+                    .map_err(|e| Failure::Permanent(format!("building the email: {e}")))?;
+                Ok(Some(message))
+            }
             _ => Ok(None),
+        }
+    }
+}
+
+/// Subject, text and HTML of "your export is ready" (or "could not be made").
+fn export_email(
+    title: &str,
+    format: &str,
+    link: Option<&str>,
+    expires_ms: Option<i64>,
+    error: Option<&str>,
+) -> (String, String, String) {
+    let title = if title.trim().is_empty() { "Untitled document" } else { title };
+    let kind = format.to_uppercase();
+    match (link, error) {
+        (Some(link), None) => {
+            let valid = expires_ms.map_or(String::new(), |ms| {
+                let mins = (ms - tandem_control::now_ms()).max(0) / 60_000;
+                format!(" (the link works for {mins} more minutes; ask for a new export after that)")
+            });
+            let subject = format!("Your {kind} of \u{201c}{title}\u{201d} is ready");
+            let text =
+                format!("Your {kind} export of \u{201c}{title}\u{201d} is ready.\n\nDownload it: {link}{valid}\n");
+            let html = format!(
+                "<!doctype html><html><body style=\"font-family: sans-serif\">\
+                 <p>Your {kind} export of <strong>{title}</strong> is ready.</p>\
+                 <p><a href=\"{link}\">Download {kind}</a>{valid}</p></body></html>",
+                title = html_escape(title),
+                link = html_escape(link),
+                valid = html_escape(&valid),
+            );
+            (subject, text, html)
+        }
+        _ => {
+            let why = error.unwrap_or("unknown error");
+            let subject = format!("Your {kind} of \u{201c}{title}\u{201d} could not be made");
+            let text = format!("Your {kind} export of \u{201c}{title}\u{201d} failed: {why}\n");
+            let html = format!(
+                "<!doctype html><html><body style=\"font-family: sans-serif\">\
+                 <p>Your {kind} export of <strong>{title}</strong> failed: {why}</p></body></html>",
+                title = html_escape(title),
+                why = html_escape(why),
+            );
+            (subject, text, html)
         }
     }
 }

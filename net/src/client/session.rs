@@ -26,6 +26,19 @@ pub enum Event {
         /// The new role.
         role: crate::protocol::Role,
     },
+    /// An export this user asked for finished (`status` `done`, with `url`) or failed.
+    ExportFinished {
+        /// The document.
+        doc: String,
+        /// The export's id.
+        export: String,
+        /// `done` or `failed`.
+        status: String,
+        /// The file's link.
+        url: Option<String>,
+        /// Why it failed.
+        error: Option<String>,
+    },
     /// The access token expires soon (send `refresh`), or a refresh took effect.
     TokenExpires {
         /// When, ms since the Unix epoch.
@@ -428,6 +441,9 @@ impl ClientSession {
             }
             ServerMsg::Refreshed { expires_at } => {
                 self.events.push_back(Event::TokenExpires { expires_at, refreshed: true });
+            }
+            ServerMsg::ExportFinished { doc, export, status, url, error, .. } => {
+                self.events.push_back(Event::ExportFinished { doc, export, status, url, error });
             }
         }
         Ok(())

@@ -23,11 +23,11 @@ use tandem_engine::Limits;
 
 use crate::access::{AccessUpdate, Auth, ControlLink};
 use crate::metrics::{CoreStats, Driver};
-use crate::protocol::DocId;
+use crate::protocol::{DocId, ServerMsg};
 use crate::shard::{CoreMsg, ShardConfig};
 use mailbox::Mailbox;
 pub use notify::Notify;
-pub use storage::{FsyncMode, OplogKind, ScyllaConfig, StorageConfig, open_core_log};
+pub use storage::{BlobsKind, FsyncMode, OplogKind, S3Config, ScyllaConfig, StorageConfig, open_blobs, open_core_log};
 
 /// Everything the server can be told. Every field has a safe default; the `tandem` binary
 /// loads this from TOML, flags and `TANDEM_*` variables.
@@ -269,6 +269,8 @@ pub struct Hooks {
     /// More Prometheus text appended to `/metrics` (the workers' and the bus's counters).
     /// Called on a core: it must only read counters, never block.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Where snapshots go (none: the configured store, opened here).
+    pub blobs: Option<Arc<dyn tandem_storage::BlobStore>>,
 }
 
 /// A handle the control plane keeps to reach the cores (cheap to clone, any thread).
@@ -297,6 +299,16 @@ impl DataPlane {
             Err(CoreMsg::Access { update, .. }) => Err(update),
             Err(_) => unreachable!("the message given back is the one pushed"),
         }
+    }
+}
+
+impl DataPlane {
+    /// Sends `msg` to `user`'s sessions that have `doc` open (through its owner core).
+    /// Best effort: false when that core's inbox is full.
+    pub fn notify(&self, doc: DocId, user: &str, msg: ServerMsg) -> bool {
+        let core = doc.owner(self.shared.inboxes.len());
+        let notice = Box::new((user.to_owned(), msg));
+        self.shared.inboxes[core].push(CoreMsg::Notify { doc, notice }).is_ok()
     }
 }
 
@@ -467,6 +479,7 @@ pub fn start_with(config: ServerConfig, hooks: Hooks) -> std::io::Result<ServerH
         extra_metrics: hooks.metrics,
     });
     let hooks_feed = hooks.feed;
+    let hooks_blobs = hooks.blobs;
     // Every core's op log is recovered before any core serves.
     let mut storage = Vec::with_capacity(cores);
     if shared.config.storage.oplog != OplogKind::None {
@@ -475,12 +488,18 @@ pub fn start_with(config: ServerConfig, hooks: Hooks) -> std::io::Result<ServerH
         if cfg.oplog == OplogKind::Local {
             storage::check_layout(cfg, cores).map_err(|e| std::io::Error::other(format!("opening the op log: {e}")))?;
         }
+        let blobs = match hooks_blobs {
+            Some(b) => b,
+            None => {
+                storage::open_blobs(cfg).map_err(|e| std::io::Error::other(format!("opening the blob store: {e}")))?
+            }
+        };
         let started: Vec<std::io::Result<storage::StorageThread>> = std::thread::scope(|scope| {
             let opening: Vec<_> = (0..cores)
                 .map(|i| {
                     let limits = limits.clone();
-                    let feed = hooks_feed.clone();
-                    scope.spawn(move || storage::start(cfg, i, limits, feed))
+                    let (feed, blobs) = (hooks_feed.clone(), Arc::clone(&blobs));
+                    scope.spawn(move || storage::start(cfg, i, limits, feed, blobs))
                 })
                 .collect();
             opening.into_iter().map(|h| h.join().expect("opening an op log panicked")).collect()

@@ -19,8 +19,8 @@ use crossbeam_queue::ArrayQueue;
 use serde::Deserialize;
 use tandem_engine::{DocState, Limits};
 use tandem_storage::{
-    FsyncPolicy, LocalBlobs, LocalLog, LocalOptions, LogOp, OpLog, RealFs, RecoveryReport, Snapshot, StorageError,
-    now_ms,
+    BlobStore, FsyncPolicy, LocalBlobs, LocalLog, LocalOptions, LogOp, OpLog, RealFs, RecoveryReport, Snapshot,
+    StorageError, now_ms,
 };
 use tracing::{error, info, warn};
 
@@ -116,6 +116,72 @@ impl ScyllaConfig {
     }
 }
 
+/// Where blobs (snapshots, exports, uploads) are kept.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobsKind {
+    /// Files under `<data_dir>/blobs` (the default).
+    #[default]
+    Local,
+    /// An S3 bucket (`[server.storage.s3]`; a build with the `s3` feature): snapshots, exports
+    /// and uploads off the node's disk, so any node can load any document.
+    S3,
+}
+
+/// The S3 blob store (`[server.storage.s3]`). Credentials not given here come from the AWS
+/// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, instance
+/// roles); `TANDEM_S3_SECRET_ACCESS_KEY` overrides the file's secret.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// The bucket (it must exist).
+    pub bucket: String,
+    /// The region (`us-east-1` when empty and the environment names none).
+    pub region: String,
+    /// An S3-compatible store's URL (`http://127.0.0.1:8014`); AWS when empty.
+    pub endpoint: String,
+    /// Keys go under this prefix, so one bucket can hold several clusters' blobs.
+    pub prefix: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key (prefer the environment). Never logged.
+    pub secret_access_key: String,
+    /// `bucket.endpoint` host names instead of `endpoint/bucket` paths.
+    pub virtual_hosted_style: bool,
+    /// Time allowed for one request, ms.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            bucket: String::new(),
+            region: String::new(),
+            endpoint: String::new(),
+            prefix: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            virtual_hosted_style: false,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &if self.secret_access_key.is_empty() { "" } else { "<redacted>" })
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish()
+    }
+}
+
 /// When the op log makes appends durable.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -153,6 +219,10 @@ pub struct StorageConfig {
     pub history_retention_days: u64,
     /// How often compaction runs, seconds.
     pub compact_interval_s: u64,
+    /// Where blobs go: `local` (default) or `s3`.
+    pub blobs: BlobsKind,
+    /// With `blobs = "s3"`: the bucket.
+    pub s3: S3Config,
 }
 
 impl Default for StorageConfig {
@@ -168,6 +238,8 @@ impl Default for StorageConfig {
             snapshot_every_bytes: 1 << 20,
             history_retention_days: 30,
             compact_interval_s: 3600,
+            blobs: BlobsKind::Local,
+            s3: S3Config::default(),
         }
     }
 }
@@ -192,6 +264,15 @@ impl StorageConfig {
         }
         if self.compact_interval_s == 0 {
             return Err("storage.compact_interval_s must be positive".into());
+        }
+        if self.blobs == BlobsKind::S3 && self.s3.bucket.is_empty() {
+            return Err("storage.blobs = \"s3\" needs storage.s3.bucket".into());
+        }
+        #[cfg(not(feature = "s3"))]
+        if self.blobs == BlobsKind::S3 {
+            return Err(
+                "storage.blobs = \"s3\": this tandem was built without S3 support (build with --features s3)".into()
+            );
         }
         if self.oplog == OplogKind::Scylla {
             #[cfg(feature = "scylla")]
@@ -256,17 +337,55 @@ pub(crate) fn check_layout(cfg: &StorageConfig, cores: usize) -> Result<(), Stor
     }
 }
 
+/// Opens the configured blob store: the data directory's `blobs/`, or the S3 bucket
+/// (reached once here, so a wrong endpoint, bucket or key fails at start).
+pub fn open_blobs(cfg: &StorageConfig) -> Result<Arc<dyn BlobStore>, StorageError> {
+    match cfg.blobs {
+        BlobsKind::Local => Ok(Arc::new(LocalBlobs::open(cfg.blob_dir(), Arc::new(RealFs))?)),
+        #[cfg(feature = "s3")]
+        BlobsKind::S3 => {
+            let secret =
+                std::env::var("TANDEM_S3_SECRET_ACCESS_KEY").unwrap_or_else(|_| cfg.s3.secret_access_key.clone());
+            let opts = tandem_storage::s3::S3Options {
+                bucket: cfg.s3.bucket.clone(),
+                region: cfg.s3.region.clone(),
+                endpoint: cfg.s3.endpoint.clone(),
+                prefix: cfg.s3.prefix.clone(),
+                access_key_id: cfg.s3.access_key_id.clone(),
+                secret_access_key: secret,
+                virtual_hosted_style: cfg.s3.virtual_hosted_style,
+                request_timeout: Duration::from_millis(cfg.s3.request_timeout_ms),
+            };
+            let blobs = tandem_storage::s3::S3Blobs::open(&opts)?;
+            blobs.check()?;
+            info!("blobs (snapshots, exports, uploads) in {blobs:?}");
+            Ok(Arc::new(blobs))
+        }
+        #[cfg(not(feature = "s3"))]
+        BlobsKind::S3 => Err(StorageError::Invalid("this tandem was built without S3 support".into())),
+    }
+}
+
 /// Opens core `core`'s log (recovering it), as `tandem serve` and `tandem repair` do.
-pub fn open_core_log(cfg: &StorageConfig, cores: usize, core: usize, repair: bool) -> Result<LocalLog, StorageError> {
+pub fn open_core_log(
+    cfg: &StorageConfig,
+    cores: usize,
+    core: usize,
+    repair: bool,
+    blobs: Arc<dyn BlobStore>,
+) -> Result<LocalLog, StorageError> {
     check_layout(cfg, cores)?;
-    open_local(cfg, core, repair)
+    open_local(cfg, core, repair, blobs)
 }
 
 /// Opens core `core`'s log, the layout already checked.
-fn open_local(cfg: &StorageConfig, core: usize, repair: bool) -> Result<LocalLog, StorageError> {
-    let fs = Arc::new(RealFs);
-    let blobs = Arc::new(LocalBlobs::open(cfg.blob_dir(), fs.clone())?);
-    LocalLog::open(cfg.oplog_dir(core), blobs, fs, cfg.options(repair))
+fn open_local(
+    cfg: &StorageConfig,
+    core: usize,
+    repair: bool,
+    blobs: Arc<dyn BlobStore>,
+) -> Result<LocalLog, StorageError> {
+    LocalLog::open(cfg.oplog_dir(core), blobs, Arc::new(RealFs), cfg.options(repair))
 }
 
 fn describe(core: usize, r: &RecoveryReport) -> String {
@@ -394,11 +513,12 @@ pub(crate) fn start(
     core: usize,
     limits: Limits,
     feed: Option<Arc<dyn FeedSink>>,
+    blobs: Arc<dyn BlobStore>,
 ) -> std::io::Result<StorageThread> {
     let opening = |e: StorageError| std::io::Error::other(format!("opening the op log of core {core}: {e}"));
     let log: Box<dyn OpLog + Send> = match cfg.oplog {
         OplogKind::Local => {
-            let log = open_local(cfg, core, false).map_err(opening)?;
+            let log = open_local(cfg, core, false, blobs).map_err(opening)?;
             info!("{}", describe(core, log.recovery()));
             if core == 0 {
                 info!("op log fsync policy: {}", cfg.fsync_policy());

@@ -255,3 +255,65 @@ pub(crate) fn hit_ids(a: &Answer) -> Vec<String> {
 pub(crate) fn activity(addr: SocketAddr, token: &str, doc: &str) -> Answer {
     http(addr, "GET", &format!("/api/documents/{doc}/activity"), &[("Authorization", &bearer(token))], None)
 }
+
+/// One HTTP/1.1 request with a raw body; the answer's status, headers and raw body.
+pub(crate) fn http_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    // The server may answer (413) before reading it all.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("an answer") + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
+    let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let mut body = raw[end..].to_vec();
+    if chunked {
+        let mut out = Vec::new();
+        let mut b = &body[..];
+        while let Some(nl) = b.windows(2).position(|w| w == b"\r\n") {
+            let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+            b = &b[nl + 4 + n..];
+        }
+        body = out;
+    }
+    (status, headers, body)
+}
+
+/// A GET of an absolute `http://host:port/path` URL (a link from an answer or an email).
+pub(crate) fn get_url(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let addr: SocketAddr = host
+        .parse()
+        .unwrap_or_else(|_| std::net::ToSocketAddrs::to_socket_addrs(host).unwrap().next().expect("a resolvable host"));
+    http_bytes(addr, "GET", &path, &[], &[])
+}
+
+/// The value of header `name` in `headers`.
+pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
