@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -199,23 +199,15 @@ fn file_response(bytes: Vec<u8>, content_type: &str, disposition: &str, private:
     r
 }
 
-/// An upload's raw body, up to the configured size, with the API's error for more.
-pub(super) struct Raw(Bytes);
-
-impl FromRequest<Arc<App>> for Raw {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, Self::Rejection> {
-        let max = app.files().map_or(10 << 20, |f| f.config.max_upload_bytes);
-        let too_large =
-            || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("images are at most {max} bytes"));
-        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max) {
-            return Err(too_large());
-        }
-        let limited = axum::body::to_bytes(req.into_body(), usize::try_from(max).unwrap_or(usize::MAX)).await;
-        limited.map(Raw).map_err(|_| too_large())
+/// An upload's raw body, up to `max` bytes, with the API's error for more.
+async fn read_body(req: Request, max: u64) -> ApiResult<Bytes> {
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("images are at most {max} bytes"));
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
     }
+    axum::body::to_bytes(req.into_body(), usize::try_from(max).unwrap_or(usize::MAX)).await.map_err(|_| too_large())
 }
 
 pub(super) async fn upload(
@@ -223,12 +215,15 @@ pub(super) async fn upload(
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Raw(bytes): Raw,
+    req: Request,
 ) -> ApiResult<Response> {
+    // Who may upload is checked before the body is read.
     let view = readable(&app, &id, &caller).await?;
     if view.role < Role::Editor {
         return Err(ApiError::forbidden("only editors may add images"));
     }
+    let files = files(&app)?;
+    let bytes = read_body(req, files.config.max_upload_bytes).await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the body is empty: send the image's bytes"));
     }
@@ -251,7 +246,6 @@ pub(super) async fn upload(
             format!("the file is {}, not {declared}", kind.content_type()),
         ));
     }
-    let files = files(&app)?;
     let upload_id = random_hex();
     let key = upload_key(&upload_id);
     let size = bytes.len() as u64;
