@@ -277,6 +277,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/documents/{id}/invitations/{email}", axum::routing::delete(withdraw_invitation))
         .route("/api/documents/{id}/transfer", post(transfer))
         .route("/api/documents/{id}/activity", get(insight::activity))
+        .route("/api/documents/{id}/authors", get(insight::authors))
         .route("/api/search", get(insight::search))
         .route("/api/documents/{id}/export", post(files::request_export))
         .route("/api/exports/{id}", get(files::export_status))
@@ -288,12 +289,17 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/uploads/{id}", get(files::get_upload))
         .route("/api/openapi.json", get(openapi))
+        .route("/api/features", get(features))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), guard));
     Router::new()
         .merge(api)
         .route("/", get(index))
+        .route("/login", get(page))
+        .route("/signup", get(page))
+        .route("/d/{id}", get(page))
+        .route("/assets/{*path}", get(asset))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
         .route("/metrics", get(metrics))
@@ -308,11 +314,44 @@ async fn not_found(method: Method) -> ApiError {
     }
 }
 
-async fn index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "Tandem is running.\nREST API: /api (described at /api/openapi.json). WebSocket: /ws.\n",
-    )
+/// The editor's page, or (not built) what this server is.
+async fn index(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    match app.web() {
+        Some(web) => web.page(&headers),
+        None => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "Tandem is running.\nREST API: /api (described at /api/openapi.json). WebSocket: /ws.\n\
+             The browser editor is not built: run scripts/serve.sh, or `npm ci && npm run build` in web/ \
+             and restart (see README.md).\n",
+        )
+            .into_response(),
+    }
+}
+
+/// An app route (`/login`, `/d/{id}`): the page, which routes in the browser.
+async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    match app.web() {
+        Some(web) => web.page(&headers),
+        None => index(State(app), headers).await,
+    }
+}
+
+/// A file of the editor's build.
+async fn asset(State(app): State<Arc<App>>, Path(path): Path<String>, headers: HeaderMap) -> Response {
+    match app.web() {
+        Some(web) => web.serve(&format!("assets/{path}"), &headers),
+        None => (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "no such file\n")
+            .into_response(),
+    }
+}
+
+/// Which optional parts this server runs, for clients to show only what works.
+async fn features(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "search": app.search().is_some(),
+        "exports": app.files().is_some(),
+        "uploads": app.files().is_some(),
+    }))
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {

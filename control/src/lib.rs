@@ -28,6 +28,7 @@ mod sqlite_list;
 pub mod store;
 pub mod tokens;
 mod transport;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -96,6 +97,10 @@ pub struct ControlConfig {
     pub rate_limits: RateLimits,
     /// Exports and uploads (`[control.files]`).
     pub files: files::FilesConfig,
+    /// The browser editor's build (`npm run build` in `web/` writes `web/app/dist`), served
+    /// at `/`. Unset: `web/app/dist` under the working directory if it is there (otherwise
+    /// `/` says how to build it); set: it must be there, or the server does not start.
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Default for ControlConfig {
@@ -114,6 +119,7 @@ impl Default for ControlConfig {
             http_header_timeout_ms: 10_000,
             rate_limits: RateLimits::default(),
             files: files::FilesConfig::default(),
+            web_dir: None,
         }
     }
 }
@@ -136,6 +142,7 @@ pub struct App {
     metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
     search: OnceLock<Arc<dyn search::SearchIndex>>,
     files: OnceLock<Arc<files::Files>>,
+    web: Option<web::WebAssets>,
 }
 
 /// The settings the handlers read.
@@ -178,6 +185,7 @@ impl App {
             metrics: None,
             search: OnceLock::new(),
             files: OnceLock::new(),
+            web: None,
         })
     }
 
@@ -196,6 +204,11 @@ impl App {
         let _ = self.files.set(files);
     }
 
+    /// The browser editor's files, when built.
+    pub fn web(&self) -> Option<&web::WebAssets> {
+        self.web.as_ref()
+    }
+
     /// The blob store's side of the API, once connected.
     pub fn files(&self) -> Option<&Arc<files::Files>> {
         self.files.get()
@@ -212,6 +225,32 @@ fn lower_priority() {
     // permission to change it) leaves the priority as it was, which is harmless.
     #[allow(unsafe_code)]
     let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+}
+
+/// Where the editor's build is looked for when `web_dir` is not set.
+pub const DEFAULT_WEB_DIR: &str = "web/app/dist";
+
+/// Loads the editor's build: from `dir` (which must hold one), or from [`DEFAULT_WEB_DIR`]
+/// when it is there.
+fn load_web(dir: Option<&Path>) -> Result<Option<web::WebAssets>> {
+    let (dir, required) = match dir {
+        Some(d) => (d.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_WEB_DIR), false),
+    };
+    match web::WebAssets::load(&dir) {
+        Ok(assets) => {
+            tracing::info!("serving the editor from {} ({} files)", dir.display(), assets.len());
+            Ok(Some(assets))
+        }
+        Err(e) if required => Err(Error::Config(format!("web_dir: {e}"))),
+        Err(_) => {
+            tracing::warn!(
+                "the browser editor is not built ({DEFAULT_WEB_DIR} is missing): scripts/serve.sh builds it, \
+                 or set [control] web_dir; the API and the WebSocket are served without it"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// The default database URL for a data directory.
@@ -263,6 +302,7 @@ impl ControlPlane {
         let keys = Arc::new(tokens::Keys::load_or_create(&keys_path, Duration::from_secs(config.access_token_ttl_s))?);
         let (bridge, link, receiver) = bridge::Bridge::new(store.clone());
         let mut app = App::with_bridge(store, keys, config, bridge);
+        Arc::get_mut(&mut app).expect("not shared yet").web = load_web(config.web_dir.as_deref())?;
         let (handoff, incoming) = transport::Handoff::new(config.max_http_connections);
         let data = Arc::clone(&app.data);
         Arc::get_mut(&mut app).expect("not shared yet").metrics =

@@ -145,6 +145,16 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "get",
+        "/api/documents/{id}/authors",
+        "The users behind client ids of the document's history, ?clients=ID,ID (at most 100); readers",
+        true,
+        None,
+        200,
+        None,
+    ),
+    r("get", "/api/features", "What this server offers: search, exports, uploads", false, None, 200, None),
+    r(
+        "get",
         "/api/search",
         "Full-text search of the documents you may read, ?q=&limit=1..50&cursor=; ranked, with snippets",
         true,

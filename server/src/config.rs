@@ -129,6 +129,9 @@ pub(crate) struct ServeArgs {
     /// Mark cookies Secure (clients reach Tandem over HTTPS) [default: false].
     #[arg(long, env = "TANDEM_SECURE_COOKIES", value_name = "BOOL")]
     secure_cookies: Option<bool>,
+    /// The browser editor's build, served at / [default: web/app/dist when it is there].
+    #[arg(long, env = "TANDEM_WEB_DIR", value_name = "DIR")]
+    web_dir: Option<std::path::PathBuf>,
     /// Messages each core's inbox holds [default: 65536].
     #[arg(long, env = "TANDEM_INBOX_CAPACITY", value_name = "N")]
     inbox_capacity: Option<usize>,
@@ -271,6 +274,9 @@ impl ServeArgs {
         }
         if let Some(secure) = self.secure_cookies {
             c.secure_cookies = secure;
+        }
+        if let Some(dir) = &self.web_dir {
+            c.web_dir = Some(dir.clone());
         }
         c.allowed_origins = config.server.allowed_origins.clone();
         c.files.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;

@@ -216,6 +216,11 @@ fn serve(args: &ServeArgs) -> Result<()> {
         config.data_dir.display(),
         addr = server.local_addr(),
     );
+    if control.app().web().is_some() {
+        let addr = server.local_addr();
+        let host = if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() };
+        info!("the editor: open http://{host}/ in a browser");
+    }
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     if let Some(signal) = signals.forever().next() {
         info!("signal {signal}: shutting down (closing clients with 1001)");

@@ -1,4 +1,5 @@
-//! `GET /api/documents/{id}/activity` (the analytics worker's aggregates) and
+//! `GET /api/documents/{id}/activity` (the analytics worker's aggregates),
+//! `GET /api/documents/{id}/authors` (who the client ids in its history are) and
 //! `GET /api/search` (the search worker's index, filtered by what the caller may read).
 
 use std::sync::Arc;
@@ -37,6 +38,42 @@ const MAX_SCANNED: usize = 2000;
 #[serde(deny_unknown_fields)]
 pub(super) struct ActivityQuery {
     days: Option<u32>,
+}
+
+/// Most client ids per `authors` request.
+const MAX_AUTHORS: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuthorsQuery {
+    clients: String,
+}
+
+/// The names behind the client ids of a document's history (`list_revisions` names authors
+/// by client id), for anyone who may read the document.
+pub(super) async fn authors(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<AuthorsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let mut clients = Vec::new();
+    for c in q.clients.split(',').filter(|c| !c.is_empty()) {
+        let client: tandem_engine::ClientId =
+            c.parse().map_err(|e: String| ApiError::bad_request(format!("clients: {e}")))?;
+        clients.push(client.to_string());
+    }
+    if clients.is_empty() || clients.len() > MAX_AUTHORS {
+        return Err(ApiError::bad_request(format!("clients: 1 to {MAX_AUTHORS} client ids, comma-separated")));
+    }
+    clients.sort();
+    clients.dedup();
+    readable(&app, &id, &caller).await?;
+    let found = app.store.client_authors(&clients).await?;
+    let authors: serde_json::Map<String, serde_json::Value> =
+        found.into_iter().map(|(c, user, name)| (c, json!({"user": user, "name": name}))).collect();
+    Ok(Json(json!({ "authors": authors })).into_response())
 }
 
 pub(super) async fn activity(

@@ -157,6 +157,26 @@ impl Store {
         Ok(())
     }
 
+    /// The users behind client ids (the authors the op log names): `(client, user id, user
+    /// name)` for those the server has seen open a document.
+    pub async fn client_authors(&self, clients: &[String]) -> Result<Vec<(String, String, String)>> {
+        if clients.is_empty() {
+            return Ok(Vec::new());
+        }
+        let params: Vec<String> = (1..=clients.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT c.client_id, u.id, u.name FROM client_users c JOIN users u ON u.id = c.user_id \
+             WHERE c.client_id IN ({})",
+            params.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for c in clients {
+            query = query.bind(c);
+        }
+        let rows = query.fetch_all(&self.read).await?;
+        rows.iter().map(|r| Ok((r.try_get("client_id")?, r.try_get("id")?, r.try_get("name")?))).collect()
+    }
+
     /// Counts each document's ops (in revision order), all in one transaction; revisions at
     /// or below the last one counted for a document are skipped, so a redelivered or
     /// overlapping feed event counts nothing twice. A few statements per 200 documents,

@@ -1,0 +1,16 @@
+// Tandem's JavaScript client library. See README.md.
+
+export { TandemClient, DocHandle } from "./client.js";
+export type { ClientOptions, ConnectionState, DocEvents, SaveState, SocketFactory, SocketLike } from "./client.js";
+export { DocSync } from "./doc.js";
+export type { Selection, Submit } from "./doc.js";
+export * from "./protocol.js";
+export {
+  codePointDiff,
+  deltaToScalar,
+  deltaToUtf16,
+  positionToScalar,
+  positionToUtf16,
+  scalarLength,
+} from "./utf16.js";
+export { default as Delta } from "quill-delta";
