@@ -313,3 +313,34 @@ fn welcome_and_peers_speak_javascript() {
     assert_eq!((err["code"].as_str(), err["client_seq"].as_u64()), (Some("not_open"), Some(9)));
     let _ = bob.stream.flush();
 }
+
+/// A masked client frame (mask key zero: the payload as it is).
+fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn nothing_follows_the_close_reply() {
+    // Chromium failed a connection with "data frame received after close": a client's close
+    // arriving with a message in the same read got its close reply queued before the
+    // message's answer. The answers go first now, and the close reply is the last frame.
+    let server = support::server(1, |_| {});
+    let addr = server.local_addr();
+    for round in 0..20u64 {
+        let mut ws = raw_json_hello(addr, 0x100 + round);
+        // Answered at once (`not_open`), in the same read as the close.
+        let mut bytes = masked(1, format!(r#"{{"type":"close","doc":"close-{round}"}}"#).as_bytes());
+        bytes.extend(masked(8, &1000u16.to_be_bytes()));
+        ws.stream.write_all(&bytes).unwrap();
+        let mut seen = Vec::new();
+        while let Some(f) = ws.read_frame(WAIT) {
+            assert!(!seen.contains(&8), "opcode {} after the close frame (round {round}): {seen:?}", f.opcode);
+            seen.push(f.opcode);
+        }
+        assert_eq!(seen.last(), Some(&8), "round {round}: {seen:?}");
+        assert_eq!(seen.iter().filter(|&&o| o == 1).count(), 1, "the answer, before the close: {seen:?}");
+    }
+}

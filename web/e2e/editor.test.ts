@@ -4,7 +4,7 @@
 import { join } from "node:path";
 
 import type { Browser, BrowserContext, Page } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 
 import { Delta, TandemClient, type SocketLike } from "@tandem/client";
@@ -21,6 +21,14 @@ const PASSWORD = "correct horse battery";
 beforeAll(async () => {
   server = await startServer();
   browser = await launch();
+});
+
+// A failed test leaves every user's screen behind, to see what went wrong.
+afterEach(async (ctx) => {
+  if (ctx.task.result?.state !== "fail") return;
+  for (const [name, u] of Object.entries(users)) {
+    await u.page.screenshot({ path: join(screenshotDir(), `failed-${name}.png`) }).catch(() => {});
+  }
 });
 
 afterAll(async () => {
@@ -245,6 +253,18 @@ describe("the editor in Chromium", () => {
     await ada.getByRole("button", { name: "History" }).click();
   });
 
+  it("gives a new role at once: a viewer made editor can type", async () => {
+    const { Ada: a, Cy: c } = users;
+    await a!.page.getByRole("button", { name: "Share" }).click();
+    await a!.page.getByRole("combobox", { name: "Role of Cy" }).selectOption("editor");
+    await until(async () => ((await a!.page.locator("#share-msg").textContent()) ?? "").includes("Cy is now editor"), 10_000, "role changed");
+    await a!.page.keyboard.press("Escape");
+    await c!.page.locator("#banner").waitFor({ state: "hidden", timeout: 10_000 });
+    await typeAt(c!.page, "end", " Cy was here");
+    const states = await settled([a!.page, c!.page]);
+    expect(textOf(states[0]!.view)).toContain("Cy was here");
+  });
+
   it("cuts a revoked user off without a reload", async () => {
     const { Ada: a, Bob: b } = users;
     await a!.page.getByRole("button", { name: "Share" }).click();
@@ -253,6 +273,36 @@ describe("the editor in Chromium", () => {
     await a!.page.keyboard.press("Escape");
     await b!.page.locator("#banner", { hasText: "Your access to this document was removed." }).waitFor({ timeout: 10_000 });
     expect(await b!.page.locator(".ql-editor").getAttribute("contenteditable")).toBe("false");
+  });
+
+  it("exports a PDF from the button, announced over the WebSocket", async () => {
+    const ada = users.Ada!.page;
+    await ada.getByRole("button", { name: "PDF" }).click();
+    const link = ada.locator("#export-link");
+    await link.waitFor({ timeout: 60_000 });
+    const href = await link.getAttribute("href");
+    const r = await ada.request.get(new URL(href!, server.url).toString());
+    expect(r.status()).toBe(200);
+    expect((await r.body()).subarray(0, 5).toString()).toBe("%PDF-");
+  });
+
+  it("inserts an uploaded image that everyone sees", async () => {
+    const { Ada: a, Dan: d } = users;
+    // A 2x2 PNG.
+    const png = Buffer.from(
+      "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a730000001049444154789c63f8cfc000440c100a001fee03fd8b5f14d40000000049454e44ae426082",
+      "hex",
+    );
+    await a!.page.evaluate(() => (window as unknown as { tandem: { quill: { setSelection(i: number, l: number, s: string): void } } }).tandem.quill.setSelection(0, 0, "user"));
+    const chooser = a!.page.waitForEvent("filechooser");
+    await a!.page.getByRole("button", { name: "Insert image" }).click();
+    await (await chooser).setFiles({ name: "dot.png", mimeType: "image/png", buffer: png });
+    await d!.page.locator(".ql-editor img").waitFor({ timeout: 10_000 });
+    const src = await d!.page.locator(".ql-editor img").getAttribute("src");
+    expect(src).toMatch(/^\/api\/uploads\//);
+    await until(() => d!.page.evaluate(() => (document.querySelector(".ql-editor img") as HTMLImageElement).naturalWidth === 2), 10_000, "the image loads");
+    const states = await settled([a!.page, d!.page]);
+    expect(states[1]!.view).toEqual(states[0]!.view);
   });
 
   it("works in a narrow window", async () => {
@@ -270,7 +320,27 @@ describe("the editor in Chromium", () => {
     await context.close();
   });
 
+  it("finds the document by its text, renames it and deletes it from the list", async () => {
+    const ada = users.Ada!.page;
+    await ada.goto(`${server.url}/`);
+    await ada.fill("#search", "typed-offline");
+    await until(async () => (await ada.locator(".search-results a", { hasText: "Launch plan" }).count()) === 1, 20_000, "a search hit");
+    await ada.fill("#search", "");
+    ada.once("dialog", (d) => void d.accept("Launch plan v2"));
+    await ada.getByRole("button", { name: "Rename Launch plan" }).click();
+    await ada.getByRole("link", { name: "Launch plan v2" }).waitFor();
+    ada.once("dialog", (d) => void d.accept());
+    await ada.getByRole("button", { name: "Delete Launch plan v2" }).click();
+    await ada.getByRole("link", { name: "Launch plan v2" }).waitFor({ state: "detached" });
+    // Everyone still on it is told.
+    await users.Dan!.page.locator("#banner", { hasText: "This document was deleted." }).waitFor({ timeout: 10_000 });
+    await ada.getByRole("button", { name: "Log out" }).click();
+    await ada.waitForURL(/\/login/);
+    await ada.goto(`${server.url}/`);
+    await ada.waitForURL(/\/login/);
+  });
+
   it("logged no errors and no CSP violations", () => {
-    expect(errors).toEqual([]);
+    expect(errors, errors.join("\n")).toEqual([]);
   });
 });

@@ -510,6 +510,10 @@ fn on_bytes(core: &Rc<Core>, state: &Rc<ConnState>, ws: &mut WsConn, encoding: E
             }
         })
     };
+    // The replies to what was read go out first: a close reply must be the last frame, and
+    // frames queued after it would reach a client that already closed ("data frame
+    // received after close", as Chromium reports it).
+    core.apply_effects();
     // Pongs and close replies count against the send queue like everything else: a client
     // that pings without reading is closed as a slow reader, not buffered without end.
     if let Some(out) = ws.take_output()
@@ -517,7 +521,11 @@ fn on_bytes(core: &Rc<Core>, state: &Rc<ConnState>, ws: &mut WsConn, encoding: E
     {
         CoreStats::bump(&core.stats.slow_reader_closes);
     }
-    core.apply_effects();
+    if ws.is_closed() && state.closing_since.get().is_none() {
+        // The client closed; tungstenite queued the reply, the last frame: nothing may follow.
+        state.closing_since.set(Some(core.millis()));
+        state.wake.notify();
+    }
     if wrong_type {
         let expected =
             if encoding == Encoding::Json { "text frames (tandem.v1.json)" } else { "binary frames (tandem.v1.bin)" };
@@ -525,11 +533,6 @@ fn on_bytes(core: &Rc<Core>, state: &Rc<ConnState>, ws: &mut WsConn, encoding: E
     }
     if let Err(fatal) = result {
         state.close(fatal.code, &fatal.reason);
-    }
-    if ws.is_closed() && state.closing_since.get().is_none() {
-        // The client closed; tungstenite queued the reply. Finish like any other close.
-        state.closing_since.set(Some(core.millis()));
-        state.wake.notify();
     }
     state.closing_since.get().is_none()
 }

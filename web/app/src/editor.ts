@@ -198,7 +198,7 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
       }
     },
     exportFinished(msg) {
-      exportDone(msg.status, msg.url, msg.error);
+      if (msg.export === exportId) exportDone(msg.status, msg.url, msg.error);
     },
   });
   (window as unknown as { tandem?: EditorHandle }).tandem = { quill, doc, client };
@@ -262,7 +262,11 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
 
   // Exports: asked over REST, announced over the WebSocket (and polled, in case).
   let exportPoll = 0;
+  let exportId: string | null = null;
   const exportDone = (st: string, url?: string, error?: string) => {
+    // Told twice (the WebSocket and the poll): shown once.
+    if (exportId === null) return;
+    exportId = null;
     clearInterval(exportPoll);
     for (const b of exportMenu?.querySelectorAll("button") ?? []) b.disabled = false;
     if (st === "done" && url) {
@@ -282,10 +286,12 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
       const r = await api<{ export_id: string; status_url: string }>("POST", `/api/documents/${encodeURIComponent(id)}/export`, {
         format: btn.dataset.format,
       });
+      exportId = r.export_id;
       toast(`Preparing the ${btn.dataset.format!.toUpperCase()}…`);
       let tries = 0;
       exportPoll = window.setInterval(async () => {
         if (++tries > 120) return exportDone("failed", undefined, "no answer in 2 minutes");
+        if (exportId !== r.export_id) return;
         try {
           const s = await api<{ status: string; url?: string; error?: string }>("GET", r.status_url);
           if (s.status === "done" || s.status === "failed") exportDone(s.status, s.url, s.error);

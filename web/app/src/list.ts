@@ -34,7 +34,7 @@ export function listView(root: HTMLElement, ctx: Ctx): () => void {
     const title = h("a", { href: `/d/${encodeURIComponent(doc.id)}`, class: "doc-title" }, doc.title || "Untitled document");
     const actions = h("div", { class: "doc-actions" });
     if (doc.role === "owner" || doc.role === "editor") {
-      const rename = h("button", { type: "button", class: "ghost small", "aria-label": `Rename ${doc.title}` }, "Rename");
+      const rename = h("button", { type: "button", class: "ghost small", "data-verb": "Rename", "aria-label": `Rename ${doc.title}` }, "Rename");
       rename.addEventListener("click", async () => {
         const name = prompt("New name", doc.title);
         if (name === null || !name.trim()) return;
@@ -42,6 +42,9 @@ export function listView(root: HTMLElement, ctx: Ctx): () => void {
           const d = await api<Doc>("PATCH", `/api/documents/${encodeURIComponent(doc.id)}`, { title: name.trim() });
           doc.title = d.title;
           title.textContent = d.title;
+          for (const b of actions.querySelectorAll("button[data-verb]")) {
+            b.setAttribute("aria-label", `${(b as HTMLElement).dataset.verb} ${d.title}`);
+          }
         } catch (e) {
           toast(e instanceof ApiError ? e.message : "Could not rename.", "error");
         }
@@ -49,7 +52,7 @@ export function listView(root: HTMLElement, ctx: Ctx): () => void {
       actions.append(rename);
     }
     if (doc.role === "owner") {
-      const del = h("button", { type: "button", class: "ghost small danger", "aria-label": `Delete ${doc.title}` }, "Delete");
+      const del = h("button", { type: "button", class: "ghost small danger", "data-verb": "Delete", "aria-label": `Delete ${doc.title}` }, "Delete");
       del.addEventListener("click", async () => {
         if (!confirm(`Delete “${doc.title}” for everyone? This cannot be undone.`)) return;
         try {
