@@ -4,8 +4,9 @@
 //   TANDEM_BIN=target/release/tandem npx vite-node web/e2e/bench.ts -- [loads] [keystrokes] [interval_ms]
 //
 // Prints JSON. Latencies are taken inside the pages: a keystroke's `keydown` in one page to
-// the frame after the change reaches the other page's Quill (both clocks are this machine's:
-// performance.timeOrigin + now()).
+// the change applied in the other page's Quill, and to the frame after it (both clocks are
+// this machine's: performance.timeOrigin + now()). The change reaches the other page only
+// once it is durable in the op log (an fdatasync per batch).
 
 import type { Page } from "playwright-core";
 
@@ -32,7 +33,8 @@ async function signup(page: Page, base: string, name: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const server = await startServer();
+  // TANDEM_SERVE_ARGS: more arguments for `tandem serve` (e.g. a --config).
+  const server = await startServer((process.env.TANDEM_SERVE_ARGS ?? "").split(" ").filter(Boolean));
   const browser = await launch();
   const errors: string[] = [];
   try {
@@ -74,10 +76,13 @@ async function main(): Promise<void> {
 
     // 2. Keystroke to the other screen.
     await b.page.evaluate(() => {
-      const w = window as unknown as { tandem: { quill: { on(e: string, f: (d: unknown, o: unknown, s: string) => void): void } }; recv: number[] };
+      const w = window as unknown as { tandem: { quill: { on(e: string, f: (d: unknown, o: unknown, s: string) => void): void } }; recv: number[]; applied: number[] };
       w.recv = [];
+      w.applied = [];
       w.tandem.quill.on("text-change", (_d, _o, source) => {
-        if (source === "api") requestAnimationFrame(() => w.recv.push(performance.timeOrigin + performance.now()));
+        if (source !== "api") return;
+        w.applied.push(performance.timeOrigin + performance.now());
+        requestAnimationFrame(() => w.recv.push(performance.timeOrigin + performance.now()));
       });
     });
     await a.page.evaluate(() => {
@@ -97,12 +102,15 @@ async function main(): Promise<void> {
     await b.page.waitForFunction((n) => (window as unknown as { recv: number[] }).recv.length >= n, keys, { timeout: 60_000 });
     const sent = await a.page.evaluate(() => (window as unknown as { sent: number[] }).sent);
     const recv = await b.page.evaluate(() => (window as unknown as { recv: number[] }).recv);
+    const applied = await b.page.evaluate(() => (window as unknown as { applied: number[] }).applied);
     const latency = sent.map((s, i) => recv[i]! - s);
+    const toApply = sent.map((s, i) => applied[i]! - s);
     const same = await Promise.all([a.page, b.page].map((p) => p.evaluate(() => (window as unknown as { tandem: { quill: { getText(): string } } }).tandem.quill.getText())));
     console.log(
       JSON.stringify(
         {
           load_to_editable_ms: { cold: summary(cold), warm: summary(warm) },
+          keystroke_to_remote_quill_ms: summary(toApply),
           keystroke_to_remote_frame_ms: { ...summary(latency), interval_ms: interval, changes_received: recv.length },
           converged: same[0] === same[1],
           errors,

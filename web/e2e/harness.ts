@@ -1,64 +1,22 @@
 // A real `tandem serve` (accounts, the built editor) and Debian's Chromium driven by
 // playwright-core. Nothing here skips: a missing binary, build or browser fails the tests.
 
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { createInterface } from "node:readline";
 
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 
+import { startServer as startTandem, type Server } from "../client/test/server.js";
+
 export const WEB_DIST = resolve(new URL("../app/dist", import.meta.url).pathname);
 
-export function tandemBin(): string {
-  const bin = process.env.TANDEM_BIN ?? resolve(new URL("../../target/debug/tandem", import.meta.url).pathname);
-  if (!existsSync(bin)) throw new Error(`no tandem binary at ${bin}: build it (cargo build -p tandem) or set TANDEM_BIN`);
-  return bin;
-}
+export type { Server };
 
-export interface Server {
-  url: string;
-  addr: string;
-  log: () => string;
-  stop(): Promise<void>;
-}
-
+/** `tandem serve` with accounts and the built editor (see ../client/test/server.ts). */
 export async function startServer(extra: string[] = []): Promise<Server> {
   if (!existsSync(join(WEB_DIST, "index.html"))) throw new Error(`no editor build in ${WEB_DIST}: run npm run build in web/`);
-  const dir = mkdtempSync(join(tmpdir(), "tandem-e2e-"));
-  const child: ChildProcess = spawn(
-    tandemBin(),
-    ["serve", "--listen", "127.0.0.1:0", "--cores", "2", "--data-dir", dir, "--web-dir", WEB_DIST, ...extra],
-    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" } },
-  );
-  let log = "";
-  const lines = createInterface({ input: child.stderr! });
-  const addr = await new Promise<string>((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error(`tandem did not start in 60 s:\n${log}`)), 60_000);
-    lines.on("line", (line) => {
-      log += line + "\n";
-      const m = /listening on http:\/\/(\S+)/.exec(line);
-      if (m) {
-        clearTimeout(timer);
-        ok(m[1]!);
-      }
-    });
-    child.on("exit", (code) => fail(new Error(`tandem exited (${code}):\n${log}`)));
-  });
-  return {
-    url: `http://${addr}`,
-    addr,
-    log: () => log,
-    stop: () =>
-      new Promise<void>((ok) => {
-        child.on("exit", () => {
-          rmSync(dir, { recursive: true, force: true });
-          ok();
-        });
-        child.kill("SIGTERM");
-      }),
-  };
+  return startTandem(["--web-dir", WEB_DIST, ...extra]);
 }
 
 export const CHROMIUM = process.env.TANDEM_CHROMIUM ?? "/usr/bin/chromium";

@@ -13,7 +13,12 @@ import WebSocket from "ws";
 import { TandemClient, type ClientOptions, type SocketLike } from "../src/index.js";
 
 export interface Server {
+  /** host:port */
   addr: string;
+  /** http://host:port */
+  url: string;
+  /** What it logged so far. */
+  log(): string;
   stop(): Promise<void>;
 }
 
@@ -25,7 +30,8 @@ export function tandemBin(): string {
   return bin;
 }
 
-/** `tandem serve` on a free port with a fresh data directory; `args` are added. */
+/** `tandem serve` on a free port with a fresh data directory; `args` are added (the
+ *  browser tests start theirs here too). */
 export async function startServer(args: string[] = ["--auth", "dev"]): Promise<Server> {
   const dir = mkdtempSync(join(tmpdir(), "tandem-js-"));
   const child: ChildProcess = spawn(
@@ -49,6 +55,8 @@ export async function startServer(args: string[] = ["--auth", "dev"]): Promise<S
   });
   return {
     addr,
+    url: `http://${addr}`,
+    log: () => log,
     stop: () =>
       new Promise<void>((ok) => {
         child.on("exit", () => {
