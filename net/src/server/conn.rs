@@ -521,11 +521,6 @@ fn on_bytes(core: &Rc<Core>, state: &Rc<ConnState>, ws: &mut WsConn, encoding: E
     {
         CoreStats::bump(&core.stats.slow_reader_closes);
     }
-    if ws.is_closed() && state.closing_since.get().is_none() {
-        // The client closed; tungstenite queued the reply, the last frame: nothing may follow.
-        state.closing_since.set(Some(core.millis()));
-        state.wake.notify();
-    }
     if wrong_type {
         let expected =
             if encoding == Encoding::Json { "text frames (tandem.v1.json)" } else { "binary frames (tandem.v1.bin)" };
@@ -533,6 +528,11 @@ fn on_bytes(core: &Rc<Core>, state: &Rc<ConnState>, ws: &mut WsConn, encoding: E
     }
     if let Err(fatal) = result {
         state.close(fatal.code, &fatal.reason);
+    }
+    if ws.is_closed() && state.closing_since.get().is_none() {
+        // The client closed; tungstenite queued the reply, the last frame: nothing may follow.
+        state.closing_since.set(Some(core.millis()));
+        state.wake.notify();
     }
     state.closing_since.get().is_none()
 }
