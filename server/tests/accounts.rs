@@ -480,7 +480,15 @@ fn a_share_emails_the_address_a_link_and_metrics_count_it() {
     assert!(mail.contains("To: newcomer@example.com"), "{mail}");
     assert!(mail.contains(&format!("http://{addr}/d/{doc}")), "{mail}");
     assert!(mail.contains("Plan &lt;B&gt;"), "{mail}");
-    let metrics = http(addr, "GET", "/metrics", &[], None).raw;
+    // The worker counts the event once the email is written: the file can show first.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http(addr, "GET", "/metrics", &[], None).raw;
+        if metrics.contains("tandem_worker_processed_total{worker=\"notifications\"} 1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(metrics.contains("tandem_worker_processed_total{worker=\"notifications\"} 1"), "{metrics}");
     assert!(metrics.contains("tandem_outbox_relayed_total"), "{metrics}");
 }
