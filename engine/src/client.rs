@@ -51,6 +51,8 @@ pub struct ClientDoc {
     next_seq: u64,
     inflight: Option<Outgoing>,
     buffer: Option<Delta>,
+    /// An undo or redo asked of the server and not answered yet: its `client_seq`.
+    request: Option<u64>,
 }
 
 impl ClientDoc {
@@ -62,7 +64,7 @@ impl ClientDoc {
     /// Like [`ClientDoc::new`], numbering ops from `next_seq` (a client that reuses its id
     /// across sessions must keep its sequence numbers increasing).
     pub fn with_next_seq(client: ClientId, rev: u64, doc: Document, next_seq: u64) -> Self {
-        Self { client, rev, shadow: doc.clone(), doc, next_seq, inflight: None, buffer: None }
+        Self { client, rev, shadow: doc.clone(), doc, next_seq, inflight: None, buffer: None, request: None }
     }
 
     /// The client's id.
@@ -92,7 +94,7 @@ impl ClientDoc {
 
     /// True when edits wait for an ack.
     pub fn has_pending(&self) -> bool {
-        self.inflight.is_some() || self.buffer.is_some()
+        self.inflight.is_some() || self.buffer.is_some() || self.request.is_some()
     }
 
     /// The sequence number the next op will get.
@@ -104,7 +106,7 @@ impl ClientDoc {
     /// flight (the edit then waits in the buffer).
     pub fn edit(&mut self, delta: Delta) -> Result<Option<Outgoing>, Error> {
         self.doc.apply(&delta)?;
-        if self.inflight.is_some() {
+        if self.inflight.is_some() || self.request.is_some() {
             self.buffer = Some(match self.buffer.take() {
                 Some(b) => b.compose(&delta),
                 None => delta,
@@ -112,6 +114,35 @@ impl ClientDoc {
             return Ok(None);
         }
         Ok(Some(self.send(delta)))
+    }
+
+    /// Asks for an undo or a redo (the server computes it): the `client_seq` to send the
+    /// request with, or `None` while an op or another request is in flight (ask again after
+    /// its answer). Edits made until the server's answer wait in the buffer; the answer is
+    /// the server's op with this `client_seq` (handled by [`ClientDoc::remote`] like anyone
+    /// else's), or a refusal ([`ClientDoc::request_refused`]). Then [`ClientDoc::resend`]
+    /// gives the buffered edits to send.
+    pub fn request(&mut self) -> Option<u64> {
+        if self.inflight.is_some() || self.request.is_some() {
+            return None;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.request = Some(seq);
+        Some(seq)
+    }
+
+    /// The server refused the undo or redo `client_seq` (nothing to undo): the buffered
+    /// edits may go ([`ClientDoc::resend`]).
+    pub fn request_refused(&mut self, client_seq: u64) {
+        if self.request == Some(client_seq) {
+            self.request = None;
+        }
+    }
+
+    /// Whether an undo or redo request awaits its answer.
+    pub fn has_request(&self) -> bool {
+        self.request.is_some()
     }
 
     /// Handles the server's ack of `client_seq`, committed as `rev`. Returns the next op
@@ -138,6 +169,10 @@ impl ClientDoc {
         if author == self.client && self.inflight.as_ref().is_some_and(|i| i.client_seq == client_seq) {
             return Ok(Remote::Acked(self.acked(rev)));
         }
+        if author == self.client && self.request == Some(client_seq) {
+            // The answer to an undo or redo: an op like anyone's, which also ends the wait.
+            self.request = None;
+        }
         self.shadow.apply(delta)?;
         let mut op = delta.clone();
         if let Some(inflight) = &mut self.inflight {
@@ -161,6 +196,7 @@ impl ClientDoc {
     pub fn resend(&mut self) -> Option<Outgoing> {
         match &self.inflight {
             Some(inflight) => Some(inflight.clone()),
+            None if self.request.is_some() => None,
             None => self.flush(),
         }
     }
@@ -200,6 +236,8 @@ impl ClientDoc {
         self.shadow = doc;
         self.doc = local;
         self.inflight = inflight;
+        // An undo or redo asked before is in the snapshot or was never made: ask again.
+        self.request = None;
         Ok(self.resend())
     }
 
@@ -211,6 +249,7 @@ impl ClientDoc {
         self.doc = self.shadow.clone();
         self.inflight = None;
         self.buffer = None;
+        self.request = None;
         undo
     }
 

@@ -122,6 +122,13 @@ pub enum Error {
         /// The revision it got.
         got: u64,
     },
+    /// `undo` or `redo` with nothing left to undo or redo (or only changes older than the
+    /// history kept).
+    #[error("nothing to {}", if *redo { "redo" } else { "undo" })]
+    NothingToUndo {
+        /// Whether it was a redo.
+        redo: bool,
+    },
     /// The server acknowledged an op the client never sent (client side).
     #[error("ack for client_seq {client_seq}, which was never sent")]
     UnexpectedAck {

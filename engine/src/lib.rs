@@ -30,6 +30,7 @@ pub mod random;
 mod runs;
 mod sequencer;
 mod transform;
+pub mod undo;
 mod value;
 
 pub use archive::{AsU64, JsonBytes, JsonBytesResolver};
@@ -42,6 +43,7 @@ pub use limits::Limits;
 pub use op::{ArchivedInsert, ArchivedOp, Embed, Insert, Op, OpKind, Text};
 pub use presence::{Presence, SelectionRange};
 pub use sequencer::{Commit, DocState, Submitted};
+pub use undo::UndoStacks;
 pub use value::{Object, Value};
 
 /// A client's identity: chosen by the client and kept across reconnects, so that a

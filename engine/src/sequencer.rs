@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::limits::Limits;
 use crate::op::Op;
 use crate::presence::{Presence, SelectionRange, check_ranges};
+use crate::undo::{self, Keystroke, Step, UndoStacks};
 
 /// One committed op.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,7 +85,14 @@ pub struct DocState {
     /// Clients in order of last activity (with stale entries; see `remember`).
     client_order: VecDeque<(ClientId, u64)>,
     presence: Presence,
+    undo: UndoStacks,
     limits: Limits,
+}
+
+/// What an undo or a redo is remembered by, for exactly-once: a resubmission with the same
+/// `client_seq` is the same request.
+fn undo_fingerprint(redo: bool) -> u64 {
+    if redo { 0x7265_646f_7265_646f } else { 0x756e_646f_756e_646f }
 }
 
 impl DocState {
@@ -103,6 +111,7 @@ impl DocState {
             clients: HashMap::new(),
             client_order: VecDeque::new(),
             presence: Presence::default(),
+            undo: UndoStacks::default(),
             limits,
         }
     }
@@ -186,6 +195,36 @@ impl DocState {
         delta: Delta,
         max_steps: u64,
     ) -> Result<(Submitted, u64), Error> {
+        self.submit_inner(client, None, base_rev, client_seq, delta, max_steps)
+    }
+
+    /// [`DocState::submit_within`] for a signed-in `user` (or any key naming who undoes):
+    /// the change also goes on the user's undo stack (grouped with the keystrokes before it
+    /// when it continues them within [`undo::GROUP_MS`] of `now_ms`), and their redo stack
+    /// is cleared.
+    #[allow(clippy::too_many_arguments)] // the submission, who made it, and when
+    pub fn submit_by(
+        &mut self,
+        client: ClientId,
+        user: &str,
+        base_rev: u64,
+        client_seq: u64,
+        delta: Delta,
+        max_steps: u64,
+        now_ms: u64,
+    ) -> Result<(Submitted, u64), Error> {
+        self.submit_inner(client, Some((user, now_ms)), base_rev, client_seq, delta, max_steps)
+    }
+
+    fn submit_inner(
+        &mut self,
+        client: ClientId,
+        by: Option<(&str, u64)>,
+        base_rev: u64,
+        client_seq: u64,
+        delta: Delta,
+        max_steps: u64,
+    ) -> Result<(Submitted, u64), Error> {
         let mut steps = Steps { used: 0, max: max_steps.min(self.limits.max_transform_steps) };
         let fingerprint = submission_fingerprint(base_rev, &delta);
         if let Some(&rec) = self.clients.get(&client) {
@@ -200,7 +239,21 @@ impl DocState {
         let oldest = self.check_base(base_rev)?;
         self.check_op(&delta)?;
         let delta = self.transform_since(base_rev - oldest, self.rev, delta, &mut steps)?;
+        self.check_applies(&delta)?;
+        let inverse = match by {
+            Some(_) => Some(delta.invert(&self.doc)?),
+            None => None,
+        };
+        let commit = self.commit(client, client_seq, delta, fingerprint)?;
+        if let (Some((user, now_ms)), Some(inverse)) = (by, inverse) {
+            self.record_step(user, &commit, inverse, now_ms);
+        }
+        Ok((Submitted::Applied(commit), steps.used))
+    }
 
+    /// Checks that an op (already transformed to the current revision) applies within the
+    /// document's limits.
+    fn check_applies(&self, delta: &Delta) -> Result<(), Error> {
         let (base_len, len) = (delta.base_len(), self.doc.len());
         if base_len > len {
             return Err(Error::DeltaTooLong { base_len, doc_len: len });
@@ -210,17 +263,170 @@ impl DocState {
             return Err(Error::DocumentTooLarge { len: new_len, max: self.limits.max_document_chars });
         }
         let max_format = self.limits.max_document_format_bytes;
-        let bytes = self.doc.format_bytes_after(&delta);
+        let bytes = self.doc.format_bytes_after(delta);
         if bytes > max_format {
             return Err(Error::DocumentFormatTooLarge { bytes, max: max_format });
         }
+        Ok(())
+    }
+
+    /// Applies a checked op as the next revision.
+    fn commit(
+        &mut self,
+        client: ClientId,
+        client_seq: u64,
+        delta: Delta,
+        fingerprint: u64,
+    ) -> Result<Arc<Commit>, Error> {
         self.doc.apply(&delta)?;
         self.rev += 1;
         self.presence.transform(&delta, client);
-
         let commit = Arc::new(Commit { rev: self.rev, author: client, client_seq, delta });
         self.push_history(Arc::clone(&commit));
         self.remember(client, client_seq, self.rev, Some(fingerprint));
+        Ok(commit)
+    }
+
+    /// The commits after `from` up to `to`, for bringing a chain up to date; `None` when
+    /// the history no longer reaches back to `from`.
+    fn deltas_between(&self, from: u64, to: u64) -> Option<impl ExactSizeIterator<Item = &Delta>> {
+        let oldest = self.oldest_base();
+        if from < oldest || to < from {
+            return None;
+        }
+        let range = usize::try_from(from - oldest).ok()?..usize::try_from(to - oldest).ok()?;
+        Some(self.history.range(range).map(|c| &c.delta))
+    }
+
+    /// Brings a user's undo (or redo) chain up to revision `to` through the ops since it was
+    /// last used; a chain whose history is gone is emptied.
+    fn bring_up(&mut self, user: &str, redo: bool, to: u64, now_ms: u64) -> usize {
+        let Some(steps) = self.undo.users.get(user) else { return 0 };
+        let chain = if redo { &steps.redo } else { &steps.undo };
+        let from = chain.rev;
+        let commits: Option<Vec<Delta>> = self.deltas_between(from, to).map(|c| c.cloned().collect());
+        let steps = self.undo.user(user, now_ms);
+        let chain = if redo { &mut steps.redo } else { &mut steps.undo };
+        match commits {
+            Some(commits) => chain.bring_up(commits.iter(), to),
+            None => {
+                chain.steps.clear();
+                chain.rev = to;
+                0
+            }
+        }
+    }
+
+    /// Puts a user's change on their undo stack: it grows the step on top when it continues
+    /// its keystrokes in time, or starts a new one. The redo stack is cleared.
+    fn record_step(&mut self, user: &str, commit: &Commit, inverse: Delta, now_ms: u64) {
+        self.bring_up(user, false, commit.rev - 1, now_ms);
+        let steps = self.undo.user(user, now_ms);
+        steps.redo.steps.clear();
+        steps.redo.rev = commit.rev;
+        let chain = &mut steps.undo;
+        chain.rev = commit.rev;
+        let key = Keystroke::of(&commit.delta);
+        if let (Some(key), Some(top)) = (key, chain.steps.back_mut())
+            && let Some(caret) = top.caret
+            && now_ms.saturating_sub(top.time_ms) <= undo::GROUP_MS
+            && key.continues(caret)
+        {
+            top.inverse = inverse.compose(&top.inverse);
+            top.time_ms = now_ms;
+            top.caret = Some(key.caret_after());
+            return;
+        }
+        if let Some(top) = chain.steps.back_mut() {
+            top.caret = None;
+        }
+        undo::push(chain, Step { inverse, time_ms: now_ms, caret: key.map(Keystroke::caret_after) });
+    }
+
+    /// Undoes `user`'s most recent change not undone yet, as of now: its inverse transformed
+    /// through every op since, applied as a new op by `client` with `client_seq` (exactly
+    /// once, like a submission). Steps that nothing is left of (others deleted what they
+    /// changed) are skipped; none left is [`Error::NothingToUndo`].
+    pub fn undo(
+        &mut self,
+        client: ClientId,
+        user: &str,
+        client_seq: u64,
+        max_steps: u64,
+        now_ms: u64,
+    ) -> Result<(Submitted, u64), Error> {
+        self.undo_or_redo(client, user, client_seq, max_steps, now_ms, false)
+    }
+
+    /// Re-applies `user`'s most recently undone change the same way ([`DocState::undo`]).
+    pub fn redo(
+        &mut self,
+        client: ClientId,
+        user: &str,
+        client_seq: u64,
+        max_steps: u64,
+        now_ms: u64,
+    ) -> Result<(Submitted, u64), Error> {
+        self.undo_or_redo(client, user, client_seq, max_steps, now_ms, true)
+    }
+
+    /// How many steps `user` may undo and redo now.
+    pub fn undo_depth(&self, user: &str) -> (usize, usize) {
+        self.undo.depth(user)
+    }
+
+    fn undo_or_redo(
+        &mut self,
+        client: ClientId,
+        user: &str,
+        client_seq: u64,
+        max_steps: u64,
+        now_ms: u64,
+        redo: bool,
+    ) -> Result<(Submitted, u64), Error> {
+        let mut steps = Steps { used: 0, max: max_steps.min(self.limits.max_transform_steps) };
+        let fingerprint = undo_fingerprint(redo);
+        if let Some(&rec) = self.clients.get(&client) {
+            if client_seq == rec.seq {
+                if rec.fingerprint == Some(fingerprint) {
+                    return Ok((Submitted::Duplicate { rev: rec.rev }, 0));
+                }
+                return Err(Error::SeqConflict { client_seq, rev: rec.rev });
+            }
+            if client_seq < rec.seq {
+                return Err(Error::ClientSeqReused { client_seq, last: rec.seq });
+            }
+        }
+        let rev = self.rev;
+        let work = self.bring_up(user, redo, rev, now_ms);
+        steps.charge(work)?;
+        let Some(stacks) = self.undo.users.get_mut(user) else { return Err(Error::NothingToUndo { redo }) };
+        let chain = if redo { &mut stacks.redo } else { &mut stacks.undo };
+        let Some(step) = chain.steps.pop_back() else { return Err(Error::NothingToUndo { redo }) };
+        if now_ms.saturating_sub(step.time_ms) > undo::MAX_AGE_MS {
+            // Too old to remember: so is the rest below it.
+            chain.steps.clear();
+            return Err(Error::NothingToUndo { redo });
+        }
+        if let Some(top) = chain.steps.back_mut() {
+            top.caret = None;
+        }
+        let delta = step.inverse;
+        // A step that would break the document's limits now is dropped (it cannot apply).
+        self.check_applies(&delta)?;
+        let inverse = delta.invert(&self.doc)?;
+        let commit = self.commit(client, client_seq, delta, fingerprint)?;
+        // What is left of this chain applies to the document after the undone step: now.
+        self.bring_up(user, !redo, rev, now_ms);
+        let stacks = self.undo.user(user, now_ms);
+        let (this, other) =
+            if redo { (&mut stacks.redo, &mut stacks.undo) } else { (&mut stacks.undo, &mut stacks.redo) };
+        this.rev = commit.rev;
+        other.rev = commit.rev;
+        if let Some(top) = other.steps.back_mut() {
+            top.caret = None;
+        }
+        undo::push(other, Step { inverse, time_ms: now_ms, caret: None });
         Ok((Submitted::Applied(commit), steps.used))
     }
 
