@@ -14,6 +14,13 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >&2
 fi
 
+# Vite 7 needs Node.js 20.19 or newer (Debian 12's own package is 18).
+node_version="$(node -p 'process.versions.node')"
+if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+  echo "error: the editor's build needs Node.js 20.19 or newer; this machine has $node_version" >&2
+  exit 1
+fi
+
 # npm ci only when the lock changed since the last install.
 stamp=node_modules/.tandem-lock.sha256
 want="$(sha256sum package-lock.json | cut -d' ' -f1)"
