@@ -287,34 +287,25 @@ impl DocState {
         Ok(commit)
     }
 
-    /// The commits after `from` up to `to`, for bringing a chain up to date; `None` when
-    /// the history no longer reaches back to `from`.
-    fn deltas_between(&self, from: u64, to: u64) -> Option<impl ExactSizeIterator<Item = &Delta>> {
-        let oldest = self.oldest_base();
-        if from < oldest || to < from {
-            return None;
-        }
-        let range = usize::try_from(from - oldest).ok()?..usize::try_from(to - oldest).ok()?;
-        Some(self.history.range(range).map(|c| &c.delta))
-    }
-
     /// Brings a user's undo (or redo) chain up to revision `to` through the ops since it was
-    /// last used; a chain whose history is gone is emptied.
+    /// last used (read in place from the history window); a chain whose history is gone is
+    /// emptied.
     fn bring_up(&mut self, user: &str, redo: bool, to: u64, now_ms: u64) -> usize {
-        let Some(steps) = self.undo.users.get(user) else { return 0 };
-        let chain = if redo { &steps.redo } else { &steps.undo };
-        let from = chain.rev;
-        let commits: Option<Vec<Delta>> = self.deltas_between(from, to).map(|c| c.cloned().collect());
+        if !self.undo.users.contains_key(user) {
+            return 0;
+        }
+        let oldest = self.oldest_base();
+        let history = &self.history;
         let steps = self.undo.user(user, now_ms);
         let chain = if redo { &mut steps.redo } else { &mut steps.undo };
-        match commits {
-            Some(commits) => chain.bring_up(commits.iter(), to),
-            None => {
-                chain.steps.clear();
-                chain.rev = to;
-                0
-            }
+        if chain.rev < oldest || to < chain.rev {
+            chain.steps.clear();
+            chain.rev = to;
+            return 0;
         }
+        let index = |rev: u64| usize::try_from(rev - oldest).expect("history window fits in memory");
+        let commits = history.range(index(chain.rev)..index(to)).map(|c| &c.delta);
+        chain.bring_up(commits, to)
     }
 
     /// Puts a user's change on their undo stack: it grows the step on top when it continues
@@ -416,7 +407,9 @@ impl DocState {
         self.check_applies(&delta)?;
         let inverse = delta.invert(&self.doc)?;
         let commit = self.commit(client, client_seq, delta, fingerprint)?;
-        // What is left of this chain applies to the document after the undone step: now.
+        // The rest of this chain applies to the document as it is now (the top step is
+        // undone); the other chain catches up to the revision before this op, then takes the
+        // op's inverse on top.
         self.bring_up(user, !redo, rev, now_ms);
         let stacks = self.undo.user(user, now_ms);
         let (this, other) =

@@ -4,12 +4,13 @@
 //! `TANDEM_SEED=n` replays one seed, `TANDEM_SEEDS=n` runs more.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tandem_engine::random::{self, Shape};
 use tandem_engine::{
-    Attributes, ClientDoc, ClientId, Commit, Delta, DocState, Document, Error, Limits, Remote, Submitted,
+    Attributes, ClientDoc, ClientId, Commit, Delta, DocState, Document, Error, Limits, Outgoing, Remote, Submitted,
 };
 
 const MAX: u64 = u64::MAX;
@@ -30,7 +31,7 @@ fn del(pos: usize, n: usize) -> Delta {
     Delta::new().retain(pos, Attributes::NONE).delete(n)
 }
 
-fn applied(r: Result<(Submitted, u64), Error>) -> std::sync::Arc<Commit> {
+fn applied(r: Result<(Submitted, u64), Error>) -> Arc<Commit> {
     match r.unwrap().0 {
         Submitted::Applied(c) => c,
         other => panic!("expected Applied, got {other:?}"),
@@ -42,7 +43,7 @@ fn doc_of(text: &str) -> DocState {
 }
 
 /// `DocState::submit_by` at the current revision.
-fn edit(doc: &mut DocState, client: u64, user: &str, seq: u64, delta: Delta, now: u64) -> std::sync::Arc<Commit> {
+fn edit(doc: &mut DocState, client: u64, user: &str, seq: u64, delta: Delta, now: u64) -> Arc<Commit> {
     let rev = doc.rev();
     applied(doc.submit_by(ClientId(client), user, rev, seq, delta, MAX, now))
 }
@@ -240,6 +241,65 @@ fn undo_depth_is_bounded() {
     assert_eq!(doc.undo_depth("ada").0, tandem_engine::undo::MAX_STEPS);
 }
 
+/// A client's message to the server in the simulation.
+enum Up {
+    Submit(Outgoing),
+    /// An undo (`false`) or redo (`true`) with its `client_seq`.
+    Undo(u64, bool),
+}
+
+/// The server's message to a client.
+enum Down {
+    Ack(u64, u64),
+    Op(Arc<Commit>),
+    Refused(u64),
+}
+
+/// The user behind simulated client `i`: some users have two sessions.
+fn user_of(i: usize) -> String {
+    format!("user{}", i % 3)
+}
+
+/// The server reads client `i`'s message `m` and queues its answers.
+fn serve(server: &mut DocState, clients: &[ClientDoc], down: &mut [VecDeque<Down>], i: usize, m: Up, now: u64) {
+    let (client, user) = (ClientId(i as u64 + 1), user_of(i));
+    let (result, seq) = match m {
+        Up::Submit(o) => (server.submit_by(client, &user, o.base_rev, o.client_seq, o.delta, MAX, now), o.client_seq),
+        Up::Undo(seq, false) => (server.undo(client, &user, seq, MAX, now), seq),
+        Up::Undo(seq, true) => (server.redo(client, &user, seq, MAX, now), seq),
+    };
+    match result {
+        Ok((Submitted::Applied(c), _)) => {
+            for (j, q) in down.iter_mut().enumerate() {
+                if j == i && server_acks(&c, &clients[i]) {
+                    q.push_back(Down::Ack(c.client_seq, c.rev));
+                } else {
+                    q.push_back(Down::Op(Arc::clone(&c)));
+                }
+            }
+        }
+        Err(Error::NothingToUndo { .. }) => down[i].push_back(Down::Refused(seq)),
+        other => panic!("client {i}: no resubmissions or refusals here: {other:?}"),
+    }
+}
+
+/// Client `i` reads the server's message `m`; returns what it sends next.
+fn deliver(client: &mut ClientDoc, m: Down) -> Option<Outgoing> {
+    match m {
+        Down::Ack(seq, rev) => client.ack(seq, rev).unwrap(),
+        Down::Op(c) => match client.remote(c.rev, &c.delta, c.author, c.client_seq).unwrap() {
+            Remote::Acked(next) => next,
+            // Someone's op, or the answer to our undo: edits waiting for that answer may go.
+            Remote::Applied(_) if client.inflight().is_none() => client.resend(),
+            Remote::Applied(_) => None,
+        },
+        Down::Refused(seq) => {
+            client.request_refused(seq);
+            client.resend()
+        }
+    }
+}
+
 /// Many users edit, undo and redo at random over a network that delays every message; every
 /// client ends with the server's document.
 #[test]
@@ -251,20 +311,10 @@ fn random_undo_and_redo_converge_on_every_client() {
         let n = rng.random_range(2..6);
         let mut clients: Vec<ClientDoc> =
             (0..n).map(|i| ClientDoc::new(ClientId(i as u64 + 1), 0, start.clone())).collect();
-        enum Up {
-            Submit(tandem_engine::Outgoing),
-            Undo(u64, bool),
-        }
-        enum Down {
-            Ack(u64, u64),
-            Op(std::sync::Arc<Commit>),
-            Refused(u64),
-        }
         let mut up: Vec<VecDeque<Up>> = (0..n).map(|_| VecDeque::new()).collect();
         let mut down: Vec<VecDeque<Down>> = (0..n).map(|_| VecDeque::new()).collect();
         let mut now = 0u64;
-        let user = |i: usize| format!("user{}", i % 3); // some users have two sessions
-        for step in 0..400 {
+        for _ in 0..400 {
             now += rng.random_range(0..700);
             let i = rng.random_range(0..n);
             match rng.random_range(0..10) {
@@ -280,61 +330,13 @@ fn random_undo_and_redo_converge_on_every_client() {
                     }
                 }
                 7 => {
-                    // The server reads one message.
                     if let Some(m) = up[i].pop_front() {
-                        let (result, seq) = match m {
-                            Up::Submit(o) => (
-                                server.submit_by(
-                                    ClientId(i as u64 + 1),
-                                    &user(i),
-                                    o.base_rev,
-                                    o.client_seq,
-                                    o.delta,
-                                    MAX,
-                                    now,
-                                ),
-                                o.client_seq,
-                            ),
-                            Up::Undo(seq, false) => (server.undo(ClientId(i as u64 + 1), &user(i), seq, MAX, now), seq),
-                            Up::Undo(seq, true) => (server.redo(ClientId(i as u64 + 1), &user(i), seq, MAX, now), seq),
-                        };
-                        match result {
-                            Ok((Submitted::Applied(c), _)) => {
-                                for (j, q) in down.iter_mut().enumerate() {
-                                    if j == i && server_acks(&c, &clients[i]) {
-                                        q.push_back(Down::Ack(c.client_seq, c.rev));
-                                    } else {
-                                        q.push_back(Down::Op(std::sync::Arc::clone(&c)));
-                                    }
-                                }
-                            }
-                            Ok((Submitted::Duplicate { .. }, _)) => {
-                                panic!("seed {seed} step {step}: no resubmissions here")
-                            }
-                            Err(Error::NothingToUndo { .. }) => down[i].push_back(Down::Refused(seq)),
-                            Err(e) => panic!("seed {seed} step {step}: {e}"),
-                        }
+                        serve(&mut server, &clients, &mut down, i, m, now);
                     }
                 }
                 _ => {
-                    // The client reads one message.
-                    if let Some(m) = down[i].pop_front() {
-                        let next = match m {
-                            Down::Ack(seq, rev) => clients[i].ack(seq, rev).unwrap(),
-                            Down::Op(c) => match clients[i].remote(c.rev, &c.delta, c.author, c.client_seq).unwrap() {
-                                Remote::Acked(next) => next,
-                                // Someone's op, or the answer to our undo: edits waiting for that answer may go.
-                                Remote::Applied(_) if clients[i].inflight().is_none() => clients[i].resend(),
-                                Remote::Applied(_) => None,
-                            },
-                            Down::Refused(seq) => {
-                                clients[i].request_refused(seq);
-                                clients[i].resend()
-                            }
-                        };
-                        if let Some(out) = next {
-                            up[i].push_back(Up::Submit(out));
-                        }
+                    if let Some(out) = down[i].pop_front().and_then(|m| deliver(&mut clients[i], m)) {
+                        up[i].push_back(Up::Submit(out));
                     }
                 }
             }
@@ -345,59 +347,13 @@ fn random_undo_and_redo_converge_on_every_client() {
             for i in 0..n {
                 while let Some(m) = up[i].pop_front() {
                     moved = true;
-                    let (result, seq) = match m {
-                        Up::Submit(o) => (
-                            server.submit_by(
-                                ClientId(i as u64 + 1),
-                                &user(i),
-                                o.base_rev,
-                                o.client_seq,
-                                o.delta,
-                                MAX,
-                                now,
-                            ),
-                            o.client_seq,
-                        ),
-                        Up::Undo(seq, redo) => {
-                            let r = if redo {
-                                server.redo(ClientId(i as u64 + 1), &user(i), seq, MAX, now)
-                            } else {
-                                server.undo(ClientId(i as u64 + 1), &user(i), seq, MAX, now)
-                            };
-                            (r, seq)
-                        }
-                    };
-                    match result {
-                        Ok((Submitted::Applied(c), _)) => {
-                            for (j, q) in down.iter_mut().enumerate() {
-                                if j == i && server_acks(&c, &clients[i]) {
-                                    q.push_back(Down::Ack(c.client_seq, c.rev));
-                                } else {
-                                    q.push_back(Down::Op(std::sync::Arc::clone(&c)));
-                                }
-                            }
-                        }
-                        Err(Error::NothingToUndo { .. }) => down[i].push_back(Down::Refused(seq)),
-                        other => panic!("seed {seed}: {other:?}"),
-                    }
+                    serve(&mut server, &clients, &mut down, i, m, now);
                 }
             }
             for i in 0..n {
                 while let Some(m) = down[i].pop_front() {
                     moved = true;
-                    let next = match m {
-                        Down::Ack(seq, rev) => clients[i].ack(seq, rev).unwrap(),
-                        Down::Op(c) => match clients[i].remote(c.rev, &c.delta, c.author, c.client_seq).unwrap() {
-                            Remote::Acked(next) => next,
-                            Remote::Applied(_) if clients[i].inflight().is_none() => clients[i].resend(),
-                            Remote::Applied(_) => None,
-                        },
-                        Down::Refused(seq) => {
-                            clients[i].request_refused(seq);
-                            clients[i].resend()
-                        }
-                    };
-                    if let Some(out) = next {
+                    if let Some(out) = deliver(&mut clients[i], m) {
                         up[i].push_back(Up::Submit(out));
                     }
                 }

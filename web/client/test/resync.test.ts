@@ -3,24 +3,18 @@
 // when the connection dropped, and edits made while away) are rebased onto it, each applied
 // exactly once (`last_seq` says whether the op in flight made it).
 
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-
 import Delta from "quill-delta";
 import { afterAll, beforeAll, expect, it } from "vitest";
 
 import type { DocHandle, TandemClient } from "../src/index.js";
-import { client, nodeSocket, startServer, until, type Server } from "./server.js";
+import { client, configFile, nodeSocket, startServer, until, type Server } from "./server.js";
 
 let server: Server;
 
 beforeAll(async () => {
-  const dir = mkdtempSync(join(tmpdir(), "tandem-js-cfg-"));
-  const cfg = join(dir, "tandem.toml");
   // Four ops of history in memory and no op log to read older ones from: a client five ops
   // behind resyncs from a snapshot.
-  writeFileSync(cfg, '[server.limits]\nhistory_ops = 4\n\n[server.storage]\noplog = "none"\n');
+  const cfg = configFile('[server.limits]\nhistory_ops = 4\n\n[server.storage]\noplog = "none"\n');
   server = await startServer(["--auth", "dev", "--config", cfg]);
 });
 

@@ -3,7 +3,7 @@
 // never a skip.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -66,6 +66,13 @@ export async function startServer(args: string[] = ["--auth", "dev"]): Promise<S
         child.kill("SIGTERM");
       }),
   };
+}
+
+/** A `tandem serve` configuration file holding `toml`, for `--config`. */
+export function configFile(toml: string): string {
+  const path = join(mkdtempSync(join(tmpdir(), "tandem-js-cfg-")), "tandem.toml");
+  writeFileSync(path, toml);
+  return path;
 }
 
 export const nodeSocket = (url: string, protocol: string): SocketLike => new WebSocket(url, protocol) as unknown as SocketLike;

@@ -1,23 +1,17 @@
 // Accounts: a client signs in with a REST token and keeps its connection past the token's
 // expiry by answering `token_expiring` with `refresh` over the open connection.
 
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-
 import Delta from "quill-delta";
 import { afterAll, beforeAll, expect, it } from "vitest";
 
 import type { ConnectionState } from "../src/index.js";
-import { client, startServer, until, type Server } from "./server.js";
+import { client, configFile, startServer, until, type Server } from "./server.js";
 
 let server: Server;
 
 beforeAll(async () => {
-  const dir = mkdtempSync(join(tmpdir(), "tandem-js-cfg-"));
-  const cfg = join(dir, "tandem.toml");
   // Tokens valid 5 s; sessions warned 3 s before.
-  writeFileSync(cfg, "[server]\ntoken_warning_s = 3\n\n[control]\naccess_token_ttl_s = 5\n");
+  const cfg = configFile("[server]\ntoken_warning_s = 3\n\n[control]\naccess_token_ttl_s = 5\n");
   server = await startServer(["--config", cfg]);
 });
 
