@@ -344,8 +344,8 @@ fn random_undo_and_redo_converge_on_every_client() {
         // Drain: the server reads everything, the clients read everything, until quiet.
         loop {
             let mut moved = false;
-            for i in 0..n {
-                while let Some(m) = up[i].pop_front() {
+            for (i, queue) in up.iter_mut().enumerate() {
+                while let Some(m) = queue.pop_front() {
                     moved = true;
                     serve(&mut server, &clients, &mut down, i, m, now);
                 }
