@@ -124,7 +124,9 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
   const applyRole = () => {
     const editable = canEdit(role) && !ended;
     quill.enable(editable);
-    title.readOnly = !editable;
+    // Editable once the document's metadata is in: a title typed before it arrives would be
+    // overwritten by it, or not saved.
+    title.readOnly = !editable || !meta;
     shareBtn.hidden = !(role === "owner" || (role === "editor" && meta?.editors_can_share));
     editorEl.classList.toggle("readonly", !editable);
     if (ended) return;
