@@ -116,7 +116,7 @@ impl ClientDoc {
         Ok(Some(self.send(delta)))
     }
 
-    /// Asks for an undo or a redo (the server computes it): the `client_seq` to send the
+    /// Asks for an undo, a redo or a restore (the server computes it): the `client_seq` to send the
     /// request with, or `None` while an op or another request is in flight (ask again after
     /// its answer). Edits made until the server's answer wait in the buffer; the answer is
     /// the server's op with this `client_seq` (handled by [`ClientDoc::remote`] like anyone
@@ -147,8 +147,13 @@ impl ClientDoc {
 
     /// Handles the server's ack of `client_seq`, committed as `rev`. Returns the next op
     /// to send, if edits are buffered. A repeated ack for an op already acknowledged (a
-    /// resubmission's) is ignored.
+    /// resubmission's) is ignored. An ack of the request in flight (a restore with nothing to
+    /// change, or an undo applied before whose op was already received) ends it.
     pub fn ack(&mut self, client_seq: u64, rev: u64) -> Result<Option<Outgoing>, Error> {
+        if self.request == Some(client_seq) {
+            self.request = None;
+            return Ok(self.flush());
+        }
         match &self.inflight {
             Some(inflight) if inflight.client_seq == client_seq => {
                 if rev != self.rev + 1 {

@@ -28,12 +28,42 @@ fn diff_string(doc: &Delta) -> String {
 impl Document {
     /// Returns the delta `d` with `self.apply(d) == other`.
     pub fn diff(&self, other: &Self) -> Delta {
+        self.diff_bounded(other, usize::MAX)
+    }
+
+    /// [`Document::diff`] with the text diff's work bounded, for the server: when what
+    /// differs, after the text both share at the start and at the end, is over `max_middle`
+    /// chars on either side, it is replaced whole (a correct delta, not a minimal one). The
+    /// text diff's cost grows with the product of the lengths it compares; this is linear.
+    pub fn diff_bounded(&self, other: &Self, max_middle: usize) -> Delta {
         let (a, b) = (self.to_delta(), other.to_delta());
         let (sa, sb) = (diff_string(&a), diff_string(&b));
+        let chunks = match middles(&sa, &sb) {
+            Some((pa, ea, pb, eb)) if sa[pa..ea].chars().count().max(sb[pb..eb].chars().count()) > max_middle => {
+                let whole = [
+                    dissimilar::Chunk::Equal(&sa[..pa]),
+                    dissimilar::Chunk::Delete(&sa[pa..ea]),
+                    dissimilar::Chunk::Insert(&sb[pb..eb]),
+                    dissimilar::Chunk::Equal(&sa[ea..]),
+                ];
+                whole
+                    .into_iter()
+                    .filter(|c| {
+                        !matches!(
+                            c,
+                            dissimilar::Chunk::Equal("")
+                                | dissimilar::Chunk::Delete("")
+                                | dissimilar::Chunk::Insert("")
+                        )
+                    })
+                    .collect()
+            }
+            _ => dissimilar::diff(&sa, &sb),
+        };
         let mut out = Delta::new();
         let mut this = Cursor::new(a.ops());
         let mut that = Cursor::new(b.ops());
-        for chunk in dissimilar::diff(&sa, &sb) {
+        for chunk in chunks {
             let (kind, text) = match chunk {
                 dissimilar::Chunk::Equal(t) => (0, t),
                 dissimilar::Chunk::Delete(t) => (1, t),
@@ -78,6 +108,19 @@ impl Document {
     }
 }
 
+/// Where two strings stop sharing their start and their end: byte ranges `pa..ea` of `a` and
+/// `pb..eb` of `b` (`None` when they are equal).
+fn middles(a: &str, b: &str) -> Option<(usize, usize, usize, usize)> {
+    if a == b {
+        return None;
+    }
+    let prefix: usize = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).map(|(x, _)| x.len_utf8()).sum();
+    let (ra, rb) = (&a[prefix..], &b[prefix..]);
+    let suffix: usize =
+        ra.chars().rev().zip(rb.chars().rev()).take_while(|(x, y)| x == y).map(|(x, _)| x.len_utf8()).sum();
+    Some((prefix, a.len() - suffix, prefix, b.len() - suffix))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +150,35 @@ mod tests {
         let b = doc(r#"{"ops":[{"insert":{"image":"b"}}]}"#);
         let d = a.diff(&b);
         assert_eq!(serde_json::to_string(&d).unwrap(), r#"{"ops":[{"insert":{"image":"b"}},{"delete":1}]}"#);
+    }
+
+    #[test]
+    fn a_bounded_diff_replaces_a_long_middle_whole() {
+        let a = doc(
+            r#"{"ops":[{"insert":"Start. "},{"insert":"abcdefgh","attributes":{"bold":true}},{"insert":" End.\n"}]}"#,
+        );
+        let b = doc(r#"{"ops":[{"insert":"Start. axcdefgy End.\n"}]}"#);
+        // Unbounded: the letters that differ; bounded at 3: the 7 between "Start. a" and " End."
+        assert_eq!(
+            serde_json::to_string(&a.diff(&b)).unwrap(),
+            r#"{"ops":[{"retain":7},{"retain":1,"attributes":{"bold":null}},{"insert":"x"},{"delete":1},{"retain":5,"attributes":{"bold":null}},{"insert":"y"},{"delete":1}]}"#
+        );
+        let d = a.diff_bounded(&b, 3);
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"ops":[{"retain":7},{"retain":1,"attributes":{"bold":null}},{"insert":"xcdefgy"},{"delete":7}]}"#
+        );
+        for d in [a.diff(&b), d, a.diff_bounded(&b, 0)] {
+            let mut c = a.clone();
+            c.apply(&d).unwrap();
+            assert_eq!(c, b);
+        }
+        // Multi-byte chars on the edges, and a diff of equal documents.
+        let x = doc(r#"{"ops":[{"insert":"é😀 ab 😀é\n"}]}"#);
+        let y = doc(r#"{"ops":[{"insert":"é😀 ba 😀é\n"}]}"#);
+        let mut c = x.clone();
+        c.apply(&x.diff_bounded(&y, 0)).unwrap();
+        assert_eq!(c, y);
+        assert!(x.diff_bounded(&x, 0).is_empty());
     }
 }

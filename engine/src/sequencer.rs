@@ -240,9 +240,14 @@ impl DocState {
         self.check_op(&delta)?;
         let delta = self.transform_since(base_rev - oldest, self.rev, delta, &mut steps)?;
         self.check_applies(&delta)?;
-        let inverse = match by {
-            Some(_) => Some(delta.invert(&self.doc)?),
-            None => None,
+        let inverse = match (by, Keystroke::of(&delta)) {
+            // Typing (most ops): deleting what it inserts takes it back, without reading the
+            // document.
+            (Some(_), Some(k)) if k.deleted == 0 => {
+                Some(Delta::new().retain(k.start, crate::Attributes::NONE).delete(k.inserted))
+            }
+            (Some(_), _) => Some(delta.invert(&self.doc)?),
+            (None, _) => None,
         };
         let commit = self.commit(client, client_seq, delta, fingerprint)?;
         if let (Some((user, now_ms)), Some(inverse)) = (by, inverse) {
@@ -287,32 +292,23 @@ impl DocState {
         Ok(commit)
     }
 
-    /// Brings a user's undo (or redo) chain up to revision `to` through the ops since it was
-    /// last used (read in place from the history window); a chain whose history is gone is
-    /// emptied.
+    /// Brings a user's undo (or redo) chain up to revision `to` (see [`bring_up_chain`]).
     fn bring_up(&mut self, user: &str, redo: bool, to: u64, now_ms: u64) -> usize {
         if !self.undo.users.contains_key(user) {
             return 0;
         }
         let oldest = self.oldest_base();
-        let history = &self.history;
         let steps = self.undo.user(user, now_ms);
-        let chain = if redo { &mut steps.redo } else { &mut steps.undo };
-        if chain.rev < oldest || to < chain.rev {
-            chain.steps.clear();
-            chain.rev = to;
-            return 0;
-        }
-        let index = |rev: u64| usize::try_from(rev - oldest).expect("history window fits in memory");
-        let commits = history.range(index(chain.rev)..index(to)).map(|c| &c.delta);
-        chain.bring_up(commits, to)
+        bring_up_chain(&self.history, oldest, if redo { &mut steps.redo } else { &mut steps.undo }, to)
     }
 
     /// Puts a user's change on their undo stack: it grows the step on top when it continues
     /// its keystrokes in time, or starts a new one. The redo stack is cleared.
     fn record_step(&mut self, user: &str, commit: &Commit, inverse: Delta, now_ms: u64) {
-        self.bring_up(user, false, commit.rev - 1, now_ms);
+        let oldest = self.oldest_base();
+        // One lookup of the user: this runs for every op applied.
         let steps = self.undo.user(user, now_ms);
+        bring_up_chain(&self.history, oldest, &mut steps.undo, commit.rev - 1);
         steps.redo.steps.clear();
         steps.redo.rev = commit.rev;
         let chain = &mut steps.undo;
@@ -389,8 +385,10 @@ impl DocState {
             }
         }
         let rev = self.rev;
+        // Bringing the stack up is bounded by `undo::MAX_CHAIN_WORK` and already done (a
+        // retry would not repeat it): counted against the budget, never refused.
         let work = self.bring_up(user, redo, rev, now_ms);
-        steps.charge(work)?;
+        steps.used = steps.used.saturating_add(work as u64);
         let Some(stacks) = self.undo.users.get_mut(user) else { return Err(Error::NothingToUndo { redo }) };
         let chain = if redo { &mut stacks.redo } else { &mut stacks.undo };
         let Some(step) = chain.steps.pop_back() else { return Err(Error::NothingToUndo { redo }) };
@@ -584,6 +582,20 @@ impl DocState {
             self.client_order.retain(|(c, r)| clients.get(c).is_some_and(|rec| rec.rev == *r));
         }
     }
+}
+
+/// Brings an undo (or redo) chain up to revision `to` through the ops since it was last used,
+/// read in place from the history window (whose first op made revision `oldest + 1`); a
+/// chain whose history is gone is emptied. Returns the transform work spent.
+fn bring_up_chain(history: &VecDeque<Arc<Commit>>, oldest: u64, chain: &mut undo::Chain, to: u64) -> usize {
+    if chain.rev < oldest || to < chain.rev {
+        chain.steps.clear();
+        chain.rev = to;
+        return 0;
+    }
+    let index = |rev: u64| usize::try_from(rev - oldest).expect("history window fits in memory");
+    let commits = history.range(index(chain.rev)..index(to)).map(|c| &c.delta);
+    chain.bring_up(commits, to)
 }
 
 #[cfg(test)]

@@ -111,13 +111,17 @@ impl UndoStacks {
     /// The user's stacks, made if new (forgetting the least recently active user beyond
     /// [`MAX_USERS`]).
     pub(crate) fn user(&mut self, user: &str, now_ms: u64) -> &mut UserSteps {
-        if !self.users.contains_key(user) && self.users.len() >= MAX_USERS {
-            let oldest = self.users.iter().min_by_key(|(_, u)| u.touched_ms).map(|(k, _)| Arc::clone(k));
-            if let Some(k) = oldest {
-                self.users.remove(&k);
+        // (No `entry`: it would allocate the key on every call, and this runs for every op.)
+        if !self.users.contains_key(user) {
+            if self.users.len() >= MAX_USERS {
+                let oldest = self.users.iter().min_by_key(|(_, u)| u.touched_ms).map(|(k, _)| Arc::clone(k));
+                if let Some(k) = oldest {
+                    self.users.remove(&k);
+                }
             }
+            self.users.insert(Arc::from(user), UserSteps::default());
         }
-        let steps = self.users.entry(Arc::from(user)).or_default();
+        let steps = self.users.get_mut(user).expect("inserted above");
         steps.touched_ms = now_ms;
         steps
     }

@@ -194,6 +194,17 @@ fn client_from_archived(m: &ArchivedClientMsg) -> Result<ClientMsg, DecodeError>
             limit: limit.to_native(),
         },
         ArchivedClientMsg::Refresh { token } => ClientMsg::Refresh { token: token.as_str().to_owned() },
+        ArchivedClientMsg::Undo { doc, client_seq } => {
+            ClientMsg::Undo { doc: doc.as_str().to_owned(), client_seq: client_seq.to_native() }
+        }
+        ArchivedClientMsg::Redo { doc, client_seq } => {
+            ClientMsg::Redo { doc: doc.as_str().to_owned(), client_seq: client_seq.to_native() }
+        }
+        ArchivedClientMsg::Restore { doc, rev, client_seq } => ClientMsg::Restore {
+            doc: doc.as_str().to_owned(),
+            rev: rev.to_native(),
+            client_seq: client_seq.to_native(),
+        },
     })
 }
 
@@ -354,6 +365,7 @@ fn error_code_from(c: &crate::protocol::ArchivedErrorCode) -> ErrorCode {
         A::ReadOnly => ErrorCode::ReadOnly,
         A::AccessRevoked => ErrorCode::AccessRevoked,
         A::DocumentDeleted => ErrorCode::DocumentDeleted,
+        A::NothingToUndo => ErrorCode::NothingToUndo,
     }
 }
 
@@ -476,6 +488,9 @@ mod tests {
             ClientMsg::GetRevision { doc: "d".into(), rev: 4 },
             ClientMsg::ListRevisions { doc: "d".into(), from_rev: 2, limit: 50 },
             ClientMsg::Refresh { token: "t".into() },
+            ClientMsg::Undo { doc: "d".into(), client_seq: 7 },
+            ClientMsg::Redo { doc: "d".into(), client_seq: 8 },
+            ClientMsg::Restore { doc: "d".into(), rev: 3, client_seq: 9 },
         ];
         for msg in msgs {
             for enc in [Encoding::Binary, Encoding::Json] {

@@ -322,6 +322,9 @@ pub enum ErrorCode {
     AccessRevoked,
     /// An open document was deleted: it is closed for everyone.
     DocumentDeleted,
+    /// An `undo` (or `redo`) with nothing left to undo (or redo) for the user: nothing
+    /// happened, the document stays open.
+    NothingToUndo,
 }
 
 impl ErrorCode {
@@ -351,6 +354,7 @@ impl ErrorCode {
             Self::ReadOnly => "read_only",
             Self::AccessRevoked => "access_revoked",
             Self::DocumentDeleted => "document_deleted",
+            Self::NothingToUndo => "nothing_to_undo",
         }
     }
 
@@ -366,6 +370,7 @@ impl ErrorCode {
             E::ClientSeqReused { .. } => Self::SeqReused,
             E::SeqConflict { .. } => Self::SeqConflict,
             E::SelectionOutOfBounds { .. } | E::TooManyRanges { .. } => Self::BadSelection,
+            E::NothingToUndo { .. } => Self::NothingToUndo,
             _ => Self::InvalidDelta,
         }
     }
@@ -414,6 +419,9 @@ mod json {
         GetRevision,
         ListRevisions,
         Refresh,
+        Undo,
+        Redo,
+        Restore,
     }
 
     #[derive(Deserialize)]
@@ -469,6 +477,8 @@ mod json {
                 Kind::GetRevision => &["doc", "rev"],
                 Kind::ListRevisions => &["doc", "from_rev", "limit"],
                 Kind::Refresh => &["token"],
+                Kind::Undo | Kind::Redo => &["doc", "client_seq"],
+                Kind::Restore => &["doc", "rev", "client_seq"],
             };
             if let Some((name, _)) = present.iter().find(|(name, here)| *here && !allowed.contains(name)) {
                 return Err(format!("unknown field `{name}` for a {:?} message", f.kind));
@@ -501,6 +511,13 @@ mod json {
                     limit: f.limit.unwrap_or(DEFAULT_REVISIONS_PER_REPLY),
                 },
                 Kind::Refresh => Self::Refresh { token: need(f.token, "token")? },
+                Kind::Undo => Self::Undo { doc: need(f.doc, "doc")?, client_seq: need(f.client_seq, "client_seq")? },
+                Kind::Redo => Self::Redo { doc: need(f.doc, "doc")?, client_seq: need(f.client_seq, "client_seq")? },
+                Kind::Restore => Self::Restore {
+                    doc: need(f.doc, "doc")?,
+                    rev: need(f.rev, "rev")?,
+                    client_seq: need(f.client_seq, "client_seq")?,
+                },
             })
         }
     }
@@ -621,6 +638,34 @@ mod messages {
         Refresh {
             /// The new access token.
             token: String,
+        },
+        /// Undo the user's most recent change to the document not undone yet (the server
+        /// keeps the user's undo stack, across reloads and devices). The answer is an `op`
+        /// with this `client_seq`, sent to everyone (the sender too), or `nothing_to_undo`.
+        Undo {
+            /// The document.
+            doc: String,
+            /// A sequence number from the client's op sequence (the undo is applied exactly
+            /// once, like a submit).
+            client_seq: u64,
+        },
+        /// Redo the user's most recently undone change (as [`ClientMsg::Undo`]).
+        Redo {
+            /// The document.
+            doc: String,
+            /// A sequence number from the client's op sequence.
+            client_seq: u64,
+        },
+        /// Make the document what it was at revision `rev`, as a new op by this client (the
+        /// change from now to then; history is kept). Answered like [`ClientMsg::Undo`]: an
+        /// `op` with this `client_seq` to everyone, or an `ack` when nothing changes.
+        Restore {
+            /// The document.
+            doc: String,
+            /// The revision to restore.
+            rev: u64,
+            /// A sequence number from the client's op sequence.
+            client_seq: u64,
         },
     }
 

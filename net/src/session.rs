@@ -35,6 +35,19 @@ pub struct SessionInfo {
     pub connected_at: Instant,
 }
 
+impl SessionInfo {
+    /// Whose undo stack the session's changes go on: the user's (shared by their tabs and
+    /// devices, and kept across reloads): the signed-in account, or under `--auth dev` the
+    /// name the client gave; the client id's if that is empty.
+    pub fn undo_key(&self) -> std::borrow::Cow<'_, str> {
+        if self.peer.user.is_empty() {
+            std::borrow::Cow::Owned(self.client.to_string())
+        } else {
+            std::borrow::Cow::Borrowed(&self.peer.user)
+        }
+    }
+}
+
 /// A token bucket: `rate` tokens per second, holding at most twice that. The rate lives in
 /// the shard's config, not here: every connection carries a bucket.
 #[derive(Clone, Debug)]

@@ -162,16 +162,55 @@ pub enum DocRequest {
     },
     /// A history request (the document at a revision, or its list of revisions).
     History(HistoryQuery),
+    /// Make the document what it was at `rev`, as the op `client_seq`.
+    Restore {
+        /// The revision.
+        rev: u64,
+        /// The op's sequence number.
+        client_seq: u64,
+    },
+    /// Undo (or redo) the user's most recent change, as the op `client_seq`.
+    Undo {
+        /// The op's sequence number.
+        client_seq: u64,
+        /// Redo rather than undo.
+        redo: bool,
+    },
 }
 
 impl DocRequest {
     /// The `client_seq` of the op this request submits, if it submits one.
     pub fn client_seq(&self) -> Option<u64> {
         match self {
-            Self::Submit { client_seq, .. } | Self::Refused { client_seq, .. } => Some(*client_seq),
+            Self::Submit { client_seq, .. }
+            | Self::Refused { client_seq, .. }
+            | Self::Undo { client_seq, .. }
+            | Self::Restore { client_seq, .. } => Some(*client_seq),
             _ => None,
         }
     }
+}
+
+/// A change submitted to a document.
+#[derive(Debug)]
+enum Change {
+    /// An op made by the client.
+    Op {
+        /// Its base revision.
+        base_rev: u64,
+        /// The change.
+        delta: Delta,
+    },
+    /// An undo or redo of the user's, which the document computes.
+    Undo {
+        /// Redo rather than undo.
+        redo: bool,
+    },
+    /// The change that restores an old revision, made by the server against the current one.
+    Restore {
+        /// The change.
+        delta: Delta,
+    },
 }
 
 /// The close reason sent with [`close::SUPERSEDED`].
@@ -189,7 +228,29 @@ pub enum HistoryQuery {
         /// Most revisions (already capped at [`MAX_REVISIONS_PER_REPLY`]).
         limit: u32,
     },
+    /// The document at `rev`, to restore it as the op `client_seq`.
+    Restore {
+        /// The revision.
+        rev: u64,
+        /// The restoring op's sequence number.
+        client_seq: u64,
+    },
 }
+
+impl HistoryQuery {
+    /// The `client_seq` of the op this query is for (a restore), if any.
+    pub fn client_seq(self) -> Option<u64> {
+        match self {
+            Self::Restore { client_seq, .. } => Some(client_seq),
+            Self::At(_) | Self::List { .. } => None,
+        }
+    }
+}
+
+/// What differs between a document and the revision restored, past this many chars on
+/// either side (after their common start and end), is replaced whole rather than diffed: the
+/// diff runs on the core, and its cost grows with the product of the lengths.
+pub const MAX_RESTORE_DIFF_CHARS: usize = 4096;
 
 /// What the op log answered to a [`HistoryQuery`].
 #[derive(Clone, Debug, PartialEq)]
@@ -391,6 +452,8 @@ pub struct Shard {
     work: HashMap<ConnId, RateLimit>,
     /// The latest time the shard was given.
     now: Instant,
+    /// The origin of the milliseconds the undo stacks are timed in.
+    epoch: Instant,
     last_prune: Instant,
     next_conn: u64,
     /// Numbers access-list loads.
@@ -415,6 +478,7 @@ impl Shard {
             idle: VecDeque::new(),
             work: HashMap::new(),
             now: Instant::now(),
+            epoch: Instant::now(),
             last_prune: Instant::now(),
             next_conn: 1,
             next_load: 1,
@@ -564,6 +628,9 @@ impl Shard {
                 let limit = limit.clamp(1, MAX_REVISIONS_PER_REPLY);
                 (doc, DocRequest::History(HistoryQuery::List { from_rev, limit }))
             }
+            ClientMsg::Undo { doc, client_seq } => (doc, DocRequest::Undo { client_seq, redo: false }),
+            ClientMsg::Redo { doc, client_seq } => (doc, DocRequest::Undo { client_seq, redo: true }),
+            ClientMsg::Restore { doc, rev, client_seq } => (doc, DocRequest::Restore { rev, client_seq }),
         };
         let doc = match DocId::new(&doc_name) {
             Ok(d) => d,
@@ -924,8 +991,10 @@ impl Shard {
             }
             DocRequest::Gone => self.leave(&doc, from.conn),
             DocRequest::Submit { base_rev, client_seq, delta } => {
-                self.submit(doc, from, base_rev, client_seq, *delta, now);
+                self.submit(doc, from, Change::Op { base_rev, delta: *delta }, client_seq, now);
             }
+            DocRequest::Undo { client_seq, redo } => self.submit(doc, from, Change::Undo { redo }, client_seq, now),
+            DocRequest::Restore { rev, client_seq } => self.restore(doc, from, rev, client_seq),
             DocRequest::Refused { client_seq, code, message } => {
                 self.doc_error(&doc, from, code, message, Some(client_seq));
             }
@@ -975,28 +1044,98 @@ impl Shard {
         self.effects.push(Effect::History { doc, from: Arc::clone(from), query });
     }
 
+    /// A restore: the revision is read from the op log ([`HistoryQuery::Restore`]), then the
+    /// change from now to it is applied ([`Shard::on_history`]).
+    fn restore(&mut self, doc: DocId, from: &Arc<SessionInfo>, rev: u64, client_seq: u64) {
+        let Some(latest) = self.rooms.get(&doc).filter(|r| r.is_subscribed(from.conn)).map(|r| r.state.rev()) else {
+            self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into(), Some(client_seq));
+            return;
+        };
+        if !self.may_edit(&doc, from, client_seq) {
+            return;
+        }
+        if rev >= latest {
+            if rev > latest {
+                let msg = format!("revision {rev} does not exist yet (the latest is {latest})");
+                self.request_error(&doc, from, ErrorCode::NoSuchRevision, msg, Some(client_seq));
+            } else {
+                // Nothing to change.
+                self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev: latest });
+            }
+            return;
+        }
+        if !self.config.durable {
+            let msg = "this server keeps no op log (oplog = \"none\"): only the latest revision is available".into();
+            self.request_error(&doc, from, ErrorCode::HistoryUnavailable, msg, Some(client_seq));
+            return;
+        }
+        self.effects.push(Effect::History {
+            doc,
+            from: Arc::clone(from),
+            query: HistoryQuery::Restore { rev, client_seq },
+        });
+    }
+
     /// The op log answered a history request ([`Effect::History`]).
     pub fn on_history(
         &mut self,
         doc: &DocId,
         from: &Arc<SessionInfo>,
+        query: HistoryQuery,
         answer: Result<HistoryAnswer, (ErrorCode, String)>,
     ) {
-        match answer {
-            Ok(HistoryAnswer::At { rev, content }) => {
+        match (query, answer) {
+            (HistoryQuery::Restore { client_seq, .. }, Ok(HistoryAnswer::At { content, .. })) => {
+                self.restored(doc, from, client_seq, &content);
+            }
+            (_, Ok(HistoryAnswer::At { rev, content })) => {
                 self.reply(from, &ServerMsg::Revision { doc: doc.to_string(), rev, snapshot: content });
             }
-            Ok(HistoryAnswer::List { oldest, latest, revisions }) => {
+            (_, Ok(HistoryAnswer::List { oldest, latest, revisions })) => {
                 self.reply(from, &ServerMsg::Revisions { doc: doc.to_string(), oldest, latest, revisions });
             }
-            Err((code, message)) => self.history_error(doc, from, code, message),
+            (query, Err((code, message))) => self.request_error(doc, from, code, message, query.client_seq()),
         }
     }
 
-    /// An error answering a history request: it leaves the document open.
-    fn history_error(&mut self, doc: &DocId, from: &Arc<SessionInfo>, code: ErrorCode, message: String) {
+    /// The revision to restore was read: the change from the document now to it is applied
+    /// as the session's op (to everyone, the session too), or acknowledged when there is none.
+    fn restored(&mut self, doc: &DocId, from: &Arc<SessionInfo>, client_seq: u64, content: &Delta) {
+        // The session may have closed the document meanwhile: then the restore is dropped.
+        let Some(room) = self.rooms.get(doc).filter(|r| r.is_subscribed(from.conn)) else { return };
+        let target = match tandem_engine::Document::from_delta(content) {
+            Ok(d) => d,
+            Err(e) => {
+                let msg = format!("the revision read back is not a document: {e}");
+                self.request_error(doc, from, ErrorCode::Internal, msg, Some(client_seq));
+                return;
+            }
+        };
+        let delta = room.state.document().diff_bounded(&target, MAX_RESTORE_DIFF_CHARS);
+        if delta.is_empty() {
+            let rev = room.state.rev();
+            self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev });
+            return;
+        }
+        let now = self.now;
+        self.submit(doc.clone(), from, Change::Restore { delta }, client_seq, now);
+    }
+
+    /// A refused request that leaves the document open (history, undo, restore, read-only).
+    fn request_error(
+        &mut self,
+        doc: &DocId,
+        from: &Arc<SessionInfo>,
+        code: ErrorCode,
+        message: String,
+        client_seq: Option<u64>,
+    ) {
         self.stats.errors += 1;
-        self.reply(from, &ServerMsg::Error { code, message, doc: Some(doc.to_string()), client_seq: None });
+        self.reply(from, &ServerMsg::Error { code, message, doc: Some(doc.to_string()), client_seq });
+    }
+
+    fn history_error(&mut self, doc: &DocId, from: &Arc<SessionInfo>, code: ErrorCode, message: String) {
+        self.request_error(doc, from, code, message, None);
     }
 
     fn open(&mut self, doc: DocId, from: &Arc<SessionInfo>, from_rev: Option<u64>) {
@@ -1320,40 +1459,52 @@ impl Shard {
         self.mark_idle(doc);
     }
 
-    fn submit(
-        &mut self,
-        doc: DocId,
-        from: &Arc<SessionInfo>,
-        base_rev: u64,
-        client_seq: u64,
-        delta: Delta,
-        now: Instant,
-    ) {
-        let Some(room) = self.rooms.get_mut(&doc).filter(|r| r.is_subscribed(from.conn)) else {
+    /// Whether the session's user may edit the open document; if not, the change
+    /// `client_seq` is refused as read-only. The op is dropped and the document stays open
+    /// (the session still reads and sends presence): the client undoes the op locally, and
+    /// re-opens to edit once allowed.
+    fn may_edit(&mut self, doc: &DocId, from: &Arc<SessionInfo>, client_seq: u64) -> bool {
+        let role = self.rooms.get(doc).and_then(|r| r.role_of(&from.peer.user));
+        if role.is_some_and(Role::can_edit) {
+            return true;
+        }
+        let role = role.map_or("none", Role::as_str);
+        let msg = format!("your role on this document is {role}: it may not be edited");
+        self.request_error(doc, from, ErrorCode::ReadOnly, msg, Some(client_seq));
+        false
+    }
+
+    /// A change to a document from a session: an op, an undo or redo the document computes,
+    /// or a restore. Every one goes on the user's undo stack.
+    fn submit(&mut self, doc: DocId, from: &Arc<SessionInfo>, change: Change, client_seq: u64, now: Instant) {
+        if !self.rooms.get(&doc).is_some_and(|r| r.is_subscribed(from.conn)) {
             self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into(), Some(client_seq));
             return;
-        };
-        let role = room.role_of(&from.peer.user);
-        if !role.is_some_and(Role::can_edit) {
-            // Read-only: the op is dropped, the document stays open (the session still reads
-            // and sends presence). Undo the op locally and re-open to edit once allowed.
-            let role = role.map_or("none", Role::as_str);
-            let msg = format!("your role on this document is {role}: it may not be edited");
-            let err = ServerMsg::Error {
-                code: ErrorCode::ReadOnly,
-                message: msg,
-                doc: Some(doc.to_string()),
-                client_seq: Some(client_seq),
-            };
-            self.stats.errors += 1;
-            self.reply(from, &err);
+        }
+        if !self.may_edit(&doc, from, client_seq) {
             return;
         }
+        let room = self.rooms.get_mut(&doc).expect("checked above");
         // The connection's share of this core's transform work.
         let rate = self.config.max_transform_steps_per_s;
         let budget = self.work.entry(from.conn).or_insert_with(|| RateLimit::new(rate, now));
         let allowed = budget.available(rate, now);
-        let result = room.state.submit_within(from.client, base_rev, client_seq, delta, allowed);
+        let user = from.undo_key();
+        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        // Only the author of an op knows it: the others' changes go to their sender as well.
+        let echo = !matches!(change, Change::Op { .. });
+        let state = &mut room.state;
+        let result = match change {
+            Change::Op { base_rev, delta } => {
+                state.submit_by(from.client, &user, base_rev, client_seq, delta, allowed, now_ms)
+            }
+            Change::Undo { redo: false } => state.undo(from.client, &user, client_seq, allowed, now_ms),
+            Change::Undo { redo: true } => state.redo(from.client, &user, client_seq, allowed, now_ms),
+            Change::Restore { delta } => {
+                let rev = state.rev();
+                state.submit_by(from.client, &user, rev, client_seq, delta, allowed, now_ms)
+            }
+        };
         let spent = match &result {
             Ok((_, steps)) => *steps,
             Err(tandem_engine::Error::TransformTooCostly { steps, max }) => (*steps).min(*max),
@@ -1390,7 +1541,6 @@ impl Shard {
                         self.effects.push(Effect::Snapshot { doc: doc.clone(), snapshot });
                     }
                 }
-                self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev: commit.rev });
                 let op = ServerMsg::Op {
                     doc: doc.to_string(),
                     rev: commit.rev,
@@ -1398,11 +1548,23 @@ impl Shard {
                     client_seq: commit.client_seq,
                     delta: commit.delta.clone(),
                 };
-                let sent = self.broadcast(&doc, &op, Some(from.conn));
+                // The sender of an op has it and is acknowledged; the sender of an undo gets
+                // the op the server made, like everyone.
+                let except = if echo {
+                    None
+                } else {
+                    self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev: commit.rev });
+                    Some(from.conn)
+                };
+                let sent = self.broadcast(&doc, &op, except);
                 self.stats.ops_out += sent as u64;
             }
             Ok(Submitted::Duplicate { rev }) => {
                 self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev });
+            }
+            Err(e @ tandem_engine::Error::NothingToUndo { .. }) => {
+                // Nothing happened: the document stays open.
+                self.request_error(&doc, from, ErrorCode::NothingToUndo, e.to_string(), Some(client_seq));
             }
             Err(e) => {
                 // Any refused submit closes the document for the session: its op is lost, and
@@ -1423,8 +1585,7 @@ impl Shard {
         client_seq: Option<u64>,
     ) {
         self.leave(doc, from.conn);
-        self.stats.errors += 1;
-        self.reply(from, &ServerMsg::Error { code, message, doc: Some(doc.to_string()), client_seq });
+        self.request_error(doc, from, code, message, client_seq);
     }
 
     /// Sends `msg` to every subscriber of `doc` but `except`, encoded once per encoding.

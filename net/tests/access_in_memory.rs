@@ -345,3 +345,76 @@ fn an_answer_to_an_abandoned_load_is_ignored() {
     sim.control("g", AccessUpdate::Loaded(sim.last_load(), Err(AccessError::NotFound)));
     assert_eq!(error_code(&sim.take(bob)).map(|e| e.0), Some(ErrorCode::Forbidden));
 }
+
+#[test]
+fn undo_is_the_users_across_devices_and_editors_only() {
+    let mut sim = Sim::new();
+    let laptop = sim.connect("ada", 1);
+    let bob = sim.connect("bob", 3);
+    sim.open(laptop, "d");
+    sim.control(
+        "d",
+        AccessUpdate::Loaded(sim.last_load(), Ok(list(1, &[("ada", Role::Owner), ("bob", Role::Commenter)], None))),
+    );
+    sim.open(bob, "d");
+    sim.take(laptop);
+    sim.take(bob);
+    sim.submit(laptop, "d", 0, 1);
+    assert!(matches!(&sim.take(laptop)[..], [ServerMsg::Ack { rev: 1, .. }]));
+
+    // A commenter has no undo: refused as read-only, nothing changes, the document stays open.
+    sim.send(bob, ClientMsg::Undo { doc: "d".into(), client_seq: 1 });
+    let msgs = sim.take(bob);
+    assert_eq!(error_code(&msgs), Some((ErrorCode::ReadOnly, Some(1))), "{msgs:?}");
+
+    // Ada's phone (another client id) undoes what her laptop typed: the stack is the user's.
+    let phone = sim.connect("ada", 2);
+    sim.take(phone);
+    sim.open(phone, "d");
+    for conn in [phone, laptop, bob] {
+        sim.take(conn);
+    }
+    sim.send(phone, ClientMsg::Undo { doc: "d".into(), client_seq: 1 });
+    // The answer is an op to everyone, the undoer too (it does not know the change).
+    for conn in [phone, laptop, bob] {
+        match &sim.take(conn)[..] {
+            [ServerMsg::Op { rev: 2, author, client_seq: 1, delta, .. }] => {
+                assert_eq!((*author, delta.clone()), (ClientId(2), Delta::new().delete(1)));
+            }
+            other => panic!("{conn:?}: {other:?}"),
+        }
+    }
+    // Sent again (a reconnect that missed the answer): acknowledged, not applied twice.
+    sim.send(phone, ClientMsg::Undo { doc: "d".into(), client_seq: 1 });
+    assert!(matches!(&sim.take(phone)[..], [ServerMsg::Ack { rev: 2, client_seq: 1, .. }]));
+    // Nothing left to undo: a non-closing error; redo brings the text back.
+    sim.send(laptop, ClientMsg::Undo { doc: "d".into(), client_seq: 2 });
+    assert_eq!(error_code(&sim.take(laptop)), Some((ErrorCode::NothingToUndo, Some(2))));
+    sim.send(laptop, ClientMsg::Redo { doc: "d".into(), client_seq: 2 });
+    assert!(matches!(&sim.take(laptop)[..], [ServerMsg::Op { rev: 3, client_seq: 2, .. }]));
+    sim.send(laptop, ClientMsg::Redo { doc: "d".into(), client_seq: 3 });
+    assert_eq!(error_code(&sim.take(laptop)), Some((ErrorCode::NothingToUndo, Some(3))));
+    assert!(sim.closed.is_empty());
+}
+
+#[test]
+fn a_commenter_may_not_restore() {
+    let mut sim = Sim::new();
+    let ada = sim.connect("ada", 1);
+    let bob = sim.connect("bob", 2);
+    sim.open(ada, "d");
+    sim.control(
+        "d",
+        AccessUpdate::Loaded(sim.last_load(), Ok(list(1, &[("ada", Role::Owner), ("bob", Role::Commenter)], None))),
+    );
+    sim.open(bob, "d");
+    sim.submit(ada, "d", 0, 1);
+    sim.take(ada);
+    sim.take(bob);
+    sim.send(bob, ClientMsg::Restore { doc: "d".into(), rev: 0, client_seq: 1 });
+    assert_eq!(error_code(&sim.take(bob)), Some((ErrorCode::ReadOnly, Some(1))));
+    assert!(sim.take(ada).is_empty());
+    // The owner may (the shard asks the op log for the revision; this server keeps none).
+    sim.send(ada, ClientMsg::Restore { doc: "d".into(), rev: 0, client_seq: 2 });
+    assert_eq!(error_code(&sim.take(ada)), Some((ErrorCode::HistoryUnavailable, Some(2))));
+}

@@ -186,6 +186,31 @@ describe("the editor in Chromium", () => {
     expect((await serverDocument(a!.email)).ops).toEqual(states[0]!.view);
   });
 
+  it("undoes each person's own typing with Ctrl-Z, also after a reload", async () => {
+    const { Ada: a, Bob: b } = users;
+    const pages = [a!.page, b!.page];
+    const before = textOf((await settled(pages))[0]!.view);
+    await typeAt(a!.page, "end", " (Ada's note)");
+    await typeAt(b!.page, 0, "Bob: ");
+    const textNow = async () => textOf((await settled(pages))[0]!.view);
+    const withBoth = `Bob: ${before.slice(0, -1)} (Ada's note)\n`;
+    expect(await textNow()).toBe(withBoth);
+    // Ada's undo takes back her typing only, for everyone; redo brings it back.
+    await a!.page.keyboard.press("Control+z");
+    await until(async () => (await textNow()) === `Bob: ${before}`, 10_000, "Ada's note undone");
+    await a!.page.keyboard.press("Control+Shift+z");
+    await until(async () => (await textNow()) === withBoth, 10_000, "Ada's note redone");
+    // A reload keeps her undo history (it is the server's).
+    await openDoc(a!.page);
+    await a!.page.locator(".ql-editor").click();
+    await a!.page.keyboard.press("Control+z");
+    await until(async () => (await textNow()) === `Bob: ${before}`, 10_000, "undone after the reload");
+    // Bob's undo is his own.
+    await b!.page.keyboard.press("Control+z");
+    await until(async () => (await textNow()) === before, 10_000, "Bob's typing undone");
+    await a!.page.screenshot({ path: join(screenshotDir(), "undo.png") });
+  });
+
   it("shows each person the others' cursors where they are", async () => {
     const { Ada: a, Bob: b, Dan: d } = users;
     const clientOf = (p: Page) => p.evaluate(() => (window as unknown as { tandem: { client: { clientId: string } } }).tandem.client.clientId);
@@ -251,6 +276,31 @@ describe("the editor in Chromium", () => {
     expect(await ada.locator("#preview .ql-editor").textContent()).not.toContain("typed-offline");
     await ada.getByRole("button", { name: "Back to editing" }).click();
     await ada.getByRole("button", { name: "History" }).click();
+  });
+
+  it("restores an old version for everyone, and undo takes it back", async () => {
+    const { Ada: a, Bob: b } = users;
+    const pages = [a!.page, b!.page];
+    const before = textOf((await settled(pages))[0]!.view);
+    await a!.page.getByRole("button", { name: "History" }).click();
+    const oldest = a!.page.locator("#revisions li button").last();
+    await oldest.waitFor();
+    const rev = Number(await oldest.getAttribute("data-rev"));
+    const then = await a!.page.evaluate(
+      (r) => (window as unknown as { tandem: { doc: { revision(r: number): Promise<{ ops: unknown }> } } }).tandem.doc.revision(r).then((d) => d.ops),
+      rev,
+    );
+    await oldest.click();
+    await a!.page.getByRole("button", { name: "Restore this version" }).waitFor();
+    await a!.page.screenshot({ path: join(screenshotDir(), "restore.png") });
+    await a!.page.getByRole("button", { name: "Restore this version" }).click();
+    // Everyone sees the restore as an edit.
+    await until(async () => textOf((await settled(pages))[0]!.view) === textOf(then), 10_000, "the restore everywhere");
+    await a!.page.getByRole("button", { name: "History" }).click();
+    // It is Ada's change: her undo takes it back.
+    await a!.page.locator("#editor .ql-editor").click();
+    await a!.page.keyboard.press("Control+z");
+    await until(async () => textOf((await settled(pages))[0]!.view) === before, 10_000, "the restore undone");
   });
 
   it("gives a new role at once: a viewer made editor can type", async () => {

@@ -225,6 +225,70 @@ impl Client {
         }
     }
 
+    /// Sends an undo (or redo) without waiting for the answer: the request's `client_seq`,
+    /// or `None` while an op or another request is in flight.
+    pub fn send_undo(&mut self, doc: &str, redo: bool) -> Result<Option<u64>, ClientError> {
+        let seq = self.session.undo(doc, redo)?;
+        self.flush()?;
+        Ok(seq)
+    }
+
+    /// Undoes (or redoes, `redo`) the user's most recent change to `doc` once the ops in
+    /// flight are acknowledged; returns the revision the server's answer made. Nothing to
+    /// undo is [`ClientError::Refused`] with `nothing_to_undo`.
+    pub fn undo(&mut self, doc: &str, redo: bool) -> Result<u64, ClientError> {
+        self.wait_until(Duration::from_secs(30), "ops in flight acknowledged", |s| {
+            s.doc_state(doc).is_some_and(|d| !d.has_pending())
+        })?;
+        let seq = self.session.undo(doc, redo)?.ok_or_else(|| ClientError::Timeout(format!("a free slot in {doc}")))?;
+        self.flush()?;
+        self.await_change(doc, seq)
+    }
+
+    /// Makes `doc` what it was at revision `rev` (a new op by this client, once the ops in
+    /// flight are acknowledged); returns the revision the change made, or the current one
+    /// when nothing changed.
+    pub fn restore(&mut self, doc: &str, rev: u64) -> Result<u64, ClientError> {
+        self.wait_until(Duration::from_secs(30), "ops in flight acknowledged", |s| {
+            s.doc_state(doc).is_some_and(|d| !d.has_pending())
+        })?;
+        let seq =
+            self.session.restore(doc, rev)?.ok_or_else(|| ClientError::Timeout(format!("a free slot in {doc}")))?;
+        self.flush()?;
+        self.await_change(doc, seq)
+    }
+
+    /// Reads until the server's answer to the request `seq`: its op, an ack, or a refusal.
+    fn await_change(&mut self, doc: &str, seq: u64) -> Result<u64, ClientError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let me = self.session.client();
+        loop {
+            while let Some(e) = self.session.poll_event() {
+                match e {
+                    Event::Remote { doc: ref d, author, client_seq, rev, .. }
+                        if d == doc && author == me && client_seq == seq =>
+                    {
+                        self.stashed.push(e);
+                        return Ok(rev);
+                    }
+                    Event::Acked { doc: ref d, client_seq, rev } if d == doc && client_seq == seq => {
+                        self.stashed.push(e);
+                        return Ok(rev);
+                    }
+                    Event::Error { code, message, doc: Some(d), client_seq: Some(s) } if d == doc && s == seq => {
+                        return Err(ClientError::Refused { code, message });
+                    }
+                    e => self.stashed.push(e),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout(format!("the answer to request {seq} in {doc}")));
+            }
+            self.read_one(deadline)?;
+            self.flush()?;
+        }
+    }
+
     /// Reads until the answer to a history request for `doc` (or an error about `doc`)
     /// arrives; other events are kept for [`Client::events`].
     fn await_history(&mut self, doc: &str) -> Result<Event, ClientError> {

@@ -185,6 +185,9 @@ struct OpenDoc {
     opening: bool,
     peers: HashMap<ClientId, Peer>,
     selections: HashMap<ClientId, Vec<SelectionRange>>,
+    /// The undo, redo or restore awaiting the server's answer, to ask again after a
+    /// reconnect if the catch-up did not answer it.
+    request: Option<(u64, Request)>,
 }
 
 /// A client's session.
@@ -262,7 +265,7 @@ impl ClientSession {
         }
         self.docs.insert(
             doc.to_owned(),
-            OpenDoc { state: None, opening: true, peers: HashMap::new(), selections: HashMap::new() },
+            OpenDoc { state: None, opening: true, peers: HashMap::new(), selections: HashMap::new(), request: None },
         );
         if self.connected {
             self.outgoing.push_back(ClientMsg::Open { doc: doc.to_owned(), from_rev: None });
@@ -295,6 +298,35 @@ impl ClientSession {
             });
         }
         Ok(())
+    }
+
+    /// Asks the server to undo (or redo, `redo`) the user's most recent change to `doc`.
+    /// Returns the request's `client_seq`, or `None`, sending nothing, while an op or
+    /// another request is in flight (ask again once synced). The answer is an [`Event::Remote`] authored by this client with
+    /// the request's `client_seq`, or an [`Event::Error`] `nothing_to_undo`; edits made
+    /// meanwhile wait for it.
+    pub fn undo(&mut self, doc: &str, redo: bool) -> Result<Option<u64>, EditError> {
+        self.request(doc, if redo { Request::Redo } else { Request::Undo })
+    }
+
+    /// Asks the server to make `doc` what it was at revision `rev`, as a new op by this client
+    /// (as [`ClientSession::undo`]; the answer is an [`Event::Remote`], an
+    /// [`Event::Acked`] when nothing changes, or an [`Event::Error`] such as
+    /// `history_unavailable` that leaves the document open).
+    pub fn restore(&mut self, doc: &str, rev: u64) -> Result<Option<u64>, EditError> {
+        self.request(doc, Request::Restore(rev))
+    }
+
+    fn request(&mut self, doc: &str, request: Request) -> Result<Option<u64>, EditError> {
+        let entry = self.docs.get_mut(doc).ok_or_else(|| EditError::NotOpen(doc.to_owned()))?;
+        let state = entry.state.as_mut().ok_or_else(|| EditError::NotOpen(doc.to_owned()))?;
+        if !self.connected || entry.opening {
+            return Err(EditError::NotOpen(doc.to_owned()));
+        }
+        let Some(client_seq) = state.request() else { return Ok(None) };
+        entry.request = Some((client_seq, request));
+        self.outgoing.push_back(request.msg(doc, client_seq));
+        Ok(Some(client_seq))
     }
 
     /// Asks for the document as it was at revision `rev` (answered with [`Event::Revision`],
@@ -384,9 +416,13 @@ impl ClientSession {
                 self.opened(doc, rev, snapshot, ops, online, last_seq)?;
             }
             ServerMsg::Ack { doc, client_seq, rev } => {
-                let Some(state) = self.docs.get_mut(&doc).and_then(|d| d.state.as_mut()) else { return Ok(()) };
+                let Some(entry) = self.docs.get_mut(&doc) else { return Ok(()) };
+                let Some(state) = entry.state.as_mut() else { return Ok(()) };
                 let next =
                     state.ack(client_seq, rev).map_err(|error| SessionError::Engine { doc: doc.clone(), error })?;
+                if !state.has_request() {
+                    entry.request = None;
+                }
                 self.events.push_back(Event::Acked { doc: doc.clone(), rev, client_seq });
                 self.submit(&doc, next);
             }
@@ -428,8 +464,16 @@ impl ClientSession {
                 // History errors answer a read and leave the document open.
                 // (and a read-only refusal leaves the document open too: the op was dropped, and
                 // the caller reverts it by re-opening).
-                let keeps_doc_open =
-                    matches!(code, ErrorCode::HistoryUnavailable | ErrorCode::NoSuchRevision | ErrorCode::ReadOnly);
+                let keeps_doc_open = matches!(
+                    code,
+                    ErrorCode::HistoryUnavailable
+                        | ErrorCode::NoSuchRevision
+                        | ErrorCode::ReadOnly
+                        | ErrorCode::NothingToUndo
+                );
+                if let (true, Some(name), Some(seq)) = (keeps_doc_open, doc.as_ref(), client_seq) {
+                    self.request_refused(name, seq);
+                }
                 if let Some(name) = doc.as_ref().filter(|_| !keeps_doc_open) {
                     self.doc_refused(name, code);
                 }
@@ -479,16 +523,27 @@ impl ClientSession {
                 for op in ops.unwrap_or_default() {
                     self.remote(&doc, op)?;
                 }
-                let state = self.docs.get_mut(&doc).and_then(|d| d.state.as_mut()).expect("checked above");
+                let entry = self.docs.get_mut(&doc).expect("checked above");
+                let state = entry.state.as_mut().expect("checked above");
                 if state.rev() != rev {
                     return Err(SessionError::Protocol(format!(
                         "catch-up of {doc} ended at {} not {rev}",
                         state.rev()
                     )));
                 }
+                // An undo the catch-up did not answer never reached the server: ask again.
+                if let Some((seq, request)) = entry.request.filter(|_| state.has_request())
+                    && self.connected
+                {
+                    self.outgoing.push_back(request.msg(&doc, seq));
+                }
                 state.resend()
             }
         };
+        let entry = self.docs.get_mut(&doc).expect("checked above");
+        if !entry.state.as_ref().is_some_and(ClientDoc::has_request) {
+            entry.request = None;
+        }
         self.events.push_back(Event::Opened { doc: doc.clone() });
         self.submit(&doc, next);
         Ok(())
@@ -497,9 +552,17 @@ impl ClientSession {
     fn remote(&mut self, doc: &str, op: OpRecord) -> Result<(), SessionError> {
         let Some(entry) = self.docs.get_mut(doc) else { return Ok(()) };
         let Some(state) = entry.state.as_mut() else { return Ok(()) };
+        let waiting = state.has_request();
         match state.remote(op.rev, &op.delta, op.author, op.client_seq) {
             Ok(Remote::Applied(delta)) => {
                 move_selections(&mut entry.selections, &delta, Some(op.author));
+                // The answer to an undo: the edits made while waiting may go now.
+                let next = if waiting && !state.has_request() {
+                    entry.request = None;
+                    if entry.opening { None } else { state.resend() }
+                } else {
+                    None
+                };
                 self.events.push_back(Event::Remote {
                     doc: doc.to_owned(),
                     delta,
@@ -507,6 +570,7 @@ impl ClientSession {
                     author: op.author,
                     client_seq: op.client_seq,
                 });
+                self.submit(doc, next);
                 Ok(())
             }
             Ok(Remote::Acked(next)) => {
@@ -550,6 +614,20 @@ impl ClientSession {
         }
     }
 
+    /// The server had nothing to undo for request `client_seq`: the edits made while waiting
+    /// may go.
+    fn request_refused(&mut self, doc: &str, client_seq: u64) {
+        let Some(entry) = self.docs.get_mut(doc) else { return };
+        let Some(state) = entry.state.as_mut() else { return };
+        state.request_refused(client_seq);
+        if state.has_request() {
+            return;
+        }
+        entry.request = None;
+        let next = if entry.opening { None } else { state.resend() };
+        self.submit(doc, next);
+    }
+
     fn submit(&mut self, doc: &str, out: Option<tandem_engine::Outgoing>) {
         if let Some(out) = out
             && self.connected
@@ -560,6 +638,25 @@ impl ClientSession {
                 client_seq: out.client_seq,
                 delta: out.delta,
             });
+        }
+    }
+}
+
+/// A change the client asks the server to compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Request {
+    Undo,
+    Redo,
+    Restore(u64),
+}
+
+impl Request {
+    fn msg(self, doc: &str, client_seq: u64) -> ClientMsg {
+        let doc = doc.to_owned();
+        match self {
+            Self::Undo => ClientMsg::Undo { doc, client_seq },
+            Self::Redo => ClientMsg::Redo { doc, client_seq },
+            Self::Restore(rev) => ClientMsg::Restore { doc, rev, client_seq },
         }
     }
 }

@@ -186,9 +186,9 @@ impl Core {
                     StorageReq::Load(doc) => {
                         shard.on_loaded(doc, Err("the storage queue is full; try again".into()), Instant::now());
                     }
-                    StorageReq::History(doc, from, _) => {
+                    StorageReq::History(doc, from, query) => {
                         let busy = (ErrorCode::Overloaded, "the server is busy writing; ask again".to_owned());
-                        shard.on_history(&doc, &from, Err(busy));
+                        shard.on_history(&doc, &from, query, Err(busy));
                     }
                     StorageReq::Append(_) | StorageReq::Snapshot(..) => unreachable!("never kept to refuse"),
                 }
@@ -257,8 +257,8 @@ impl Core {
                 self.shard.borrow_mut().storage_failed(&e);
                 self.apply_effects();
             }
-            StorageReply::History(doc, from, answer) => {
-                self.shard.borrow_mut().on_history(&doc, &from, answer);
+            StorageReply::History(doc, from, query, answer) => {
+                self.shard.borrow_mut().on_history(&doc, &from, query, answer);
                 self.apply_effects();
             }
             StorageReply::Loaded(doc, loaded) => {

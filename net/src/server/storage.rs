@@ -414,7 +414,7 @@ pub(crate) enum StorageReply {
     /// The oldest batch not yet answered is durable, or the log failed.
     Appended(Result<usize, String>),
     Loaded(DocId, Result<Box<DocState>, String>),
-    History(DocId, Arc<SessionInfo>, Result<HistoryAnswer, (ErrorCode, String)>),
+    History(DocId, Arc<SessionInfo>, HistoryQuery, Result<HistoryAnswer, (ErrorCode, String)>),
 }
 
 /// Answers a history request from the log.
@@ -425,7 +425,7 @@ fn answer_history(log: &mut dyn OpLog, doc: &str, query: HistoryQuery) -> Result
         e => (ErrorCode::Internal, format!("reading the document's history failed: {e}")),
     };
     match query {
-        HistoryQuery::At(rev) => {
+        HistoryQuery::At(rev) | HistoryQuery::Restore { rev, .. } => {
             let d = log.document_at(doc, rev).map_err(refused)?;
             Ok(HistoryAnswer::At { rev, content: d.to_delta() })
         }
@@ -595,7 +595,7 @@ fn run(
                 }
                 StorageReq::History(doc, from, query) => {
                     let answer = answer_history(log.as_mut(), doc.as_str(), query);
-                    link.reply(StorageReply::History(doc, from, answer));
+                    link.reply(StorageReply::History(doc, from, query, answer));
                 }
                 StorageReq::Snapshot(doc, mut snapshot) => {
                     snapshot.time_ms = now_ms();

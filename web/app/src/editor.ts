@@ -65,8 +65,28 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
     modules: {
       toolbar: { container: toolbar, handlers: { image: () => void uploadImage() } },
       cursors: { transformOnTextChange: true, hideDelayMs: 3000, hideSpeedMs: 300 },
-      history: { userOnly: true },
+      // Undo is the server's (each user's own changes, kept across reloads): Quill's local
+      // history keeps nothing, and the shortcuts below ask the server.
+      history: { userOnly: true, maxStack: 0 },
+      keyboard: {
+        bindings: {
+          undo: { key: "z", shortKey: true, shiftKey: false, handler: () => undoRedo(false) },
+          redo: { key: ["z", "Z"], shortKey: true, shiftKey: true, handler: () => undoRedo(true) },
+          redoY: { key: "y", shortKey: true, handler: () => undoRedo(true) },
+        },
+      },
     },
+  });
+  function undoRedo(redo: boolean): boolean {
+    if (canEdit(role) && !ended) doc.undo(redo);
+    return false;
+  }
+  // The browser's own Undo (the context menu, the Edit menu) asks the server too.
+  quill.root.addEventListener("beforeinput", (ev) => {
+    if (ev.inputType === "historyUndo" || ev.inputType === "historyRedo") {
+      ev.preventDefault();
+      undoRedo(ev.inputType === "historyRedo");
+    }
   });
   labelToolbar(root);
   const cursors = quill.getModule("cursors") as QuillCursors;
@@ -147,8 +167,11 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
     reset(content) {
       quill.setContents(content, "api");
     },
-    change(delta) {
+    change(delta, author) {
       quill.updateContents(delta, "api");
+      // The answer to this user's undo or redo: the caret goes where the change was, as a
+      // local undo puts it.
+      if (author === client.clientId && quill.hasFocus()) quill.setSelection(changeEnd(delta), 0, "api");
     },
     opened(info) {
       role = info.role;
@@ -356,4 +379,14 @@ function labelToolbar(root: HTMLElement): void {
     const cls = [...(p.parentElement?.classList ?? [])].find((c) => c.startsWith("ql-") && c !== "ql-picker")?.slice(3) ?? "";
     p.setAttribute("aria-label", cls === "header" ? "Text style" : cls === "color" ? "Text colour" : cls === "background" ? "Highlight colour" : cls);
   }
+}
+
+/** Where a change ends: past its first insert, or at its first delete or format. */
+function changeEnd(delta: Delta): number {
+  let at = 0;
+  for (const op of delta.ops) {
+    if (typeof op.retain === "number" && !op.attributes) at += op.retain;
+    else return at + (op.insert === undefined ? 0 : typeof op.insert === "string" ? op.insert.length : 1);
+  }
+  return at;
 }

@@ -5,7 +5,7 @@ import Quill from "quill";
 import { Delta, type DocHandle, type RevisionRecord } from "@tandem/client";
 
 import { api } from "./api.js";
-import { ago, h, replace } from "./dom.js";
+import { ago, h, replace, toast } from "./dom.js";
 import type { Ctx } from "./main.js";
 
 interface Group {
@@ -21,7 +21,14 @@ export function historyPanel(side: HTMLElement, doc: DocHandle, ctx: Ctx, editor
   const list = h("ol", { class: "revisions", id: "revisions", "aria-label": "Revisions" });
   const status = h("p", { class: "muted small", role: "status" });
   const previewEl = h("div", { id: "preview" });
-  const previewBar = h("div", { class: "preview-bar", hidden: true }, h("span", { id: "preview-title" }), h("button", { type: "button", id: "preview-close" }, "Back to editing"));
+  const restoreBtn = h("button", { type: "button", id: "preview-restore", class: "primary" }, "Restore this version");
+  const previewBar = h(
+    "div",
+    { class: "preview-bar", hidden: true },
+    h("span", { id: "preview-title" }),
+    h("span", { class: "preview-actions" }, restoreBtn, h("button", { type: "button", id: "preview-close" }, "Back to editing")),
+  );
+  let shown: Group | null = null;
   replace(side, h("h2", {}, "Version history"), status, list);
   const names = new Map<string, string>();
   let preview: Quill | null = null;
@@ -56,6 +63,9 @@ export function historyPanel(side: HTMLElement, doc: DocHandle, ctx: Ctx, editor
       preview = new Quill(previewEl, { theme: "snow", readOnly: true, modules: { toolbar: false } });
     }
     preview.setContents(new Delta(content.ops), "api");
+    shown = g;
+    // Restoring is an edit: editors and owners only.
+    restoreBtn.hidden = !(doc.role === "editor" || doc.role === "owner") || g.last === doc.sync.rev;
     previewBar.hidden = false;
     previewEl.hidden = false;
     editorRoot.classList.add("previewing");
@@ -69,6 +79,14 @@ export function historyPanel(side: HTMLElement, doc: DocHandle, ctx: Ctx, editor
     editorRoot.classList.remove("previewing");
   };
   previewBar.querySelector("#preview-close")!.addEventListener("click", closePreview);
+  // The server makes the document what it was then, as a new change by this user: everyone
+  // sees it, history keeps what came between, and undo takes it back.
+  restoreBtn.addEventListener("click", () => {
+    if (!shown) return;
+    doc.restore(shown.last);
+    toast(`Restored revision ${shown.last}. Undo (Ctrl+Z) takes it back.`);
+    closePreview();
+  });
 
   const refresh = async () => {
     status.textContent = "Loading…";

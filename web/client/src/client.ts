@@ -3,7 +3,7 @@
 
 import Delta from "quill-delta";
 
-import { DocSync, type Selection, type Submit } from "./doc.js";
+import { DocSync, type Outgoing, type Request, type Selection } from "./doc.js";
 import {
   Close,
   NON_CLOSING,
@@ -85,6 +85,8 @@ export interface DocEvents {
   /** The document was closed by the server for good (`access_revoked`, `document_deleted`,
    *  `forbidden`), or an op was refused and rolled back (`rolledBack` true). */
   error?(code: string, message: string, info: { closed: boolean; rolledBack: boolean }): void;
+  /** An undo (`redo` false) or redo found nothing to undo (redo). */
+  nothingToUndo?(redo: boolean): void;
   /** An export this user asked for finished. */
   exportFinished?(msg: { export: string; format: string; status: string; url?: string; error?: string }): void;
 }
@@ -121,6 +123,26 @@ export class DocHandle {
     const submit = this.sync.edit(delta);
     this.events.save?.("saving");
     if (submit && this.isOpen) this.client.send(submit);
+  }
+
+  /** Undoes (redoes) the user's most recent change, as the server keeps it (after the
+   *  edits made before this call). The answer arrives as a `change`; with nothing to undo,
+   *  the `nothingToUndo` event. */
+  undo(redo = false): void {
+    this.request({ type: redo ? "redo" : "undo" });
+  }
+
+  /** Makes the document what it was at revision `rev`, as a new change by this user (which
+   *  everyone sees, and which undo takes back). Only editors may. */
+  restore(rev: number): void {
+    this.request({ type: "restore", rev });
+  }
+
+  private request(request: Request): void {
+    if (this.ended) return;
+    const next = this.sync.request(request);
+    this.events.save?.("saving");
+    if (next && this.isOpen) this.client.send(next);
   }
 
   /** The user's selection (UTF-16, in the view), or `null` for none. */
@@ -183,7 +205,7 @@ export class DocHandle {
     this.client.send({ type: "open", doc: this.id });
   }
 
-  private sendNext(next: Submit | null): void {
+  private sendNext(next: Outgoing | null): void {
     if (next && this.isOpen) this.client.send(next);
     this.events.save?.(this.sync.saved() ? "saved" : "saving");
   }
@@ -196,7 +218,7 @@ export class DocHandle {
         this.role = msg.role;
         this.online = new Map(msg.online.map((p) => [p.client, p]));
         this.sync.seenLastSeq(msg.last_seq);
-        let next: Submit | null = null;
+        let next: Outgoing | null = null;
         if (msg.snapshot) {
           const first = this.sync.rev === 0 && this.sync.saved() && this.sync.server.ops.length === 0;
           const r = this.sync.snapshot(msg.rev, msg.snapshot, msg.last_seq);
@@ -267,6 +289,21 @@ export class DocHandle {
   }
 
   private error(code: string, message: string, clientSeq: number | undefined): void {
+    // A refused request (undo, redo, restore): nothing changed.
+    const refused = clientSeq === undefined ? null : this.sync.refused(clientSeq);
+    if (refused) {
+      if (!NON_CLOSING.has(code)) {
+        // The server closed the document for this session: what waits goes after the re-open.
+        this.isOpen = false;
+        this.events.error?.(code, message, { closed: false, rolledBack: false });
+        this.reopen();
+        return;
+      }
+      this.sendNext(refused.next);
+      if (code === "nothing_to_undo") this.events.nothingToUndo?.(refused.request.type === "redo");
+      else this.events.error?.(code, message, { closed: false, rolledBack: false });
+      return;
+    }
     if (code === "history_unavailable" || code === "no_such_revision") {
       const e = new Error(message);
       // Answer the oldest waiter of either kind: history replies come in order.
@@ -384,7 +421,7 @@ export class TandemClient {
   }
 
   /** @internal */
-  send(msg: ClientMsg | Submit): void {
+  send(msg: ClientMsg): void {
     if (this.ws && this.ws.readyState === 1 && this.state === "online") this.ws.send(JSON.stringify(msg));
   }
 

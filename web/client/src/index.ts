@@ -3,7 +3,7 @@
 export { TandemClient, DocHandle } from "./client.js";
 export type { ClientOptions, ConnectionState, DocEvents, SaveState, SocketFactory, SocketLike } from "./client.js";
 export { DocSync } from "./doc.js";
-export type { Selection, Submit } from "./doc.js";
+export type { Outgoing, Request, RequestMsg, Selection, Submit } from "./doc.js";
 export * from "./protocol.js";
 export {
   codePointDiff,

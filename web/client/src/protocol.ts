@@ -57,7 +57,9 @@ export type ClientMsg =
   | { type: "presence"; doc: string; rev: number; ranges: Range[] }
   | { type: "get_revision"; doc: string; rev: number }
   | { type: "list_revisions"; doc: string; from_rev: number; limit: number }
-  | { type: "refresh"; token: string };
+  | { type: "refresh"; token: string }
+  | { type: "undo" | "redo"; doc: string; client_seq: number }
+  | { type: "restore"; doc: string; rev: number; client_seq: number };
 
 export type ServerMsg =
   | {
@@ -122,4 +124,4 @@ export const Close = {
 export const OP_REFUSALS = new Set(["invalid_delta", "too_large", "seq_reused", "base_in_future"]);
 
 /** Errors that answer a request and leave the document open. */
-export const NON_CLOSING = new Set(["history_unavailable", "no_such_revision", "read_only"]);
+export const NON_CLOSING = new Set(["history_unavailable", "no_such_revision", "read_only", "nothing_to_undo"]);

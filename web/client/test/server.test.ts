@@ -5,8 +5,8 @@
 import Delta from "quill-delta";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import type { DocHandle, Selection, TandemClient } from "../src/index.js";
-import { client, startServer, until, type Server } from "./server.js";
+import { edit, openEditor, serverDocument, settled, text, type Editor } from "./editors.js";
+import { startServer, until, type Server } from "./server.js";
 
 let server: Server;
 
@@ -18,50 +18,8 @@ afterAll(async () => {
   await server?.stop();
 });
 
-/** A client with a document open, its view kept as a delta the way an editor keeps it. */
-interface Editor {
-  client: TandemClient;
-  doc: DocHandle;
-  view: Delta;
-  presence: Map<string, Selection | null>;
-  errors: string[];
-}
-
-function editor(docId: string): Editor {
-  const c = client(server);
-  const e: Editor = { client: c, doc: null as unknown as DocHandle, view: new Delta(), presence: new Map(), errors: [] };
-  e.doc = c.open(docId, {
-    reset: (content) => (e.view = content),
-    change: (delta) => (e.view = e.view.compose(delta)),
-    presence: (who, sel) => e.presence.set(who, sel),
-    error: (code, message) => e.errors.push(`${code}: ${message}`),
-  });
-  return e;
-}
-
-/** Edits the view as a user would, and tells the library. */
-function edit(e: Editor, delta: Delta): void {
-  e.view = e.view.compose(delta);
-  e.doc.edit(delta);
-}
-
-function text(d: Delta): string {
-  return d.ops.map((op) => (typeof op.insert === "string" ? op.insert : "\u25a1")).join("");
-}
-
-async function settled(editors: Editor[]): Promise<void> {
-  await until(() => editors.every((e) => e.doc.isOpen && e.doc.sync.saved()), 20_000, "every edit acknowledged");
-  await until(() => new Set(editors.map((e) => e.doc.sync.rev)).size === 1, 20_000, "the same revision everywhere");
-}
-
-/** The server's document, read by a fresh client. */
-async function serverDoc(docId: string): Promise<Delta> {
-  const fresh = editor(docId);
-  await until(() => fresh.doc.isOpen, 10_000, "a fresh open");
-  const view = fresh.view;
-  fresh.client.close();
-  return view;
-}
+const editor = (docId: string): Editor => openEditor(server, docId);
+const serverDoc = (docId: string): Promise<Delta> => serverDocument(server, docId);
 
 const SAMPLES = ["a", "bc", "😀", "👨‍👩‍👧", "🇫🇷", "e\u0301", "𐌰", " ", "\n", "日本"];
 

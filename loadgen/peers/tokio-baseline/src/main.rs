@@ -189,9 +189,14 @@ impl Conn {
             ClientMsg::Refresh { .. } => {
                 self.error(ErrorCode::BadMessage, "the baseline checks no tokens".into(), None);
             }
-            ClientMsg::GetRevision { doc, .. } | ClientMsg::ListRevisions { doc, .. } => {
+            ClientMsg::GetRevision { doc, .. }
+            | ClientMsg::ListRevisions { doc, .. }
+            | ClientMsg::Restore { doc, .. } => {
                 // The baseline measures the data plane only: it keeps no history.
                 self.error(ErrorCode::HistoryUnavailable, "the baseline keeps no history".into(), Some(doc));
+            }
+            ClientMsg::Undo { doc, .. } | ClientMsg::Redo { doc, .. } => {
+                self.error(ErrorCode::NothingToUndo, "the baseline keeps no undo stacks".into(), Some(doc));
             }
             ClientMsg::Close { doc } => {
                 self.leave(&doc);
