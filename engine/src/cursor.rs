@@ -94,6 +94,14 @@ impl<'a> Cursor<'a> {
         self.ops.get(self.index).map_or(usize::MAX, |op| op.len() - self.offset)
     }
 
+    /// The current op's attributes (none past the end).
+    pub(crate) fn peek_attributes(&self) -> &'a Attributes {
+        self.ops.get(self.index).map_or(&NO_ATTRIBUTES, |op| match op {
+            Op::Insert { attributes, .. } | Op::Retain { attributes, .. } => attributes,
+            Op::Delete { .. } => &NO_ATTRIBUTES,
+        })
+    }
+
     /// The current op's kind; past the end a delta retains forever.
     pub(crate) fn peek_kind(&self) -> OpKind {
         self.ops.get(self.index).map_or(OpKind::Retain, Op::kind)

@@ -27,6 +27,7 @@ mod op;
 mod presence;
 #[cfg(feature = "random")]
 pub mod random;
+pub mod redline;
 mod runs;
 mod sequencer;
 mod transform;

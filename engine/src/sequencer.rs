@@ -167,6 +167,11 @@ impl DocState {
         self.clients.get(&client).map(|r| r.seq)
     }
 
+    /// The last `client_seq` applied for `client` and the revision it made, if remembered.
+    pub fn last_applied(&self, client: ClientId) -> Option<(u64, u64)> {
+        self.clients.get(&client).map(|r| (r.seq, r.rev))
+    }
+
     /// Submits `delta`, made by `client` against revision `base_rev`, with the transform
     /// work bounded by [`Limits::max_transform_steps`].
     pub fn submit(

@@ -346,6 +346,7 @@ fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_st
             | Event::Closed { .. }
             | Event::Revision { .. }
             | Event::Revisions { .. }
+            | Event::Changes { .. }
             | Event::Role { .. }
             | Event::TokenExpires { .. }
             | Event::ExportFinished { .. } => {}

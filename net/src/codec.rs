@@ -200,6 +200,11 @@ fn client_from_archived(m: &ArchivedClientMsg) -> Result<ClientMsg, DecodeError>
         ArchivedClientMsg::Redo { doc, client_seq } => {
             ClientMsg::Redo { doc: doc.as_str().to_owned(), client_seq: client_seq.to_native() }
         }
+        ArchivedClientMsg::GetChanges { doc, from_rev, to_rev } => ClientMsg::GetChanges {
+            doc: doc.as_str().to_owned(),
+            from_rev: from_rev.to_native(),
+            to_rev: to_rev.to_native(),
+        },
         ArchivedClientMsg::Restore { doc, rev, client_seq } => ClientMsg::Restore {
             doc: doc.as_str().to_owned(),
             rev: rev.to_native(),
@@ -336,6 +341,12 @@ fn server_from_archived(m: &ArchivedServerMsg) -> Result<ServerMsg, DecodeError>
             url: url.as_ref().map(|u| u.as_str().to_owned()),
             error: error.as_ref().map(|e| e.as_str().to_owned()),
         },
+        ArchivedServerMsg::Changes { doc, from_rev, to_rev, content } => ServerMsg::Changes {
+            doc: doc.as_str().to_owned(),
+            from_rev: from_rev.to_native(),
+            to_rev: to_rev.to_native(),
+            content: delta_from(content)?,
+        },
     })
 }
 
@@ -433,6 +444,12 @@ mod tests {
                 client_seq: Some(4),
             },
             ServerMsg::Revision { doc: "d".into(), rev: 3, snapshot: Delta::new().insert("abc", Attributes::NONE) },
+            ServerMsg::Changes {
+                doc: "d".into(),
+                from_rev: 3,
+                to_rev: 5,
+                content: Delta::new().insert("abc", [("tandem_inserted", "000000000000000a")].into_iter().collect()),
+            },
             ServerMsg::Revisions {
                 doc: "d".into(),
                 oldest: 0,
@@ -491,6 +508,7 @@ mod tests {
             ClientMsg::Undo { doc: "d".into(), client_seq: 7 },
             ClientMsg::Redo { doc: "d".into(), client_seq: 8 },
             ClientMsg::Restore { doc: "d".into(), rev: 3, client_seq: 9 },
+            ClientMsg::GetChanges { doc: "d".into(), from_rev: 2, to_rev: 5 },
         ];
         for msg in msgs {
             for enc in [Encoding::Binary, Encoding::Json] {

@@ -52,6 +52,9 @@ pub const MAX_NAME_BYTES: usize = 128;
 pub const DEFAULT_REVISIONS_PER_REPLY: u32 = 100;
 /// ...and at most, whatever it names.
 pub const MAX_REVISIONS_PER_REPLY: u32 = 1000;
+
+/// Most revisions one `get_changes` spans (the history a server keeps in memory by default).
+pub const MAX_CHANGES_REVISIONS: u64 = 10_000;
 /// Most bytes in an auth token.
 pub const MAX_TOKEN_BYTES: usize = 8192;
 
@@ -422,6 +425,7 @@ mod json {
         Undo,
         Redo,
         Restore,
+        GetChanges,
     }
 
     #[derive(Deserialize)]
@@ -436,6 +440,7 @@ mod json {
         color: Option<String>,
         doc: Option<String>,
         from_rev: Option<u64>,
+        to_rev: Option<u64>,
         base_rev: Option<u64>,
         client_seq: Option<u64>,
         delta: Option<Delta>,
@@ -461,6 +466,7 @@ mod json {
                 ("color", f.color.is_some()),
                 ("doc", f.doc.is_some()),
                 ("from_rev", f.from_rev.is_some()),
+                ("to_rev", f.to_rev.is_some()),
                 ("base_rev", f.base_rev.is_some()),
                 ("client_seq", f.client_seq.is_some()),
                 ("delta", f.delta.is_some()),
@@ -479,6 +485,7 @@ mod json {
                 Kind::Refresh => &["token"],
                 Kind::Undo | Kind::Redo => &["doc", "client_seq"],
                 Kind::Restore => &["doc", "rev", "client_seq"],
+                Kind::GetChanges => &["doc", "from_rev", "to_rev"],
             };
             if let Some((name, _)) = present.iter().find(|(name, here)| *here && !allowed.contains(name)) {
                 return Err(format!("unknown field `{name}` for a {:?} message", f.kind));
@@ -513,6 +520,11 @@ mod json {
                 Kind::Refresh => Self::Refresh { token: need(f.token, "token")? },
                 Kind::Undo => Self::Undo { doc: need(f.doc, "doc")?, client_seq: need(f.client_seq, "client_seq")? },
                 Kind::Redo => Self::Redo { doc: need(f.doc, "doc")?, client_seq: need(f.client_seq, "client_seq")? },
+                Kind::GetChanges => Self::GetChanges {
+                    doc: need(f.doc, "doc")?,
+                    from_rev: need(f.from_rev, "from_rev")?,
+                    to_rev: need(f.to_rev, "to_rev")?,
+                },
                 Kind::Restore => Self::Restore {
                     doc: need(f.doc, "doc")?,
                     rev: need(f.rev, "rev")?,
@@ -666,6 +678,16 @@ mod messages {
             rev: u64,
             /// A sequence number from the client's op sequence.
             client_seq: u64,
+        },
+        /// Ask for the changes from revision `from_rev` to `to_rev`, attributed to their
+        /// authors (reply: `changes`). The document must be open.
+        GetChanges {
+            /// The document.
+            doc: String,
+            /// The revision the changes start from.
+            from_rev: u64,
+            /// The revision they end at (at most [`super::MAX_CHANGES_REVISIONS`] after).
+            to_rev: u64,
         },
     }
 
@@ -839,6 +861,20 @@ mod messages {
             /// Why it failed.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             error: Option<String>,
+        },
+        /// Reply to `get_changes`: the document at `from_rev` with every change made up to
+        /// `to_rev` marked (inserts only): inserted text has the attribute `tandem_inserted`,
+        /// text deleted is kept with `tandem_deleted`, text formatted has
+        /// `tandem_formatted`, each set to the author's client id.
+        Changes {
+            /// The document.
+            doc: String,
+            /// The first revision.
+            from_rev: u64,
+            /// The last revision.
+            to_rev: u64,
+            /// The marked document.
+            content: Delta,
         },
     }
 }

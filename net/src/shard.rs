@@ -21,8 +21,9 @@ use tandem_storage::Snapshot;
 use crate::access::{AccessError, AccessList, AccessUpdate, Auth};
 use crate::codec::{Frame, RefusedSubmit, encode_server};
 use crate::protocol::{
-    ClientMsg, DocId, Encoding, ErrorCode, MAX_NAME_BYTES, MAX_REVISIONS_PER_REPLY, MAX_TOKEN_BYTES, OpRecord,
-    PROTOCOL_VERSION, Peer, PeerSelection, Range, RevisionRecord, Role, ServerMsg, WireLimits, close,
+    ClientMsg, DocId, Encoding, ErrorCode, MAX_CHANGES_REVISIONS, MAX_NAME_BYTES, MAX_REVISIONS_PER_REPLY,
+    MAX_TOKEN_BYTES, OpRecord, PROTOCOL_VERSION, Peer, PeerSelection, Range, RevisionRecord, Role, ServerMsg,
+    WireLimits, close,
 };
 use crate::room::Room;
 use crate::session::{ConnId, RateLimit, Session, SessionInfo};
@@ -228,6 +229,13 @@ pub enum HistoryQuery {
         /// Most revisions (already capped at [`MAX_REVISIONS_PER_REPLY`]).
         limit: u32,
     },
+    /// The changes from `from_rev` to `to_rev`, attributed.
+    Changes {
+        /// The first revision.
+        from_rev: u64,
+        /// The last.
+        to_rev: u64,
+    },
     /// The document at `rev`, to restore it as the op `client_seq`.
     Restore {
         /// The revision.
@@ -242,7 +250,7 @@ impl HistoryQuery {
     pub fn client_seq(self) -> Option<u64> {
         match self {
             Self::Restore { client_seq, .. } => Some(client_seq),
-            Self::At(_) | Self::List { .. } => None,
+            Self::At(_) | Self::List { .. } | Self::Changes { .. } => None,
         }
     }
 }
@@ -260,6 +268,15 @@ pub enum HistoryAnswer {
         /// The revision.
         rev: u64,
         /// Its content.
+        content: Delta,
+    },
+    /// The changes between two revisions ([`tandem_engine::redline`]).
+    Changes {
+        /// The first revision.
+        from_rev: u64,
+        /// The last.
+        to_rev: u64,
+        /// The document at `from_rev` with the changes marked.
         content: Delta,
     },
     /// Revisions of the document.
@@ -631,6 +648,9 @@ impl Shard {
             ClientMsg::Undo { doc, client_seq } => (doc, DocRequest::Undo { client_seq, redo: false }),
             ClientMsg::Redo { doc, client_seq } => (doc, DocRequest::Undo { client_seq, redo: true }),
             ClientMsg::Restore { doc, rev, client_seq } => (doc, DocRequest::Restore { rev, client_seq }),
+            ClientMsg::GetChanges { doc, from_rev, to_rev } => {
+                (doc, DocRequest::History(HistoryQuery::Changes { from_rev, to_rev }))
+            }
         };
         let doc = match DocId::new(&doc_name) {
             Ok(d) => d,
@@ -1036,6 +1056,25 @@ impl Shard {
                 return;
             }
         }
+        if let HistoryQuery::Changes { from_rev, to_rev } = query {
+            let refused = if to_rev > latest {
+                Some((
+                    ErrorCode::NoSuchRevision,
+                    format!("revision {to_rev} does not exist yet (the latest is {latest})"),
+                ))
+            } else if from_rev > to_rev {
+                Some((ErrorCode::NoSuchRevision, format!("from_rev {from_rev} is after to_rev {to_rev}")))
+            } else if to_rev - from_rev > MAX_CHANGES_REVISIONS {
+                let msg = format!("changes span at most {MAX_CHANGES_REVISIONS} revisions: ask for them in parts");
+                Some((ErrorCode::HistoryUnavailable, msg))
+            } else {
+                None
+            };
+            if let Some((code, msg)) = refused {
+                self.history_error(&doc, from, code, msg);
+                return;
+            }
+        }
         if !self.config.durable {
             let msg = "this server keeps no op log (oplog = \"none\"): only the latest revision is available".into();
             self.history_error(&doc, from, ErrorCode::HistoryUnavailable, msg);
@@ -1047,10 +1086,18 @@ impl Shard {
     /// A restore: the revision is read from the op log ([`HistoryQuery::Restore`]), then the
     /// change from now to it is applied ([`Shard::on_history`]).
     fn restore(&mut self, doc: DocId, from: &Arc<SessionInfo>, rev: u64, client_seq: u64) {
-        let Some(latest) = self.rooms.get(&doc).filter(|r| r.is_subscribed(from.conn)).map(|r| r.state.rev()) else {
+        let Some(state) = self.rooms.get(&doc).filter(|r| r.is_subscribed(from.conn)).map(|r| &r.state) else {
             self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into(), Some(client_seq));
             return;
         };
+        let latest = state.rev();
+        if let Some((seq, applied)) = state.last_applied(from.client)
+            && seq == client_seq
+        {
+            // Sent again after a reconnect that missed the answer: applied once, as `applied`.
+            self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev: applied });
+            return;
+        }
         if !self.may_edit(&doc, from, client_seq) {
             return;
         }
@@ -1090,6 +1137,9 @@ impl Shard {
             }
             (_, Ok(HistoryAnswer::At { rev, content })) => {
                 self.reply(from, &ServerMsg::Revision { doc: doc.to_string(), rev, snapshot: content });
+            }
+            (_, Ok(HistoryAnswer::Changes { from_rev, to_rev, content })) => {
+                self.reply(from, &ServerMsg::Changes { doc: doc.to_string(), from_rev, to_rev, content });
             }
             (_, Ok(HistoryAnswer::List { oldest, latest, revisions })) => {
                 self.reply(from, &ServerMsg::Revisions { doc: doc.to_string(), oldest, latest, revisions });

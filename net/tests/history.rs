@@ -1,6 +1,8 @@
 //! History over the protocol: `get_revision` gives the document at every revision (from
 //! snapshots plus ops in the op log, also after a restart), `list_revisions` gives authors and
-//! times, and the refusals (`no_such_revision`, `history_unavailable`) leave the document open.
+//! times, `get_changes` marks what each author inserted, deleted and formatted between two
+//! revisions, and the refusals (`no_such_revision`, `history_unavailable`) leave the document
+//! open.
 
 mod support;
 
@@ -103,4 +105,57 @@ fn without_an_op_log_only_the_latest_revision_is_kept() {
     assert_eq!(refused(c.get_revision("mem", 1)), ErrorCode::HistoryUnavailable);
     assert_eq!(refused(c.list_revisions("mem", 1, 10)), ErrorCode::HistoryUnavailable);
     assert!(c.session().is_open("mem"), "a history refusal leaves the document open");
+}
+
+#[test]
+fn changes_between_two_revisions_name_their_authors() {
+    let server = support::server(2, |_| {});
+    let addr = server.local_addr();
+    let mut ada = support::client(addr, 0xa, Encoding::Binary);
+    let mut bob = support::client(addr, 0xb, Encoding::Json);
+    ada.open("changes").unwrap();
+    bob.open("changes").unwrap();
+    ada.edit("changes", Delta::new().insert("The quick fox", Attributes::NONE)).unwrap();
+    ada.wait_until(Duration::from_secs(30), "ack", |s| s.is_synced()).unwrap();
+    let from = ada.session().doc_state("changes").unwrap().rev();
+    bob.wait_until(Duration::from_secs(30), "caught up", |s| s.doc_state("changes").is_some_and(|d| d.rev() == from))
+        .unwrap();
+    // Ada replaces "quick", Bob makes "fox" bold and adds "!".
+    ada.edit("changes", Delta::new().retain(4, Attributes::NONE).delete(6).insert("slow ", Attributes::NONE)).unwrap();
+    ada.wait_until(Duration::from_secs(30), "ack", |s| s.is_synced()).unwrap();
+    bob.wait_until(Duration::from_secs(30), "caught up", |s| s.doc_state("changes").is_some_and(|d| d.rev() > from))
+        .unwrap();
+    let bold: Attributes = [("bold", true)].into_iter().collect();
+    bob.edit("changes", Delta::new().retain(9, Attributes::NONE).retain(3, bold).insert("!", Attributes::NONE))
+        .unwrap();
+    bob.wait_until(Duration::from_secs(30), "ack", |s| s.is_synced()).unwrap();
+    let to = bob.session().doc_state("changes").unwrap().rev();
+
+    let changes = ada.get_changes("changes", from, to).unwrap();
+    let (a, b) = (ClientId(0xa).to_string(), ClientId(0xb).to_string());
+    let expected = serde_json::json!({"ops": [
+        {"insert": "The "},
+        {"insert": "slow ", "attributes": {"tandem_inserted": a}},
+        {"insert": "quick ", "attributes": {"tandem_deleted": a}},
+        {"insert": "fox", "attributes": {"bold": true, "tandem_formatted": b}},
+        {"insert": "!", "attributes": {"tandem_inserted": b}},
+    ]});
+    assert_eq!(serde_json::to_value(&changes).unwrap(), expected);
+    // From the empty document: all of it inserted, what Ada replaced gone without a trace.
+    let all = bob.get_changes("changes", 0, to).unwrap();
+    let expected = serde_json::json!({"ops": [
+        {"insert": "The slow ", "attributes": {"tandem_inserted": a}},
+        {"insert": "fox", "attributes": {"bold": true, "tandem_formatted": b, "tandem_inserted": a}},
+        {"insert": "!", "attributes": {"tandem_inserted": b}},
+    ]});
+    assert_eq!(serde_json::to_value(&all).unwrap(), expected);
+
+    // Refusals leave the document open.
+    let refused = |r: Result<Delta, ClientError>| match r {
+        Err(ClientError::Refused { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(refused(ada.get_changes("changes", 0, to + 1)), ErrorCode::NoSuchRevision);
+    assert_eq!(refused(ada.get_changes("changes", to, from)), ErrorCode::NoSuchRevision);
+    assert!(ada.session().is_open("changes"));
 }

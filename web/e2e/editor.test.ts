@@ -274,6 +274,14 @@ describe("the editor in Chromium", () => {
     await ada.locator("#preview .ql-editor").waitFor();
     await until(async () => ((await ada.locator("#preview .ql-editor").textContent()) ?? "").includes("Launch plan"), 10_000, "the preview");
     expect(await ada.locator("#preview .ql-editor").textContent()).not.toContain("typed-offline");
+    // What that editing session changed, with who changed it: Ada's first words, inserted.
+    await ada.getByRole("button", { name: "Show changes" }).click();
+    await ada.locator("#changes-legend", { hasText: "Ada (you)" }).waitFor({ timeout: 10_000 });
+    await until(async () => (await ada.locator("#preview .ql-editor u").count()) > 0, 10_000, "inserted text marked");
+    expect(await ada.locator("#preview .ql-editor u").first().textContent()).toContain("Launch plan");
+    await ada.screenshot({ path: join(screenshotDir(), "changes.png") });
+    await ada.getByRole("button", { name: "Show the document" }).click();
+    await ada.locator("#changes-legend").waitFor({ state: "hidden" });
     await ada.getByRole("button", { name: "Back to editing" }).click();
     await ada.getByRole("button", { name: "History" }).click();
   });

@@ -289,6 +289,17 @@ impl Client {
         }
     }
 
+    /// The changes from `from_rev` to `to_rev` of `doc` (it must be open): the document at
+    /// `from_rev` with every change since marked with its author.
+    pub fn get_changes(&mut self, doc: &str, from_rev: u64, to_rev: u64) -> Result<Delta, ClientError> {
+        self.session.get_changes(doc, from_rev, to_rev)?;
+        self.flush()?;
+        match self.await_history(doc)? {
+            Event::Changes { content, .. } => Ok(content),
+            other => Err(ClientError::Timeout(format!("changes of {doc} (got {other:?})"))),
+        }
+    }
+
     /// Reads until the answer to a history request for `doc` (or an error about `doc`)
     /// arrives; other events are kept for [`Client::events`].
     fn await_history(&mut self, doc: &str) -> Result<Event, ClientError> {
@@ -296,7 +307,11 @@ impl Client {
         loop {
             while let Some(e) = self.session.poll_event() {
                 match e {
-                    Event::Revision { doc: ref d, .. } | Event::Revisions { doc: ref d, .. } if d == doc => {
+                    Event::Revision { doc: ref d, .. }
+                    | Event::Revisions { doc: ref d, .. }
+                    | Event::Changes { doc: ref d, .. }
+                        if d == doc =>
+                    {
                         return Ok(e);
                     }
                     Event::Error { code, message, doc: Some(d), .. } if d == doc => {

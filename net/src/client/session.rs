@@ -136,6 +136,18 @@ pub enum Event {
         /// The revisions, oldest first.
         revisions: Vec<RevisionRecord>,
     },
+    /// The changes between two revisions, attributed (the answer to
+    /// [`ClientSession::get_changes`]).
+    Changes {
+        /// The document.
+        doc: String,
+        /// The first revision.
+        from_rev: u64,
+        /// The last.
+        to_rev: u64,
+        /// The document at `from_rev` with the changes marked (see `ServerMsg::Changes`).
+        content: Delta,
+    },
     /// The server reported an error.
     Error {
         /// Its code.
@@ -342,6 +354,12 @@ impl ClientSession {
         self.history_request(doc, ClientMsg::ListRevisions { doc: doc.to_owned(), from_rev, limit })
     }
 
+    /// Asks for the changes from `from_rev` to `to_rev`, attributed to their authors
+    /// (answered with [`Event::Changes`]). The document must be open.
+    pub fn get_changes(&mut self, doc: &str, from_rev: u64, to_rev: u64) -> Result<(), EditError> {
+        self.history_request(doc, ClientMsg::GetChanges { doc: doc.to_owned(), from_rev, to_rev })
+    }
+
     fn history_request(&mut self, doc: &str, msg: ClientMsg) -> Result<(), EditError> {
         let entry = self.docs.get(doc).ok_or_else(|| EditError::NotOpen(doc.to_owned()))?;
         if !self.connected || entry.opening {
@@ -456,6 +474,9 @@ impl ClientSession {
             ServerMsg::Closed { doc } => self.events.push_back(Event::Closed { doc }),
             ServerMsg::Revision { doc, rev, snapshot } => {
                 self.events.push_back(Event::Revision { doc, rev, content: snapshot });
+            }
+            ServerMsg::Changes { doc, from_rev, to_rev, content } => {
+                self.events.push_back(Event::Changes { doc, from_rev, to_rev, content });
             }
             ServerMsg::Revisions { doc, oldest, latest, revisions } => {
                 self.events.push_back(Event::Revisions { doc, oldest, latest, revisions });

@@ -429,6 +429,19 @@ fn answer_history(log: &mut dyn OpLog, doc: &str, query: HistoryQuery) -> Result
             let d = log.document_at(doc, rev).map_err(refused)?;
             Ok(HistoryAnswer::At { rev, content: d.to_delta() })
         }
+        HistoryQuery::Changes { from_rev, to_rev } => {
+            let base = log.document_at(doc, from_rev).map_err(refused)?;
+            let mut redline = tandem_engine::redline::Redline::new(&base);
+            if to_rev > from_rev {
+                for op in log.read(doc, from_rev + 1, to_rev).map_err(refused)? {
+                    let author = op.commit.author.to_string();
+                    redline.apply(&author, &op.commit.delta).map_err(|e| {
+                        (ErrorCode::Internal, format!("revision {} does not apply to the one before: {e}", op.rev()))
+                    })?;
+                }
+            }
+            Ok(HistoryAnswer::Changes { from_rev, to_rev, content: redline.into_delta() })
+        }
         HistoryQuery::List { from_rev, limit } => {
             let latest = log.latest_rev(doc).map_err(refused)?;
             let oldest = log.oldest_readable(doc).map_err(refused)?;

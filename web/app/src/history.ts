@@ -22,12 +22,21 @@ export function historyPanel(side: HTMLElement, doc: DocHandle, ctx: Ctx, editor
   const status = h("p", { class: "muted small", role: "status" });
   const previewEl = h("div", { id: "preview" });
   const restoreBtn = h("button", { type: "button", id: "preview-restore", class: "primary" }, "Restore this version");
+  const changesBtn = h("button", { type: "button", id: "preview-changes", "aria-pressed": "false" }, "Show changes");
+  const legend = h("p", { class: "changes-legend small", id: "changes-legend", hidden: true });
   const previewBar = h(
     "div",
     { class: "preview-bar", hidden: true },
     h("span", { id: "preview-title" }),
-    h("span", { class: "preview-actions" }, restoreBtn, h("button", { type: "button", id: "preview-close" }, "Back to editing")),
+    h(
+      "span",
+      { class: "preview-actions" },
+      changesBtn,
+      restoreBtn,
+      h("button", { type: "button", id: "preview-close" }, "Back to editing"),
+    ),
   );
+  let showChanges = false;
   let shown: Group | null = null;
   replace(side, h("h2", {}, "Version history"), status, list);
   const names = new Map<string, string>();
@@ -57,12 +66,29 @@ export function historyPanel(side: HTMLElement, doc: DocHandle, ctx: Ctx, editor
   };
 
   const showAt = async (g: Group) => {
-    const content = await doc.revision(g.last);
+    // The document as the editing session left it, or what the session changed.
+    const content = showChanges ? await doc.changes(g.first - 1, g.last) : await doc.revision(g.last);
     if (!preview) {
-      editorRoot.prepend(previewBar, previewEl);
+      editorRoot.prepend(previewBar, legend, previewEl);
       preview = new Quill(previewEl, { theme: "snow", readOnly: true, modules: { toolbar: false } });
     }
-    preview.setContents(new Delta(content.ops), "api");
+    if (showChanges) {
+      const { delta, authors } = markChanges(content);
+      await resolveNames([...authors]);
+      preview.setContents(delta, "api");
+      replace(
+        legend,
+        h("span", { class: "mark-inserted" }, "inserted"),
+        " ",
+        h("span", { class: "mark-deleted" }, "deleted"),
+        " ",
+        h("span", { class: "mark-formatted" }, "formatted"),
+        ` in revisions ${g.first}–${g.last}, by ${[...authors].map(authorName).join(", ") || "nobody"}`,
+      );
+    } else {
+      preview.setContents(new Delta(content.ops), "api");
+    }
+    legend.hidden = !showChanges;
     shown = g;
     // Restoring is an edit: editors and owners only.
     restoreBtn.hidden = !(doc.role === "editor" || doc.role === "owner") || g.last === doc.sync.rev;
@@ -76,9 +102,16 @@ export function historyPanel(side: HTMLElement, doc: DocHandle, ctx: Ctx, editor
   const closePreview = () => {
     previewBar.hidden = true;
     previewEl.hidden = true;
+    legend.hidden = true;
     editorRoot.classList.remove("previewing");
   };
   previewBar.querySelector("#preview-close")!.addEventListener("click", closePreview);
+  changesBtn.addEventListener("click", () => {
+    showChanges = !showChanges;
+    changesBtn.setAttribute("aria-pressed", String(showChanges));
+    changesBtn.textContent = showChanges ? "Show the document" : "Show changes";
+    if (shown) void showAt(shown).catch((e: unknown) => (status.textContent = String(e)));
+  });
   // The server makes the document what it was then, as a new change by this user: everyone
   // sees it, history keeps what came between, and undo takes it back.
   restoreBtn.addEventListener("click", () => {
@@ -119,6 +152,28 @@ export function historyPanel(side: HTMLElement, doc: DocHandle, ctx: Ctx, editor
   };
 
   return { refresh, close: closePreview };
+}
+
+/** The server's change marks (docs/protocol.md, `changes`) as formats the preview shows:
+ *  inserted text underlined on green, deleted text struck through on red, reformatted text
+ *  on yellow; and the client ids of the authors. */
+function markChanges(content: Delta): { delta: Delta; authors: Set<string> } {
+  const authors = new Set<string>();
+  const delta = new Delta(
+    content.ops.map((op) => {
+      const a = { ...(op.attributes ?? {}) } as Record<string, unknown>;
+      const ins = a.tandem_inserted, del = a.tandem_deleted, fmt = a.tandem_formatted;
+      delete a.tandem_inserted;
+      delete a.tandem_deleted;
+      delete a.tandem_formatted;
+      for (const who of [ins, del, fmt]) if (typeof who === "string") authors.add(who);
+      if (typeof del === "string") Object.assign(a, { strike: true, color: "#991b1b", background: "#fee2e2" });
+      else if (typeof ins === "string") Object.assign(a, { underline: true, background: "#dcfce7" });
+      else if (typeof fmt === "string") Object.assign(a, { background: "#fef9c3" });
+      return Object.keys(a).length ? { insert: op.insert!, attributes: a } : { insert: op.insert! };
+    }),
+  );
+  return { delta, authors };
 }
 
 /** Consecutive revisions by one author without a pause over a minute make one entry. */

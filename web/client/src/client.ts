@@ -108,6 +108,7 @@ export class DocHandle {
   private selection: Selection | null = null;
   private revisionWaiters = new Map<number, Pending<Delta>[]>();
   private listWaiters: Pending<{ oldest: number; latest: number; revisions: RevisionRecord[] }>[] = [];
+  private changesWaiters = new Map<string, Pending<Delta>[]>();
 
   constructor(
     private readonly client: TandemClient,
@@ -179,6 +180,21 @@ export class DocHandle {
       if (!this.isOpen) return reject(new Error("the document is not open"));
       this.listWaiters.push({ resolve, reject });
       this.client.send({ type: "list_revisions", doc: this.id, from_rev: fromRev, limit });
+    });
+  }
+
+  /** What changed from revision `fromRev` to `toRev` (at most 10,000 apart): the document
+   *  at `fromRev` with inserted text marked `tandem_inserted`, deleted text kept and marked
+   *  `tandem_deleted`, reformatted text marked `tandem_formatted`, each with the author's
+   *  client id (see docs/protocol.md, `changes`). */
+  changes(fromRev: number, toRev: number): Promise<Delta> {
+    return new Promise((resolve, reject) => {
+      if (!this.isOpen) return reject(new Error("the document is not open"));
+      const key = `${fromRev}:${toRev}`;
+      const list = this.changesWaiters.get(key) ?? [];
+      list.push({ resolve, reject });
+      this.changesWaiters.set(key, list);
+      this.client.send({ type: "get_changes", doc: this.id, from_rev: fromRev, to_rev: toRev });
     });
   }
 
@@ -274,6 +290,12 @@ export class DocHandle {
       case "revisions":
         this.listWaiters.shift()?.resolve({ oldest: msg.oldest, latest: msg.latest, revisions: msg.revisions });
         break;
+      case "changes": {
+        const key = `${msg.from_rev}:${msg.to_rev}`;
+        this.changesWaiters.get(key)?.shift()?.resolve(new Delta(msg.content.ops));
+        if (!this.changesWaiters.get(key)?.length) this.changesWaiters.delete(key);
+        break;
+      }
       case "export_finished":
         this.events.exportFinished?.(msg);
         break;
@@ -307,10 +329,16 @@ export class DocHandle {
     if (code === "history_unavailable" || code === "no_such_revision") {
       const e = new Error(message);
       // Answer the oldest waiter of either kind: history replies come in order.
-      const first = [...this.revisionWaiters.entries()][0];
-      if (first) {
-        first[1].shift()?.reject(e);
-        if (first[1].length === 0) this.revisionWaiters.delete(first[0]);
+      // (Errors name no request: with several history requests of different kinds waiting,
+      // the one refused is told apart by kind only.)
+      const rev = [...this.revisionWaiters.entries()][0];
+      const changes = [...this.changesWaiters.entries()][0];
+      if (rev) {
+        rev[1].shift()?.reject(e);
+        if (rev[1].length === 0) this.revisionWaiters.delete(rev[0]);
+      } else if (changes) {
+        changes[1].shift()?.reject(e);
+        if (changes[1].length === 0) this.changesWaiters.delete(changes[0]);
       } else {
         this.listWaiters.shift()?.reject(e);
       }
@@ -355,6 +383,8 @@ export class DocHandle {
     this.revisionWaiters.clear();
     for (const w of this.listWaiters) w.reject(e);
     this.listWaiters = [];
+    for (const list of this.changesWaiters.values()) for (const w of list) w.reject(e);
+    this.changesWaiters.clear();
   }
 }
 

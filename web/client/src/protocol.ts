@@ -59,7 +59,8 @@ export type ClientMsg =
   | { type: "list_revisions"; doc: string; from_rev: number; limit: number }
   | { type: "refresh"; token: string }
   | { type: "undo" | "redo"; doc: string; client_seq: number }
-  | { type: "restore"; doc: string; rev: number; client_seq: number };
+  | { type: "restore"; doc: string; rev: number; client_seq: number }
+  | { type: "get_changes"; doc: string; from_rev: number; to_rev: number };
 
 export type ServerMsg =
   | {
@@ -90,6 +91,7 @@ export type ServerMsg =
   | { type: "error"; code: string; message: string; doc?: string; client_seq?: number }
   | { type: "revision"; doc: string; rev: number; snapshot: WireDelta }
   | { type: "revisions"; doc: string; oldest: number; latest: number; revisions: RevisionRecord[] }
+  | { type: "changes"; doc: string; from_rev: number; to_rev: number; content: WireDelta }
   | { type: "role"; doc: string; role: Role }
   | { type: "token_expiring"; expires_at: number }
   | { type: "refreshed"; expires_at: number }

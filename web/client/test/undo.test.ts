@@ -1,6 +1,7 @@
-// Undo and redo through the library: requests keep their place among the edits around them
-// (sans I/O), and against a real server an undo takes back only this user's change, typing
-// on while it is answered included, across a dropped connection and a reload.
+// Undo, redo, restore and changes through the library: requests keep their place among the
+// edits around them (sans I/O), and against a real server an undo takes back only this user's
+// change, typing on while it is answered included, across a dropped connection and a reload;
+// a restore is an edit everyone sees, and changes name their authors.
 
 import Delta from "quill-delta";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -122,6 +123,37 @@ describe("undo against a real server", () => {
     expect([text(a.view), a.nothing, a.errors]).toEqual(["three two one ", [], []]);
     expect(b.view).toEqual(a.view);
     expect(a.errors.concat(b.errors)).toEqual([]);
+    a.client.close();
+    b.client.close();
+  });
+
+  it("restores a revision for everyone and shows what changed, with authors", async () => {
+    const doc = "js-restore";
+    const a = openEditor(server, doc);
+    const b = openEditor(server, doc);
+    await until(() => a.doc.isOpen && b.doc.isOpen);
+    edit(a, new Delta().insert("Draft one.\n"));
+    await settled([a, b]);
+    const draft = a.doc.sync.rev;
+    edit(b, new Delta().retain(6).delete(3).insert("two"));
+    await settled([a, b]);
+    const marked = await a.doc.changes(draft, b.doc.sync.rev);
+    expect(marked.ops).toEqual([
+      { insert: "Draft " },
+      { insert: "two", attributes: { tandem_inserted: b.client.clientId } },
+      { insert: "one", attributes: { tandem_deleted: b.client.clientId } },
+      { insert: ".\n" },
+    ]);
+    a.doc.restore(draft);
+    await settled([a, b]);
+    expect(text(b.view)).toBe("Draft one.\n");
+    // A revision from the future: refused, and the next edit goes on.
+    a.doc.restore(10_000);
+    edit(a, new Delta().insert("> "));
+    await settled([a, b]);
+    expect(text(b.view)).toBe("> Draft one.\n");
+    expect(a.errors).toEqual([expect.stringMatching(/^no_such_revision/)]);
+    await expect(a.doc.changes(0, 10_000)).rejects.toThrow(/does not exist/);
     a.client.close();
     b.client.close();
   });

@@ -191,6 +191,7 @@ impl Conn {
             }
             ClientMsg::GetRevision { doc, .. }
             | ClientMsg::ListRevisions { doc, .. }
+            | ClientMsg::GetChanges { doc, .. }
             | ClientMsg::Restore { doc, .. } => {
                 // The baseline measures the data plane only: it keeps no history.
                 self.error(ErrorCode::HistoryUnavailable, "the baseline keeps no history".into(), Some(doc));
