@@ -314,7 +314,7 @@ impl DocState {
         // One lookup of the user: this runs for every op applied.
         let steps = self.undo.user(user, now_ms);
         bring_up_chain(&self.history, oldest, &mut steps.undo, commit.rev - 1);
-        steps.redo.steps.clear();
+        steps.redo.clear();
         steps.redo.rev = commit.rev;
         let chain = &mut steps.undo;
         chain.rev = commit.rev;
@@ -324,15 +324,25 @@ impl DocState {
             && now_ms.saturating_sub(top.time_ms) <= undo::GROUP_MS
             && key.continues(caret)
         {
-            top.inverse = inverse.compose(&top.inverse);
+            top.inverse = match (Keystroke::of(&inverse), Keystroke::of(&top.inverse)) {
+                // Typing on: the step takes back one more run of chars (most grouped ops; no
+                // general compose on the hot path).
+                (Some(new), Some(old))
+                    if new.inserted == 0 && old.inserted == 0 && new.start == old.start + old.deleted =>
+                {
+                    Delta::new().retain(old.start, crate::Attributes::NONE).delete(old.deleted + new.deleted)
+                }
+                _ => inverse.compose(&top.inverse),
+            };
             top.time_ms = now_ms;
             top.caret = Some(key.caret_after());
+            chain.top_changed();
             return;
         }
         if let Some(top) = chain.steps.back_mut() {
             top.caret = None;
         }
-        undo::push(chain, Step { inverse, time_ms: now_ms, caret: key.map(Keystroke::caret_after) });
+        undo::push(chain, Step::new(inverse, now_ms, key.map(Keystroke::caret_after)));
     }
 
     /// Undoes `user`'s most recent change not undone yet, as of now: its inverse transformed
@@ -396,10 +406,10 @@ impl DocState {
         steps.used = steps.used.saturating_add(work as u64);
         let Some(stacks) = self.undo.users.get_mut(user) else { return Err(Error::NothingToUndo { redo }) };
         let chain = if redo { &mut stacks.redo } else { &mut stacks.undo };
-        let Some(step) = chain.steps.pop_back() else { return Err(Error::NothingToUndo { redo }) };
+        let Some(step) = chain.pop() else { return Err(Error::NothingToUndo { redo }) };
         if now_ms.saturating_sub(step.time_ms) > undo::MAX_AGE_MS {
             // Too old to remember: so is the rest below it.
-            chain.steps.clear();
+            chain.clear();
             return Err(Error::NothingToUndo { redo });
         }
         if let Some(top) = chain.steps.back_mut() {
@@ -422,7 +432,7 @@ impl DocState {
         if let Some(top) = other.steps.back_mut() {
             top.caret = None;
         }
-        undo::push(other, Step { inverse, time_ms: now_ms, caret: None });
+        undo::push(other, Step::new(inverse, now_ms, None));
         Ok((Submitted::Applied(commit), steps.used))
     }
 
@@ -594,7 +604,7 @@ impl DocState {
 /// chain whose history is gone is emptied. Returns the transform work spent.
 fn bring_up_chain(history: &VecDeque<Arc<Commit>>, oldest: u64, chain: &mut undo::Chain, to: u64) -> usize {
     if chain.rev < oldest || to < chain.rev {
-        chain.steps.clear();
+        chain.clear();
         chain.rev = to;
         return 0;
     }

@@ -10,8 +10,9 @@
 //!
 //! The stacks live with the document ([`crate::DocState`]), keyed by user, so a page reload
 //! or a reconnect (a new session, even a new client id) finds them. They are bounded: at most
-//! [`MAX_STEPS`] steps per stack, [`MAX_USERS`] users per document, steps at most
-//! [`MAX_AGE_MS`] old, and never older than the document's history window.
+//! [`MAX_STEPS`] steps and [`MAX_CHAIN_BYTES`] per stack (the newest step is always kept,
+//! so deleting a whole document can be undone), [`MAX_USERS`] users per document, steps at
+//! most [`MAX_AGE_MS`] old, and never older than the document's history window.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -27,6 +28,9 @@ pub const MAX_STEPS: usize = 100;
 pub const MAX_USERS: usize = 1024;
 /// Steps older than this (ms since they were made) are forgotten.
 pub const MAX_AGE_MS: u64 = 3_600_000;
+/// Most bytes of inverses (deleted text, mostly) one stack keeps; beyond it the oldest steps
+/// go, but never the newest.
+pub const MAX_CHAIN_BYTES: usize = 4 << 20;
 
 /// Most transform steps (ops of the commit times steps) spent bringing one stack up to date;
 /// beyond it the oldest steps are dropped first.
@@ -41,6 +45,14 @@ pub(crate) struct Step {
     pub(crate) time_ms: u64,
     /// Where the grouped keystrokes end (top step only); `None`: nothing may join it.
     pub(crate) caret: Option<usize>,
+    /// The inverse's size as last counted in the chain's `bytes`.
+    pub(crate) bytes: usize,
+}
+
+impl Step {
+    pub(crate) fn new(inverse: Delta, time_ms: u64, caret: Option<usize>) -> Self {
+        Self { inverse, time_ms, caret, bytes: 0 }
+    }
 }
 
 /// A stack of steps as a chain, the way Quill's history keeps one: the top step applies to
@@ -52,6 +64,8 @@ pub(crate) struct Step {
 pub(crate) struct Chain {
     pub(crate) rev: u64,
     pub(crate) steps: VecDeque<Step>,
+    /// The steps' `bytes`, summed.
+    bytes: usize,
 }
 
 impl Chain {
@@ -84,7 +98,50 @@ impl Chain {
             }
         }
         self.steps.retain(|s| !s.inverse.is_empty());
+        self.recount();
         work
+    }
+
+    /// Takes the top step off.
+    pub(crate) fn pop(&mut self) -> Option<Step> {
+        let step = self.steps.pop_back()?;
+        self.bytes = self.bytes.saturating_sub(step.bytes);
+        Some(step)
+    }
+
+    /// Empties the chain.
+    pub(crate) fn clear(&mut self) {
+        self.steps.clear();
+        self.bytes = 0;
+    }
+
+    /// Counts the top step again after it grew (grouped keystrokes), and drops the oldest
+    /// steps past the bounds.
+    pub(crate) fn top_changed(&mut self) {
+        if let Some(top) = self.steps.back_mut() {
+            let now = top.inverse.approx_bytes();
+            self.bytes = self.bytes.saturating_sub(top.bytes) + now;
+            top.bytes = now;
+        }
+        while self.steps.len() > 1 && (self.steps.len() > MAX_STEPS || self.bytes > MAX_CHAIN_BYTES) {
+            let old = self.steps.pop_front().expect("more than one");
+            self.bytes = self.bytes.saturating_sub(old.bytes);
+        }
+    }
+
+    /// Counts every step again (after they were transformed).
+    fn recount(&mut self) {
+        self.bytes = 0;
+        for s in &mut self.steps {
+            s.bytes = s.inverse.approx_bytes();
+            self.bytes += s.bytes;
+        }
+    }
+
+    /// The bytes counted (for tests).
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -127,12 +184,13 @@ impl UndoStacks {
     }
 }
 
-/// Pushes a step on top, keeping at most [`MAX_STEPS`].
+/// Pushes a step on top, keeping at most [`MAX_STEPS`] and [`MAX_CHAIN_BYTES`] (the top
+/// always).
 pub(crate) fn push(chain: &mut Chain, step: Step) {
+    // The step below was counted when it was pushed; it may have grown since.
+    chain.top_changed();
     chain.steps.push_back(step);
-    while chain.steps.len() > MAX_STEPS {
-        chain.steps.pop_front();
-    }
+    chain.top_changed();
 }
 
 /// A keystroke-like edit: a plain retain to `start`, then one insert or one delete.

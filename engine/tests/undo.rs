@@ -241,6 +241,27 @@ fn undo_depth_is_bounded() {
     assert_eq!(doc.undo_depth("ada").0, tandem_engine::undo::MAX_STEPS);
 }
 
+#[test]
+fn the_text_a_stack_keeps_is_bounded_but_the_newest_step_stays() {
+    const MB: usize = 1 << 20;
+    let mut doc = doc_of(&"x".repeat(9 * MB));
+    // Six deletes of 1 MiB each, each its own step: the stack keeps what fits in 4 MiB.
+    for k in 0..6u64 {
+        edit(&mut doc, 1, "ada", k + 1, del(0, MB), k * 5000);
+    }
+    let depth = doc.undo_depth("ada").0;
+    assert!((3..=4).contains(&depth), "kept {depth} steps of 1 MiB");
+    // A paste, then everything deleted at once (4 MiB, the paste included): the newest step
+    // is kept whatever its size, so the mistake can be undone; the older ones make room.
+    let pasted = doc.document().len();
+    edit(&mut doc, 1, "ada", 7, ins(0, &"y".repeat(MB - 1)), 40_000);
+    edit(&mut doc, 1, "ada", 8, del(0, pasted + MB - 1), 50_000);
+    assert_eq!(doc.document().len(), 0);
+    assert_eq!(doc.undo_depth("ada").0, 1);
+    applied(doc.undo(ClientId(1), "ada", 9, MAX, 51_000));
+    assert_eq!(doc.document().len(), pasted + MB - 1);
+}
+
 /// A client's message to the server in the simulation.
 enum Up {
     Submit(Outgoing),
