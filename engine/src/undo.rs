@@ -137,12 +137,6 @@ impl Chain {
             self.bytes += s.bytes;
         }
     }
-
-    /// The bytes counted (for tests).
-    #[cfg(test)]
-    pub(crate) fn bytes(&self) -> usize {
-        self.bytes
-    }
 }
 
 /// One user's stacks on one document.
