@@ -640,6 +640,11 @@ impl ClientSession {
     fn request_refused(&mut self, doc: &str, client_seq: u64) {
         let Some(entry) = self.docs.get_mut(doc) else { return };
         let Some(state) = entry.state.as_mut() else { return };
+        // Not the request in flight (a refused submit, which stays in flight: sending it
+        // again would be refused again), or another one.
+        if entry.request.is_none_or(|(seq, _)| seq != client_seq) {
+            return;
+        }
         state.request_refused(client_seq);
         if state.has_request() {
             return;
@@ -691,5 +696,53 @@ fn move_selections(selections: &mut HashMap<ClientId, Vec<SelectionRange>>, delt
         for r in ranges.iter_mut() {
             *r = r.transform(delta, priority);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tandem_engine::{Attributes, ClientId, Delta};
+
+    use super::*;
+    use crate::protocol::Role;
+
+    fn opened(s: &mut ClientSession) {
+        s.on_connect();
+        s.open("d");
+        let opened = ServerMsg::Opened {
+            doc: "d".into(),
+            rev: 0,
+            snapshot: Some(Delta::new()),
+            ops: None,
+            online: Vec::new(),
+            last_seq: None,
+            role: Some(Role::Editor),
+        };
+        s.handle(opened).unwrap();
+        while s.poll_outgoing().is_some() {}
+    }
+
+    fn refused(code: ErrorCode, client_seq: u64) -> ServerMsg {
+        ServerMsg::Error { code, message: "no".into(), doc: Some("d".into()), client_seq: Some(client_seq) }
+    }
+
+    #[test]
+    fn a_refused_submit_is_not_sent_again_but_a_refused_undo_lets_the_edits_go() {
+        let mut s = ClientSession::new(ClientId(1), "", "n", "");
+        opened(&mut s);
+        s.edit("d", Delta::new().insert("a", Attributes::NONE)).unwrap();
+        assert!(matches!(s.poll_outgoing(), Some(ClientMsg::Submit { client_seq: 1, .. })));
+        // Read-only: the op stays in flight for the caller to revert, and is not resent.
+        s.handle(refused(ErrorCode::ReadOnly, 1)).unwrap();
+        assert_eq!(s.poll_outgoing(), None);
+
+        let mut s = ClientSession::new(ClientId(1), "", "n", "");
+        opened(&mut s);
+        assert_eq!(s.undo("d", false).unwrap(), Some(1));
+        assert!(matches!(s.poll_outgoing(), Some(ClientMsg::Undo { client_seq: 1, .. })));
+        s.edit("d", Delta::new().insert("a", Attributes::NONE)).unwrap();
+        assert_eq!(s.poll_outgoing(), None, "edits wait for the undo's answer");
+        s.handle(refused(ErrorCode::NothingToUndo, 1)).unwrap();
+        assert!(matches!(s.poll_outgoing(), Some(ClientMsg::Submit { client_seq: 2, .. })));
     }
 }
