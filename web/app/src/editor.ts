@@ -12,6 +12,14 @@ import { historyPanel } from "./history.js";
 import type { Ctx } from "./main.js";
 import { shareDialog } from "./share.js";
 
+// Toolbar icons for undo and redo (Quill ships none: its own history has no buttons), in
+// the snow theme's stroke style. The buttons matter on phones, which have no Ctrl-Z.
+const icons = Quill.import("ui/icons") as Record<string, string>;
+icons.undo =
+  '<svg viewBox="0 0 18 18"><polygon class="ql-fill ql-stroke" points="6 10 4 12 2 10 6 10"></polygon><path class="ql-stroke" d="M8.09,13.91A4.6,4.6,0,0,0,9,14,5,5,0,1,0,4,9"></path></svg>';
+icons.redo =
+  '<svg viewBox="0 0 18 18"><polygon class="ql-fill ql-stroke" points="12 10 14 12 16 10 12 10"></polygon><path class="ql-stroke" d="M9.91,13.91A4.6,4.6,0,0,1,9,14a5,5,0,1,1,5-5"></path></svg>';
+
 Quill.register("modules/cursors", QuillCursors);
 
 const canEdit = (role: Role | undefined) => role === "editor" || role === "owner";
@@ -51,6 +59,7 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
   paintAvatars(root);
 
   const toolbar = [
+    ["undo", "redo"],
     [{ header: [1, 2, 3, false] }],
     ["bold", "italic", "underline", "strike"],
     [{ color: [] }, { background: [] }],
@@ -63,7 +72,10 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
     readOnly: true,
     placeholder: "Start writing…",
     modules: {
-      toolbar: { container: toolbar, handlers: { image: () => void uploadImage() } },
+      toolbar: {
+        container: toolbar,
+        handlers: { image: () => void uploadImage(), undo: () => undoRedo(false), redo: () => undoRedo(true) },
+      },
       cursors: { transformOnTextChange: true, hideDelayMs: 3000, hideSpeedMs: 300 },
       // Undo is the server's (each user's own changes, kept across reloads): Quill's local
       // history keeps nothing, and the shortcuts below ask the server.
@@ -368,12 +380,14 @@ function labelToolbar(root: HTMLElement): void {
   const names: Record<string, string> = {
     bold: "Bold", italic: "Italic", underline: "Underline", strike: "Strikethrough", link: "Link", image: "Insert image",
     code: "Inline code", "code-block": "Code block", blockquote: "Quote", clean: "Clear formatting",
+    undo: "Undo (Ctrl+Z)", redo: "Redo (Ctrl+Shift+Z)",
   };
   for (const b of root.querySelectorAll<HTMLButtonElement>(".ql-toolbar button")) {
     const cls = [...b.classList].find((c) => c.startsWith("ql-"))?.slice(3) ?? "";
     const value = b.value;
     const name = cls === "list" ? `${value === "ordered" ? "Numbered" : value === "bullet" ? "Bulleted" : "Check"} list` : names[cls];
     if (name) b.setAttribute("aria-label", name);
+    if (cls === "undo" || cls === "redo") b.title = name ?? "";
   }
   for (const p of root.querySelectorAll<HTMLElement>(".ql-toolbar .ql-picker-label")) {
     const cls = [...(p.parentElement?.classList ?? [])].find((c) => c.startsWith("ql-") && c !== "ql-picker")?.slice(3) ?? "";
