@@ -145,6 +145,11 @@ impl ClientDoc {
         self.request.is_some()
     }
 
+    /// The `client_seq` of the request awaiting its answer, if one does.
+    pub fn request_seq(&self) -> Option<u64> {
+        self.request
+    }
+
     /// Handles the server's ack of `client_seq`, committed as `rev`. Returns the next op
     /// to send, if edits are buffered. A repeated ack for an op already acknowledged (a
     /// resubmission's) is ignored. An ack of the request in flight (a restore with nothing to

@@ -245,7 +245,8 @@ impl DocState {
         self.check_op(&delta)?;
         let delta = self.transform_since(base_rev - oldest, self.rev, delta, &mut steps)?;
         self.check_applies(&delta)?;
-        let inverse = match (by, Keystroke::of(&delta)) {
+        let key = by.and_then(|_| Keystroke::of(&delta));
+        let inverse = match (by, key) {
             // Typing (most ops): deleting what it inserts takes it back, without reading the
             // document.
             (Some(_), Some(k)) if k.deleted == 0 => {
@@ -256,7 +257,7 @@ impl DocState {
         };
         let commit = self.commit(client, client_seq, delta, fingerprint)?;
         if let (Some((user, now_ms)), Some(inverse)) = (by, inverse) {
-            self.record_step(user, &commit, inverse, now_ms);
+            self.record_step(user, &commit, key, inverse, now_ms);
         }
         Ok((Submitted::Applied(commit), steps.used))
     }
@@ -309,7 +310,8 @@ impl DocState {
 
     /// Puts a user's change on their undo stack: it grows the step on top when it continues
     /// its keystrokes in time, or starts a new one. The redo stack is cleared.
-    fn record_step(&mut self, user: &str, commit: &Commit, inverse: Delta, now_ms: u64) {
+    /// `key` is the change as a keystroke, if it is one.
+    fn record_step(&mut self, user: &str, commit: &Commit, key: Option<Keystroke>, inverse: Delta, now_ms: u64) {
         let oldest = self.oldest_base();
         // One lookup of the user: this runs for every op applied.
         let steps = self.undo.user(user, now_ms);
@@ -318,7 +320,6 @@ impl DocState {
         steps.redo.rev = commit.rev;
         let chain = &mut steps.undo;
         chain.rev = commit.rev;
-        let key = Keystroke::of(&commit.delta);
         if let (Some(key), Some(top)) = (key, chain.steps.back_mut())
             && let Some(caret) = top.caret
             && now_ms.saturating_sub(top.time_ms) <= undo::GROUP_MS

@@ -1047,7 +1047,7 @@ impl Shard {
         if let HistoryQuery::At(rev) = query {
             if rev > latest {
                 let msg = format!("revision {rev} does not exist yet (the latest is {latest})");
-                self.history_error(&doc, from, ErrorCode::NoSuchRevision, msg);
+                self.request_error(&doc, from, ErrorCode::NoSuchRevision, msg, None);
                 return;
             }
             if rev == latest {
@@ -1071,13 +1071,13 @@ impl Shard {
                 None
             };
             if let Some((code, msg)) = refused {
-                self.history_error(&doc, from, code, msg);
+                self.request_error(&doc, from, code, msg, None);
                 return;
             }
         }
         if !self.config.durable {
             let msg = "this server keeps no op log (oplog = \"none\"): only the latest revision is available".into();
-            self.history_error(&doc, from, ErrorCode::HistoryUnavailable, msg);
+            self.request_error(&doc, from, ErrorCode::HistoryUnavailable, msg, None);
             return;
         }
         self.effects.push(Effect::History { doc, from: Arc::clone(from), query });
@@ -1086,10 +1086,11 @@ impl Shard {
     /// A restore: the revision is read from the op log ([`HistoryQuery::Restore`]), then the
     /// change from now to it is applied ([`Shard::on_history`]).
     fn restore(&mut self, doc: DocId, from: &Arc<SessionInfo>, rev: u64, client_seq: u64) {
-        let Some(state) = self.rooms.get(&doc).filter(|r| r.is_subscribed(from.conn)).map(|r| &r.state) else {
+        let Some(room) = self.rooms.get(&doc).filter(|r| r.is_subscribed(from.conn)) else {
             self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into(), Some(client_seq));
             return;
         };
+        let (state, role) = (&room.state, room.role_of(&from.peer.user));
         let latest = state.rev();
         if let Some((seq, applied)) = state.last_applied(from.client)
             && seq == client_seq
@@ -1098,7 +1099,8 @@ impl Shard {
             self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev: applied });
             return;
         }
-        if !self.may_edit(&doc, from, client_seq) {
+        if !role.is_some_and(Role::can_edit) {
+            self.refuse_read_only(&doc, from, role, client_seq);
             return;
         }
         if rev >= latest {
@@ -1182,10 +1184,6 @@ impl Shard {
     ) {
         self.stats.errors += 1;
         self.reply(from, &ServerMsg::Error { code, message, doc: Some(doc.to_string()), client_seq });
-    }
-
-    fn history_error(&mut self, doc: &DocId, from: &Arc<SessionInfo>, code: ErrorCode, message: String) {
-        self.request_error(doc, from, code, message, None);
     }
 
     fn open(&mut self, doc: DocId, from: &Arc<SessionInfo>, from_rev: Option<u64>) {
@@ -1509,32 +1507,27 @@ impl Shard {
         self.mark_idle(doc);
     }
 
-    /// Whether the session's user may edit the open document; if not, the change
-    /// `client_seq` is refused as read-only. The op is dropped and the document stays open
-    /// (the session still reads and sends presence): the client undoes the op locally, and
-    /// re-opens to edit once allowed.
-    fn may_edit(&mut self, doc: &DocId, from: &Arc<SessionInfo>, client_seq: u64) -> bool {
-        let role = self.rooms.get(doc).and_then(|r| r.role_of(&from.peer.user));
-        if role.is_some_and(Role::can_edit) {
-            return true;
-        }
+    /// Refuses the change `client_seq` of a session whose `role` may not edit. The op is
+    /// dropped and the document stays open (the session still reads and sends presence): the
+    /// client undoes the op locally, and re-opens to edit once allowed.
+    fn refuse_read_only(&mut self, doc: &DocId, from: &Arc<SessionInfo>, role: Option<Role>, client_seq: u64) {
         let role = role.map_or("none", Role::as_str);
         let msg = format!("your role on this document is {role}: it may not be edited");
         self.request_error(doc, from, ErrorCode::ReadOnly, msg, Some(client_seq));
-        false
     }
 
     /// A change to a document from a session: an op, an undo or redo the document computes,
     /// or a restore. Every one goes on the user's undo stack.
     fn submit(&mut self, doc: DocId, from: &Arc<SessionInfo>, change: Change, client_seq: u64, now: Instant) {
-        if !self.rooms.get(&doc).is_some_and(|r| r.is_subscribed(from.conn)) {
+        let Some(room) = self.rooms.get_mut(&doc).filter(|r| r.is_subscribed(from.conn)) else {
             self.doc_error(&doc, from, ErrorCode::NotOpen, "document is not open".into(), Some(client_seq));
             return;
-        }
-        if !self.may_edit(&doc, from, client_seq) {
+        };
+        let role = room.role_of(&from.peer.user);
+        if !role.is_some_and(Role::can_edit) {
+            self.refuse_read_only(&doc, from, role, client_seq);
             return;
         }
-        let room = self.rooms.get_mut(&doc).expect("checked above");
         // The connection's share of this core's transform work.
         let rate = self.config.max_transform_steps_per_s;
         let budget = self.work.entry(from.conn).or_insert_with(|| RateLimit::new(rate, now));

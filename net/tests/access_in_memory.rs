@@ -3,6 +3,8 @@
 //! message, changes hold from the next one, an older list never replaces a newer one, and
 //! tokens are warned about and expire.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,14 +33,6 @@ impl Verifier for Names {
             valid_for: Duration::from_secs(secs),
             expires_at_ms: secs * 1000,
         })
-    }
-}
-
-fn payload(frame: &[u8]) -> &[u8] {
-    match frame[1] & 0x7f {
-        126 => &frame[4..],
-        127 => &frame[10..],
-        _ => &frame[2..],
     }
 }
 
@@ -77,7 +71,7 @@ impl Sim {
         for e in self.shard.take_effects() {
             match e {
                 Effect::Send { conn, frame } => {
-                    let msg = decode_server(payload(&frame), Encoding::Json).unwrap();
+                    let msg = decode_server(support::frame_payload(&frame), Encoding::Json).unwrap();
                     self.inbox.entry(conn).or_default().push(msg);
                 }
                 Effect::Close { conn, code, .. } => {

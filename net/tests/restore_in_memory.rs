@@ -2,6 +2,8 @@
 //! is made against the document as it is when the revision arrives, a restore whose session
 //! left meanwhile is dropped, and one sent again after it was applied is acknowledged.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,14 +12,6 @@ use tandem_net::codec::decode_server;
 use tandem_net::protocol::{ClientMsg, Encoding, PROTOCOL_VERSION, ServerMsg};
 use tandem_net::session::{ConnId, SessionInfo};
 use tandem_net::shard::{Effect, HistoryAnswer, HistoryQuery, Shard, ShardConfig};
-
-fn payload(frame: &[u8]) -> &[u8] {
-    match frame[1] & 0x7f {
-        126 => &frame[4..],
-        127 => &frame[10..],
-        _ => &frame[2..],
-    }
-}
 
 /// A durable shard whose op log is a list of the documents' contents by revision.
 struct Sim {
@@ -46,7 +40,7 @@ impl Sim {
         for e in self.shard.take_effects() {
             match e {
                 Effect::Send { conn, frame } => {
-                    self.sent.push((conn, decode_server(payload(&frame), Encoding::Json).unwrap()));
+                    self.sent.push((conn, decode_server(support::frame_payload(&frame), Encoding::Json).unwrap()));
                 }
                 Effect::Load { doc } => {
                     let state = DocState::restore(0, Document::new(), Limits::default());

@@ -4,6 +4,8 @@
 //! at random. After quiescence every client holds its documents exactly as their owner
 //! shards do. `TANDEM_SEED=n` replays one seed; `TANDEM_SEEDS=n` runs more.
 
+mod support;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,15 +39,6 @@ struct Sim {
     /// One FIFO queue per (from, to) pair of cores.
     core_links: Vec<VecDeque<CoreMsg>>,
     seed: u64,
-}
-
-/// The payload of an unmasked server frame.
-fn payload(frame: &[u8]) -> &[u8] {
-    match frame[1] & 0x7f {
-        126 => &frame[4..],
-        127 => &frame[10..],
-        _ => &frame[2..],
-    }
 }
 
 impl Sim {
@@ -174,7 +167,8 @@ impl Sim {
         } else if k < 2 * n {
             let i = k - n;
             let frame = self.clients[i].down.pop_front().expect("non-empty");
-            let msg = decode_server(payload(&frame), self.clients[i].encoding).expect("server frames decode");
+            let msg =
+                decode_server(support::frame_payload(&frame), self.clients[i].encoding).expect("server frames decode");
             self.clients[i].session.handle(msg).unwrap_or_else(|e| panic!("seed {}: client {i}: {e}", self.seed));
             while self.clients[i].session.poll_event().is_some() {}
             self.pull_outgoing(i);

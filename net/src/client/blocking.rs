@@ -260,33 +260,19 @@ impl Client {
 
     /// Reads until the server's answer to the request `seq`: its op, an ack, or a refusal.
     fn await_change(&mut self, doc: &str, seq: u64) -> Result<u64, ClientError> {
-        let deadline = Instant::now() + Duration::from_secs(30);
         let me = self.session.client();
-        loop {
-            while let Some(e) = self.session.poll_event() {
-                match e {
-                    Event::Remote { doc: ref d, author, client_seq, rev, .. }
-                        if d == doc && author == me && client_seq == seq =>
-                    {
-                        self.stashed.push(e);
-                        return Ok(rev);
-                    }
-                    Event::Acked { doc: ref d, client_seq, rev } if d == doc && client_seq == seq => {
-                        self.stashed.push(e);
-                        return Ok(rev);
-                    }
-                    Event::Error { code, message, doc: Some(d), client_seq: Some(s) } if d == doc && s == seq => {
-                        return Err(ClientError::Refused { code, message });
-                    }
-                    e => self.stashed.push(e),
-                }
+        self.await_event(&format!("the answer to request {seq} in {doc}"), |e| match e {
+            Event::Remote { doc: d, author, client_seq, rev, .. }
+                if d == doc && *author == me && *client_seq == seq =>
+            {
+                Some((Ok(*rev), true))
             }
-            if Instant::now() >= deadline {
-                return Err(ClientError::Timeout(format!("the answer to request {seq} in {doc}")));
+            Event::Acked { doc: d, client_seq, rev } if d == doc && *client_seq == seq => Some((Ok(*rev), true)),
+            Event::Error { code, message, doc: Some(d), client_seq: Some(s) } if d == doc && *s == seq => {
+                Some((Err(ClientError::Refused { code: *code, message: message.clone() }), false))
             }
-            self.read_one(deadline)?;
-            self.flush()?;
-        }
+            _ => None,
+        })
     }
 
     /// The changes from `from_rev` to `to_rev` of `doc` (it must be open): the document at
@@ -303,25 +289,39 @@ impl Client {
     /// Reads until the answer to a history request for `doc` (or an error about `doc`)
     /// arrives; other events are kept for [`Client::events`].
     fn await_history(&mut self, doc: &str) -> Result<Event, ClientError> {
+        self.await_event(&format!("a history answer for {doc}"), |e| match e {
+            Event::Revision { doc: d, .. } | Event::Revisions { doc: d, .. } | Event::Changes { doc: d, .. }
+                if d == doc =>
+            {
+                Some((Ok(e.clone()), false))
+            }
+            Event::Error { code, message, doc: Some(d), .. } if d == doc => {
+                Some((Err(ClientError::Refused { code: *code, message: message.clone() }), false))
+            }
+            _ => None,
+        })
+    }
+
+    /// Reads (for 30 s at most) until `pick` answers for an event: its result, and whether
+    /// to keep the event for [`Client::events`]; the events it passes over are kept.
+    fn await_event<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&Event) -> Option<(Result<T, ClientError>, bool)>,
+    ) -> Result<T, ClientError> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             while let Some(e) = self.session.poll_event() {
-                match e {
-                    Event::Revision { doc: ref d, .. }
-                    | Event::Revisions { doc: ref d, .. }
-                    | Event::Changes { doc: ref d, .. }
-                        if d == doc =>
-                    {
-                        return Ok(e);
-                    }
-                    Event::Error { code, message, doc: Some(d), .. } if d == doc => {
-                        return Err(ClientError::Refused { code, message });
-                    }
-                    e => self.stashed.push(e),
+                let picked = pick(&e);
+                if picked.as_ref().is_none_or(|(_, keep)| *keep) {
+                    self.stashed.push(e);
+                }
+                if let Some((result, _)) = picked {
+                    return result;
                 }
             }
             if Instant::now() >= deadline {
-                return Err(ClientError::Timeout(format!("a history answer for {doc}")));
+                return Err(ClientError::Timeout(what.to_owned()));
             }
             self.read_one(deadline)?;
             self.flush()?;

@@ -197,9 +197,9 @@ struct OpenDoc {
     opening: bool,
     peers: HashMap<ClientId, Peer>,
     selections: HashMap<ClientId, Vec<SelectionRange>>,
-    /// The undo, redo or restore awaiting the server's answer, to ask again after a
-    /// reconnect if the catch-up did not answer it.
-    request: Option<(u64, Request)>,
+    /// What the last request asked for (undo, redo, restore): while the `ClientDoc` still
+    /// awaits its answer, it is asked again after a reconnect the catch-up did not answer.
+    request: Option<Request>,
 }
 
 /// A client's session.
@@ -336,7 +336,7 @@ impl ClientSession {
             return Err(EditError::NotOpen(doc.to_owned()));
         }
         let Some(client_seq) = state.request() else { return Ok(None) };
-        entry.request = Some((client_seq, request));
+        entry.request = Some(request);
         self.outgoing.push_back(request.msg(doc, client_seq));
         Ok(Some(client_seq))
     }
@@ -438,9 +438,6 @@ impl ClientSession {
                 let Some(state) = entry.state.as_mut() else { return Ok(()) };
                 let next =
                     state.ack(client_seq, rev).map_err(|error| SessionError::Engine { doc: doc.clone(), error })?;
-                if !state.has_request() {
-                    entry.request = None;
-                }
                 self.events.push_back(Event::Acked { doc: doc.clone(), rev, client_seq });
                 self.submit(&doc, next);
             }
@@ -553,7 +550,7 @@ impl ClientSession {
                     )));
                 }
                 // An undo the catch-up did not answer never reached the server: ask again.
-                if let Some((seq, request)) = entry.request.filter(|_| state.has_request())
+                if let (Some(seq), Some(request)) = (state.request_seq(), entry.request)
                     && self.connected
                 {
                     self.outgoing.push_back(request.msg(&doc, seq));
@@ -561,10 +558,6 @@ impl ClientSession {
                 state.resend()
             }
         };
-        let entry = self.docs.get_mut(&doc).expect("checked above");
-        if !entry.state.as_ref().is_some_and(ClientDoc::has_request) {
-            entry.request = None;
-        }
         self.events.push_back(Event::Opened { doc: doc.clone() });
         self.submit(&doc, next);
         Ok(())
@@ -578,12 +571,7 @@ impl ClientSession {
             Ok(Remote::Applied(delta)) => {
                 move_selections(&mut entry.selections, &delta, Some(op.author));
                 // The answer to an undo: the edits made while waiting may go now.
-                let next = if waiting && !state.has_request() {
-                    entry.request = None;
-                    if entry.opening { None } else { state.resend() }
-                } else {
-                    None
-                };
+                let next = if waiting && !state.has_request() && !entry.opening { state.resend() } else { None };
                 self.events.push_back(Event::Remote {
                     doc: doc.to_owned(),
                     delta,
@@ -642,14 +630,10 @@ impl ClientSession {
         let Some(state) = entry.state.as_mut() else { return };
         // Not the request in flight (a refused submit, which stays in flight: sending it
         // again would be refused again), or another one.
-        if entry.request.is_none_or(|(seq, _)| seq != client_seq) {
+        if state.request_seq() != Some(client_seq) {
             return;
         }
         state.request_refused(client_seq);
-        if state.has_request() {
-            return;
-        }
-        entry.request = None;
         let next = if entry.opening { None } else { state.resend() };
         self.submit(doc, next);
     }

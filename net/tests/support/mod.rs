@@ -195,3 +195,12 @@ pub fn raw_json_hello(addr: SocketAddr, client: u64) -> RawWs {
     assert!(ws.read_text_containing("welcome", Duration::from_secs(5)).is_some(), "no welcome");
     ws
 }
+
+/// The payload of an unmasked server frame (as a shard queues it, header included).
+pub fn frame_payload(frame: &[u8]) -> &[u8] {
+    match frame[1] & 0x7f {
+        126 => &frame[4..],
+        127 => &frame[10..],
+        _ => &frame[2..],
+    }
+}
