@@ -129,6 +129,9 @@ pub enum Error {
         /// Whether it was a redo.
         redo: bool,
     },
+    /// A change to the document's comments or named versions was refused.
+    #[error("{0}")]
+    Note(#[from] crate::notes::NoteError),
     /// The server acknowledged an op the client never sent (client side).
     #[error("ack for client_seq {client_seq}, which was never sent")]
     UnexpectedAck {

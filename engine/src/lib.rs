@@ -23,6 +23,7 @@ mod document;
 mod error;
 mod invert;
 mod limits;
+pub mod notes;
 mod op;
 mod presence;
 #[cfg(feature = "random")]
@@ -41,6 +42,7 @@ pub use delta::{ArchivedDelta, DecodeLimits, Delta};
 pub use document::{Document, EMBED_CHAR};
 pub use error::Error;
 pub use limits::Limits;
+pub use notes::{Note, NoteChange, Notes};
 pub use op::{ArchivedInsert, ArchivedOp, Embed, Insert, Op, OpKind, Text};
 pub use presence::{Presence, SelectionRange};
 pub use sequencer::{Commit, DocState, Submitted};

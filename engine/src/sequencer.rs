@@ -16,6 +16,7 @@ use crate::delta::Delta;
 use crate::document::Document;
 use crate::error::Error;
 use crate::limits::Limits;
+use crate::notes::{Note, NoteChange, NoteError, Notes, transform_anchor};
 use crate::op::Op;
 use crate::presence::{Presence, SelectionRange, check_ranges};
 use crate::undo::{self, Keystroke, Step, UndoStacks};
@@ -29,8 +30,18 @@ pub struct Commit {
     pub author: ClientId,
     /// The author's sequence number for it.
     pub client_seq: u64,
-    /// The op as applied (transformed to the revision before `rev`).
+    /// The op as applied (transformed to the revision before `rev`); empty for a note.
     pub delta: Delta,
+    /// A change to the document's notes (comments, named versions), sequenced like an op:
+    /// the delta is then empty.
+    pub note: Option<Arc<Note>>,
+}
+
+impl Commit {
+    /// A commit of an op.
+    pub fn op(rev: u64, author: ClientId, client_seq: u64, delta: Delta) -> Self {
+        Self { rev, author, client_seq, delta, note: None }
+    }
 }
 
 /// What [`DocState::submit`] did.
@@ -86,6 +97,7 @@ pub struct DocState {
     client_order: VecDeque<(ClientId, u64)>,
     presence: Presence,
     undo: UndoStacks,
+    notes: Notes,
     limits: Limits,
 }
 
@@ -93,6 +105,11 @@ pub struct DocState {
 /// `client_seq` is the same request.
 fn undo_fingerprint(redo: bool) -> u64 {
     if redo { 0x7265_646f_7265_646f } else { 0x756e_646f_756e_646f }
+}
+
+/// What a commit in the history window counts against [`Limits::history_bytes`].
+fn commit_bytes(c: &Commit) -> usize {
+    c.delta.approx_bytes() + c.note.as_ref().map_or(0, |n| n.bytes())
 }
 
 impl DocState {
@@ -112,6 +129,7 @@ impl DocState {
             client_order: VecDeque::new(),
             presence: Presence::default(),
             undo: UndoStacks::default(),
+            notes: Notes::new(),
             limits,
         }
     }
@@ -292,7 +310,8 @@ impl DocState {
         self.doc.apply(&delta)?;
         self.rev += 1;
         self.presence.transform(&delta, client);
-        let commit = Arc::new(Commit { rev: self.rev, author: client, client_seq, delta });
+        self.notes.transform(&delta);
+        let commit = Arc::new(Commit::op(self.rev, client, client_seq, delta));
         self.push_history(Arc::clone(&commit));
         self.remember(client, client_seq, self.rev, Some(fingerprint));
         Ok(commit)
@@ -371,6 +390,83 @@ impl DocState {
         now_ms: u64,
     ) -> Result<(Submitted, u64), Error> {
         self.undo_or_redo(client, user, client_seq, max_steps, now_ms, true)
+    }
+
+    /// Submits a change to the document's notes (a comment, a reply, a version named, ...)
+    /// by `client`, signed in as `user` (shown as `name`), made against revision `base_rev`:
+    /// it is committed as the next revision with an empty delta, exactly once per
+    /// `client_seq` like an op. A comment's range moves through the ops since `base_rev`;
+    /// `moderator` (the document's owner) may delete anyone's message.
+    #[allow(clippy::too_many_arguments)] // the change, who made it, as of when, and when
+    pub fn submit_note(
+        &mut self,
+        client: ClientId,
+        user: &str,
+        name: &str,
+        base_rev: u64,
+        client_seq: u64,
+        change: NoteChange,
+        moderator: bool,
+        max_steps: u64,
+        now_ms: u64,
+    ) -> Result<(Submitted, u64), Error> {
+        let mut steps = Steps { used: 0, max: max_steps.min(self.limits.max_transform_steps) };
+        // Not the base revision, nor a comment's range: a request sent again after a
+        // reconnect is rebased, and is still the same request.
+        let fingerprint = change.fingerprint();
+        if let Some(&rec) = self.clients.get(&client) {
+            if client_seq == rec.seq {
+                if rec.fingerprint == Some(fingerprint) {
+                    return Ok((Submitted::Duplicate { rev: rec.rev }, 0));
+                }
+                return Err(Error::SeqConflict { client_seq, rev: rec.rev });
+            }
+            if client_seq < rec.seq {
+                return Err(Error::ClientSeqReused { client_seq, last: rec.seq });
+            }
+        }
+        let oldest = self.check_base(base_rev)?;
+        let change = match change {
+            NoteChange::Comment { start, end, text, mentions } => {
+                let from = usize::try_from(base_rev - oldest).expect("history window fits in memory");
+                let (mut start, mut end) = (start, end);
+                for c in self.history.range(from..) {
+                    steps.charge(c.delta.ops().len() + 1)?;
+                    (start, end) = transform_anchor(start, end, false, &c.delta);
+                }
+                if start == end && base_rev < self.rev {
+                    return Err(NoteError::NotFound("the text to comment on was deleted meanwhile".into()).into());
+                }
+                NoteChange::Comment { start, end, text, mentions }
+            }
+            other => other,
+        };
+        self.notes.check(&change, user, self.doc.len(), self.rev, moderator)?;
+        let note = Note { user: user.to_owned(), name: name.to_owned(), time_ms: now_ms, change };
+        self.rev += 1;
+        self.notes.apply(&note, self.rev);
+        let commit = Arc::new(Commit {
+            rev: self.rev,
+            author: client,
+            client_seq,
+            delta: Delta::new(),
+            note: Some(Arc::new(note)),
+        });
+        self.push_history(Arc::clone(&commit));
+        self.remember(client, client_seq, self.rev, Some(fingerprint));
+        Ok((Submitted::Applied(commit), steps.used))
+    }
+
+    /// The document's comment threads and named versions, as of now.
+    pub fn notes(&self) -> &Notes {
+        &self.notes
+    }
+
+    /// The state with `notes` (restored from a snapshot taken at this revision).
+    #[must_use]
+    pub fn with_notes(mut self, notes: Notes) -> Self {
+        self.notes = notes;
+        self
     }
 
     /// How many steps `user` may undo and redo now.
@@ -492,7 +588,14 @@ impl DocState {
         if commit.rev != self.rev + 1 {
             return Err(Error::RevisionGap { expected: self.rev + 1, got: commit.rev });
         }
-        self.doc.apply(&commit.delta)?;
+        match &commit.note {
+            // Checked when it was committed (and the limits may have changed since).
+            Some(note) => self.notes.apply(note, commit.rev),
+            None => {
+                self.doc.apply(&commit.delta)?;
+                self.notes.transform(&commit.delta);
+            }
+        }
         self.rev = commit.rev;
         self.remember(commit.author, commit.client_seq, commit.rev, None);
         self.push_history(Arc::new(commit));
@@ -571,13 +674,13 @@ impl DocState {
     }
 
     fn push_history(&mut self, commit: Arc<Commit>) {
-        self.history_bytes += commit.delta.approx_bytes();
+        self.history_bytes += commit_bytes(&commit);
         self.history.push_back(commit);
         while self.history.len() > self.limits.history_ops
             || (self.history_bytes > self.limits.history_bytes && self.history.len() > 1)
         {
             let old = self.history.pop_front().expect("non-empty history");
-            self.history_bytes -= old.delta.approx_bytes();
+            self.history_bytes -= commit_bytes(&old);
         }
     }
 

@@ -152,7 +152,7 @@ mod tests {
 
     fn op(doc: &str, rev: u64) -> LogOp {
         let delta = Delta::new().retain(rev as usize - 1, Attributes::default()).insert("x", Attributes::default());
-        LogOp::new(doc, 1, Commit { rev, author: ClientId(7), client_seq: rev, delta: delta.chop() })
+        LogOp::new(doc, 1, Commit::op(rev, ClientId(7), rev, delta.chop()))
     }
 
     fn open(dir: &std::path::Path) -> LocalLog {

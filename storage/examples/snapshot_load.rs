@@ -43,11 +43,7 @@ fn ops(doc: &str, mb: usize) -> Vec<LogOp> {
         }
         len += chunk;
         rev += 1;
-        out.push(LogOp::new(
-            doc,
-            1_764_000_000_000 + rev,
-            Commit { rev, author: ClientId(1), client_seq: rev, delta: d },
-        ));
+        out.push(LogOp::new(doc, 1_764_000_000_000 + rev, Commit::op(rev, ClientId(1), rev, d)));
     }
     out
 }

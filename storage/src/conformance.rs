@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tandem_engine::{Attributes, ClientId, Commit, Delta, Document, Limits};
+use tandem_engine::{Attributes, ClientId, Commit, Delta, DocState, Document, Limits, NoteChange, Submitted};
 
 use crate::error::StorageError;
 use crate::format::LogOp;
@@ -30,6 +30,7 @@ pub fn run_all(backend: &mut dyn Backend) {
     history_at_every_revision(backend);
     dropped_history_and_compaction(backend);
     everything_survives_a_reopen(backend);
+    notes_are_kept_in_order_with_the_ops(backend);
 }
 
 const T0: u64 = 1_700_000_000_000;
@@ -48,11 +49,7 @@ pub fn edits(doc: &str, first_rev: u64, n: u64, base_len: usize) -> (Vec<LogOp>,
         };
         len = len + delta.insert_len() - delta.delete_len();
         let author = ClientId(1 + rev % 2);
-        ops.push(LogOp {
-            doc: doc.into(),
-            time_ms: T0 + rev,
-            commit: Arc::new(Commit { rev, author, client_seq: rev, delta }),
-        });
+        ops.push(LogOp { doc: doc.into(), time_ms: T0 + rev, commit: Arc::new(Commit::op(rev, author, rev, delta)) });
     }
     (ops, len)
 }
@@ -230,4 +227,44 @@ fn everything_survives_a_reopen(b: &mut dyn Backend) {
     let (more, _) = edits("r", 51, 2, content(&ops).len());
     log.append(&more).unwrap();
     assert!(matches!(log.append(&[ops[0].clone()]), Ok(a) if a.duplicates == 1));
+}
+
+/// Comments and named versions are revisions like ops: read back in order, replayed by a
+/// load (after a snapshot too), and known to `state_at` at every revision, anchors moved.
+fn notes_are_kept_in_order_with_the_ops(b: &mut dyn Backend) {
+    let mut log = b.fresh();
+    let mut state = DocState::new(Limits::default());
+    let mut ops = Vec::new();
+    let mut keep = |state: &mut DocState, r: Result<(Submitted, u64), tandem_engine::Error>| match r {
+        Ok((Submitted::Applied(c), _)) => ops.push(LogOp { doc: "n".into(), time_ms: T0 + c.rev, commit: c }),
+        other => panic!("notes: {other:?} at {}", state.rev()),
+    };
+    let edit = |state: &mut DocState, seq, delta| state.submit_within(ClientId(1), state.rev(), seq, delta, u64::MAX);
+    let r = edit(&mut state, 1, Delta::new().insert("hello world\n", Attributes::NONE));
+    keep(&mut state, r);
+    let comment =
+        NoteChange::Comment { start: 6, end: 11, text: "which world? ✓".into(), mentions: vec!["u2".into()] };
+    let r = state.submit_note(ClientId(2), "u2", "Bob", 1, 1, comment, false, u64::MAX, T0);
+    keep(&mut state, r);
+    let r = edit(&mut state, 2, Delta::new().insert(">> ", Attributes::NONE));
+    keep(&mut state, r);
+    let name = NoteChange::NameVersion { rev: 3, name: "First draft".into() };
+    let r = state.submit_note(ClientId(2), "u2", "Bob", 3, 2, name, false, u64::MAX, T0);
+    keep(&mut state, r);
+    log.append(&ops[..2]).expect("notes: append");
+    log.append(&ops[2..]).expect("notes: append");
+    assert_eq!(log.read("n", 1, 4).expect("notes: read"), ops, "notes: read back");
+    let (doc, notes) = log.state_at("n", 3).expect("notes: state at 3");
+    let t = notes.thread(2).expect("notes: the thread at 3");
+    assert_eq!(&doc.text()[t.start..t.end], "world", "notes: anchor at 3");
+    assert_eq!(notes.versions().len(), 0, "notes: no version yet at 3");
+    assert!(log.state_at("n", 1).expect("notes: state at 1").1.is_empty(), "notes: none at 1");
+    let loaded = log.load("n").expect("notes: load").into_state(Limits::default()).expect("notes: replay");
+    assert_eq!(loaded.notes(), state.notes(), "notes: loaded");
+    log.put_snapshot("n", &Snapshot::of(&state, T0)).expect("notes: snapshot");
+    drop(log);
+    let mut log = b.reopen();
+    let loaded = log.load("n").expect("notes: load after a snapshot").into_state(Limits::default()).expect("notes");
+    assert_eq!(loaded.notes(), state.notes(), "notes: from the snapshot");
+    assert_eq!(log.state_at("n", 4).expect("notes: state at 4").1, *state.notes(), "notes: state at 4");
 }

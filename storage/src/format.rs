@@ -18,7 +18,7 @@
 //!   0  4  body length L (> 0; a zero here is the end of the segment's records)
 //!   4  4  crc32c of the body
 //!   8  L  body:
-//!          0  1  kind (1 op, 2 snapshot, 3 history floor)
+//!          0  1  kind (1 op, 2 snapshot, 3 history floor, 4 snapshot dropped, 5 note)
 //!          1  1  zero
 //!          2  2  doc id length D (1..=256)
 //!          4  4  zero
@@ -30,12 +30,14 @@
 //! ```
 //!
 //! Payloads: an op is `author u64, client_seq u64, time_ms u64` then the delta's rkyv archive;
+//! a note (a change to the document's comments or named versions, sequenced like an op) is
+//! the same three fields then the note's JSON;
 //! a snapshot is `time_ms u64, key length u32, zero u32` then the blob key (UTF-8); a history
 //! floor is `time_ms u64`.
 
 use std::sync::Arc;
 
-use tandem_engine::{ClientId, Commit, Delta};
+use tandem_engine::{ClientId, Commit, Delta, Note};
 
 /// The segment header's magic bytes.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"TNDMLOG\0";
@@ -67,6 +69,15 @@ pub enum Kind {
     Floor = 3,
     /// An earlier snapshot was superseded and its blob deleted.
     SnapshotDropped = 4,
+    /// A committed note (a revision with no text change).
+    Note = 5,
+}
+
+impl Kind {
+    /// Whether the record is a revision (an op or a note).
+    pub fn is_revision(self) -> bool {
+        matches!(self, Self::Op | Self::Note)
+    }
 }
 
 /// A decoding failure, with what was wrong.
@@ -243,6 +254,7 @@ impl Record {
 
     fn kind(&self) -> Kind {
         match self {
+            Self::Op(op) if op.commit.note.is_some() => Kind::Note,
             Self::Op(_) => Kind::Op,
             Self::Snapshot { .. } => Kind::Snapshot,
             Self::Floor { .. } => Kind::Floor,
@@ -273,7 +285,12 @@ impl Record {
                 out.extend_from_slice(&op.commit.author.0.to_le_bytes());
                 out.extend_from_slice(&op.commit.client_seq.to_le_bytes());
                 out.extend_from_slice(&op.time_ms.to_le_bytes());
-                out.extend_from_slice(&op.commit.delta.to_archive());
+                match &op.commit.note {
+                    Some(note) => {
+                        serde_json::to_writer(&mut *out, &**note).map_err(|e| FormatError::Invalid(e.to_string()))?
+                    }
+                    None => out.extend_from_slice(&op.commit.delta.to_archive()),
+                }
             }
             Self::Snapshot { time_ms, key, .. } => {
                 out.extend_from_slice(&time_ms.to_le_bytes());
@@ -349,7 +366,15 @@ pub fn decode_record(b: &[u8]) -> Result<Decoded, FormatError> {
             let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len() - 24);
             aligned.extend_from_slice(&payload[24..]);
             let delta = Delta::from_archive(&aligned).map_err(|e| FormatError::Invalid(format!("op delta: {e}")))?;
-            Record::Op(LogOp { doc, time_ms, commit: Arc::new(Commit { rev, author, client_seq, delta }) })
+            Record::Op(LogOp { doc, time_ms, commit: Arc::new(Commit::op(rev, author, client_seq, delta)) })
+        }
+        Kind::Note => {
+            let author = ClientId(u64_at(payload, 0));
+            let client_seq = u64_at(payload, 8);
+            let note: Note =
+                serde_json::from_slice(&payload[24..]).map_err(|e| FormatError::Invalid(format!("note: {e}")))?;
+            let commit = Commit { note: Some(Arc::new(note)), ..Commit::op(rev, author, client_seq, Delta::new()) };
+            Record::Op(LogOp { doc, time_ms, commit: Arc::new(commit) })
         }
         Kind::Snapshot => Record::Snapshot { doc, rev, time_ms, key: h.key.to_owned() },
         Kind::Floor => Record::Floor { doc, rev, time_ms },
@@ -420,9 +445,10 @@ fn parse(b: &[u8]) -> Result<(Header<'_>, &[u8]), FormatError> {
     let rev = u64_at(body, 16);
     let payload = &body[payload_at..];
     let (kind, time_ms, key) = match body[0] {
-        1 if payload.len() < 24 => return Err(FormatError::Truncated { need: payload_at + 24, have: body.len() }),
-        1 if rev == 0 => return Err(invalid("op at revision 0".into())),
+        1 | 5 if payload.len() < 24 => return Err(FormatError::Truncated { need: payload_at + 24, have: body.len() }),
+        1 | 5 if rev == 0 => return Err(invalid("op at revision 0".into())),
         1 => (Kind::Op, u64_at(payload, 16), ""),
+        5 => (Kind::Note, u64_at(payload, 16), ""),
         2 if payload.len() < 16 => return Err(FormatError::Truncated { need: payload_at + 16, have: body.len() }),
         2 => {
             let key_len = u32_at(payload, 8) as usize;
@@ -450,11 +476,7 @@ mod tests {
 
     fn op(doc: &str, rev: u64, text: &str) -> Record {
         let delta = Delta::new().retain(1, Attributes::NONE).insert(text, Attributes::NONE);
-        Record::Op(LogOp::new(
-            doc,
-            1_700_000_000_000 + rev,
-            Commit { rev, author: ClientId(7), client_seq: rev, delta },
-        ))
+        Record::Op(LogOp::new(doc, 1_700_000_000_000 + rev, Commit::op(rev, ClientId(7), rev, delta)))
     }
 
     #[test]
@@ -465,6 +487,24 @@ mod tests {
             Record::Snapshot { doc: "d".into(), rev: 5, time_ms: 9, key: "snapshots/64/5.snap".into() },
             Record::Floor { doc: "d".into(), rev: 3, time_ms: 10 },
             Record::SnapshotDropped { doc: "d".into(), rev: 2, time_ms: 11 },
+            Record::Op(LogOp::new(
+                "d",
+                12,
+                Commit {
+                    note: Some(Arc::new(Note {
+                        user: "u1".into(),
+                        name: "Ada ✓".into(),
+                        time_ms: 12,
+                        change: tandem_engine::NoteChange::Comment {
+                            start: 0,
+                            end: 1,
+                            text: "a \"quoted\" note".into(),
+                            mentions: vec!["u2".into()],
+                        },
+                    })),
+                    ..Commit::op(2, ClientId(3), 4, Delta::new())
+                },
+            )),
         ];
         let mut buf = Vec::new();
         for r in &records {

@@ -615,7 +615,7 @@ impl LocalLog {
         let idx = self.docs.get_mut(doc).expect("inserted above");
         let doc = Arc::clone(&idx.name);
         match kind {
-            Kind::Op => {
+            Kind::Op | Kind::Note => {
                 match idx.last_op_rev() {
                     Some(last) if rev != last + 1 => {
                         return Err(format!("op of {doc:?} at revision {rev} follows revision {last}"));
@@ -640,7 +640,7 @@ impl LocalLog {
         let seg = self.segments.get_mut(&segment).expect("segment of an indexed record");
         seg.max_time_ms = seg.max_time_ms.max(time_ms);
         match kind {
-            Kind::Op => {
+            Kind::Op | Kind::Note => {
                 let m = seg.docs.entry(doc).or_default();
                 *m = (*m).max(rev);
             }

@@ -4,7 +4,7 @@
 //! Calls block: a server core never calls them itself but hands requests to its storage
 //! thread (see `tandem-net`'s server), so a slow disk or network never stalls an event loop.
 
-use tandem_engine::{ClientId, DocState, Document, Limits};
+use tandem_engine::{ClientId, DocState, Document, Limits, Notes};
 
 use crate::error::StorageError;
 use crate::format::LogOp;
@@ -119,6 +119,12 @@ pub trait OpLog: Send {
     /// The document's content at revision `rev`: the newest snapshot at or before it, then
     /// the ops up to it.
     fn document_at(&mut self, doc: &str, rev: u64) -> Result<Document, StorageError> {
+        self.state_at(doc, rev).map(|(document, _)| document)
+    }
+
+    /// The document's content and notes (comment threads anchored as of `rev`, named
+    /// versions) at revision `rev`.
+    fn state_at(&mut self, doc: &str, rev: u64) -> Result<(Document, Notes), StorageError> {
         let latest = self.latest_rev(doc)?;
         if rev > latest {
             return Err(StorageError::FutureRevision { doc: doc.to_owned(), rev, latest });
@@ -128,22 +134,28 @@ pub trait OpLog: Send {
             return Err(StorageError::HistoryUnavailable { doc: doc.to_owned(), rev, oldest });
         }
         let snapshot = self.snapshot_at_or_before(doc, rev)?;
-        let (base, mut document) = match snapshot {
+        let (base, mut document, mut notes) = match snapshot {
             Some(s) => {
                 let d = Document::from_delta(&s.content)
                     .map_err(|e| StorageError::Invalid(format!("snapshot of {doc:?} at {}: {e}", s.rev)))?;
-                (s.rev, d)
+                (s.rev, d, s.notes)
             }
-            None => (0, Document::new()),
+            None => (0, Document::new(), Notes::new()),
         };
         if base < rev {
             for op in self.read(doc, base + 1, rev)? {
-                document
-                    .apply(&op.commit.delta)
-                    .map_err(|e| StorageError::Invalid(format!("{doc:?} revision {}: {e}", op.rev())))?;
+                match &op.commit.note {
+                    Some(note) => notes.apply(note, op.rev()),
+                    None => {
+                        document
+                            .apply(&op.commit.delta)
+                            .map_err(|e| StorageError::Invalid(format!("{doc:?} revision {}: {e}", op.rev())))?;
+                        notes.transform(&op.commit.delta);
+                    }
+                }
             }
         }
-        Ok(document)
+        Ok((document, notes))
     }
 
     /// Up to `limit` revisions of `doc` from `from` on, with author and time.

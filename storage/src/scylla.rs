@@ -48,7 +48,7 @@ use crate::oplog::{Appended, Compacted, OpLog};
 use crate::snapshot::Snapshot;
 
 /// The schema version [`migrate`] creates and [`ScyllaLog::connect`] requires.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Bytes per snapshot chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -222,7 +222,7 @@ pub fn migration_statements(keyspace: &str, m: &Migration) -> Vec<String> {
         format!("CREATE KEYSPACE IF NOT EXISTS {k} WITH replication = {}{tablets}", m.replication),
         format!(
             "CREATE TABLE IF NOT EXISTS {k}.ops (doc text, rev bigint, head bigint static, floor bigint static, \
-             author bigint, client_seq bigint, time_ms bigint, delta blob, PRIMARY KEY ((doc), rev)) \
+             author bigint, client_seq bigint, time_ms bigint, delta blob, note text, PRIMARY KEY ((doc), rev)) \
              WITH CLUSTERING ORDER BY (rev ASC)"
         ),
         format!(
@@ -247,6 +247,24 @@ pub fn migrate(opts: &ScyllaOptions, m: &Migration) -> Result<Vec<String>, Stora
         let statements = migration_statements(&opts.keyspace, m);
         for st in &statements {
             s.query_unpaged(st.as_str(), ()).await.map_err(|e| backend(st, e))?;
+        }
+        // Version 2 added the ops' `note` column (comments, named versions): added to a
+        // version 1 table here, once (ALTER TABLE ... ADD is not idempotent).
+        let has_note = s
+            .query_unpaged(
+                "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = 'ops' \
+                 AND column_name = 'note'",
+                (opts.keyspace.as_str(),),
+            )
+            .await
+            .map_err(|e| backend("reading the ops table's columns", e))?
+            .into_rows_result()
+            .map_err(|e| backend("reading the ops table's columns", e))?
+            .rows_num()
+            > 0;
+        if !has_note {
+            let st = format!("ALTER TABLE {}.ops ADD note text", opts.keyspace);
+            s.query_unpaged(st.as_str(), ()).await.map_err(|e| backend(&st, e))?;
         }
         s.await_schema_agreement().await.map_err(|e| backend("waiting for schema agreement", e))?;
         let version =
@@ -294,11 +312,11 @@ impl Statements {
         let p = |cql: String| async move {
             s.prepare(cql.clone()).await.map_err(|e| backend(&format!("preparing {cql}"), e))
         };
-        let set = "author = ?, client_seq = ?, time_ms = ?, delta = ? WHERE doc = ? AND rev = ?";
+        let set = "author = ?, client_seq = ?, time_ms = ?, delta = ?, note = ? WHERE doc = ? AND rev = ?";
         let mut meta_serial = p(format!("SELECT head, floor FROM {k}.ops WHERE doc = ? LIMIT 1")).await?;
         meta_serial.set_consistency(Consistency::Serial);
         let mut read_ops = p(format!(
-            "SELECT rev, author, client_seq, time_ms, delta FROM {k}.ops WHERE doc = ? AND rev >= ? AND rev <= ?"
+            "SELECT rev, author, client_seq, time_ms, delta, note FROM {k}.ops WHERE doc = ? AND rev >= ? AND rev <= ?"
         ))
         .await?;
         read_ops.set_page_size(PAGE_ROWS);
@@ -490,10 +508,10 @@ async fn read_rows(s: &Session, st: &Statements, doc: &str, from: u64, to: u64) 
             .map_err(|e| backend(what, e))?;
         let rows = r.into_rows_result().map_err(|e| backend(what, e))?;
         for row in rows
-            .rows::<(i64, Option<i64>, Option<i64>, Option<i64>, Option<Vec<u8>>)>()
+            .rows::<(i64, Option<i64>, Option<i64>, Option<i64>, Option<Vec<u8>>, Option<String>)>()
             .map_err(|e| backend(what, e))?
         {
-            let (rev, author, seq, time, delta) = row.map_err(|e| backend(what, e))?;
+            let (rev, author, seq, time, delta, note) = row.map_err(|e| backend(what, e))?;
             let rev = u64_of(rev, "revision")?;
             let (Some(author), Some(seq), Some(time), Some(delta)) = (author, seq, time, delta) else {
                 return Err(StorageError::Invalid(format!("{doc:?} revision {rev}: an op row with missing cells")));
@@ -506,10 +524,15 @@ async fn read_rows(s: &Session, st: &Statements, doc: &str, from: u64, to: u64) 
                 doc: Arc::clone(&doc_arc),
                 time_ms: u64_of(time, "time")?,
                 commit: Arc::new(Commit {
-                    rev,
-                    author: ClientId(u64_of(author, "author")?),
-                    client_seq: u64_of(seq, "client_seq")?,
-                    delta,
+                    note: match note.as_deref() {
+                        // An op (a version 1 row has no note cell).
+                        None | Some("") => None,
+                        Some(json) => Some(Arc::new(
+                            serde_json::from_str(json)
+                                .map_err(|e| StorageError::Invalid(format!("{doc:?} revision {rev}: note: {e}")))?,
+                        )),
+                    },
+                    ..Commit::op(rev, ClientId(u64_of(author, "author")?), u64_of(seq, "client_seq")?, delta)
                 }),
             });
         }
@@ -520,6 +543,11 @@ async fn read_rows(s: &Session, st: &Statements, doc: &str, from: u64, to: u64) 
     }
 }
 
+/// About what an op's row weighs in a batch.
+fn row_bytes(op: &LogOp) -> usize {
+    op.commit.delta.to_archive().len() + op.commit.note.as_ref().map_or(0, |n| n.bytes())
+}
+
 fn op_values(op: &LogOp) -> Result<Vec<CqlValue>, StorageError> {
     let c = &op.commit;
     Ok(vec![
@@ -527,6 +555,11 @@ fn op_values(op: &LogOp) -> Result<Vec<CqlValue>, StorageError> {
         CqlValue::BigInt(i64_of(c.client_seq)?),
         CqlValue::BigInt(i64_of(op.time_ms)?),
         CqlValue::Blob(c.delta.to_archive().to_vec()),
+        // An op's note is empty, not null: a null cell would be a tombstone.
+        CqlValue::Text(match &c.note {
+            Some(note) => serde_json::to_string(&**note).map_err(|e| StorageError::Invalid(e.to_string()))?,
+            None => String::new(),
+        }),
         CqlValue::Text(op.doc.to_string()),
         CqlValue::BigInt(i64_of(c.rev)?),
     ])
@@ -564,9 +597,9 @@ async fn append_doc(
         if head + 1 == first {
             // Take ops while the batch stays small.
             let mut j = i + 1;
-            let mut bytes = ops[i].commit.delta.to_archive().len();
+            let mut bytes = row_bytes(&ops[i]);
             while j < ops.len() && j - i < BATCH_OPS {
-                bytes += ops[j].commit.delta.to_archive().len();
+                bytes += row_bytes(&ops[j]);
                 if bytes > BATCH_BYTES {
                     break;
                 }

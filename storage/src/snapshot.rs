@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   0  8  magic "TNDMSNAP"
-//!   8  1  format version (1)
+//!   8  1  format version (2; version 1, without notes, is still read)
 //!   9  3  zero
 //!  12  4  crc32c of everything after byte 16
 //!  16  8  revision
@@ -13,16 +13,19 @@
 //!  38  2  zero
 //!  40  D  doc id, zero-padded to a multiple of 8
 //!  ..  C x 24  client records: client u64, last client_seq u64, its revision u64
+//!  ..  4  notes length N (version 2)
+//!  ..  4  zero
+//!  ..  N  the notes (comment threads, named versions) as JSON, zero-padded to a multiple of 8
 //!  ..  the content's rkyv archive (a document delta: inserts only)
 //! ```
 
-use tandem_engine::{ClientId, Delta, DocState, Document, Limits};
+use tandem_engine::{ClientId, Delta, DocState, Document, Limits, Notes};
 
 use crate::error::StorageError;
 use crate::format::align8;
 
 const MAGIC: [u8; 8] = *b"TNDMSNAP";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const HEADER: usize = 40;
 
 /// A client's last applied op, kept so a resubmission after a restart is still recognized.
@@ -47,6 +50,8 @@ pub struct Snapshot {
     pub content: Delta,
     /// Exactly-once records, oldest activity first.
     pub clients: Vec<ClientMark>,
+    /// The comment threads (anchored at `rev`) and named versions.
+    pub notes: Notes,
 }
 
 impl Snapshot {
@@ -57,6 +62,7 @@ impl Snapshot {
             time_ms,
             content: state.document().to_delta(),
             clients: state.client_records().map(|(client, seq, rev)| ClientMark { client, seq, rev }).collect(),
+            notes: state.notes().clone(),
         }
     }
 
@@ -65,7 +71,7 @@ impl Snapshot {
         let doc = Document::from_delta(&self.content)
             .map_err(|e| StorageError::Invalid(format!("snapshot at revision {}: {e}", self.rev)))?;
         let clients = self.clients.iter().map(|m| (m.client, m.seq, m.rev));
-        Ok(DocState::restore_with_clients(self.rev, doc, clients, limits))
+        Ok(DocState::restore_with_clients(self.rev, doc, clients, limits).with_notes(self.notes.clone()))
     }
 
     /// The snapshot's bytes, for `doc`.
@@ -86,6 +92,12 @@ impl Snapshot {
             out.extend_from_slice(&m.seq.to_le_bytes());
             out.extend_from_slice(&m.rev.to_le_bytes());
         }
+        let notes =
+            if self.notes.is_empty() { Vec::new() } else { serde_json::to_vec(&self.notes).expect("notes serialize") };
+        out.extend_from_slice(&(notes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&notes);
+        out.resize(align8(out.len()), 0);
         out.extend_from_slice(&self.content.to_archive());
         let crc = crc32c::crc32c(&out[16..]);
         out[12..16].copy_from_slice(&crc.to_le_bytes());
@@ -98,7 +110,8 @@ impl Snapshot {
         if bytes.len() < HEADER || bytes[0..8] != MAGIC {
             return Err(bad("not a Tandem snapshot".into()));
         }
-        if bytes[8] != VERSION {
+        let version = bytes[8];
+        if version != VERSION && version != 1 {
             return Err(bad(format!("snapshot format version {} (this build reads {VERSION})", bytes[8])));
         }
         if bytes[9..12] != [0; 3] {
@@ -116,7 +129,7 @@ impl Snapshot {
         let doc_len = usize::from(u16::from_le_bytes([bytes[36], bytes[37]]));
         let clients_at = align8(HEADER + doc_len);
         let content_at = n.checked_mul(24).and_then(|c| c.checked_add(clients_at)).filter(|&e| e <= bytes.len());
-        let Some(content_at) = content_at else { return Err(bad("truncated".into())) };
+        let Some(mut content_at) = content_at else { return Err(bad("truncated".into())) };
         if &bytes[HEADER..HEADER + doc_len] != doc.as_bytes() {
             return Err(bad(format!("snapshot is of another document, not {doc:?}")));
         }
@@ -126,13 +139,32 @@ impl Snapshot {
                 ClientMark { client: ClientId(u64_at(at)), seq: u64_at(at + 8), rev: u64_at(at + 16) }
             })
             .collect();
+        let mut notes = Notes::new();
+        if version >= 2 {
+            if bytes.len() < content_at + 8 {
+                return Err(bad("truncated".into()));
+            }
+            let len = u32::from_le_bytes(bytes[content_at..content_at + 4].try_into().expect("4 bytes")) as usize;
+            let at = content_at + 8;
+            if bytes[content_at + 4..at] != [0; 4] || bytes.len() < at + len {
+                return Err(bad("bad notes length".into()));
+            }
+            if len > 0 {
+                notes = serde_json::from_slice(&bytes[at..at + len]).map_err(|e| bad(format!("notes: {e}")))?;
+                notes.recount();
+            }
+            content_at = align8(at + len);
+            if bytes.len() < content_at {
+                return Err(bad("truncated".into()));
+            }
+        }
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len() - content_at);
         aligned.extend_from_slice(&bytes[content_at..]);
         let content = Delta::from_archive(&aligned).map_err(|e| bad(format!("content: {e}")))?;
         if !content.is_document() {
             return Err(bad("content is not a document delta".into()));
         }
-        Ok(Self { rev, time_ms, content, clients })
+        Ok(Self { rev, time_ms, content, clients, notes })
     }
 }
 
@@ -149,6 +181,7 @@ mod tests {
             time_ms: 99,
             content: Delta::new().insert("hi ", Attributes::NONE).insert("𝒳\n", Attributes::NONE),
             clients: vec![ClientMark { client: ClientId(3), seq: 4, rev: 11 }],
+            notes: Notes::new(),
         };
         let b = s.encode("doc-1");
         assert_eq!(Snapshot::decode(&b, "doc-1", "k").unwrap(), s);
@@ -159,5 +192,28 @@ mod tests {
             assert!(Snapshot::decode(&bad, "doc-1", "k").is_err(), "flip at {i}");
         }
         assert!(Snapshot::decode(&b[..b.len() / 2], "doc-1", "k").is_err());
+    }
+
+    #[test]
+    fn snapshots_keep_notes_and_version_1_is_still_read() {
+        let mut state = DocState::new(Limits::default());
+        state.submit_within(ClientId(1), 0, 1, Delta::new().insert("hello\n", Attributes::NONE), u64::MAX).unwrap();
+        let comment = tandem_engine::NoteChange::Comment { start: 0, end: 5, text: "hi".into(), mentions: vec![] };
+        state.submit_note(ClientId(1), "u", "U", 1, 2, comment, false, u64::MAX, 9).unwrap();
+        let s = Snapshot::of(&state, 99);
+        assert_eq!(s.notes.threads().len(), 1);
+        let back = Snapshot::decode(&s.encode("d"), "d", "k").unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.restore(Limits::default()).unwrap().notes(), state.notes());
+        // Version 1: no notes section.
+        let mut v1 = Snapshot { notes: Notes::new(), ..s }.encode("d");
+        let notes_at = align8(HEADER + 1) + 24 * back.clients.len();
+        v1.drain(notes_at..notes_at + 8);
+        v1[8] = 1;
+        let crc = crc32c::crc32c(&v1[16..]);
+        v1[12..16].copy_from_slice(&crc.to_le_bytes());
+        let old = Snapshot::decode(&v1, "d", "k").unwrap();
+        assert!(old.notes.is_empty());
+        assert_eq!(old.content, back.content);
     }
 }

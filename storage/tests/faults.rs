@@ -198,7 +198,13 @@ fn a_failed_fdatasync_poisons_the_log_without_retrying() {
     assert!(matches!(
         log.put_snapshot(
             "doc",
-            &Snapshot { rev: 1, time_ms: 0, content: tandem_engine::Delta::new(), clients: Vec::new() }
+            &Snapshot {
+                rev: 1,
+                time_ms: 0,
+                content: tandem_engine::Delta::new(),
+                clients: Vec::new(),
+                notes: Default::default()
+            }
         ),
         Err(StorageError::Poisoned(_))
     ));

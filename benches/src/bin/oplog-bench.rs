@@ -48,11 +48,7 @@ fn raw_fdatasync(dir: &Path, samples: usize) -> Histogram<u64> {
 
 fn keystroke(doc: &str, rev: u64, author: u64) -> LogOp {
     let delta = Delta::new().retain(rev as usize % 64, Attributes::NONE).insert("k", Attributes::NONE);
-    LogOp {
-        doc: doc.into(),
-        time_ms: 0,
-        commit: Arc::new(Commit { rev, author: ClientId(author), client_seq: rev, delta }),
-    }
+    LogOp { doc: doc.into(), time_ms: 0, commit: Arc::new(Commit::op(rev, ClientId(author), rev, delta)) }
 }
 
 /// Closed loop, as the server runs it: each writer has one op outstanding; a core gathers the
