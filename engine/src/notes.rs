@@ -248,7 +248,7 @@ pub struct NamedVersion {
 
 /// A document's notes at one revision: its threads and named versions.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, from = "NotesRead")]
 pub struct Notes {
     /// Threads by id (oldest first).
     #[serde(with = "as_list")]
@@ -258,6 +258,24 @@ pub struct Notes {
     versions: BTreeMap<u64, NamedVersion>,
     #[serde(skip)]
     bytes: usize,
+}
+
+/// [`Notes`] as read, before its byte count is made.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotesRead {
+    #[serde(with = "as_list")]
+    threads: BTreeMap<u64, Thread>,
+    #[serde(with = "versions_list")]
+    versions: BTreeMap<u64, NamedVersion>,
+}
+
+impl From<NotesRead> for Notes {
+    fn from(r: NotesRead) -> Self {
+        let mut notes = Self { threads: r.threads, versions: r.versions, bytes: 0 };
+        notes.recount();
+        notes
+    }
 }
 
 fn message_bytes(m: &Message) -> usize {
@@ -320,8 +338,7 @@ impl Notes {
         self.bytes
     }
 
-    /// Recomputes the byte count (after deserializing).
-    pub fn recount(&mut self) {
+    fn recount(&mut self) {
         self.bytes = self.threads.values().flat_map(|t| &t.messages).map(message_bytes).sum::<usize>()
             + self.versions.values().map(version_bytes).sum::<usize>();
     }
@@ -701,8 +718,7 @@ mod tests {
         n.apply(&note("ada", comment(1, 3)), 1);
         n.apply(&note("bob", NoteChange::NameVersion { rev: 1, name: "v1".into() }), 2);
         let json = serde_json::to_string(&n).unwrap();
-        let mut back: Notes = serde_json::from_str(&json).unwrap();
-        back.recount();
+        let back: Notes = serde_json::from_str(&json).unwrap();
         assert_eq!(back, n);
         let change: NoteChange = serde_json::from_str(r#"{"action":"reply","thread":1,"text":"hi"}"#).unwrap();
         assert_eq!(change, NoteChange::Reply { thread: 1, text: "hi".into(), mentions: vec![] });

@@ -343,6 +343,8 @@ fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_st
             Event::Error { .. } => stats.error(&thread.clock, now),
             Event::Joined { .. }
             | Event::Left { .. }
+            | Event::Noted { .. }
+            | Event::Notes { .. }
             | Event::Closed { .. }
             | Event::Revision { .. }
             | Event::Revisions { .. }

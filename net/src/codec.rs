@@ -16,8 +16,8 @@ use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::protocol::{
-    ArchivedClientMsg, ArchivedOpRecord, ArchivedPeer, ArchivedServerMsg, ClientMsg, Encoding, ErrorCode, OpRecord,
-    Peer, PeerSelection, Range, RevisionRecord, Role, ServerMsg, WireLimits,
+    ArchivedClientMsg, ArchivedOpRecord, ArchivedPeer, ArchivedServerMsg, ClientMsg, Encoding, ErrorCode, Json,
+    OpRecord, Peer, PeerSelection, Range, RevisionRecord, Role, ServerMsg, WireLimits,
 };
 
 /// A complete WebSocket frame (header and payload), shareable between connections.
@@ -210,6 +210,12 @@ fn client_from_archived(m: &ArchivedClientMsg) -> Result<ClientMsg, DecodeError>
             rev: rev.to_native(),
             client_seq: client_seq.to_native(),
         },
+        ArchivedClientMsg::Note { doc, rev, client_seq, change } => ClientMsg::Note {
+            doc: doc.as_str().to_owned(),
+            rev: rev.to_native(),
+            client_seq: client_seq.to_native(),
+            change: Json::from_archived(change).map_err(|e| bad(format_args!("invalid note: {e}")))?,
+        },
     })
 }
 
@@ -347,6 +353,18 @@ fn server_from_archived(m: &ArchivedServerMsg) -> Result<ServerMsg, DecodeError>
             to_rev: to_rev.to_native(),
             content: delta_from(content)?,
         },
+        ArchivedServerMsg::Noted { doc, rev, author, client_seq, note } => ServerMsg::Noted {
+            doc: doc.as_str().to_owned(),
+            rev: rev.to_native(),
+            author: ClientId::from(author),
+            client_seq: client_seq.to_native(),
+            note: Json::from_archived(note).map_err(|e| bad(format_args!("invalid note: {e}")))?,
+        },
+        ArchivedServerMsg::Notes { doc, rev, notes } => ServerMsg::Notes {
+            doc: doc.as_str().to_owned(),
+            rev: rev.to_native(),
+            notes: Json::from_archived(notes).map_err(|e| bad(format_args!("invalid notes: {e}")))?,
+        },
     })
 }
 
@@ -377,6 +395,8 @@ fn error_code_from(c: &crate::protocol::ArchivedErrorCode) -> ErrorCode {
         A::AccessRevoked => ErrorCode::AccessRevoked,
         A::DocumentDeleted => ErrorCode::DocumentDeleted,
         A::NothingToUndo => ErrorCode::NothingToUndo,
+        A::NotFound => ErrorCode::NotFound,
+        A::InvalidNote => ErrorCode::InvalidNote,
     }
 }
 

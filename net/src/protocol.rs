@@ -328,6 +328,12 @@ pub enum ErrorCode {
     /// An `undo` (or `redo`) with nothing left to undo (or redo) for the user: nothing
     /// happened, the document stays open.
     NothingToUndo,
+    /// A `note` about a thread, message or named version that does not exist (any more), or
+    /// a comment on text deleted meanwhile: nothing happened, the document stays open.
+    NotFound,
+    /// A `note` that is malformed or over a limit (an empty or too long message, too many
+    /// threads): nothing happened, the document stays open.
+    InvalidNote,
 }
 
 impl ErrorCode {
@@ -358,6 +364,8 @@ impl ErrorCode {
             Self::AccessRevoked => "access_revoked",
             Self::DocumentDeleted => "document_deleted",
             Self::NothingToUndo => "nothing_to_undo",
+            Self::NotFound => "not_found",
+            Self::InvalidNote => "invalid_note",
         }
     }
 
@@ -374,12 +382,55 @@ impl ErrorCode {
             E::SeqConflict { .. } => Self::SeqConflict,
             E::SelectionOutOfBounds { .. } | E::TooManyRanges { .. } => Self::BadSelection,
             E::NothingToUndo { .. } => Self::NothingToUndo,
+            E::Note(tandem_engine::notes::NoteError::NotFound(_)) => Self::NotFound,
+            E::Note(tandem_engine::notes::NoteError::Forbidden(_)) => Self::Forbidden,
+            E::Note(tandem_engine::notes::NoteError::Invalid(_)) => Self::InvalidNote,
             _ => Self::InvalidDelta,
         }
     }
 }
 
 pub use messages::{ArchivedClientMsg, ArchivedServerMsg, ClientMsg, ServerMsg};
+
+/// A value carried as JSON: as itself in the JSON subprotocol, as its JSON text (an archived
+/// string) in the binary one. Notes use it: they are rare and small next to ops, and a new
+/// kind of note then needs no new binary layout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> Json<T> {
+    fn text(&self) -> String {
+        serde_json::to_string(&self.0).expect("protocol values always encode as JSON")
+    }
+}
+
+impl<T: Serialize> rkyv::Archive for Json<T> {
+    type Archived = rkyv::string::ArchivedString;
+    type Resolver = rkyv::string::StringResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        rkyv::string::ArchivedString::resolve_from_str(&self.text(), resolver, out);
+    }
+}
+
+impl<T: Serialize, S> rkyv::Serialize<S> for Json<T>
+where
+    S: rkyv::rancor::Fallible + ?Sized,
+    S::Error: rkyv::rancor::Source,
+    str: rkyv::SerializeUnsized<S>,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        rkyv::string::ArchivedString::serialize_from_str(&self.text(), serializer)
+    }
+}
+
+impl<T: for<'de> Deserialize<'de>> Json<T> {
+    /// The value from its archived JSON text.
+    pub fn from_archived(text: &rkyv::string::ArchivedString) -> Result<Self, String> {
+        serde_json::from_str(text.as_str()).map(Self).map_err(|e| e.to_string())
+    }
+}
 
 /// A `u64` written in JSON as 16 hex digits (like client ids): JavaScript numbers hold only
 /// 53 bits.
@@ -407,9 +458,9 @@ mod hex_u64 {
 /// order of the keys.
 mod json {
     use serde::Deserialize;
-    use tandem_engine::{ClientId, Delta};
+    use tandem_engine::{ClientId, Delta, NoteChange};
 
-    use super::{ClientMsg, DEFAULT_REVISIONS_PER_REPLY, Range};
+    use super::{ClientMsg, DEFAULT_REVISIONS_PER_REPLY, Json, Range};
 
     #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
     #[serde(rename_all = "snake_case")]
@@ -426,6 +477,7 @@ mod json {
         Redo,
         Restore,
         GetChanges,
+        Note,
     }
 
     #[derive(Deserialize)]
@@ -447,6 +499,7 @@ mod json {
         rev: Option<u64>,
         ranges: Option<Vec<Range>>,
         limit: Option<u32>,
+        change: Option<NoteChange>,
     }
 
     /// Takes a required field.
@@ -473,6 +526,7 @@ mod json {
                 ("rev", f.rev.is_some()),
                 ("ranges", f.ranges.is_some()),
                 ("limit", f.limit.is_some()),
+                ("change", f.change.is_some()),
             ];
             let allowed: &[&str] = match f.kind {
                 Kind::Hello => &["protocol", "client", "token", "name", "color"],
@@ -486,6 +540,7 @@ mod json {
                 Kind::Undo | Kind::Redo => &["doc", "client_seq"],
                 Kind::Restore => &["doc", "rev", "client_seq"],
                 Kind::GetChanges => &["doc", "from_rev", "to_rev"],
+                Kind::Note => &["doc", "rev", "client_seq", "change"],
             };
             if let Some((name, _)) = present.iter().find(|(name, here)| *here && !allowed.contains(name)) {
                 return Err(format!("unknown field `{name}` for a {:?} message", f.kind));
@@ -530,6 +585,12 @@ mod json {
                     rev: need(f.rev, "rev")?,
                     client_seq: need(f.client_seq, "client_seq")?,
                 },
+                Kind::Note => Self::Note {
+                    doc: need(f.doc, "doc")?,
+                    rev: need(f.rev, "rev")?,
+                    client_seq: need(f.client_seq, "client_seq")?,
+                    change: Json(need(f.change, "change")?),
+                },
             })
         }
     }
@@ -568,11 +629,11 @@ pub(crate) use json::submit_with_bad_delta;
 /// which must not become public API.
 mod messages {
     use serde::{Deserialize, Serialize};
-    use tandem_engine::{ClientId, Delta};
+    use tandem_engine::{ClientId, Delta, Note, NoteChange, Notes};
 
     #[allow(unused_imports)]
     use super::PROTOCOL_VERSION;
-    use super::{ErrorCode, OpRecord, Peer, PeerSelection, Range, RevisionRecord, Role, WireLimits};
+    use super::{ErrorCode, Json, OpRecord, Peer, PeerSelection, Range, RevisionRecord, Role, WireLimits};
 
     /// A message from a client. (JSON decoding is written out in `super::json`: serde's
     /// derived decoder for a tagged enum buffers the whole message before reading it.)
@@ -688,6 +749,21 @@ mod messages {
             from_rev: u64,
             /// The revision they end at (at most [`super::MAX_CHANGES_REVISIONS`] after).
             to_rev: u64,
+        },
+        /// A change to the document's comments or named versions, made at revision `rev` (a
+        /// comment's range is in the document as of `rev`). Sequenced like an op: the answer
+        /// is a `noted` with this `client_seq`, sent to everyone (the sender too), or an error
+        /// with it (`not_found`, `forbidden`, `invalid_note`, `read_only`; the document stays
+        /// open).
+        Note {
+            /// The document.
+            doc: String,
+            /// The revision the change was made at.
+            rev: u64,
+            /// A sequence number from the client's op sequence.
+            client_seq: u64,
+            /// The change.
+            change: Json<NoteChange>,
         },
     }
 
@@ -875,6 +951,32 @@ mod messages {
             to_rev: u64,
             /// The marked document.
             content: Delta,
+        },
+        /// A change to the document's comments or named versions, committed as revision `rev`
+        /// (the text is unchanged); sent to everyone, its sender too. Every client applies it
+        /// and moves its anchors through every op after, as the server does.
+        Noted {
+            /// The document.
+            doc: String,
+            /// The revision it took.
+            rev: u64,
+            /// Who made it.
+            author: ClientId,
+            /// The author's sequence number for it.
+            client_seq: u64,
+            /// The change, with who made it and when (a comment's range as of `rev - 1`).
+            note: Json<Note>,
+        },
+        /// The document's comment threads and named versions at revision `rev`: sent right
+        /// after every `opened` (the ops caught up carry notes as empty ops). It replaces what
+        /// the client had.
+        Notes {
+            /// The document.
+            doc: String,
+            /// The revision the anchors are at.
+            rev: u64,
+            /// The threads and named versions.
+            notes: Json<Notes>,
         },
     }
 }

@@ -15,13 +15,13 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem_engine::{Commit, Delta, DocState, Limits, SelectionRange, Submitted};
+use tandem_engine::{Commit, Delta, DocState, Limits, NoteChange, SelectionRange, Submitted};
 use tandem_storage::Snapshot;
 
 use crate::access::{AccessError, AccessList, AccessUpdate, Auth};
 use crate::codec::{Frame, RefusedSubmit, encode_server};
 use crate::protocol::{
-    ClientMsg, DocId, Encoding, ErrorCode, MAX_CHANGES_REVISIONS, MAX_NAME_BYTES, MAX_REVISIONS_PER_REPLY,
+    ClientMsg, DocId, Encoding, ErrorCode, Json, MAX_CHANGES_REVISIONS, MAX_NAME_BYTES, MAX_REVISIONS_PER_REPLY,
     MAX_TOKEN_BYTES, OpRecord, PROTOCOL_VERSION, Peer, PeerSelection, Range, RevisionRecord, Role, ServerMsg,
     WireLimits, close,
 };
@@ -177,6 +177,15 @@ pub enum DocRequest {
         /// Redo rather than undo.
         redo: bool,
     },
+    /// A change to the document's comments or named versions, made at `rev`.
+    Note {
+        /// The revision it was made at.
+        rev: u64,
+        /// Its sequence number.
+        client_seq: u64,
+        /// The change (boxed, like a submit's delta).
+        change: Box<NoteChange>,
+    },
 }
 
 impl DocRequest {
@@ -186,7 +195,8 @@ impl DocRequest {
             Self::Submit { client_seq, .. }
             | Self::Refused { client_seq, .. }
             | Self::Undo { client_seq, .. }
-            | Self::Restore { client_seq, .. } => Some(*client_seq),
+            | Self::Restore { client_seq, .. }
+            | Self::Note { client_seq, .. } => Some(*client_seq),
             _ => None,
         }
     }
@@ -211,6 +221,13 @@ enum Change {
     Restore {
         /// The change.
         delta: Delta,
+    },
+    /// A change to the notes (comments, named versions).
+    Note {
+        /// The revision it was made at.
+        base_rev: u64,
+        /// The change.
+        change: NoteChange,
     },
 }
 
@@ -471,6 +488,8 @@ pub struct Shard {
     now: Instant,
     /// The origin of the milliseconds the undo stacks are timed in.
     epoch: Instant,
+    /// `epoch` on the wall clock, ms since the Unix epoch (notes are dated from it).
+    epoch_wall_ms: u64,
     last_prune: Instant,
     next_conn: u64,
     /// Numbers access-list loads.
@@ -496,6 +515,9 @@ impl Shard {
             work: HashMap::new(),
             now: Instant::now(),
             epoch: Instant::now(),
+            epoch_wall_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             last_prune: Instant::now(),
             next_conn: 1,
             next_load: 1,
@@ -650,6 +672,9 @@ impl Shard {
             ClientMsg::Restore { doc, rev, client_seq } => (doc, DocRequest::Restore { rev, client_seq }),
             ClientMsg::GetChanges { doc, from_rev, to_rev } => {
                 (doc, DocRequest::History(HistoryQuery::Changes { from_rev, to_rev }))
+            }
+            ClientMsg::Note { doc, rev, client_seq, change } => {
+                (doc, DocRequest::Note { rev, client_seq, change: Box::new(change.0) })
             }
         };
         let doc = match DocId::new(&doc_name) {
@@ -1014,6 +1039,9 @@ impl Shard {
                 self.submit(doc, from, Change::Op { base_rev, delta: *delta }, client_seq, now);
             }
             DocRequest::Undo { client_seq, redo } => self.submit(doc, from, Change::Undo { redo }, client_seq, now),
+            DocRequest::Note { rev, client_seq, change } => {
+                self.submit(doc, from, Change::Note { base_rev: rev, change: *change }, client_seq, now);
+            }
             DocRequest::Restore { rev, client_seq } => self.restore(doc, from, rev, client_seq),
             DocRequest::Refused { client_seq, code, message } => {
                 self.doc_error(&doc, from, code, message, Some(client_seq));
@@ -1255,6 +1283,9 @@ impl Shard {
             // No revision, one too old, or one from the future (the server lost it): start over.
             _ => (Some(state.document().to_delta()), None),
         };
+        // The notes as they are now (the ops caught up carry notes as empty ops): always
+        // sent, so a client knows when it has them.
+        let notes = ServerMsg::Notes { doc: doc.to_string(), rev: state.rev(), notes: Json(state.notes().clone()) };
         let opened = ServerMsg::Opened {
             doc: doc.to_string(),
             rev: state.rev(),
@@ -1275,6 +1306,7 @@ impl Shard {
             .collect();
         let rev = state.rev();
         self.reply(from, &opened);
+        self.reply(from, &notes);
         if self.config.auth.checks_access() {
             self.effects.push(Effect::Opened { doc: doc.clone(), client: from.client, user: from.peer.user.clone() });
         }
@@ -1524,7 +1556,11 @@ impl Shard {
             return;
         };
         let role = room.role_of(&from.peer.user);
-        if !role.is_some_and(Role::can_edit) {
+        let allowed = match &change {
+            Change::Note { change, .. } if change.is_comment() => role.is_some_and(|r| r >= Role::Commenter),
+            _ => role.is_some_and(Role::can_edit),
+        };
+        if !allowed {
             self.refuse_read_only(&doc, from, role, client_seq);
             return;
         }
@@ -1546,6 +1582,12 @@ impl Shard {
             Change::Restore { delta } => {
                 let rev = state.rev();
                 state.submit_by(from.client, &user, rev, client_seq, delta, allowed, now_ms)
+            }
+            Change::Note { base_rev, change } => {
+                let owner = role == Some(Role::Owner);
+                let wall_ms = self.epoch_wall_ms.saturating_add(now_ms);
+                let name = &from.peer.name;
+                state.submit_note(from.client, &user, name, base_rev, client_seq, change, owner, allowed, wall_ms)
             }
         };
         let spent = match &result {
@@ -1584,12 +1626,21 @@ impl Shard {
                         self.effects.push(Effect::Snapshot { doc: doc.clone(), snapshot });
                     }
                 }
-                let op = ServerMsg::Op {
-                    doc: doc.to_string(),
-                    rev: commit.rev,
-                    author: commit.author,
-                    client_seq: commit.client_seq,
-                    delta: commit.delta.clone(),
+                let op = match &commit.note {
+                    Some(note) => ServerMsg::Noted {
+                        doc: doc.to_string(),
+                        rev: commit.rev,
+                        author: commit.author,
+                        client_seq: commit.client_seq,
+                        note: Json((**note).clone()),
+                    },
+                    None => ServerMsg::Op {
+                        doc: doc.to_string(),
+                        rev: commit.rev,
+                        author: commit.author,
+                        client_seq: commit.client_seq,
+                        delta: commit.delta.clone(),
+                    },
                 };
                 // The sender of an op has it and is acknowledged; the sender of an undo gets
                 // the op the server made, like everyone.
@@ -1605,9 +1656,9 @@ impl Shard {
             Ok(Submitted::Duplicate { rev }) => {
                 self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev });
             }
-            Err(e @ tandem_engine::Error::NothingToUndo { .. }) => {
+            Err(e @ (tandem_engine::Error::NothingToUndo { .. } | tandem_engine::Error::Note(_))) => {
                 // Nothing happened: the document stays open.
-                self.request_error(&doc, from, ErrorCode::NothingToUndo, e.to_string(), Some(client_seq));
+                self.request_error(&doc, from, ErrorCode::for_engine(&e), e.to_string(), Some(client_seq));
             }
             Err(e) => {
                 // Any refused submit closes the document for the session: its op is lost, and

@@ -158,14 +158,17 @@ fn roles_are_checked_on_every_message_and_changes_hold_from_the_next() {
         "d",
         AccessUpdate::Loaded(sim.last_load(), Ok(list(1, &[("ada", Role::Owner), ("bob", Role::Viewer)], None))),
     );
-    assert!(matches!(&sim.take(ada)[..], [ServerMsg::Opened { role: Some(Role::Owner), .. }]));
+    assert!(matches!(&sim.take(ada)[..], [ServerMsg::Opened { role: Some(Role::Owner), .. }, ServerMsg::Notes { .. }]));
 
     // A viewer reads (no second load: the list is in memory), but may not edit.
     let bob = sim.connect("bob", 2);
     sim.take(bob);
     sim.open(bob, "d");
     assert_eq!(sim.loads.len(), 1);
-    assert!(matches!(&sim.take(bob)[..], [ServerMsg::Opened { role: Some(Role::Viewer), .. }]));
+    assert!(matches!(
+        &sim.take(bob)[..],
+        [ServerMsg::Opened { role: Some(Role::Viewer), .. }, ServerMsg::Notes { .. }]
+    ));
     assert_eq!(
         sim.opened,
         vec![("d".to_owned(), 1, "ada".to_owned()), ("d".to_owned(), 2, "bob".to_owned())],
@@ -209,7 +212,10 @@ fn roles_are_checked_on_every_message_and_changes_hold_from_the_next() {
     // Link sharing lets anyone signed in read.
     sim.control("d", AccessUpdate::Changed(list(4, &[("ada", Role::Owner)], Some(Role::Viewer)), None));
     sim.open(bob, "d");
-    assert!(matches!(&sim.take(bob)[..], [ServerMsg::Opened { role: Some(Role::Viewer), .. }]));
+    assert!(matches!(
+        &sim.take(bob)[..],
+        [ServerMsg::Opened { role: Some(Role::Viewer), .. }, ServerMsg::Notes { .. }]
+    ));
 
     // Deleted: everyone loses it; opening it asks the control plane again.
     sim.take(ada);
@@ -232,7 +238,10 @@ fn a_change_during_the_load_wins_over_the_older_answer() {
     sim.control("e", AccessUpdate::Changed(list(5, &[("bob", Role::Viewer)], None), None));
     assert!(sim.take(bob).is_empty());
     sim.control("e", AccessUpdate::Loaded(sim.last_load(), Ok(list(4, &[("bob", Role::Editor)], None))));
-    assert!(matches!(&sim.take(bob)[..], [ServerMsg::Opened { role: Some(Role::Viewer), .. }]));
+    assert!(matches!(
+        &sim.take(bob)[..],
+        [ServerMsg::Opened { role: Some(Role::Viewer), .. }, ServerMsg::Notes { .. }]
+    ));
     // The control plane cannot answer: the open is refused as overloaded, not hung.
     sim.open(bob, "f");
     sim.control("f", AccessUpdate::Loaded(sim.last_load(), Err(AccessError::Unavailable("db down".into()))));
@@ -288,7 +297,7 @@ fn a_server_that_checks_no_accounts_ignores_access_pushes() {
     let conn = sim.connect("s", 1);
     sim.take(conn);
     sim.open(conn, "d");
-    assert!(matches!(&sim.take(conn)[..], [ServerMsg::Opened { role: None, .. }]));
+    assert!(matches!(&sim.take(conn)[..], [ServerMsg::Opened { role: None, .. }, ServerMsg::Notes { .. }]));
     assert!(sim.loads.is_empty(), "nothing to load without accounts");
     let applied = Arc::new(AtomicUsize::new(0));
     let a2 = Arc::clone(&applied);
@@ -411,4 +420,68 @@ fn a_commenter_may_not_restore() {
     // The owner may (the shard asks the op log for the revision; this server keeps none).
     sim.send(ada, ClientMsg::Restore { doc: "d".into(), rev: 0, client_seq: 2 });
     assert_eq!(error_code(&sim.take(ada)), Some((ErrorCode::HistoryUnavailable, Some(2))));
+}
+
+fn note(doc: &str, rev: u64, seq: u64, change: tandem_engine::NoteChange) -> ClientMsg {
+    ClientMsg::Note { doc: doc.into(), rev, client_seq: seq, change: tandem_net::protocol::Json(change) }
+}
+
+#[test]
+fn commenters_comment_viewers_read_and_only_authors_or_owners_delete() {
+    use tandem_engine::NoteChange;
+    let mut sim = Sim::new();
+    let ada = sim.connect("ada", 1);
+    let bob = sim.connect("bob", 2);
+    let cy = sim.connect("cy", 3);
+    let dee = sim.connect("dee", 4);
+    sim.open(ada, "d");
+    let roles = [("ada", Role::Owner), ("bob", Role::Commenter), ("cy", Role::Viewer), ("dee", Role::Editor)];
+    sim.control("d", AccessUpdate::Loaded(sim.last_load(), Ok(list(1, &roles, None))));
+    for conn in [bob, cy, dee] {
+        sim.open(conn, "d");
+    }
+    sim.submit(ada, "d", 0, 1);
+    for conn in [ada, bob, cy, dee] {
+        sim.take(conn);
+    }
+    let comment = NoteChange::Comment { start: 0, end: 1, text: "why x?".into(), mentions: vec![] };
+    // A viewer may not comment: refused, nothing changes, the document stays open.
+    sim.send(cy, note("d", 1, 1, comment.clone()));
+    assert_eq!(error_code(&sim.take(cy)), Some((ErrorCode::ReadOnly, Some(1))));
+    // A commenter may; everyone gets it, the author too.
+    sim.send(bob, note("d", 1, 1, comment));
+    for conn in [ada, bob, cy, dee] {
+        match &sim.take(conn)[..] {
+            [ServerMsg::Noted { rev: 2, author: ClientId(2), client_seq: 1, note, .. }] => {
+                assert_eq!((note.0.user.as_str(), note.0.name.as_str()), ("bob", "BOB"));
+            }
+            other => panic!("{conn:?}: {other:?}"),
+        }
+    }
+    // But may not name a version (editors do).
+    let name = NoteChange::NameVersion { rev: 1, name: "v1".into() };
+    sim.send(bob, note("d", 2, 2, name.clone()));
+    assert_eq!(error_code(&sim.take(bob)), Some((ErrorCode::ReadOnly, Some(2))));
+    sim.send(dee, note("d", 2, 1, name));
+    assert!(matches!(&sim.take(dee)[..], [ServerMsg::Noted { rev: 3, .. }]));
+    // An editor may not delete Bob's comment, nor edit it; the owner may delete it.
+    sim.send(dee, note("d", 3, 2, NoteChange::Delete { thread: 2, message: 2 }));
+    assert_eq!(error_code(&sim.take(dee)), Some((ErrorCode::Forbidden, Some(2))));
+    let edit = NoteChange::Edit { thread: 2, message: 2, text: "mine".into(), mentions: vec![] };
+    sim.send(ada, note("d", 3, 2, edit));
+    assert_eq!(error_code(&sim.take(ada)), Some((ErrorCode::Forbidden, Some(2))));
+    sim.send(ada, note("d", 3, 3, NoteChange::Delete { thread: 2, message: 2 }));
+    assert!(matches!(&sim.take(ada)[..], [ServerMsg::Noted { rev: 4, .. }]));
+    sim.take(bob);
+    // A viewer sees the notes when it opens.
+    let cy2 = sim.connect("cy", 5);
+    sim.take(cy2);
+    sim.open(cy2, "d");
+    match &sim.take(cy2)[..] {
+        [ServerMsg::Opened { .. }, ServerMsg::Notes { rev: 4, notes, .. }] => {
+            assert_eq!((notes.0.threads().len(), notes.0.versions().len()), (0, 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(sim.closed.is_empty());
 }

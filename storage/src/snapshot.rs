@@ -151,7 +151,6 @@ impl Snapshot {
             }
             if len > 0 {
                 notes = serde_json::from_slice(&bytes[at..at + len]).map_err(|e| bad(format!("notes: {e}")))?;
-                notes.recount();
             }
             content_at = align8(at + len);
             if bytes.len() < content_at {

@@ -258,6 +258,19 @@ impl Client {
         self.await_change(doc, seq)
     }
 
+    /// Changes the comments or named versions of `doc` (once the ops in flight are
+    /// acknowledged); returns the revision the note took. A refusal is
+    /// [`ClientError::Refused`] (`not_found`, `forbidden`, `invalid_note`, `read_only`).
+    pub fn note(&mut self, doc: &str, change: tandem_engine::NoteChange) -> Result<u64, ClientError> {
+        self.wait_until(Duration::from_secs(30), "ops in flight acknowledged", |s| {
+            s.doc_state(doc).is_some_and(|d| !d.has_pending())
+        })?;
+        let seq =
+            self.session.note(doc, change)?.ok_or_else(|| ClientError::Timeout(format!("a free slot in {doc}")))?;
+        self.flush()?;
+        self.await_change(doc, seq)
+    }
+
     /// Reads until the server's answer to the request `seq`: its op, an ack, or a refusal.
     fn await_change(&mut self, doc: &str, seq: u64) -> Result<u64, ClientError> {
         let me = self.session.client();
@@ -268,6 +281,9 @@ impl Client {
                 Some((Ok(*rev), true))
             }
             Event::Acked { doc: d, client_seq, rev } if d == doc && *client_seq == seq => Some((Ok(*rev), true)),
+            Event::Noted { doc: d, author, client_seq, rev, .. } if d == doc && *author == me && *client_seq == seq => {
+                Some((Ok(*rev), true))
+            }
             Event::Error { code, message, doc: Some(d), client_seq: Some(s) } if d == doc && *s == seq => {
                 Some((Err(ClientError::Refused { code: *code, message: message.clone() }), false))
             }

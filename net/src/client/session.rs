@@ -10,10 +10,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use tandem_engine::{ClientDoc, ClientId, Delta, Document, Remote, SelectionRange};
+use tandem_engine::notes::transform_anchor;
+use tandem_engine::{ClientDoc, ClientId, Delta, Document, Note, NoteChange, Notes, Remote, SelectionRange};
 
 use crate::protocol::{
-    ClientMsg, ErrorCode, OpRecord, PROTOCOL_VERSION, Peer, Range, RevisionRecord, ServerMsg, WireLimits,
+    ClientMsg, ErrorCode, Json, OpRecord, PROTOCOL_VERSION, Peer, Range, RevisionRecord, ServerMsg, WireLimits,
 };
 
 /// Something that happened, for the application.
@@ -148,6 +149,25 @@ pub enum Event {
         /// The document at `from_rev` with the changes marked (see `ServerMsg::Changes`).
         content: Delta,
     },
+    /// A change to the document's comments or named versions (this client's too), applied
+    /// to [`ClientSession::notes`].
+    Noted {
+        /// The document.
+        doc: String,
+        /// The revision it took.
+        rev: u64,
+        /// Who made it.
+        author: ClientId,
+        /// The author's sequence number for it.
+        client_seq: u64,
+        /// The change.
+        note: Note,
+    },
+    /// The document's notes were replaced by the server's (after an open).
+    Notes {
+        /// The document.
+        doc: String,
+    },
     /// The server reported an error.
     Error {
         /// Its code.
@@ -197,9 +217,14 @@ struct OpenDoc {
     opening: bool,
     peers: HashMap<ClientId, Peer>,
     selections: HashMap<ClientId, Vec<SelectionRange>>,
-    /// What the last request asked for (undo, redo, restore): while the `ClientDoc` still
-    /// awaits its answer, it is asked again after a reconnect the catch-up did not answer.
+    /// What the last request asked for (undo, redo, restore, a note): while the `ClientDoc`
+    /// still awaits its answer, it is asked again after a reconnect the catch-up did not
+    /// answer.
     request: Option<Request>,
+    /// The comment threads and named versions at the server revision the client knows.
+    notes: Notes,
+    /// Between `opened` and the `notes` that follows it.
+    awaiting_notes: bool,
 }
 
 /// A client's session.
@@ -277,7 +302,15 @@ impl ClientSession {
         }
         self.docs.insert(
             doc.to_owned(),
-            OpenDoc { state: None, opening: true, peers: HashMap::new(), selections: HashMap::new(), request: None },
+            OpenDoc {
+                state: None,
+                opening: true,
+                peers: HashMap::new(),
+                selections: HashMap::new(),
+                request: None,
+                notes: Notes::new(),
+                awaiting_notes: true,
+            },
         );
         if self.connected {
             self.outgoing.push_back(ClientMsg::Open { doc: doc.to_owned(), from_rev: None });
@@ -329,6 +362,23 @@ impl ClientSession {
         self.request(doc, Request::Restore(rev))
     }
 
+    /// Asks the server to change the document's comments or named versions (a comment's
+    /// range in the document as it is, with no edits in flight). Returns the request's
+    /// `client_seq`, or `None`, sending nothing, while an op or another request is in flight
+    /// (as [`ClientSession::undo`]). The answer is an [`Event::Noted`] authored by this client
+    /// with the request's `client_seq`, or an [`Event::Error`] (`not_found`, `forbidden`,
+    /// `invalid_note`, `read_only`) that leaves the document open.
+    pub fn note(&mut self, doc: &str, change: NoteChange) -> Result<Option<u64>, EditError> {
+        let rev = self.doc_state(doc).map_or(0, ClientDoc::rev);
+        self.request(doc, Request::Note { rev, change: Box::new(change) })
+    }
+
+    /// The document's comment threads and named versions, at the server revision the client
+    /// knows ([`ClientDoc::rev`]).
+    pub fn notes(&self, doc: &str) -> Option<&Notes> {
+        self.docs.get(doc).map(|d| &d.notes)
+    }
+
     fn request(&mut self, doc: &str, request: Request) -> Result<Option<u64>, EditError> {
         let entry = self.docs.get_mut(doc).ok_or_else(|| EditError::NotOpen(doc.to_owned()))?;
         let state = entry.state.as_mut().ok_or_else(|| EditError::NotOpen(doc.to_owned()))?;
@@ -336,8 +386,8 @@ impl ClientSession {
             return Err(EditError::NotOpen(doc.to_owned()));
         }
         let Some(client_seq) = state.request() else { return Ok(None) };
-        entry.request = Some(request);
         self.outgoing.push_back(request.msg(doc, client_seq));
+        entry.request = Some(request);
         Ok(Some(client_seq))
     }
 
@@ -401,9 +451,10 @@ impl ClientSession {
         self.docs.get(doc)?.state.as_ref()
     }
 
-    /// True when the document is open and caught up on the current connection.
+    /// True when the document is open and caught up on the current connection (its notes
+    /// included).
     pub fn is_open(&self, doc: &str) -> bool {
-        self.docs.get(doc).is_some_and(|d| d.state.is_some() && !d.opening)
+        self.docs.get(doc).is_some_and(|d| d.state.is_some() && !d.opening && !d.awaiting_notes)
     }
 
     /// Who else has the document open.
@@ -420,7 +471,9 @@ impl ClientSession {
 
     /// True when no document has edits waiting for an ack.
     pub fn is_synced(&self) -> bool {
-        self.docs.values().all(|d| !d.opening && d.state.as_ref().is_some_and(|s| !s.has_pending()))
+        self.docs
+            .values()
+            .all(|d| !d.opening && !d.awaiting_notes && d.state.as_ref().is_some_and(|s| !s.has_pending()))
     }
 
     /// Handles a message from the server.
@@ -436,6 +489,10 @@ impl ClientSession {
             ServerMsg::Ack { doc, client_seq, rev } => {
                 let Some(entry) = self.docs.get_mut(&doc) else { return Ok(()) };
                 let Some(state) = entry.state.as_mut() else { return Ok(()) };
+                // The op as the server applied it: anchors move through it.
+                if let Some(out) = state.inflight().filter(|o| o.client_seq == client_seq && rev == state.rev() + 1) {
+                    entry.notes.transform(&out.delta);
+                }
                 let next =
                     state.ack(client_seq, rev).map_err(|error| SessionError::Engine { doc: doc.clone(), error })?;
                 self.events.push_back(Event::Acked { doc: doc.clone(), rev, client_seq });
@@ -444,6 +501,24 @@ impl ClientSession {
             ServerMsg::Op { doc, rev, author, client_seq, delta } => {
                 let record = OpRecord { rev, author, client_seq, delta };
                 self.remote(&doc, record)?;
+            }
+            ServerMsg::Noted { doc, rev, author, client_seq, note: Json(note) } => {
+                let record = OpRecord { rev, author, client_seq, delta: Delta::new() };
+                if self.remote(&doc, record)?
+                    && let Some(entry) = self.docs.get_mut(&doc)
+                {
+                    entry.notes.apply(&note, rev);
+                    self.events.push_back(Event::Noted { doc, rev, author, client_seq, note });
+                }
+            }
+            ServerMsg::Notes { doc, rev, notes: Json(notes) } => {
+                let Some(entry) = self.docs.get_mut(&doc) else { return Ok(()) };
+                if entry.state.as_ref().map(ClientDoc::rev) != Some(rev) {
+                    return Err(SessionError::Protocol(format!("notes of {doc} at {rev}, not the revision known")));
+                }
+                entry.notes = notes;
+                entry.awaiting_notes = false;
+                self.events.push_back(Event::Notes { doc });
             }
             ServerMsg::Presence { doc, peers, .. } => {
                 let Some(entry) = self.docs.get_mut(&doc) else { return Ok(()) };
@@ -488,7 +563,9 @@ impl ClientSession {
                         | ErrorCode::NoSuchRevision
                         | ErrorCode::ReadOnly
                         | ErrorCode::NothingToUndo
-                );
+                        | ErrorCode::NotFound
+                        | ErrorCode::InvalidNote
+                ) || (code == ErrorCode::Forbidden && client_seq.is_some());
                 if let (true, Some(name), Some(seq)) = (keeps_doc_open, doc.as_ref(), client_seq) {
                     self.request_refused(name, seq);
                 }
@@ -524,10 +601,12 @@ impl ClientSession {
         let Some(entry) = self.docs.get_mut(&doc) else { return Ok(()) };
         entry.peers = online.into_iter().filter(|p| p.client != client).map(|p| (p.client, p)).collect();
         entry.opening = false;
+        entry.awaiting_notes = true;
         let engine = |error| SessionError::Engine { doc: doc.clone(), error };
         let next = match (&mut entry.state, snapshot) {
             (None, Some(snapshot)) => {
                 let content = Document::from_delta(&snapshot).map_err(engine)?;
+                entry.notes = Notes::new();
                 let next_seq = last_seq.map_or(1, |s| s + 1);
                 entry.state = Some(ClientDoc::with_next_seq(client, rev, content, next_seq));
                 None
@@ -535,6 +614,8 @@ impl ClientSession {
             (None, None) => return Err(SessionError::Protocol(format!("first open of {doc} came without a snapshot"))),
             (Some(state), Some(snapshot)) => {
                 let content = Document::from_delta(&snapshot).map_err(engine)?;
+                // The server's notes follow when there are any.
+                entry.notes = Notes::new();
                 state.resync(rev, content, last_seq).map_err(engine)?
             }
             (Some(_), None) => {
@@ -550,7 +631,7 @@ impl ClientSession {
                     )));
                 }
                 // An undo the catch-up did not answer never reached the server: ask again.
-                if let (Some(seq), Some(request)) = (state.request_seq(), entry.request)
+                if let (Some(seq), Some(request)) = (state.request_seq(), entry.request.as_ref())
                     && self.connected
                 {
                     self.outgoing.push_back(request.msg(&doc, seq));
@@ -563,10 +644,22 @@ impl ClientSession {
         Ok(())
     }
 
-    fn remote(&mut self, doc: &str, op: OpRecord) -> Result<(), SessionError> {
-        let Some(entry) = self.docs.get_mut(doc) else { return Ok(()) };
-        let Some(state) = entry.state.as_mut() else { return Ok(()) };
+    /// A committed op (or note, with an empty delta) from the server; false when the
+    /// document is not open here.
+    fn remote(&mut self, doc: &str, op: OpRecord) -> Result<bool, SessionError> {
+        let Some(entry) = self.docs.get_mut(doc) else { return Ok(false) };
+        let Some(state) = entry.state.as_mut() else { return Ok(false) };
         let waiting = state.has_request();
+        if op.rev == state.rev() + 1 {
+            entry.notes.transform(&op.delta);
+            // A comment not sent yet, or to be sent again, moves too.
+            if let Some(Request::Note { rev, change }) = &mut entry.request
+                && let NoteChange::Comment { start, end, .. } = &mut **change
+            {
+                (*start, *end) = transform_anchor(*start, *end, false, &op.delta);
+                *rev = op.rev;
+            }
+        }
         match state.remote(op.rev, &op.delta, op.author, op.client_seq) {
             Ok(Remote::Applied(delta)) => {
                 move_selections(&mut entry.selections, &delta, Some(op.author));
@@ -580,12 +673,12 @@ impl ClientSession {
                     client_seq: op.client_seq,
                 });
                 self.submit(doc, next);
-                Ok(())
+                Ok(true)
             }
             Ok(Remote::Acked(next)) => {
                 self.events.push_back(Event::Acked { doc: doc.to_owned(), rev: op.rev, client_seq: op.client_seq });
                 self.submit(doc, next);
-                Ok(())
+                Ok(true)
             }
             Err(error) => Err(SessionError::Engine { doc: doc.to_owned(), error }),
         }
@@ -653,20 +746,28 @@ impl ClientSession {
 }
 
 /// A change the client asks the server to compute.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Request {
     Undo,
     Redo,
     Restore(u64),
+    /// A note, made at `rev` (kept up to date with the ops received while it waits).
+    Note {
+        rev: u64,
+        change: Box<NoteChange>,
+    },
 }
 
 impl Request {
-    fn msg(self, doc: &str, client_seq: u64) -> ClientMsg {
+    fn msg(&self, doc: &str, client_seq: u64) -> ClientMsg {
         let doc = doc.to_owned();
         match self {
             Self::Undo => ClientMsg::Undo { doc, client_seq },
             Self::Redo => ClientMsg::Redo { doc, client_seq },
-            Self::Restore(rev) => ClientMsg::Restore { doc, rev, client_seq },
+            Self::Restore(rev) => ClientMsg::Restore { doc, rev: *rev, client_seq },
+            Self::Note { rev, change } => {
+                ClientMsg::Note { doc, rev: *rev, client_seq, change: Json((**change).clone()) }
+            }
         }
     }
 }

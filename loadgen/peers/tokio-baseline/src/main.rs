@@ -180,6 +180,10 @@ impl Conn {
                     last_seq: r.state.last_client_seq(client),
                     role: None,
                 });
+                // No comments here, but the protocol says what the document's are after every
+                // open.
+                let notes = tandem_net::protocol::Json(tandem_engine::Notes::new());
+                self.reply(&ServerMsg::Notes { doc: doc.clone(), rev: r.state.rev(), notes });
                 if joined {
                     broadcast(&r, &ServerMsg::Joined { doc: doc.clone(), peer }, Some(self.id));
                 }
@@ -198,6 +202,9 @@ impl Conn {
             }
             ClientMsg::Undo { doc, .. } | ClientMsg::Redo { doc, .. } => {
                 self.error(ErrorCode::NothingToUndo, "the baseline keeps no undo stacks".into(), Some(doc));
+            }
+            ClientMsg::Note { doc, .. } => {
+                self.error(ErrorCode::InvalidNote, "the baseline keeps no comments".into(), Some(doc));
             }
             ClientMsg::Close { doc } => {
                 self.leave(&doc);
