@@ -1,6 +1,6 @@
 //! The control plane's side of the queues to the cores: access lists asked for by the
-//! cores, access changes pushed to them, and the cores' "document edited" and "session
-//! opened" hints (opens are written once a second: the client id's user and an analytics
+//! cores, access changes pushed to them, comments' mentions (notified through the outbox), and
+//! the cores' "document edited" and "session opened" hints (opens are written once a second: the client id's user and an analytics
 //! event).
 //!
 //! A change is committed in SQL first; then the whole new access list (read after the
@@ -19,6 +19,7 @@ use tandem_engine::ClientId;
 use tandem_net::DataPlane;
 use tandem_net::access::{AccessError, AccessUpdate, ControlLink, Done};
 use tandem_net::protocol::DocId;
+use tandem_net::shard::Mention;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -36,6 +37,7 @@ enum Request {
     Load(DocId, u64),
     Edited(DocId),
     Opened(OpenRecord),
+    Mentioned(Box<Mention>),
 }
 
 /// Opens held for the next write; more are dropped (analytics only: counted in a warning).
@@ -63,6 +65,12 @@ impl ControlLink for Link {
             at_ms: crate::now_ms(),
         };
         let _ = self.tx.try_send(Request::Opened(open));
+    }
+
+    fn mentioned(&self, mention: Mention) {
+        if self.tx.try_send(Request::Mentioned(Box::new(mention))).is_err() {
+            warn!("the control plane's queue is full: a comment's mentions were not notified");
+        }
     }
 }
 
@@ -184,6 +192,16 @@ impl Bridge {
                 }
                 Request::Edited(doc) => {
                     edited.lock().expect("not poisoned").insert(doc.as_str().to_owned());
+                }
+                Request::Mentioned(m) => {
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        let doc = m.doc.as_str();
+                        if let Err(e) = store.record_mentions(doc, &m.by, &m.by_name, &m.users, m.thread, &m.text).await
+                        {
+                            warn!(doc, "recording a comment's mentions: {e}");
+                        }
+                    });
                 }
                 Request::Opened(open) => {
                     let mut opens = opens.lock().expect("not poisoned");

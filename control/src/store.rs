@@ -826,6 +826,49 @@ impl Store {
         Ok(Some(AccessList { version, roles, link: doc.link_role }))
     }
 
+    /// Records that a comment by `by` in thread `thread` of `doc` mentions `users`: one
+    /// `mentioned` event (for the notification worker) per user who has a role on the
+    /// document; others are skipped. Returns how many were notified.
+    pub async fn record_mentions(
+        &self,
+        doc: &str,
+        by: &str,
+        by_name: &str,
+        users: &[String],
+        thread: u64,
+        text: &str,
+    ) -> Result<usize> {
+        let Some(document) = self.document(doc).await? else { return Ok(0) };
+        let excerpt: String = text.chars().take(500).collect();
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        let mut notified = 0;
+        for user in users {
+            let row = sqlx::query(
+                "SELECT u.email FROM permissions p JOIN users u ON u.id = p.user_id WHERE p.doc_id = $1 AND p.user_id = $2",
+            )
+            .bind(doc)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { continue };
+            let event = Event::Mentioned {
+                doc: doc.to_owned(),
+                title: document.title.clone(),
+                by: by.to_owned(),
+                by_name: by_name.to_owned(),
+                user: user.clone(),
+                email: row.try_get("email")?,
+                thread,
+                excerpt: excerpt.clone(),
+            };
+            outbox(&mut tx, &event, now).await?;
+            notified += 1;
+        }
+        tx.commit().await?;
+        Ok(notified)
+    }
+
     // ---- sharing ----
 
     /// Gives the account with `email` a role, or records an invitation for the address.

@@ -356,6 +356,23 @@ async fn suite(store: &Store) {
     store.delete_upload("u1").await.unwrap();
     assert!(store.export(&old.id).await.unwrap().is_none());
     assert!(store.orphaned_uploads(10).await.unwrap().is_empty());
+
+    // ---- mentions: an event per mentioned user with a role, nobody else ----
+    let doc = store.create_document(&ada.id, "Mentions").await.unwrap();
+    store.share(&doc, &ada, "bob@example.com", Role::Commenter).await.unwrap();
+    let before = store.unsent_events(10_000).await.unwrap().len();
+    let users = ["u_nobody".to_owned(), bob.id.clone(), ada.id.clone()];
+    assert_eq!(store.record_mentions(&doc.id, &ada.id, "Ada", &users, 3, "hi").await.unwrap(), 2);
+    let events = store.unsent_events(10_000).await.unwrap();
+    let mentioned: Vec<(String, String)> = events[before..]
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Mentioned { user, email, .. } => Some((user.clone(), email.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(mentioned, [(bob.id.clone(), "bob@example.com".into()), (ada.id.clone(), "ada@example.com".into())]);
+    assert_eq!(store.record_mentions("no-such-doc", &ada.id, "Ada", &users, 3, "hi").await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -156,6 +156,26 @@ pub enum Event {
         /// The revision asked for; `None`: the latest when asked (`at_ms`).
         rev: Option<u64>,
     },
+    /// A comment mentions a user who has access to the document (the notification worker
+    /// emails them).
+    Mentioned {
+        /// The document.
+        doc: String,
+        /// Its title.
+        title: String,
+        /// Who wrote the comment.
+        by: String,
+        /// Their display name.
+        by_name: String,
+        /// The user mentioned.
+        user: String,
+        /// Their address.
+        email: String,
+        /// The thread (its id: the revision that started it).
+        thread: u64,
+        /// The comment's text (at most 500 chars of it).
+        excerpt: String,
+    },
     /// An export finished or failed (the notification worker emails the requester).
     ExportFinished {
         /// The export's id.
@@ -185,7 +205,7 @@ impl Event {
     /// The topic it goes to.
     pub fn topic(&self) -> Topic {
         match self {
-            Self::DocumentShared { .. } | Self::ExportFinished { .. } => Topic::Notifications,
+            Self::DocumentShared { .. } | Self::ExportFinished { .. } | Self::Mentioned { .. } => Topic::Notifications,
             Self::ExportRequested { .. } => Topic::Exports,
             // Search follows titles and deletions with the edits.
             Self::DocumentCreated { .. } | Self::DocumentRenamed { .. } | Self::DocumentDeleted { .. } => {
@@ -208,6 +228,7 @@ impl Event {
             Self::Opened { .. } => "opened",
             Self::ExportRequested { .. } => "export_requested",
             Self::ExportFinished { .. } => "export_finished",
+            Self::Mentioned { .. } => "mentioned",
         }
     }
 
@@ -222,7 +243,8 @@ impl Event {
             | Self::Edited { doc, .. }
             | Self::Opened { doc, .. }
             | Self::ExportRequested { doc, .. }
-            | Self::ExportFinished { doc, .. } => doc,
+            | Self::ExportFinished { doc, .. }
+            | Self::Mentioned { doc, .. } => doc,
         }
     }
 }

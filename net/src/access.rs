@@ -143,4 +143,8 @@ pub trait ControlLink: Send + Sync {
     /// A session of `user` with client id `client` opened `doc` (analytics; dropped when the
     /// queue is full).
     fn opened(&self, doc: &DocId, client: ClientId, user: &str);
+    /// A comment mentions users: notify those with access (dropped when the queue is full).
+    fn mentioned(&self, mention: crate::shard::Mention) {
+        let _ = mention;
+    }
 }

@@ -234,6 +234,23 @@ enum Change {
 /// The close reason sent with [`close::SUPERSEDED`].
 const SUPERSEDED_REASON: &str = "another connection with this client id opened the document";
 
+/// Users mentioned in a comment, for the control plane to notify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mention {
+    /// The document.
+    pub doc: DocId,
+    /// Who wrote the comment (user id).
+    pub by: String,
+    /// Their display name.
+    pub by_name: String,
+    /// The users mentioned (newly, for an edit), not the author.
+    pub users: Vec<String>,
+    /// The thread.
+    pub thread: u64,
+    /// The message's text.
+    pub text: String,
+}
+
 /// A history request, answered from the op log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HistoryQuery {
@@ -431,6 +448,8 @@ pub enum Effect {
         /// Its user.
         user: String,
     },
+    /// Tell the control plane that a comment mentions users (it notifies those with access).
+    Mentioned(Box<Mention>),
     /// Store a snapshot (its `time_ms` is for the shell to stamp).
     Snapshot {
         /// The document.
@@ -1572,6 +1591,7 @@ impl Shard {
         let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
         // Only the author of an op knows it: the others' changes go to their sender as well.
         let echo = !matches!(change, Change::Op { .. });
+        let mut mentions = Vec::new();
         let state = &mut room.state;
         let result = match change {
             Change::Op { base_rev, delta } => {
@@ -1584,6 +1604,7 @@ impl Shard {
                 state.submit_by(from.client, &user, rev, client_seq, delta, allowed, now_ms)
             }
             Change::Note { base_rev, change } => {
+                mentions = new_mentions(state.notes(), &change, &user);
                 let owner = role == Some(Role::Owner);
                 let wall_ms = self.epoch_wall_ms.saturating_add(now_ms);
                 let name = &from.peer.name;
@@ -1599,6 +1620,23 @@ impl Shard {
         match result.map(|(s, _)| s) {
             Ok(Submitted::Applied(commit)) => {
                 self.stats.ops_in += 1;
+                if let (Some(note), false, true) = (&commit.note, mentions.is_empty(), room.access.is_some()) {
+                    let (thread, text) = match &note.change {
+                        NoteChange::Comment { text, .. } => (commit.rev, text),
+                        NoteChange::Reply { thread, text, .. } | NoteChange::Edit { thread, text, .. } => {
+                            (*thread, text)
+                        }
+                        _ => unreachable!("only messages mention"),
+                    };
+                    self.effects.push(Effect::Mentioned(Box::new(Mention {
+                        doc: doc.clone(),
+                        by: note.user.clone(),
+                        by_name: note.name.clone(),
+                        users: std::mem::take(&mut mentions),
+                        thread,
+                        text: text.clone(),
+                    })));
+                }
                 if room.access.is_some()
                     && room
                         .edit_reported
@@ -1761,6 +1799,23 @@ impl Shard {
         self.stats.core_msgs_out += 1;
         self.effects.push(Effect::ToCore { core, msg });
     }
+}
+
+/// The users `change` mentions that its author did not mention before (an edit notifies only
+/// those it adds), without the author.
+fn new_mentions(notes: &tandem_engine::Notes, change: &NoteChange, author: &str) -> Vec<String> {
+    let before: &[String] = match change {
+        NoteChange::Edit { thread, message, .. } => notes
+            .thread(*thread)
+            .and_then(|t| t.messages.iter().find(|m| m.id == *message))
+            .map_or(&[], |m| m.mentions.as_slice()),
+        _ => &[],
+    };
+    let mut users: Vec<String> =
+        change.mentions().iter().filter(|u| u.as_str() != author && !before.contains(u)).cloned().collect();
+    users.sort();
+    users.dedup();
+    users
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -27,7 +27,7 @@ fn protocol_doc_examples_are_byte_exact() {
             json_examples += 1;
         }
     }
-    assert!(json_examples >= 17, "only {json_examples} JSON examples found");
+    assert!(json_examples >= 22, "only {json_examples} JSON examples found");
 
     let mut hex_examples = 0;
     for block in blocks(&doc, "hex") {

@@ -320,6 +320,19 @@ impl Notifications {
                     .map_err(|e| Failure::Permanent(format!("building the email: {e}")))?;
                 Ok(Some(message))
             }
+            Event::Mentioned { doc, title, by_name, email, thread, excerpt, .. } => {
+                let to: Mailbox = email.parse().map_err(|e| Failure::Permanent(format!("address {email:?}: {e}")))?;
+                let link = format!("{}/d/{doc}#thread-{thread}", self.link_base);
+                let (subject, text, html) = mention_email(by_name, title, excerpt, &link);
+                let message = Message::builder()
+                    .from(self.from.clone())
+                    .to(to)
+                    .subject(subject)
+                    .message_id(Some(format!("<{}@tandem>", envelope.id)))
+                    .multipart(MultiPart::alternative_plain_html(text, html))
+                    .map_err(|e| Failure::Permanent(format!("building the email: {e}")))?;
+                Ok(Some(message))
+            }
             Event::ExportFinished { title, email, format, link, expires_ms, error, .. } => {
                 if email.is_empty() {
                     return Ok(None); // the account is gone
@@ -406,6 +419,29 @@ fn share_email(by: &str, title: &str, role: &str, link: &str) -> (String, String
     (subject, text, html)
 }
 
+/// Subject, text and HTML of "you were mentioned in a comment".
+fn mention_email(by: &str, title: &str, excerpt: &str, link: &str) -> (String, String, String) {
+    let title = if title.trim().is_empty() { "Untitled document" } else { title };
+    let subject = format!("{by} mentioned you in \u{201c}{title}\u{201d}");
+    let text = format!(
+        "{by} mentioned you in a comment on \u{201c}{title}\u{201d}:\n\n  {excerpt}\n\nReply: {link}\n\n\
+         You get this email because someone mentioned you in a Tandem document you have access to.\n"
+    );
+    let html = format!(
+        "<!doctype html><html><body style=\"font-family: sans-serif\">\
+         <p>{by} mentioned you in a comment on <strong>{title}</strong>:</p>\
+         <blockquote style=\"border-left: 3px solid #ccc; margin: 0; padding-left: 1em\">{excerpt}</blockquote>\
+         <p><a href=\"{link}\">Reply</a></p>\
+         <p style=\"color: #666; font-size: small\">You get this email because someone mentioned you in a \
+         Tandem document you have access to.</p></body></html>",
+        by = html_escape(by),
+        title = html_escape(title),
+        excerpt = html_escape(excerpt),
+        link = html_escape(link),
+    );
+    (subject, text, html)
+}
+
 fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -424,6 +460,14 @@ fn html_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mention_emails_escape_what_users_typed() {
+        let (subject, text, html) = mention_email("Bob", "Plan", "<b>look</b> @Ada", "http://h/d/abc#thread-4");
+        assert_eq!(subject, "Bob mentioned you in \u{201c}Plan\u{201d}");
+        assert!(text.contains("<b>look</b> @Ada") && text.contains("#thread-4"));
+        assert!(html.contains("&lt;b&gt;look") && !html.contains("<b>look"));
+    }
 
     #[test]
     fn share_emails_escape_what_users_typed() {

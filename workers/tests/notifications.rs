@@ -132,3 +132,47 @@ async fn without_smtp_emails_are_files_and_bad_messages_are_dead_lettered() {
     );
     task.abort();
 }
+
+#[tokio::test]
+async fn a_mention_emails_the_user_mentioned_if_they_have_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = smtp_sink(dir.path());
+    let (store, bus, _relay) = setup(dir.path()).await;
+    let ann = store.user_by_email("ann@example.com").await.unwrap().unwrap().0;
+    // Bob signs up: the invitation he had becomes his role.
+    let bob = store.create_user("bob@example.com", "Bob", "x").await.unwrap().user;
+    let eve = store.create_user("eve@example.com", "Eve", "x").await.unwrap().user;
+    let doc = store.documents_for(&ann.id, None, 1).await.unwrap().docs.remove(0).doc;
+    // Eve has no access to the document: she is not told about it.
+    let users = vec![bob.id.clone(), eve.id.clone(), "u_nobody".to_owned()];
+    let notified =
+        store.record_mentions(&doc.id, &ann.id, "Ann", &users, 7, "<b>Look</b> at this, @Bob").await.unwrap();
+    assert_eq!(notified, 1);
+    let config = MailConfig {
+        smtp_host: Some("127.0.0.1".into()),
+        smtp_port: sink.port,
+        tls: TlsMode::None,
+        ..MailConfig::default()
+    };
+    let mailer = Mailer::new(&config, dir.path()).unwrap();
+    let worker = Notifications::new(mailer, store.clone(), &config, "http://tandem.test:8080/").unwrap();
+    let stats = WorkerStats::new(GROUP);
+    let task = tokio::spawn(tandem_workers::run(worker, bus.clone(), store.clone(), Arc::clone(&stats), policy()));
+    let mentions: Vec<Message> = store
+        .unsent_messages(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, m)| m)
+        .filter(|m| String::from_utf8_lossy(&m.payload).contains("\"mentioned\""))
+        .collect();
+    assert_eq!(mentions.len(), 1);
+    bus.publish(&mentions).await.unwrap();
+    wait_for("the email", || mails(&sink.maildir).len() == 1).await;
+    let mail = mails(&sink.maildir).remove(0);
+    assert!(mail.contains("To: bob@example.com"), "{mail}");
+    assert!(mail.contains("Ann mentioned you in"), "{mail}");
+    assert!(mail.contains(&format!("http://tandem.test:8080/d/{}#thread-7", doc.id)), "{mail}");
+    assert!(mail.contains("&lt;b&gt;Look&lt;/b&gt;"), "the HTML part escapes the comment: {mail}");
+    task.abort();
+}

@@ -165,6 +165,11 @@ impl Core {
                     c.opened(&doc, client, &user);
                 }
             }
+            Effect::Mentioned(mention) => {
+                if let Some(c) = &self.shared.control {
+                    c.mentioned(*mention);
+                }
+            }
             Effect::Append { .. } => unreachable!("handled in apply_effects"),
         }
     }
