@@ -133,7 +133,10 @@ impl Sim {
                 @ (Effect::Append { .. } | Effect::Load { .. } | Effect::Snapshot { .. } | Effect::History { .. }) => {
                     panic!("seed {}: a storage effect with durability off: {e:?}", self.seed)
                 }
-                e @ (Effect::LoadAccess { .. } | Effect::Edited { .. } | Effect::Opened { .. }) => {
+                e @ (Effect::LoadAccess { .. }
+                | Effect::Edited { .. }
+                | Effect::Opened { .. }
+                | Effect::Mentioned(_)) => {
                     panic!("seed {}: an access effect without accounts: {e:?}", self.seed)
                 }
             }
