@@ -26,6 +26,7 @@ use serde_json::json;
 use tandem_net::http::{ACCESS_COOKIE, cookie, same_origin};
 use tandem_net::protocol::Role;
 
+mod comments;
 mod files;
 mod insight;
 
@@ -278,6 +279,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/documents/{id}/transfer", post(transfer))
         .route("/api/documents/{id}/activity", get(insight::activity))
         .route("/api/documents/{id}/authors", get(insight::authors))
+        .route("/api/documents/{id}/comments", get(comments::list).post(comments::create))
+        .route("/api/documents/{id}/comments/{thread}", axum::routing::delete(comments::delete_thread))
+        .route("/api/documents/{id}/comments/{thread}/replies", post(comments::reply))
+        .route(
+            "/api/documents/{id}/comments/{thread}/messages/{message}",
+            axum::routing::patch(comments::edit).delete(comments::delete_message),
+        )
+        .route("/api/documents/{id}/comments/{thread}/resolve", post(comments::resolve))
+        .route("/api/documents/{id}/comments/{thread}/reopen", post(comments::reopen))
+        .route("/api/documents/{id}/versions", get(comments::versions))
+        .route("/api/documents/{id}/versions/{rev}", put(comments::name_version).delete(comments::unname_version))
         .route("/api/search", get(insight::search))
         .route("/api/documents/{id}/export", post(files::request_export))
         .route("/api/exports/{id}", get(files::export_status))

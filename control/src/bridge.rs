@@ -142,6 +142,50 @@ impl Bridge {
         }
     }
 
+    /// Reads (`change` `None`) or changes `doc`'s notes on its owner core as `user` (shown as
+    /// `name`) with `role`; the answer is the revision and the notes then, or the core's error
+    /// code and message.
+    pub async fn notes(
+        &self,
+        doc: &str,
+        user: &str,
+        name: &str,
+        role: tandem_net::protocol::Role,
+        change: Option<tandem_engine::NoteChange>,
+    ) -> tandem_net::shard::NotesAnswer {
+        use tandem_net::protocol::ErrorCode;
+        let unavailable = |m: &str| Err((ErrorCode::Overloaded, m.to_owned()));
+        let Ok(id) = DocId::new(doc) else { return Err((ErrorCode::InvalidDocId, "invalid document id".into())) };
+        let Some(data) = self.data.get() else { return unavailable("the data plane is not running") };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut call = Box::new(tandem_net::shard::NotesCall {
+            user: user.to_owned(),
+            name: name.to_owned(),
+            role,
+            change,
+            reply: Box::new(move |answer| {
+                let _ = tx.send(answer);
+            }),
+        });
+        let mut wait = Duration::from_millis(1);
+        loop {
+            match data.notes(id.clone(), call) {
+                Ok(()) => break,
+                Err(back) if wait < APPLY_TIMEOUT / 16 => {
+                    call = back;
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(_) => return unavailable("the document's core is overloaded; try again"),
+            }
+        }
+        match tokio::time::timeout(APPLY_TIMEOUT, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => unavailable("the server is shutting down"),
+            Err(_) => unavailable("the document's core did not answer in time; try again"),
+        }
+    }
+
     /// Serves the cores' requests until the link is dropped.
     pub async fn run(self, mut rx: Receiver) {
         let edited = Arc::new(Mutex::new(HashSet::<String>::new()));

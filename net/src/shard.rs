@@ -15,7 +15,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem_engine::{Commit, Delta, DocState, Limits, NoteChange, SelectionRange, Submitted};
+use tandem_engine::{ClientId, Commit, Delta, DocState, Limits, NoteChange, SelectionRange, Submitted};
 use tandem_storage::Snapshot;
 
 use crate::access::{AccessError, AccessList, AccessUpdate, Auth};
@@ -111,6 +111,8 @@ const MAX_WAITING_PER_DOC: usize = 65_536;
 #[derive(Debug, Default)]
 struct Loading {
     waiting: Vec<(Arc<SessionInfo>, DocRequest)>,
+    /// REST calls about the document's notes, answered once it is in.
+    calls: Vec<NotesCall>,
     /// The state, once loaded (`None` while the op log is being read).
     state: Option<DocState>,
     /// The access list, once loaded (`None` while the control plane is asked).
@@ -234,6 +236,34 @@ enum Change {
 /// The close reason sent with [`close::SUPERSEDED`].
 const SUPERSEDED_REASON: &str = "another connection with this client id opened the document";
 
+/// The client id notes made over the REST API are committed under (refused in `hello`).
+pub const REST_CLIENT: ClientId = ClientId(u64::MAX);
+
+/// The answer to a [`NotesCall`]: the document's revision and its notes then (after the
+/// change, for one that changed them), or an error code and message.
+pub type NotesAnswer = Result<(u64, tandem_engine::Notes), (ErrorCode, String)>;
+
+/// A REST call about a document's notes, for its owner core: list them, or change them as
+/// `user` with `role` (the control plane checked the role in SQL).
+pub struct NotesCall {
+    /// Who asks (user id).
+    pub user: String,
+    /// Their display name.
+    pub name: String,
+    /// Their role on the document.
+    pub role: Role,
+    /// The change (a comment's range in the document as it is now); `None` lists.
+    pub change: Option<NoteChange>,
+    /// Where the answer goes (called once, on the core's thread: it must not block).
+    pub reply: Box<dyn FnOnce(NotesAnswer) + Send>,
+}
+
+impl std::fmt::Debug for NotesCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotesCall").field("user", &self.user).field("change", &self.change).finish_non_exhaustive()
+    }
+}
+
 /// Users mentioned in a comment, for the control plane to notify.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mention {
@@ -325,7 +355,7 @@ pub enum HistoryAnswer {
 }
 
 /// A message between cores.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum CoreMsg {
     /// A connection's request for a document the receiving core owns.
     Doc {
@@ -367,6 +397,13 @@ pub enum CoreMsg {
         /// What changed.
         update: AccessUpdate,
     },
+    /// From the control plane (the REST API): read or change a document's notes.
+    Notes {
+        /// The document (owned by the receiving core).
+        doc: DocId,
+        /// The call.
+        call: Box<NotesCall>,
+    },
     /// Close these connections on the receiving core (messages for them were lost).
     Kick {
         /// The connections.
@@ -377,7 +414,7 @@ pub enum CoreMsg {
 }
 
 /// What a shard asks its I/O shell to do.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Effect {
     /// Queue a frame on a connection of this core.
     Send {
@@ -760,6 +797,12 @@ impl Shard {
             self.close(conn, close::BAD_HELLO, "unsupported protocol");
             return;
         }
+        if client == REST_CLIENT {
+            let msg = format!("client id {REST_CLIENT} is reserved (notes made over the REST API)");
+            self.error_to(conn, encoding, ErrorCode::BadHello, msg, None);
+            self.close(conn, close::BAD_HELLO, "reserved client id");
+            return;
+        }
         if name.len() > MAX_NAME_BYTES || color.len() > MAX_NAME_BYTES || token.len() > MAX_TOKEN_BYTES {
             let msg = format!("name and color are at most {MAX_NAME_BYTES} bytes, token {MAX_TOKEN_BYTES}");
             self.error_to(conn, encoding, ErrorCode::BadHello, msg, None);
@@ -917,6 +960,18 @@ impl Shard {
                 }
             }
             CoreMsg::Access { doc, update } => self.on_access(doc, update, now),
+            CoreMsg::Notes { doc, call } => {
+                if let Some(reason) = &self.failed {
+                    let msg = format!("storage failed on this server ({reason}); try again after it restarts");
+                    (call.reply)(Err((ErrorCode::Internal, msg)));
+                    return;
+                }
+                match self.ensure_room(&doc) {
+                    Ok(true) => self.notes_call(&doc, *call, now),
+                    Ok(false) => self.loading.get_mut(&doc).expect("loading").calls.push(*call),
+                    Err(msg) => (call.reply)(Err((ErrorCode::Overloaded, msg))),
+                }
+            }
             CoreMsg::Notify { doc, notice } => {
                 let (user, msg) = *notice;
                 self.notify(&doc, &user, &msg);
@@ -1233,40 +1288,58 @@ impl Shard {
         self.reply(from, &ServerMsg::Error { code, message, doc: Some(doc.to_string()), client_seq });
     }
 
+    /// Makes sure `doc` is in memory: true when its room is there now, false when it is being
+    /// loaded (wait in its `Loading`), or the reason it cannot be (this core is full).
+    fn ensure_room(&mut self, doc: &DocId) -> Result<bool, String> {
+        if self.rooms.contains_key(doc) {
+            return Ok(true);
+        }
+        if self.loading.contains_key(doc) {
+            return Ok(false);
+        }
+        if self.rooms.len() + self.loading.len() >= self.config.max_docs_per_core && !self.evict_idle(self.now, true) {
+            let max = self.config.max_docs_per_core;
+            return Err(format!("this core holds its maximum of {max} documents, all of them open"));
+        }
+        let (needs_state, needs_access) = (self.config.durable, self.config.auth.checks_access());
+        if !needs_state && !needs_access {
+            self.rooms.insert(doc.clone(), Room::new(DocState::new(self.config.limits.clone()), None));
+            return Ok(true);
+        }
+        // Not in memory: load it (its latest snapshot and the ops after) and its access list.
+        let loading = Loading {
+            waiting: Vec::new(),
+            calls: Vec::new(),
+            state: (!needs_state).then(|| DocState::new(self.config.limits.clone())),
+            access: None,
+            needs_state,
+            needs_access,
+            access_load: self.next_load,
+        };
+        let load = self.next_load;
+        self.next_load += 1;
+        self.loading.insert(doc.clone(), loading);
+        if needs_state {
+            self.effects.push(Effect::Load { doc: doc.clone() });
+        }
+        if needs_access {
+            self.effects.push(Effect::LoadAccess { doc: doc.clone(), load });
+        }
+        Ok(false)
+    }
+
     fn open(&mut self, doc: DocId, from: &Arc<SessionInfo>, from_rev: Option<u64>) {
-        if !self.rooms.contains_key(&doc) {
-            if self.rooms.len() + self.loading.len() >= self.config.max_docs_per_core
-                && !self.evict_idle(self.now, true)
-            {
-                let max = self.config.max_docs_per_core;
-                let msg = format!("this core holds its maximum of {max} documents, all of them open");
+        match self.ensure_room(&doc) {
+            Ok(true) => {}
+            Ok(false) => {
+                let loading = self.loading.get_mut(&doc).expect("loading");
+                loading.waiting.push((Arc::clone(from), DocRequest::Open { from_rev }));
+                return;
+            }
+            Err(msg) => {
                 self.doc_error(&doc, from, ErrorCode::TooManyDocs, msg, None);
                 return;
             }
-            let (needs_state, needs_access) = (self.config.durable, self.config.auth.checks_access());
-            if needs_state || needs_access {
-                // Not in memory: load it (its latest snapshot and the ops after) and its access
-                // list, then open.
-                let loading = Loading {
-                    waiting: vec![(Arc::clone(from), DocRequest::Open { from_rev })],
-                    state: (!needs_state).then(|| DocState::new(self.config.limits.clone())),
-                    access: None,
-                    needs_state,
-                    needs_access,
-                    access_load: self.next_load,
-                };
-                let load = self.next_load;
-                self.next_load += 1;
-                self.loading.insert(doc.clone(), loading);
-                if needs_state {
-                    self.effects.push(Effect::Load { doc: doc.clone() });
-                }
-                if needs_access {
-                    self.effects.push(Effect::LoadAccess { doc, load });
-                }
-                return;
-            }
-            self.rooms.insert(doc.clone(), Room::new(DocState::new(self.config.limits.clone()), None));
         }
         let Some(role) = self.rooms[&doc].role_of(&from.peer.user) else {
             let msg = "no such document, or no access to it".to_owned();
@@ -1359,7 +1432,7 @@ impl Shard {
                 let loading = self.loading.remove(&doc).expect("checked");
                 self.refuse_waiting(
                     &doc,
-                    loading.waiting,
+                    loading,
                     ErrorCode::Internal,
                     &format!("the document could not be loaded: {e}"),
                 );
@@ -1380,18 +1453,18 @@ impl Shard {
         for (from, req) in loading.waiting {
             self.on_doc(doc.clone(), &from, req, now);
         }
+        for call in loading.calls {
+            self.notes_call(&doc, call, now);
+        }
         self.mark_idle(&doc);
     }
 
     /// Answers every request that waited for a document that will not open.
-    fn refuse_waiting(
-        &mut self,
-        doc: &DocId,
-        waiting: Vec<(Arc<SessionInfo>, DocRequest)>,
-        code: ErrorCode,
-        msg: &str,
-    ) {
-        for (from, req) in waiting {
+    fn refuse_waiting(&mut self, doc: &DocId, loading: Loading, code: ErrorCode, msg: &str) {
+        for call in loading.calls {
+            (call.reply)(Err((code, msg.to_owned())));
+        }
+        for (from, req) in loading.waiting {
             if !matches!(req, DocRequest::Gone | DocRequest::Close) {
                 self.doc_error(doc, &from, code, msg.to_owned(), req.client_seq());
             }
@@ -1431,7 +1504,7 @@ impl Shard {
                         (ErrorCode::Overloaded, format!("access could not be checked ({why}); try again"))
                     }
                 };
-                self.refuse_waiting(&doc, loading.waiting, code, &msg);
+                self.refuse_waiting(&doc, loading, code, &msg);
             }
             AccessUpdate::Changed(list, done) => {
                 if let Some(loading) = self.loading.get_mut(&doc) {
@@ -1449,7 +1522,7 @@ impl Shard {
             AccessUpdate::Deleted(done) => {
                 if let Some(loading) = self.loading.remove(&doc) {
                     let msg = "the document was deleted".to_owned();
-                    self.refuse_waiting(&doc, loading.waiting, ErrorCode::DocumentDeleted, &msg);
+                    self.refuse_waiting(&doc, loading, ErrorCode::DocumentDeleted, &msg);
                 }
                 if let Some(room) = self.rooms.get(&doc) {
                     let subs: Vec<Arc<SessionInfo>> = room.subscribers().cloned().collect();
@@ -1531,6 +1604,9 @@ impl Shard {
         }
         let loading = std::mem::take(&mut self.loading);
         for (doc, loading) in loading {
+            for call in loading.calls {
+                (call.reply)(Err((ErrorCode::Internal, format!("storage failed on this server ({reason})"))));
+            }
             for (from, req) in loading.waiting {
                 let msg = ServerMsg::Error {
                     code: ErrorCode::Internal,
@@ -1619,77 +1695,15 @@ impl Shard {
         budget.spend(spent);
         match result.map(|(s, _)| s) {
             Ok(Submitted::Applied(commit)) => {
-                self.stats.ops_in += 1;
-                if let (Some(note), false, true) = (&commit.note, mentions.is_empty(), room.access.is_some()) {
-                    let (thread, text) = match &note.change {
-                        NoteChange::Comment { text, .. } => (commit.rev, text),
-                        NoteChange::Reply { thread, text, .. } | NoteChange::Edit { thread, text, .. } => {
-                            (*thread, text)
-                        }
-                        _ => unreachable!("only messages mention"),
-                    };
-                    self.effects.push(Effect::Mentioned(Box::new(Mention {
-                        doc: doc.clone(),
-                        by: note.user.clone(),
-                        by_name: note.name.clone(),
-                        users: std::mem::take(&mut mentions),
-                        thread,
-                        text: text.clone(),
-                    })));
-                }
-                if room.access.is_some()
-                    && room
-                        .edit_reported
-                        .is_none_or(|t| now.saturating_duration_since(t) >= self.config.edit_report_interval)
-                {
-                    room.edit_reported = Some(now);
-                    self.effects.push(Effect::Edited { doc: doc.clone() });
-                }
-                if self.config.durable {
-                    room.since_snapshot.0 += 1;
-                    room.since_snapshot.1 += commit.delta.approx_bytes() as u64;
-                    let (ops, bytes) = room.since_snapshot;
-                    // Chars, not UTF-8 bytes: the buffered rope flushes to count bytes after a
-                    // delete, and the rule needs only the document's size.
-                    let document = room.state.document();
-                    let doc_bytes = (document.len() + document.format_bytes()) as u64;
-                    let c = &self.config;
-                    let snapshot = snapshot_due(ops, bytes, doc_bytes, c.snapshot_every_ops, c.snapshot_every_bytes)
-                        .then(|| {
-                            room.since_snapshot = (0, 0);
-                            Box::new(Snapshot::of(&room.state, 0))
-                        });
-                    self.effects.push(Effect::Append { doc: doc.clone(), commit: Arc::clone(&commit) });
-                    if let Some(snapshot) = snapshot {
-                        self.effects.push(Effect::Snapshot { doc: doc.clone(), snapshot });
-                    }
-                }
-                let op = match &commit.note {
-                    Some(note) => ServerMsg::Noted {
-                        doc: doc.to_string(),
-                        rev: commit.rev,
-                        author: commit.author,
-                        client_seq: commit.client_seq,
-                        note: Json((**note).clone()),
-                    },
-                    None => ServerMsg::Op {
-                        doc: doc.to_string(),
-                        rev: commit.rev,
-                        author: commit.author,
-                        client_seq: commit.client_seq,
-                        delta: commit.delta.clone(),
-                    },
-                };
-                // The sender of an op has it and is acknowledged; the sender of an undo gets
-                // the op the server made, like everyone.
+                // The sender of an op has it and is acknowledged; the sender of an undo or a
+                // note gets what the server made, like everyone.
                 let except = if echo {
                     None
                 } else {
                     self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev: commit.rev });
                     Some(from.conn)
                 };
-                let sent = self.broadcast(&doc, &op, except);
-                self.stats.ops_out += sent as u64;
+                self.committed(&doc, &commit, mentions, except, now);
             }
             Ok(Submitted::Duplicate { rev }) => {
                 self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev });
@@ -1704,6 +1718,118 @@ impl Shard {
                 self.doc_error(&doc, from, ErrorCode::for_engine(&e), e.to_string(), Some(client_seq));
             }
         }
+    }
+
+    /// A REST call about `doc`'s notes, with the document in memory.
+    fn notes_call(&mut self, doc: &DocId, call: NotesCall, now: Instant) {
+        let NotesCall { user, name, role, change, reply } = call;
+        let Some(room) = self.rooms.get_mut(doc) else {
+            reply(Err((ErrorCode::Internal, "the document is not in memory".into())));
+            return;
+        };
+        let Some(change) = change else {
+            reply(Ok((room.state.rev(), room.state.notes().clone())));
+            return;
+        };
+        let allowed = if change.is_comment() { role >= Role::Commenter } else { role.can_edit() };
+        if !allowed {
+            let what = if change.is_comment() { "comment on" } else { "name versions of" };
+            reply(Err((
+                ErrorCode::ReadOnly,
+                format!("your role on this document is {}: it may not {what} it", role.as_str()),
+            )));
+            return;
+        }
+        let state = &mut room.state;
+        let mentions = new_mentions(state.notes(), &change, &user);
+        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        let wall_ms = self.epoch_wall_ms.saturating_add(now_ms);
+        let (rev, seq) = (state.rev(), state.last_client_seq(REST_CLIENT).unwrap_or(0) + 1);
+        let max = self.config.limits.max_transform_steps;
+        let owner = role == Role::Owner;
+        match state.submit_note(REST_CLIENT, &user, &name, rev, seq, change, owner, max, wall_ms) {
+            Ok((Submitted::Applied(commit), _)) => {
+                self.committed(doc, &commit, mentions, None, now);
+                let state = &self.rooms[doc].state;
+                reply(Ok((commit.rev, state.notes().clone())));
+            }
+            Ok((Submitted::Duplicate { .. }, _)) => unreachable!("a fresh client_seq"),
+            Err(e) => reply(Err((ErrorCode::for_engine(&e), e.to_string()))),
+        }
+        self.mark_idle(doc);
+    }
+
+    /// What follows a commit: the control plane's hints (edited, mentions), the append and
+    /// maybe a snapshot, and the broadcast to every subscriber but `except`.
+    fn committed(
+        &mut self,
+        doc: &DocId,
+        commit: &Arc<Commit>,
+        mentions: Vec<String>,
+        except: Option<ConnId>,
+        now: Instant,
+    ) {
+        let Some(room) = self.rooms.get_mut(doc) else { return };
+        self.stats.ops_in += 1;
+        if let (Some(note), false, true) = (&commit.note, mentions.is_empty(), room.access.is_some()) {
+            let (thread, text) = match &note.change {
+                NoteChange::Comment { text, .. } => (commit.rev, text),
+                NoteChange::Reply { thread, text, .. } | NoteChange::Edit { thread, text, .. } => (*thread, text),
+                _ => unreachable!("only messages mention"),
+            };
+            let mention = Mention {
+                doc: doc.clone(),
+                by: note.user.clone(),
+                by_name: note.name.clone(),
+                users: mentions,
+                thread,
+                text: text.clone(),
+            };
+            self.effects.push(Effect::Mentioned(Box::new(mention)));
+        }
+        if room.access.is_some()
+            && room.edit_reported.is_none_or(|t| now.saturating_duration_since(t) >= self.config.edit_report_interval)
+        {
+            room.edit_reported = Some(now);
+            self.effects.push(Effect::Edited { doc: doc.clone() });
+        }
+        if self.config.durable {
+            room.since_snapshot.0 += 1;
+            room.since_snapshot.1 += commit.delta.approx_bytes() as u64;
+            let (ops, bytes) = room.since_snapshot;
+            // Chars, not UTF-8 bytes: the buffered rope flushes to count bytes after a
+            // delete, and the rule needs only the document's size.
+            let document = room.state.document();
+            let doc_bytes = (document.len() + document.format_bytes()) as u64;
+            let c = &self.config;
+            let snapshot =
+                snapshot_due(ops, bytes, doc_bytes, c.snapshot_every_ops, c.snapshot_every_bytes).then(|| {
+                    room.since_snapshot = (0, 0);
+                    Box::new(Snapshot::of(&room.state, 0))
+                });
+            self.effects.push(Effect::Append { doc: doc.clone(), commit: Arc::clone(commit) });
+            if let Some(snapshot) = snapshot {
+                self.effects.push(Effect::Snapshot { doc: doc.clone(), snapshot });
+            }
+        }
+        let msg = match &commit.note {
+            Some(note) => ServerMsg::Noted {
+                doc: doc.to_string(),
+                rev: commit.rev,
+                author: commit.author,
+                client_seq: commit.client_seq,
+                note: Json((**note).clone()),
+            },
+            None => ServerMsg::Op {
+                doc: doc.to_string(),
+                rev: commit.rev,
+                author: commit.author,
+                client_seq: commit.client_seq,
+                delta: commit.delta.clone(),
+            },
+        };
+        let sent = self.broadcast(doc, &msg, except);
+        self.stats.ops_out += sent as u64;
     }
 
     /// Sends a document-scoped error and closes the document for the session; `client_seq`

@@ -754,3 +754,112 @@ fn killed_while_relaying_and_mailing_every_share_is_emailed_once_by_message_id()
     assert!(mails.len() <= 40 + parallel, "only the emails in flight at the kill may go twice: {}", mails.len());
     drop(server);
 }
+
+#[test]
+fn comments_over_rest_and_websocket_with_roles_and_a_mention_email() {
+    let server = start(DEFAULT_CONFIG, &[]);
+    let addr = server.addr;
+    let (ada, ada_t, _) = signup(addr, "ada@example.com", "Ada");
+    let (bob, bob_t, _) = signup(addr, "bob@example.com", "Bob");
+    let (_, cy_t, _) = signup(addr, "cy@example.com", "Cy");
+    let doc = create_doc(addr, &ada_t, "Plan");
+    let (auth_a, auth_b, auth_c) = (bearer(&ada_t), bearer(&bob_t), bearer(&cy_t));
+    for (email, role) in [("bob@example.com", "commenter"), ("cy@example.com", "viewer")] {
+        let share = http(
+            addr,
+            "POST",
+            &format!("/api/documents/{doc}/share"),
+            &[("Authorization", &auth_a)],
+            Some(&json!({"email": email, "role": role})),
+        );
+        assert_eq!(share.status, 200, "{}", share.raw);
+    }
+    let (mut a, _) = Ws::hello(addr, &ada_t, &[], 1);
+    a.open(&doc);
+    a.submit(&doc, 0, "hello world");
+    assert_eq!(a.until("ack")["rev"], 1);
+    let comments = format!("/api/documents/{doc}/comments");
+    let call = |method: &str, path: &str, auth: &str, body: Option<Value>| {
+        http(addr, method, path, &[("Authorization", auth)], body.as_ref())
+    };
+
+    // Bob (a commenter) comments over REST, mentioning Ada; Ada's editor sees it at once.
+    let made = call(
+        "POST",
+        &comments,
+        &auth_b,
+        Some(json!({"start": 6, "end": 11, "text": "which world?", "mentions": [ada]})),
+    );
+    assert_eq!(made.status, 201, "{}", made.raw);
+    let thread = made.body["thread"]["id"].as_u64().unwrap();
+    assert_eq!(made.body["thread"]["messages"][0]["name"], "Bob");
+    let noted = a.until("noted");
+    assert_eq!((noted["rev"].as_u64(), noted["note"]["user"].as_str()), (Some(thread), Some(bob.as_str())));
+    // Ada types before it over the WebSocket; the anchor moves with the text.
+    a.submit(&doc, 2, ">> ");
+    a.until("ack");
+    let listed = call("GET", &comments, &auth_c, None);
+    assert_eq!(listed.status, 200, "{}", listed.raw);
+    let t = &listed.body["threads"][0];
+    assert_eq!((t["start"].as_u64(), t["end"].as_u64()), (Some(9), Some(14)), "{t}");
+    // Cy (a viewer) reads but may not comment; nobody edits another's message.
+    let refused = call("POST", &comments, &auth_c, Some(json!({"start": 0, "end": 1, "text": "hi"})));
+    assert_eq!((refused.status, refused.body["error"]["code"].as_str()), (403, Some("read_only")), "{}", refused.raw);
+    let message = format!("{comments}/{thread}/messages/{thread}");
+    let edit = call("PATCH", &message, &auth_a, Some(json!({"text": "mine"})));
+    assert_eq!((edit.status, edit.body["error"]["code"].as_str()), (403, Some("forbidden")), "{}", edit.raw);
+    let edit = call("PATCH", &message, &auth_b, Some(json!({"text": "which world, really?"})));
+    assert_eq!(edit.status, 200, "{}", edit.raw);
+    assert!(edit.body["thread"]["messages"][0]["edited_ms"].as_u64().is_some());
+    let reply = call("POST", &format!("{comments}/{thread}/replies"), &auth_a, Some(json!({"text": "this one"})));
+    assert_eq!(reply.status, 201, "{}", reply.raw);
+    assert_eq!(call("POST", &format!("{comments}/{thread}/resolve"), &auth_b, None).status, 200);
+    let again = call("POST", &format!("{comments}/{thread}/resolve"), &auth_b, None);
+    assert_eq!((again.status, again.body["error"]["code"].as_str()), (400, Some("invalid_note")), "{}", again.raw);
+    // Bad input: a clear JSON error.
+    for (method, path, body, status) in [
+        ("POST", format!("{comments}/x/replies"), Some(json!({"text": "hi"})), 400),
+        ("POST", format!("{comments}/999/replies"), Some(json!({"text": "hi"})), 404),
+        ("POST", comments.clone(), Some(json!({"start": 3, "end": 3, "text": "hi"})), 400),
+        ("POST", comments.clone(), Some(json!({"start": 0, "end": 1})), 400),
+    ] {
+        let r = call(method, &path, &auth_a, body);
+        assert_eq!(r.status, status, "{method} {path}: {}", r.raw);
+        assert!(r.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", r.raw);
+    }
+    // Named versions: editors and owners only.
+    let version = format!("/api/documents/{doc}/versions/1");
+    assert_eq!(call("PUT", &version, &auth_b, Some(json!({"name": "First words"}))).status, 403);
+    let named = call("PUT", &version, &auth_a, Some(json!({"name": "First words"})));
+    assert_eq!((named.status, named.body["version"]["name"].as_str()), (200, Some("First words")), "{}", named.raw);
+    let versions = call("GET", &format!("/api/documents/{doc}/versions"), &auth_c, None);
+    assert_eq!(versions.body["versions"][0]["rev"], 1, "{}", versions.raw);
+    assert_eq!(
+        call("PUT", &format!("/api/documents/{doc}/versions/99"), &auth_a, Some(json!({"name": "x"}))).status,
+        404
+    );
+    // The owner may delete Bob's thread; a stranger cannot see any of it.
+    assert_eq!(call("DELETE", &format!("{comments}/{thread}"), &auth_a, None).status, 204);
+    assert_eq!(call("GET", &comments, &auth_c, None).body["threads"], json!([]));
+    let (_, eve_t, _) = signup(addr, "eve@example.com", "Eve");
+    assert_eq!(call("GET", &comments, &bearer(&eve_t), None).status, 404);
+
+    // The mention reached Ada by email, with a link to the thread.
+    let mail_dir = server.root.join("data/mail");
+    let started = Instant::now();
+    let mail = loop {
+        let found = std::fs::read_dir(&mail_dir).ok().and_then(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                .find(|m| m.contains("mentioned you"))
+        });
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no mention email within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(mail.contains("To: ada@example.com"), "{mail}");
+    assert!(mail.contains(&format!("/d/{doc}#thread-{thread}")), "{mail}");
+}

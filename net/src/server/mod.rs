@@ -303,6 +303,18 @@ impl DataPlane {
 }
 
 impl DataPlane {
+    /// Hands a REST call about `doc`'s notes to its owner core (the answer comes through the
+    /// call's `reply`); gives it back when that core's inbox is full (retry shortly, or
+    /// answer "overloaded").
+    pub fn notes(&self, doc: DocId, call: Box<crate::shard::NotesCall>) -> Result<(), Box<crate::shard::NotesCall>> {
+        let core = doc.owner(self.shared.inboxes.len());
+        match self.shared.inboxes[core].push(CoreMsg::Notes { doc, call }) {
+            Ok(()) => Ok(()),
+            Err(CoreMsg::Notes { call, .. }) => Err(call),
+            Err(_) => unreachable!("the message given back is the one pushed"),
+        }
+    }
+
     /// Sends `msg` to `user`'s sessions that have `doc` open (through its owner core).
     /// Best effort: false when that core's inbox is full.
     pub fn notify(&self, doc: DocId, user: &str, msg: ServerMsg) -> bool {

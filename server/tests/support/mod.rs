@@ -220,9 +220,15 @@ impl Ws {
         }
     }
 
+    /// Opens `doc`: the `opened` (or the error), after which the document's `notes` are read.
     pub(crate) fn open(&mut self, doc: &str) -> Value {
         self.send(json!({"type": "open", "doc": doc}));
-        self.recv()
+        let opened = self.recv();
+        if opened["type"] == "opened" {
+            let notes = self.recv();
+            assert_eq!(notes["type"], "notes", "{notes}");
+        }
+        opened
     }
 
     pub(crate) fn submit(&mut self, doc: &str, base_rev: u64, text: &str) -> u64 {
