@@ -311,6 +311,69 @@ describe("the editor in Chromium", () => {
     await until(async () => textOf((await settled(pages))[0]!.view) === before, 10_000, "the restore undone");
   });
 
+  it("comments on text, with replies, anchors that follow edits, and resolve, for everyone", async () => {
+    const { Ada: a, Bob: b, Cy: c } = users;
+    const pages = [a!.page, b!.page, c!.page];
+    const view = textOf((await settled(pages))[0]!.view);
+    const word = "Launch";
+    const at = view.indexOf(word);
+    expect(at).toBeGreaterThanOrEqual(0);
+    // Ada selects the word and comments, mentioning Bob.
+    await a!.page.evaluate(([i, n]) => (window as unknown as { tandem: { quill: { setSelection(i: number, l: number, s: string): void } } }).tandem.quill.setSelection(i!, n!, "user"), [at, word.length]);
+    await a!.page.getByRole("button", { name: "Comment", exact: true }).click();
+    await a!.page.fill("#comment-text", "Is this the right word? @Bob");
+    await a!.page.locator("#comment-send").click();
+    await a!.page.locator("#threads .thread").first().waitFor();
+    // Bob and Cy (a viewer) see it, highlighted in the text; Cy may not comment or reply.
+    for (const p of [b!.page, c!.page]) {
+      await p.locator("#comments").click();
+      await p.locator("#threads .thread .message-text", { hasText: "Is this the right word?" }).waitFor({ timeout: 10_000 });
+      expect(await p.locator("#threads .thread .quote").first().textContent()).toBe(word);
+      const marked = await p.evaluate(() => (globalThis as unknown as { CSS: { highlights: Map<string, Set<unknown>> } }).CSS.highlights.get("tandem-comment")?.size ?? 0);
+      expect(marked).toBe(1);
+    }
+    expect(await c!.page.locator("#comment-add").isHidden()).toBe(true);
+    expect(await c!.page.locator("#threads .reply").count()).toBe(0);
+    // Bob types before the word: the thread stays on it, everywhere.
+    await typeAt(b!.page, 0, "New: ");
+    await settled(pages);
+    for (const p of pages) {
+      await until(async () => (await p.locator("#threads .thread .quote").first().textContent()) === word, 10_000, "the anchor on the word");
+    }
+    // Bob replies; Ada sees it, and resolves the thread.
+    await b!.page.locator("#threads .thread .reply-text").fill("Yes, keep it.");
+    await b!.page.locator("#threads .thread .reply button").click();
+    await a!.page.locator("#threads .message-text", { hasText: "Yes, keep it." }).waitFor({ timeout: 10_000 });
+    await a!.page.screenshot({ path: join(screenshotDir(), "comments.png") });
+    await a!.page.getByRole("button", { name: "Resolve" }).click();
+    await until(async () => (await b!.page.locator("#threads .thread").count()) === 0, 10_000, "resolved for Bob");
+    await b!.page.locator("#show-resolved").check();
+    await b!.page.locator("#threads .thread[data-resolved]").waitFor();
+    expect(await b!.page.getByRole("button", { name: "Reopen" }).count()).toBe(1);
+    for (const p of [b!.page, c!.page]) await p.locator("#comments").click();
+    await a!.page.locator("#comments").click();
+  });
+
+  it("names a version, and everyone sees the name in the history", async () => {
+    const { Ada: a, Bob: b } = users;
+    await a!.page.getByRole("button", { name: "History" }).click();
+    const oldest = a!.page.locator("#revisions li button").last();
+    await oldest.waitFor();
+    const rev = await oldest.getAttribute("data-rev");
+    await oldest.click();
+    await a!.page.getByRole("button", { name: "Name this version" }).click();
+    await a!.page.fill("#version-name", "First draft");
+    await a!.page.getByRole("button", { name: "Save" }).click();
+    await a!.page.locator("#named-versions li", { hasText: "First draft" }).waitFor({ timeout: 10_000 });
+    await a!.page.getByRole("button", { name: "Back to editing" }).click();
+    await a!.page.getByRole("button", { name: "History" }).click();
+    await b!.page.getByRole("button", { name: "History" }).click();
+    const named = b!.page.locator("#named-versions li button", { hasText: "First draft" });
+    await named.waitFor({ timeout: 10_000 });
+    expect(await named.getAttribute("data-rev")).toBe(rev);
+    await b!.page.getByRole("button", { name: "History" }).click();
+  });
+
   it("gives a new role at once: a viewer made editor can type", async () => {
     const { Ada: a, Cy: c } = users;
     await a!.page.getByRole("button", { name: "Share" }).click();

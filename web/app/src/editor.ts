@@ -8,6 +8,7 @@ import { Delta, TandemClient, type ConnectionState, type DocHandle, type Peer, t
 import { api, ApiError, refreshToken, type Doc } from "./api.js";
 import { colorFor, h, initials, replace, toast } from "./dom.js";
 import { paintAvatars, topBar } from "./header.js";
+import { commentsPanel } from "./comments.js";
 import { historyPanel } from "./history.js";
 import type { Ctx } from "./main.js";
 import { shareDialog } from "./share.js";
@@ -39,6 +40,8 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
   const banner = h("div", { class: "banner", id: "banner", hidden: true });
   const shareBtn = h("button", { type: "button", id: "share", class: "primary" }, "Share");
   const historyBtn = h("button", { type: "button", id: "history", "aria-expanded": "false" }, "History");
+  const commentBtn = h("button", { type: "button", id: "comment-add", title: "Comment on the selection (Ctrl+Alt+M)", hidden: true }, "Comment");
+  const commentsBtn = h("button", { type: "button", id: "comments", "aria-expanded": "false" }, "Comments");
   const exportMenu = ctx.features.exports
     ? h(
         "div",
@@ -49,12 +52,13 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
     : null;
   const editorEl = h("div", { id: "editor" });
   const side = h("aside", { class: "side", id: "side", hidden: true, "aria-label": "Version history" });
+  const commentsSide = h("aside", { class: "side comments", id: "comments-side", hidden: true, "aria-label": "Comments" });
   replace(
     root,
     topBar(ctx, h("a", { href: "/", class: "back", "aria-label": "Back to documents" }, "←"), title, status),
-    h("div", { class: "doc-bar" }, avatars, h("div", { class: "doc-buttons" }, historyBtn, exportMenu, shareBtn)),
+    h("div", { class: "doc-bar" }, avatars, h("div", { class: "doc-buttons" }, commentBtn, commentsBtn, historyBtn, exportMenu, shareBtn)),
     banner,
-    h("div", { class: "editor-wrap" }, h("main", { class: "editor-main" }, editorEl), side),
+    h("div", { class: "editor-wrap" }, h("main", { class: "editor-main" }, editorEl), commentsSide, side),
   );
   paintAvatars(root);
 
@@ -108,6 +112,7 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
   let saving = false;
   let ended = false;
   let meta: Doc | null = null;
+  let commentsShown = false;
 
   const client = new TandemClient({
     name: ctx.user.name,
@@ -159,6 +164,8 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
     // Editable once the document's metadata is in: a title typed before it arrives would be
     // overwritten by it, or not saved.
     title.readOnly = !editable || !meta;
+    commentBtn.hidden = !(role === "commenter" || editable);
+    comments.setRole(ended ? undefined : role);
     shareBtn.hidden = !(role === "owner" || (role === "editor" && meta?.editors_can_share));
     editorEl.classList.toggle("readonly", !editable);
     if (ended) return;
@@ -237,7 +244,17 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
     exportFinished(msg) {
       if (msg.export === exportId) exportDone(msg.status, msg.url, msg.error);
     },
+    notes() {
+      comments.paint();
+      const open = comments.open();
+      commentsBtn.textContent = open ? `Comments (${open})` : "Comments";
+      // Open threads show on a wide screen the first time they come.
+      if (open && !commentsShown && side.hidden && window.innerWidth >= 1000) toggleComments(true);
+      commentsShown = true;
+      if (!side.hidden) void history.refresh();
+    },
   });
+  const comments = commentsPanel(commentsSide, doc, ctx, quill);
   (window as unknown as { tandem?: EditorHandle }).tandem = { quill, doc, client };
 
   // Local edits go to the server; the selection follows, at most every 40 ms.
@@ -291,11 +308,32 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
   const history = historyPanel(side, doc, ctx, quill);
   historyBtn.addEventListener("click", () => {
     const open = side.hidden;
+    if (open) toggleComments(false);
     side.hidden = !open;
     historyBtn.setAttribute("aria-expanded", String(open));
     if (open) void history.refresh();
     else history.close();
   });
+  function toggleComments(open: boolean): void {
+    if (open && !side.hidden) historyBtn.click();
+    commentsSide.hidden = !open;
+    commentsBtn.setAttribute("aria-expanded", String(open));
+    if (open) comments.paint();
+  }
+  commentsBtn.addEventListener("click", () => toggleComments(commentsSide.hidden));
+  commentBtn.addEventListener("mousedown", (ev) => ev.preventDefault()); // keep the editor's selection
+  commentBtn.addEventListener("click", () => {
+    toggleComments(true);
+    comments.start();
+  });
+  const onKey = (ev: KeyboardEvent) => {
+    if ((ev.ctrlKey || ev.metaKey) && ev.altKey && ev.key.toLowerCase() === "m") {
+      ev.preventDefault();
+      toggleComments(true);
+      comments.start();
+    }
+  };
+  document.addEventListener("keydown", onKey);
 
   // Exports: asked over REST, announced over the WebSocket (and polled, in case).
   let exportPoll = 0;
@@ -364,6 +402,8 @@ export function editorView(root: HTMLElement, ctx: Ctx, id: string): () => void 
     clearTimeout(presenceTimer);
     clearInterval(exportPoll);
     history.close();
+    comments.close();
+    document.removeEventListener("keydown", onKey);
     doc.close();
     client.close();
     delete (window as unknown as { tandem?: EditorHandle }).tandem;

@@ -1,5 +1,6 @@
-// Version history: the document's revisions, grouped into editing sessions (one author,
-// no pause over a minute), newest first; choosing one shows the document as it was then.
+// Version history: the document's named versions, and its revisions grouped into editing
+// sessions (one author, no pause over a minute), newest first; choosing one shows the
+// document as it was then, or what changed, and editors may restore it or name it.
 
 import Quill from "quill";
 import { Delta, type DocHandle, type RevisionRecord } from "@tandem/client";
@@ -22,6 +23,16 @@ export function historyPanel(side: HTMLElement, doc: DocHandle, ctx: Ctx, editor
   const status = h("p", { class: "muted small", role: "status" });
   const previewEl = h("div", { id: "preview" });
   const restoreBtn = h("button", { type: "button", id: "preview-restore", class: "primary" }, "Restore this version");
+  const nameBtn = h("button", { type: "button", id: "preview-name" }, "Name this version");
+  const nameInput = h("input", { id: "version-name", "aria-label": "Version name", maxlength: 200, placeholder: "e.g. Draft sent to legal" });
+  const nameForm = h(
+    "form",
+    { class: "version-form", hidden: true },
+    nameInput,
+    h("button", { type: "submit", class: "primary" }, "Save"),
+    h("button", { type: "button", id: "version-unname" }, "Remove the name"),
+  );
+  const named = h("ol", { class: "revisions named", id: "named-versions", "aria-label": "Named versions" });
   const changesBtn = h("button", { type: "button", id: "preview-changes", "aria-pressed": "false" }, "Show changes");
   const legend = h("p", { class: "changes-legend small", id: "changes-legend", hidden: true });
   const previewBar = h(
@@ -32,13 +43,16 @@ export function historyPanel(side: HTMLElement, doc: DocHandle, ctx: Ctx, editor
       "span",
       { class: "preview-actions" },
       changesBtn,
+      nameBtn,
       restoreBtn,
       h("button", { type: "button", id: "preview-close" }, "Back to editing"),
     ),
+    nameForm,
   );
   let showChanges = false;
   let shown: Group | null = null;
-  replace(side, h("h2", {}, "Version history"), status, list);
+  const namedTitle = h("h3", { class: "small", hidden: true }, "Named versions");
+  replace(side, h("h2", {}, "Version history"), namedTitle, named, h("h3", { class: "small" }, "All changes"), status, list);
   const names = new Map<string, string>();
   let preview: Quill | null = null;
 
@@ -90,14 +104,48 @@ export function historyPanel(side: HTMLElement, doc: DocHandle, ctx: Ctx, editor
     }
     legend.hidden = !showChanges;
     shown = g;
-    // Restoring is an edit: editors and owners only.
-    restoreBtn.hidden = !(doc.role === "editor" || doc.role === "owner") || g.last === doc.sync.rev;
+    // Restoring is an edit, and naming a version is the editors': editors and owners only.
+    const editor = doc.role === "editor" || doc.role === "owner";
+    restoreBtn.hidden = !editor || g.last === doc.sync.rev;
+    const name = doc.versions().find((v) => v.rev === g.last)?.name;
+    nameBtn.hidden = !editor;
+    nameBtn.textContent = name ? "Rename this version" : "Name this version";
+    nameForm.hidden = true;
     previewBar.hidden = false;
     previewEl.hidden = false;
     editorRoot.classList.add("previewing");
     (previewBar.querySelector("#preview-title") as HTMLElement).textContent =
-      `Revision ${g.last} · ${authorName(g.author)} · ${new Date(g.time).toLocaleString()}`;
+      `${name ? `\u201c${name}\u201d · ` : ""}Revision ${g.last} · ${authorName(g.author)} · ${new Date(g.time).toLocaleString()}`;
   };
+  nameBtn.addEventListener("click", () => {
+    if (!shown) return;
+    nameInput.value = doc.versions().find((v) => v.rev === shown!.last)?.name ?? "";
+    (nameForm.querySelector("#version-unname") as HTMLElement).hidden = !nameInput.value;
+    nameForm.hidden = false;
+    nameInput.focus();
+  });
+  nameForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!shown || !nameInput.value.trim()) return;
+    try {
+      await doc.nameVersion(shown.last, nameInput.value.trim());
+      toast(`Named revision ${shown.last} \u201c${nameInput.value.trim()}\u201d.`);
+      nameForm.hidden = true;
+      void showAt(shown);
+    } catch (e) {
+      toast(`Not named: ${e instanceof Error ? e.message : String(e)}`, "error");
+    }
+  });
+  nameForm.querySelector("#version-unname")!.addEventListener("click", async () => {
+    if (!shown) return;
+    try {
+      await doc.nameVersion(shown.last, null);
+      nameForm.hidden = true;
+      void showAt(shown);
+    } catch (e) {
+      toast(`Not changed: ${e instanceof Error ? e.message : String(e)}`, "error");
+    }
+  });
 
   const closePreview = () => {
     previewBar.hidden = true;
@@ -129,6 +177,23 @@ export function historyPanel(side: HTMLElement, doc: DocHandle, ctx: Ctx, editor
       const r = await doc.revisions(from, PAGE);
       const groups = group(r.revisions);
       await resolveNames([...new Set(groups.map((g) => g.author))]);
+      const versions = doc.versions();
+      namedTitle.hidden = versions.length === 0;
+      replace(
+        named,
+        ...[...versions].reverse().map((v) => {
+          const g: Group = { author: "", first: v.rev, last: v.rev, time: v.time_ms };
+          const b = h(
+            "button",
+            { type: "button", class: "revision version", "data-rev": v.rev },
+            h("strong", {}, v.name),
+            h("span", { class: "muted small" }, `revision ${v.rev} · named by ${v.user_name} ${ago(v.time_ms)}`),
+          );
+          b.addEventListener("click", () => void showAt(g).catch((e: unknown) => (status.textContent = String(e))));
+          return h("li", {}, b);
+        }),
+      );
+      const nameOf = new Map(versions.map((v) => [v.rev, v.name]));
       replace(
         list,
         ...groups.reverse().map((g) => {
@@ -136,6 +201,7 @@ export function historyPanel(side: HTMLElement, doc: DocHandle, ctx: Ctx, editor
             "button",
             { type: "button", class: "revision", "data-rev": g.last },
             h("strong", {}, authorName(g.author)),
+            nameOf.has(g.last) ? h("span", { class: "version-badge small" }, nameOf.get(g.last)!) : null,
             h("span", { class: "muted small" }, `${ago(g.time)} · ${g.first === g.last ? `revision ${g.last}` : `revisions ${g.first}–${g.last}`}`),
           );
           b.addEventListener("click", () => void showAt(g).catch((e: unknown) => (status.textContent = String(e))));

@@ -3,7 +3,8 @@
 
 import Delta from "quill-delta";
 
-import { DocSync, type Outgoing, type Request, type Selection } from "./doc.js";
+import { DocSync, type Outgoing, type Request, type Selection, type ThreadView } from "./doc.js";
+import type { NamedVersion, NoteChange } from "./notes.js";
 import {
   Close,
   NON_CLOSING,
@@ -87,8 +88,22 @@ export interface DocEvents {
   error?(code: string, message: string, info: { closed: boolean; rolledBack: boolean }): void;
   /** An undo (`redo` false) or redo found nothing to undo (redo). */
   nothingToUndo?(redo: boolean): void;
+  /** The comment threads or named versions changed (anyone's note, or the server's list
+   *  after an open). Anchors also move with every `change`: read `threads()` again then. */
+  notes?(): void;
   /** An export this user asked for finished. */
   exportFinished?(msg: { export: string; format: string; status: string; url?: string; error?: string }): void;
+}
+
+/** A refused note: the server's code (`not_found`, `invalid_note`, `forbidden`,
+ *  `read_only`) and message. */
+export class NoteError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 /** Errors that end a document for this session (no automatic re-open). */
@@ -109,6 +124,8 @@ export class DocHandle {
   private revisionWaiters = new Map<number, Pending<Delta>[]>();
   private listWaiters: Pending<{ oldest: number; latest: number; revisions: RevisionRecord[] }>[] = [];
   private changesWaiters = new Map<string, Pending<Delta>[]>();
+  /** Notes asked for, until the server answers: resolved with the revision they took. */
+  private noteWaiters = new Map<Request, Pending<number>>();
 
   constructor(
     private readonly client: TandemClient,
@@ -144,6 +161,64 @@ export class DocHandle {
     const next = this.sync.request(request);
     this.events.save?.("saving");
     if (next && this.isOpen) this.client.send(next);
+  }
+
+  /** Starts a comment thread on `range` of the view (UTF-16, as Quill's selection) with its
+   *  first message. Resolves with the thread's id once the server has it (after the edits
+   *  made before this call); rejects with a `NoteError` when refused. Commenters and up. */
+  comment(range: { index: number; length: number }, text: string, mentions: string[] = []): Promise<number> {
+    const change: NoteChange = { action: "comment", start: 0, end: 0, text, ...(mentions.length ? { mentions } : {}) };
+    return this.note(change, { start: range.index, end: range.index + range.length });
+  }
+
+  /** Replies to a thread. */
+  reply(thread: number, text: string, mentions: string[] = []): Promise<number> {
+    return this.note({ action: "reply", thread, text, ...(mentions.length ? { mentions } : {}) });
+  }
+
+  /** Changes one's own message. */
+  editMessage(thread: number, message: number, text: string, mentions: string[] = []): Promise<number> {
+    return this.note({ action: "edit", thread, message, text, ...(mentions.length ? { mentions } : {}) });
+  }
+
+  /** Deletes a message (one's own; an owner any); the first one deletes the thread. */
+  deleteMessage(thread: number, message: number): Promise<number> {
+    return this.note({ action: "delete", thread, message });
+  }
+
+  /** Resolves a thread (or, `reopen`, opens it again). */
+  resolve(thread: number, reopen = false): Promise<number> {
+    return this.note({ action: reopen ? "reopen" : "resolve", thread });
+  }
+
+  /** Names revision `rev` (editors and owners), or with `name` null takes its name away. */
+  nameVersion(rev: number, name: string | null): Promise<number> {
+    return this.note(name === null ? { action: "unname_version", rev } : { action: "name_version", rev, name });
+  }
+
+  /** The comment threads, anchored in the view (UTF-16), in document order. */
+  threads(): ThreadView[] {
+    return this.sync.threadsInView();
+  }
+
+  /** The named versions, by revision. */
+  versions(): NamedVersion[] {
+    return [...this.sync.notes.versions.values()].sort((a, b) => a.rev - b.rev);
+  }
+
+  private note(change: NoteChange, range?: { start: number; end: number }): Promise<number> {
+    return new Promise((resolve, reject) => {
+      if (this.ended) return reject(new NoteError("not_open", "the document is closed"));
+      const request: Request = { type: "note", change, ...(range ? { range } : {}) };
+      this.noteWaiters.set(request, { resolve, reject });
+      this.request(request);
+    });
+  }
+
+  private answered(request: Request | undefined, rev: number): void {
+    if (!request) return;
+    this.noteWaiters.get(request)?.resolve(rev);
+    this.noteWaiters.delete(request);
   }
 
   /** The user's selection (UTF-16, in the view), or `null` for none. */
@@ -238,6 +313,11 @@ export class DocHandle {
         if (msg.snapshot) {
           const first = this.sync.rev === 0 && this.sync.saved() && this.sync.server.ops.length === 0;
           const r = this.sync.snapshot(msg.rev, msg.snapshot, msg.last_seq);
+          const forgotten = r.forgotten && this.noteWaiters.get(r.forgotten);
+          if (forgotten) {
+            forgotten.reject(new NoteError("resync", "the document was reloaded: look whether the note is there, or make it again"));
+            this.noteWaiters.delete(r.forgotten!);
+          }
           if (first) this.events.reset?.(this.sync.view());
           else if (r.view.ops.length) this.events.change?.(r.view, "");
           next = r.next;
@@ -245,6 +325,7 @@ export class DocHandle {
           for (const op of msg.ops ?? []) {
             const r = this.sync.remote(op);
             if (r.view && r.view.ops.length) this.events.change?.(r.view, op.author);
+            this.answered(r.answered, op.rev);
             if (r.next) next = r.next;
           }
           // Our op still in flight (not among the ops): send it again, same client_seq.
@@ -255,15 +336,29 @@ export class DocHandle {
         this.sendPresence();
         break;
       }
-      case "ack":
+      case "ack": {
+        const request = this.sync.inflightSeq() === msg.client_seq ? this.sync.inflightRequest() : undefined;
         this.sendNext(this.sync.ack(msg.client_seq, msg.rev));
+        this.answered(request, msg.rev);
         break;
+      }
       case "op": {
         const r = this.sync.remote(msg);
         if (r.view && r.view.ops.length) this.events.change?.(r.view, msg.author);
         this.sendNext(r.next);
         break;
       }
+      case "noted": {
+        const r = this.sync.noted(msg.rev, msg.author, msg.client_seq, msg.note);
+        this.answered(r.answered, msg.rev);
+        if (r.applied) this.events.notes?.();
+        this.sendNext(r.next);
+        break;
+      }
+      case "notes":
+        this.sync.setNotes(msg.rev, msg.notes);
+        this.events.notes?.();
+        break;
       case "presence":
         for (const p of msg.peers) {
           const range = p.ranges[0];
@@ -313,6 +408,15 @@ export class DocHandle {
   private error(code: string, message: string, clientSeq: number | undefined): void {
     // A refused request (undo, redo, restore): nothing changed.
     const refused = clientSeq === undefined ? null : this.sync.refused(clientSeq);
+    if (refused?.request.type === "note") {
+      // A refused note changes nothing, and the document stays open.
+      this.noteWaiters.get(refused.request)?.reject(new NoteError(code, message));
+      this.noteWaiters.delete(refused.request);
+      if (NON_CLOSING.has(code) || code === "forbidden") {
+        this.sendNext(refused.next);
+        return;
+      }
+    }
     if (refused) {
       if (!NON_CLOSING.has(code)) {
         // The server closed the document for this session: what waits goes after the re-open.
@@ -356,6 +460,8 @@ export class DocHandle {
     if (FINAL.has(code)) {
       this.ended = true;
       this.rejectWaiters(new Error(message));
+      for (const w of this.noteWaiters.values()) w.reject(new NoteError(code, message));
+      this.noteWaiters.clear();
       this.client.forget(this.id);
       this.events.error?.(code, message, { closed: true, rolledBack: false });
       return;

@@ -9,6 +9,7 @@
 
 import Delta from "quill-delta";
 
+import { Notes, type Note, type NoteChange, type NotesJson, type Thread } from "./notes.js";
 import type { OpRecord, WireDelta } from "./protocol.js";
 import { codePointDiff, deltaToScalar, deltaToUtf16, positionToScalar, positionToUtf16 } from "./utf16.js";
 
@@ -20,11 +21,26 @@ export interface Submit {
   delta: WireDelta;
 }
 
-/** A change the server computes: an undo, a redo, or a restore of revision `rev`. */
-export type Request = { type: "undo" | "redo" } | { type: "restore"; rev: number };
+/** A change the server computes: an undo, a redo, a restore of revision `rev`, or a change to
+ *  the notes (a comment's range is `range`, UTF-16 units in the view as it is where the
+ *  request waits; `change`'s `start`/`end` are filled in when it is sent). */
+export type Request =
+  | { type: "undo" | "redo" }
+  | { type: "restore"; rev: number }
+  | { type: "note"; change: NoteChange; range?: { start: number; end: number } };
 
-/** A request as sent: the server answers with an `op` (or an `ack` when nothing changes). */
-export type RequestMsg = Request & { doc: string; client_seq: number };
+/** A request as sent: the server answers with an `op` or a `noted` (or an `ack` when nothing
+ *  changes). */
+export type RequestMsg =
+  | { type: "undo" | "redo"; doc: string; client_seq: number }
+  | { type: "restore"; rev: number; doc: string; client_seq: number }
+  | { type: "note"; doc: string; rev: number; client_seq: number; change: NoteChange };
+
+/** A thread as the view shows it: its anchor in UTF-16 units of the view. */
+export interface ThreadView extends Thread {
+  index: number;
+  length: number;
+}
 
 export type Outgoing = Submit | RequestMsg;
 
@@ -45,6 +61,8 @@ export class DocSync {
   rev = 0;
   /** The server's document at `rev` (inserts only, UTF-16 strings). */
   server = new Delta();
+  /** The server's comment threads and named versions at `rev` (scalar units). */
+  notes = new Notes();
   private inflight: Inflight | null = null;
   private queue: Queued[] = [];
   private nextSeq = 1;
@@ -69,6 +87,11 @@ export class DocSync {
   /** Whether every local edit (and undo) is acknowledged. */
   saved(): boolean {
     return this.inflight === null && this.queue.length === 0;
+  }
+
+  /** The request in flight, if one is. */
+  inflightRequest(): Request | undefined {
+    return this.inflight?.request;
   }
 
   /** The `client_seq` of the op or request in flight, if any. */
@@ -113,7 +136,18 @@ export class DocSync {
 
   private inflightMsg(): Outgoing {
     const inflight = this.inflight!;
-    if (inflight.delta === undefined) return { ...inflight.request, doc: this.doc, client_seq: inflight.seq };
+    const request = inflight.request;
+    if (request?.type === "note") {
+      let change = request.change;
+      if (change.action === "comment" && request.range) {
+        // Nothing waits before it: the view's positions are the server's.
+        const { start, end } = request.range;
+        change = { ...change, start: positionToScalar(start, this.server), end: positionToScalar(end, this.server) };
+      }
+      return { type: "note", doc: this.doc, rev: this.rev, client_seq: inflight.seq, change };
+    }
+    if (request?.type === "restore") return { type: "restore", rev: request.rev, doc: this.doc, client_seq: inflight.seq };
+    if (request) return { type: request.type, doc: this.doc, client_seq: inflight.seq };
     return {
       type: "submit",
       doc: this.doc,
@@ -127,6 +161,7 @@ export class DocSync {
   ack(seq: number, rev: number): Outgoing | null {
     if (!this.inflight || this.inflight.seq !== seq) return null; // an ack again: ignore
     if (this.inflight.delta) {
+      this.notes.transform(deltaToScalar(this.inflight.delta, this.server));
       this.server = this.server.compose(this.inflight.delta);
       this.rev = rev;
     }
@@ -150,30 +185,37 @@ export class DocSync {
    * what to send next: after our own op in flight (an `opened` catch-up acknowledges it), or
    * the answer to our undo.
    */
-  remote(op: OpRecord): { view: Delta | null; next: Outgoing | null } {
+  remote(op: OpRecord): { view: Delta | null; next: Outgoing | null; answered?: Request } {
     if (op.rev <= this.rev) return { view: null, next: null }; // already have it
     const ours = this.inflight && op.author === this.client && op.client_seq === this.inflight.seq;
     if (ours && this.inflight!.delta) {
       return { view: null, next: this.ack(op.client_seq, op.rev) };
     }
     let remote = deltaToUtf16(new Delta(op.delta.ops), this.server);
+    this.notes.transform(op.delta);
     this.server = this.server.compose(remote);
     this.rev = op.rev;
     if (this.inflight?.delta) {
       const theirs = remote;
       remote = this.inflight.delta.transform(theirs, false);
       this.inflight.delta = theirs.transform(this.inflight.delta, true);
+    } else if (this.inflight?.request) {
+      moveRange(this.inflight.request, remote);
     }
     for (const q of this.queue) {
-      if (!q.delta) continue;
+      if (!q.delta) {
+        moveRange(q.request, remote);
+        continue;
+      }
       const theirs = remote;
       remote = q.delta.transform(theirs, false);
       q.delta = theirs.transform(q.delta, true);
     }
     if (ours) {
       // The answer to our request: an op like anyone's, which frees the slot.
+      const answered = this.inflight!.request;
       this.inflight = null;
-      return { view: remote, next: this.flush() };
+      return { view: remote, next: this.flush(), answered };
     }
     return { view: remote, next: null };
   }
@@ -184,10 +226,15 @@ export class DocSync {
    * forgotten (the snapshot has it, or it was never made). Returns the change for the view
    * and what to send.
    */
-  snapshot(rev: number, content: WireDelta, lastSeq: number | undefined): { view: Delta; next: Outgoing | null } {
+  snapshot(
+    rev: number,
+    content: WireDelta,
+    lastSeq: number | undefined,
+  ): { view: Delta; next: Outgoing | null; forgotten?: Request } {
     const snapshot = new Delta(content.ops); // inserts only: the same in both units
     const oldView = this.view();
     const inflight = this.inflight;
+    const forgotten = inflight?.request;
     this.inflight = null;
     if (inflight?.delta) {
       if (lastSeq !== undefined && lastSeq >= inflight.seq) {
@@ -198,8 +245,13 @@ export class DocSync {
       }
     }
     let missed = codePointDiff(this.server, snapshot);
+    // The server's notes follow the snapshot (`notes`).
+    this.notes = new Notes();
     for (const q of this.queue) {
-      if (!q.delta) continue;
+      if (!q.delta) {
+        moveRange(q.request, missed);
+        continue;
+      }
       const rebased = missed.transform(q.delta, true);
       missed = q.delta.transform(missed, false);
       q.delta = rebased;
@@ -209,7 +261,43 @@ export class DocSync {
     this.rev = rev;
     if (lastSeq !== undefined) this.nextSeq = Math.max(this.nextSeq, lastSeq + 1);
     const view = codePointDiff(oldView, this.view());
-    return { view, next: this.flush() };
+    return { view, next: this.flush(), forgotten };
+  }
+
+  /** A note committed as `rev` (ours or anyone's): applied to the notes, and a revision like
+   *  an op with nothing in it. Returns what to send next (after the answer to our note). */
+  noted(
+    rev: number,
+    author: string,
+    clientSeq: number,
+    note: Note,
+  ): { applied: boolean; next: Outgoing | null; answered?: Request } {
+    if (rev <= this.rev) return { applied: false, next: null };
+    const r = this.remote({ rev, author, client_seq: clientSeq, delta: { ops: [] } });
+    this.notes.apply(note, rev);
+    return { applied: true, next: r.next, answered: r.answered };
+  }
+
+  /** The server's notes (`notes`, after every `opened`), at `rev`. */
+  setNotes(rev: number, notes: NotesJson): void {
+    if (rev !== this.rev) return; // not the revision we are at: a newer `notes` follows
+    this.notes = Notes.from(structuredClone(notes));
+  }
+
+  /** The threads with their anchors in the view (UTF-16 units, through the local edits). */
+  threadsInView(): ThreadView[] {
+    const local = this.local();
+    const toView = (p: number, priority: boolean) => {
+      const u = positionToUtf16(Math.min(p, serverScalarLength(this.server)), this.server);
+      return local.ops.length ? local.transformPosition(u, priority) : u;
+    };
+    const out: ThreadView[] = [];
+    for (const t of this.notes.threads.values()) {
+      const index = toView(t.start, false);
+      const end = t.orphaned ? index : Math.max(index, toView(t.end, true));
+      out.push({ ...t, index, length: end - index });
+    }
+    return out.sort((a, b) => a.index - b.index || a.id - b.id);
   }
 
   /** The server's last applied `client_seq` for us (from `opened`): ours continue after it. */
@@ -243,6 +331,13 @@ export class DocSync {
     };
     return { anchor: toView(anchor), head: toView(head) };
   }
+}
+
+/** Moves a waiting comment's range through a change made before it (UTF-16 units). */
+function moveRange(request: Request, change: Delta): void {
+  if (request.type !== "note" || !request.range) return;
+  const start = change.transformPosition(request.range.start, false);
+  request.range = { start, end: Math.max(start, change.transformPosition(request.range.end, true)) };
 }
 
 function serverScalarLength(doc: Delta): number {

@@ -3,6 +3,8 @@
 
 import type { Op } from "quill-delta";
 
+import type { Note, NoteChange, NotesJson } from "./notes.js";
+
 export const PROTOCOL_VERSION = 1;
 export const SUBPROTOCOL = "tandem.v1.json";
 
@@ -60,7 +62,8 @@ export type ClientMsg =
   | { type: "refresh"; token: string }
   | { type: "undo" | "redo"; doc: string; client_seq: number }
   | { type: "restore"; doc: string; rev: number; client_seq: number }
-  | { type: "get_changes"; doc: string; from_rev: number; to_rev: number };
+  | { type: "get_changes"; doc: string; from_rev: number; to_rev: number }
+  | { type: "note"; doc: string; rev: number; client_seq: number; change: NoteChange };
 
 export type ServerMsg =
   | {
@@ -92,6 +95,8 @@ export type ServerMsg =
   | { type: "revision"; doc: string; rev: number; snapshot: WireDelta }
   | { type: "revisions"; doc: string; oldest: number; latest: number; revisions: RevisionRecord[] }
   | { type: "changes"; doc: string; from_rev: number; to_rev: number; content: WireDelta }
+  | { type: "noted"; doc: string; rev: number; author: string; client_seq: number; note: Note }
+  | { type: "notes"; doc: string; rev: number; notes: NotesJson }
   | { type: "role"; doc: string; role: Role }
   | { type: "token_expiring"; expires_at: number }
   | { type: "refreshed"; expires_at: number }
@@ -126,4 +131,11 @@ export const Close = {
 export const OP_REFUSALS = new Set(["invalid_delta", "too_large", "seq_reused", "base_in_future"]);
 
 /** Errors that answer a request and leave the document open. */
-export const NON_CLOSING = new Set(["history_unavailable", "no_such_revision", "read_only", "nothing_to_undo"]);
+export const NON_CLOSING = new Set([
+  "history_unavailable",
+  "no_such_revision",
+  "read_only",
+  "nothing_to_undo",
+  "not_found",
+  "invalid_note",
+]);
