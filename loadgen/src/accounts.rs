@@ -54,7 +54,7 @@ fn dechunk(mut s: &str) -> String {
 }
 
 /// Every document name the scenario's users and preload open.
-fn doc_names(scenario: &Scenario) -> Vec<String> {
+pub fn doc_names(scenario: &Scenario) -> Vec<String> {
     let mut names: Vec<String> = scenario
         .groups
         .iter()

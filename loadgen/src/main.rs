@@ -55,6 +55,10 @@ enum Command {
         /// the REST API, documents are created and link-shared, users hello with the tokens.
         #[arg(long, value_name = "ACCOUNTS")]
         sign_up: Option<usize>,
+        /// Give every document N comment threads before the run (on words of a line written
+        /// for them), so the run pays for moving N anchors through every op (Tandem only).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        comment_threads: usize,
     },
     /// Run one process's share of a run (started by `run`; speaks JSON lines on stdin/stdout).
     #[command(hide = true)]
@@ -144,6 +148,7 @@ fn main() -> Result<()> {
             no_cursors,
             connections_per_process,
             sign_up,
+            comment_threads,
         } => {
             let mut sc = Scenario::load(&scenario)?;
             if let Some(n) = sign_up {
@@ -164,6 +169,9 @@ fn main() -> Result<()> {
                 tandem_loadgen::accounts::sign_up(&mut sc, opts.target, accounts)?;
             }
             tandem_loadgen::run::preload(&sc, &opts)?;
+            if comment_threads > 0 {
+                tandem_loadgen::run::seed_comments(&sc, &opts, comment_threads)?;
+            }
             if let Some(x) = sc.search.clone() {
                 let dir = out.unwrap_or_else(|| PathBuf::from("results").join(format!("{}-{label}", sc.name)));
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -567,6 +567,64 @@ pub fn preload(scenario: &Scenario, opts: &RunOptions) -> Result<()> {
     Ok(())
 }
 
+/// Gives every document of the scenario `threads` comment threads before the run: one client
+/// per document writes a line of `threads` words and comments on each word (one note in flight
+/// at a time), 16 documents at once. The anchors then move through every op of the run.
+pub fn seed_comments(scenario: &Scenario, opts: &RunOptions, threads: usize) -> Result<()> {
+    if opts.protocol != Protocol::Tandem {
+        bail!("comment threads are Tandem's only");
+    }
+    let started = Instant::now();
+    let names = crate::accounts::doc_names(scenario);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..16.min(names.len()) {
+        let (names, next, scenario) = (names.clone(), std::sync::Arc::clone(&next), scenario.clone());
+        let addr = opts.target;
+        handles.push(std::thread::spawn(move || -> Result<()> {
+            use tandem_net::client::{Client, ClientOptions};
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(name) = names.get(i) else { return Ok(()) };
+                let doc = scenario.doc_id(name);
+                let options = ClientOptions {
+                    token: scenario.token_for(i),
+                    name: "commenter".into(),
+                    ..ClientOptions::default()
+                };
+                let mut c = Client::connect(addr, ClientId(u64::MAX / 4 + i as u64), options)
+                    .context("seeding comments: connecting")?;
+                c.open(&doc).context("seeding comments: opening")?;
+                let line: String = (0..threads).map(|k| format!("w{k} ")).collect::<String>() + "\n";
+                let delta = tandem_engine::Delta::new().insert(&line, tandem_engine::Attributes::NONE);
+                c.edit(&doc, delta).context("seeding comments: writing the line")?;
+                let mut at = 0;
+                for k in 0..threads {
+                    let word = format!("w{k}").len();
+                    let change = tandem_engine::NoteChange::Comment {
+                        start: at,
+                        end: at + word,
+                        text: format!("thread {k}: is this right?"),
+                        mentions: Vec::new(),
+                    };
+                    c.note(&doc, change).context("seeding comments: commenting")?;
+                    at += word + 1;
+                }
+                c.close().context("seeding comments: closing")?;
+            }
+        }));
+    }
+    for h in handles {
+        h.join().map_err(|_| anyhow::anyhow!("a comment seeder panicked"))??;
+    }
+    eprintln!(
+        "gave {} document(s) {threads} comment threads each in {:.1} s",
+        names.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// The users run in this process's threads or in worker processes.
 enum Fleet {
     Threads(Vec<std::thread::JoinHandle<Result<ThreadResult>>>),

@@ -237,7 +237,7 @@ enum Change {
 const SUPERSEDED_REASON: &str = "another connection with this client id opened the document";
 
 /// The client id notes made over the REST API are committed under (refused in `hello`).
-pub const REST_CLIENT: ClientId = ClientId(u64::MAX);
+pub const REST_CLIENT: ClientId = ClientId(0x5245_5354_0000_0001); // "REST", 1
 
 /// The answer to a [`NotesCall`]: the document's revision and its notes then (after the
 /// change, for one that changed them), or an error code and message.
