@@ -414,16 +414,8 @@ impl DocState {
         // Not the base revision, nor a comment's range: a request sent again after a
         // reconnect is rebased, and is still the same request.
         let fingerprint = change.fingerprint();
-        if let Some(&rec) = self.clients.get(&client) {
-            if client_seq == rec.seq {
-                if rec.fingerprint == Some(fingerprint) {
-                    return Ok((Submitted::Duplicate { rev: rec.rev }, 0));
-                }
-                return Err(Error::SeqConflict { client_seq, rev: rec.rev });
-            }
-            if client_seq < rec.seq {
-                return Err(Error::ClientSeqReused { client_seq, last: rec.seq });
-            }
+        if let Some(rev) = self.check_request_seq(client, client_seq, fingerprint)? {
+            return Ok((Submitted::Duplicate { rev }, 0));
         }
         let oldest = self.check_base(base_rev)?;
         let change = match change {
@@ -485,16 +477,8 @@ impl DocState {
     ) -> Result<(Submitted, u64), Error> {
         let mut steps = Steps { used: 0, max: max_steps.min(self.limits.max_transform_steps) };
         let fingerprint = undo_fingerprint(redo);
-        if let Some(&rec) = self.clients.get(&client) {
-            if client_seq == rec.seq {
-                if rec.fingerprint == Some(fingerprint) {
-                    return Ok((Submitted::Duplicate { rev: rec.rev }, 0));
-                }
-                return Err(Error::SeqConflict { client_seq, rev: rec.rev });
-            }
-            if client_seq < rec.seq {
-                return Err(Error::ClientSeqReused { client_seq, last: rec.seq });
-            }
+        if let Some(rev) = self.check_request_seq(client, client_seq, fingerprint)? {
+            return Ok((Submitted::Duplicate { rev }, 0));
         }
         let rev = self.rev;
         // Bringing the stack up is bounded by `undo::MAX_CHAIN_WORK` and already done (a
@@ -554,6 +538,23 @@ impl DocState {
             delta = commit.delta.transform(&delta, true);
         }
         Ok(delta)
+    }
+
+    /// Exactly-once for a request the document computes (an undo, a note): the revision it
+    /// made when `client_seq` is the client's last applied request with this `fingerprint`
+    /// (sent again), nothing when it is new, an error when the number is taken or old.
+    fn check_request_seq(&self, client: ClientId, client_seq: u64, fingerprint: u64) -> Result<Option<u64>, Error> {
+        let Some(&rec) = self.clients.get(&client) else { return Ok(None) };
+        if client_seq == rec.seq {
+            if rec.fingerprint == Some(fingerprint) {
+                return Ok(Some(rec.rev));
+            }
+            return Err(Error::SeqConflict { client_seq, rev: rec.rev });
+        }
+        if client_seq < rec.seq {
+            return Err(Error::ClientSeqReused { client_seq, last: rec.seq });
+        }
+        Ok(None)
     }
 
     /// Accepts a resubmission of the client's last applied op, or refuses a different op

@@ -55,10 +55,11 @@ enum Command {
         /// the REST API, documents are created and link-shared, users hello with the tokens.
         #[arg(long, value_name = "ACCOUNTS")]
         sign_up: Option<usize>,
-        /// Give every document N comment threads before the run (on words of a line written
-        /// for them), so the run pays for moving N anchors through every op (Tandem only).
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        comment_threads: usize,
+        /// Give every document N comment threads before the run (on words of a line of N words
+        /// written for them), so the run pays for moving N anchors through every op (Tandem
+        /// only). 0 writes the line alone: the same documents without threads, to compare.
+        #[arg(long, value_name = "N")]
+        comment_threads: Option<usize>,
     },
     /// Run one process's share of a run (started by `run`; speaks JSON lines on stdin/stdout).
     #[command(hide = true)]
@@ -169,8 +170,8 @@ fn main() -> Result<()> {
                 tandem_loadgen::accounts::sign_up(&mut sc, opts.target, accounts)?;
             }
             tandem_loadgen::run::preload(&sc, &opts)?;
-            if comment_threads > 0 {
-                tandem_loadgen::run::seed_comments(&sc, &opts, comment_threads)?;
+            if let Some(n) = comment_threads {
+                tandem_loadgen::run::seed_comments(&sc, &opts, n)?;
             }
             if let Some(x) = sc.search.clone() {
                 let dir = out.unwrap_or_else(|| PathBuf::from("results").join(format!("{}-{label}", sc.name)));

@@ -568,8 +568,9 @@ pub fn preload(scenario: &Scenario, opts: &RunOptions) -> Result<()> {
 }
 
 /// Gives every document of the scenario `threads` comment threads before the run: one client
-/// per document writes a line of `threads` words and comments on each word (one note in flight
-/// at a time), 16 documents at once. The anchors then move through every op of the run.
+/// per document writes a line of `threads` words (100 when `threads` is 0, to compare with
+/// the same text) and comments on each word (one note in flight at a time), 16 documents at
+/// once. The anchors then move through every op of the run.
 pub fn seed_comments(scenario: &Scenario, opts: &RunOptions, threads: usize) -> Result<()> {
     if opts.protocol != Protocol::Tandem {
         bail!("comment threads are Tandem's only");
@@ -595,7 +596,8 @@ pub fn seed_comments(scenario: &Scenario, opts: &RunOptions, threads: usize) -> 
                 let mut c = Client::connect(addr, ClientId(u64::MAX / 4 + i as u64), options)
                     .context("seeding comments: connecting")?;
                 c.open(&doc).context("seeding comments: opening")?;
-                let line: String = (0..threads).map(|k| format!("w{k} ")).collect::<String>() + "\n";
+                let words = if threads == 0 { 100 } else { threads };
+                let line: String = (0..words).map(|k| format!("w{k} ")).collect::<String>() + "\n";
                 let delta = tandem_engine::Delta::new().insert(&line, tandem_engine::Attributes::NONE);
                 c.edit(&doc, delta).context("seeding comments: writing the line")?;
                 let mut at = 0;

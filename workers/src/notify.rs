@@ -306,50 +306,30 @@ impl Notifications {
 
     /// The email `envelope` calls for (none: nothing to tell anyone).
     fn message(&self, envelope: &Envelope) -> Result<Option<Message>, Failure> {
-        match &envelope.event {
+        let (email, (subject, text, html)) = match &envelope.event {
             Event::DocumentShared { doc, title, by_name, email, role, .. } => {
-                let to: Mailbox = email.parse().map_err(|e| Failure::Permanent(format!("address {email:?}: {e}")))?;
                 let link = format!("{}/d/{doc}", self.link_base);
-                let (subject, text, html) = share_email(by_name, title, role.as_str(), &link);
-                let message = Message::builder()
-                    .from(self.from.clone())
-                    .to(to)
-                    .subject(subject)
-                    .message_id(Some(format!("<{}@tandem>", envelope.id)))
-                    .multipart(MultiPart::alternative_plain_html(text, html))
-                    .map_err(|e| Failure::Permanent(format!("building the email: {e}")))?;
-                Ok(Some(message))
+                (email, share_email(by_name, title, role.as_str(), &link))
             }
             Event::Mentioned { doc, title, by_name, email, thread, excerpt, .. } => {
-                let to: Mailbox = email.parse().map_err(|e| Failure::Permanent(format!("address {email:?}: {e}")))?;
                 let link = format!("{}/d/{doc}#thread-{thread}", self.link_base);
-                let (subject, text, html) = mention_email(by_name, title, excerpt, &link);
-                let message = Message::builder()
-                    .from(self.from.clone())
-                    .to(to)
-                    .subject(subject)
-                    .message_id(Some(format!("<{}@tandem>", envelope.id)))
-                    .multipart(MultiPart::alternative_plain_html(text, html))
-                    .map_err(|e| Failure::Permanent(format!("building the email: {e}")))?;
-                Ok(Some(message))
+                (email, mention_email(by_name, title, excerpt, &link))
             }
-            Event::ExportFinished { title, email, format, link, expires_ms, error, .. } => {
-                if email.is_empty() {
-                    return Ok(None); // the account is gone
-                }
-                let to: Mailbox = email.parse().map_err(|e| Failure::Permanent(format!("address {email:?}: {e}")))?;
-                let (subject, text, html) = export_email(title, format, link.as_deref(), *expires_ms, error.as_deref());
-                let message = Message::builder()
-                    .from(self.from.clone())
-                    .to(to)
-                    .subject(subject)
-                    .message_id(Some(format!("<{}@tandem>", envelope.id)))
-                    .multipart(MultiPart::alternative_plain_html(text, html))
-                    .map_err(|e| Failure::Permanent(format!("building the email: {e}")))?;
-                Ok(Some(message))
+            // An empty address: the account is gone.
+            Event::ExportFinished { title, email, format, link, expires_ms, error, .. } if !email.is_empty() => {
+                (email, export_email(title, format, link.as_deref(), *expires_ms, error.as_deref()))
             }
-            _ => Ok(None),
-        }
+            _ => return Ok(None),
+        };
+        let to: Mailbox = email.parse().map_err(|e| Failure::Permanent(format!("address {email:?}: {e}")))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .message_id(Some(format!("<{}@tandem>", envelope.id)))
+            .multipart(MultiPart::alternative_plain_html(text, html))
+            .map_err(|e| Failure::Permanent(format!("building the email: {e}")))?;
+        Ok(Some(message))
     }
 }
 
