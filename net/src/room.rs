@@ -39,9 +39,31 @@ pub(crate) struct Room {
     pub(crate) access: Option<Arc<AccessList>>,
     /// When the control plane was last told the document was edited.
     pub(crate) edit_reported: Option<Instant>,
+    /// The `notes` frame sent after every `opened`, encoded once per revision and encoding
+    /// (binary, JSON): a join storm on a commented document encodes it once, not per open.
+    pub(crate) notes_frames: [Option<(u64, crate::codec::Frame)>; 2],
 }
 
 impl Room {
+    /// The `notes` frame for the document as it is now, in `encoding` (cached per revision).
+    pub(crate) fn notes_frame(&mut self, doc: &str, encoding: crate::protocol::Encoding) -> crate::codec::Frame {
+        let slot = &mut self.notes_frames[usize::from(encoding == crate::protocol::Encoding::Json)];
+        let rev = self.state.rev();
+        if let Some((at, frame)) = slot
+            && *at == rev
+        {
+            return frame.clone();
+        }
+        let msg = crate::protocol::ServerMsg::Notes {
+            doc: doc.to_owned(),
+            rev,
+            notes: crate::protocol::Json(self.state.notes().clone()),
+        };
+        let frame = crate::codec::encode_server(&msg, encoding);
+        *slot = Some((rev, frame.clone()));
+        frame
+    }
+
     pub(crate) fn new(state: DocState, access: Option<Arc<AccessList>>) -> Self {
         Self {
             state,
@@ -52,6 +74,7 @@ impl Room {
             last_presence: None,
             since_snapshot: (0, 0),
             idle_since: None,
+            notes_frames: [None, None],
             access,
             edit_reported: None,
         }

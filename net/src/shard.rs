@@ -1375,9 +1375,6 @@ impl Shard {
             // No revision, one too old, or one from the future (the server lost it): start over.
             _ => (Some(state.document().to_delta()), None),
         };
-        // The notes as they are now (the ops caught up carry notes as empty ops): always
-        // sent, so a client knows when it has them.
-        let notes = ServerMsg::Notes { doc: doc.to_string(), rev: state.rev(), notes: Json(state.notes().clone()) };
         let opened = ServerMsg::Opened {
             doc: doc.to_string(),
             rev: state.rev(),
@@ -1397,8 +1394,11 @@ impl Shard {
             })
             .collect();
         let rev = state.rev();
+        // The notes as they are now (the ops caught up carry notes as empty ops): always
+        // sent, so a client knows when it has them.
+        let notes = room.notes_frame(doc.as_str(), from.encoding);
         self.reply(from, &opened);
-        self.reply(from, &notes);
+        self.reply_frame(from, notes);
         if self.config.auth.checks_access() {
             self.effects.push(Effect::Opened { doc: doc.clone(), client: from.client, user: from.peer.user.clone() });
         }
@@ -1894,7 +1894,10 @@ impl Shard {
     }
 
     fn reply(&mut self, to: &SessionInfo, msg: &ServerMsg) {
-        let frame = encode_server(msg, to.encoding);
+        self.reply_frame(to, encode_server(msg, to.encoding));
+    }
+
+    fn reply_frame(&mut self, to: &SessionInfo, frame: Frame) {
         if to.conn.core == self.core {
             if self.sessions.contains_key(&to.conn) {
                 self.send_local(to.conn, frame);
