@@ -77,7 +77,8 @@ fn main() -> Result<()> {
         format!("{}{}", trace.end, trace.start)
     };
     let offset = start.chars().count() - trace.start.chars().count();
-    let patches: Vec<Delta> = patches.into_iter().map(|d| Delta::new().retain(offset, Attributes::NONE).compose(&d)).collect();
+    let patches: Vec<Delta> =
+        patches.into_iter().map(|d| Delta::new().retain(offset, Attributes::NONE).compose(&d)).collect();
     let states: Vec<DocState> = counts.iter().map(|&n| setup(&start, n)).collect::<Result<_>>()?;
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); counts.len()];
     for _ in 0..ROUNDS {
