@@ -264,6 +264,27 @@ impl std::fmt::Debug for NotesCall {
     }
 }
 
+/// A REST call's answer, and where it goes.
+pub struct Answer {
+    /// The call's reply.
+    pub reply: Box<dyn FnOnce(NotesAnswer) + Send>,
+    /// The answer.
+    pub answer: NotesAnswer,
+}
+
+impl Answer {
+    /// Gives the answer.
+    pub fn give(self) {
+        (self.reply)(self.answer);
+    }
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer").field("answer", &self.answer.as_ref().map(|(rev, _)| rev)).finish_non_exhaustive()
+    }
+}
+
 /// Users mentioned in a comment, for the control plane to notify.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mention {
@@ -487,6 +508,8 @@ pub enum Effect {
     },
     /// Tell the control plane that a comment mentions users (it notifies those with access).
     Mentioned(Box<Mention>),
+    /// Answer a REST call about notes (held, like frames, until what it reports is durable).
+    Answer(Box<Answer>),
     /// Store a snapshot (its `time_ms` is for the shell to stamp).
     Snapshot {
         /// The document.
@@ -1697,13 +1720,8 @@ impl Shard {
             Ok(Submitted::Applied(commit)) => {
                 // The sender of an op has it and is acknowledged; the sender of an undo or a
                 // note gets what the server made, like everyone.
-                let except = if echo {
-                    None
-                } else {
-                    self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev: commit.rev });
-                    Some(from.conn)
-                };
-                self.committed(&doc, &commit, mentions, except, now);
+                let ack = (!echo).then_some(from);
+                self.committed(&doc, &commit, mentions, ack, now);
             }
             Ok(Submitted::Duplicate { rev }) => {
                 self.reply(from, &ServerMsg::Ack { doc: doc.to_string(), client_seq, rev });
@@ -1720,53 +1738,63 @@ impl Shard {
         }
     }
 
-    /// A REST call about `doc`'s notes, with the document in memory.
+    /// A REST call about `doc`'s notes, with the document in memory. The answer is an
+    /// effect: after a commit, it waits (like the frames) until the commit is durable.
     fn notes_call(&mut self, doc: &DocId, call: NotesCall, now: Instant) {
         let NotesCall { user, name, role, change, reply } = call;
+        let answer = self.notes_change(doc, &user, &name, role, change, now);
+        self.effects.push(Effect::Answer(Box::new(Answer { reply, answer })));
+        self.mark_idle(doc);
+    }
+
+    fn notes_change(
+        &mut self,
+        doc: &DocId,
+        user: &str,
+        name: &str,
+        role: Role,
+        change: Option<NoteChange>,
+        now: Instant,
+    ) -> NotesAnswer {
         let Some(room) = self.rooms.get_mut(doc) else {
-            reply(Err((ErrorCode::Internal, "the document is not in memory".into())));
-            return;
+            return Err((ErrorCode::Internal, "the document is not in memory".into()));
         };
-        let Some(change) = change else {
-            reply(Ok((room.state.rev(), room.state.notes().clone())));
-            return;
-        };
+        let Some(change) = change else { return Ok((room.state.rev(), room.state.notes().clone())) };
         let allowed = if change.is_comment() { role >= Role::Commenter } else { role.can_edit() };
         if !allowed {
             let what = if change.is_comment() { "comment on" } else { "name versions of" };
-            reply(Err((
+            return Err((
                 ErrorCode::ReadOnly,
                 format!("your role on this document is {}: it may not {what} it", role.as_str()),
-            )));
-            return;
+            ));
         }
         let state = &mut room.state;
-        let mentions = new_mentions(state.notes(), &change, &user);
+        let mentions = new_mentions(state.notes(), &change, user);
         let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
         let wall_ms = self.epoch_wall_ms.saturating_add(now_ms);
         let (rev, seq) = (state.rev(), state.last_client_seq(REST_CLIENT).unwrap_or(0) + 1);
         let max = self.config.limits.max_transform_steps;
         let owner = role == Role::Owner;
-        match state.submit_note(REST_CLIENT, &user, &name, rev, seq, change, owner, max, wall_ms) {
+        match state.submit_note(REST_CLIENT, user, name, rev, seq, change, owner, max, wall_ms) {
             Ok((Submitted::Applied(commit), _)) => {
                 self.committed(doc, &commit, mentions, None, now);
-                let state = &self.rooms[doc].state;
-                reply(Ok((commit.rev, state.notes().clone())));
+                Ok((commit.rev, self.rooms[doc].state.notes().clone()))
             }
             Ok((Submitted::Duplicate { .. }, _)) => unreachable!("a fresh client_seq"),
-            Err(e) => reply(Err((ErrorCode::for_engine(&e), e.to_string()))),
+            Err(e) => Err((ErrorCode::for_engine(&e), e.to_string())),
         }
-        self.mark_idle(doc);
     }
 
     /// What follows a commit: the control plane's hints (edited, mentions), the append and
-    /// maybe a snapshot, and the broadcast to every subscriber but `except`.
+    /// maybe a snapshot, then the ack to `ack` (the author of an op, who is not sent it) and
+    /// the broadcast to every other subscriber. The ack and the broadcast come after the
+    /// append among the effects: the shell holds them until the append is durable.
     fn committed(
         &mut self,
         doc: &DocId,
         commit: &Arc<Commit>,
         mentions: Vec<String>,
-        except: Option<ConnId>,
+        ack: Option<&Arc<SessionInfo>>,
         now: Instant,
     ) {
         let Some(room) = self.rooms.get_mut(doc) else { return };
@@ -1828,7 +1856,11 @@ impl Shard {
                 delta: commit.delta.clone(),
             },
         };
-        let sent = self.broadcast(doc, &msg, except);
+        if let Some(author) = ack {
+            let msg = ServerMsg::Ack { doc: doc.to_string(), client_seq: commit.client_seq, rev: commit.rev };
+            self.reply(author, &msg);
+        }
+        let sent = self.broadcast(doc, &msg, ack.map(|a| a.conn));
         self.stats.ops_out += sent as u64;
     }
 

@@ -144,3 +144,50 @@ fn a_restore_whose_session_left_before_the_answer_is_dropped() {
     assert!(sim.take(ada).is_empty(), "nothing applied, nothing sent");
     assert_eq!(sim.revisions.len(), 3);
 }
+
+/// Every answer to a change (the author's ack, the op or note to everyone) comes after the
+/// change's append among the effects: the shell holds what follows an append until it is
+/// durable, so nothing is acknowledged that a crash could lose.
+#[test]
+fn acks_and_broadcasts_follow_the_append() {
+    let mut sim = Sim::new();
+    let ada = sim.connect(1);
+    let bob = sim.connect(2);
+    let order = |sim: &mut Sim, msg: ClientMsg| -> Vec<&'static str> {
+        sim.shard.on_message(ada, msg, sim.now);
+        sim.shard
+            .take_effects()
+            .into_iter()
+            .map(|e| match e {
+                Effect::Append { .. } => "append",
+                Effect::Send { conn, .. } if conn == ada => "to ada",
+                Effect::Send { conn, .. } if conn == bob => "to bob",
+                _ => "other",
+            })
+            .collect()
+    };
+    let edit = ClientMsg::Submit {
+        doc: "d".into(),
+        base_rev: 0,
+        client_seq: 1,
+        delta: Delta::new().insert("hello", Attributes::NONE),
+    };
+    assert_eq!(order(&mut sim, edit), ["append", "to ada", "to bob"]);
+    let note = ClientMsg::Note {
+        doc: "d".into(),
+        rev: 1,
+        client_seq: 2,
+        change: tandem_net::protocol::Json(tandem_engine::NoteChange::Comment {
+            start: 0,
+            end: 5,
+            text: "hi".into(),
+            mentions: vec![],
+        }),
+    };
+    let got = order(&mut sim, note);
+    assert_eq!(got[0], "append", "{got:?}");
+    assert_eq!(got.len(), 3, "{got:?}");
+    let undo = ClientMsg::Undo { doc: "d".into(), client_seq: 3 };
+    let got = order(&mut sim, undo);
+    assert_eq!(got[0], "append", "{got:?}");
+}

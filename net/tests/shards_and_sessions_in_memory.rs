@@ -136,8 +136,9 @@ impl Sim {
                 e @ (Effect::LoadAccess { .. }
                 | Effect::Edited { .. }
                 | Effect::Opened { .. }
-                | Effect::Mentioned(_)) => {
-                    panic!("seed {}: an access effect without accounts: {e:?}", self.seed)
+                | Effect::Mentioned(_)
+                | Effect::Answer(_)) => {
+                    panic!("seed {}: a control-plane effect without accounts: {e:?}", self.seed)
                 }
             }
         }

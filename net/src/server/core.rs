@@ -165,6 +165,7 @@ impl Core {
                     c.opened(&doc, client, &user);
                 }
             }
+            Effect::Answer(answer) => answer.give(),
             Effect::Mentioned(mention) => {
                 if let Some(c) = &self.shared.control {
                     c.mentioned(*mention);
