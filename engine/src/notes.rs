@@ -333,6 +333,31 @@ impl Notes {
         self.versions.values()
     }
 
+    /// What `change` (committed as `rev`) touched: its thread, or its named version, alone
+    /// (empty when it deleted them). For answering the change without copying every thread.
+    pub fn touched_by(&self, change: &NoteChange, rev: u64) -> Self {
+        let mut out = Self::new();
+        let thread = match change {
+            NoteChange::Comment { .. } => Some(rev),
+            NoteChange::Reply { thread, .. }
+            | NoteChange::Edit { thread, .. }
+            | NoteChange::Delete { thread, .. }
+            | NoteChange::Resolve { thread }
+            | NoteChange::Reopen { thread } => Some(*thread),
+            NoteChange::NameVersion { .. } | NoteChange::UnnameVersion { .. } => None,
+        };
+        if let Some(t) = thread.and_then(|id| self.threads.get(&id)) {
+            out.threads.insert(t.id, t.clone());
+        }
+        if let NoteChange::NameVersion { rev: named, .. } | NoteChange::UnnameVersion { rev: named } = change
+            && let Some(v) = self.versions.get(named)
+        {
+            out.versions.insert(v.rev, v.clone());
+        }
+        out.recount();
+        out
+    }
+
     /// Bytes of text held (what [`MAX_NOTES_BYTES`] bounds).
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -707,6 +732,8 @@ mod tests {
         n.apply(&note("a", NoteChange::NameVersion { rev: 1, name: "Draft".into() }), 3);
         n.apply(&note("a", NoteChange::NameVersion { rev: 1, name: "Sent to legal".into() }), 4);
         assert_eq!(n.versions().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["Sent to legal"]);
+        let touched = n.touched_by(&NoteChange::NameVersion { rev: 1, name: "x".into() }, 4);
+        assert_eq!((touched.versions().len(), touched.threads().len()), (1, 0));
         let before = n.bytes();
         n.apply(&note("a", NoteChange::UnnameVersion { rev: 1 }), 5);
         assert!(n.is_empty() && before > 0 && n.bytes() == 0);

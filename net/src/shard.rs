@@ -239,8 +239,9 @@ const SUPERSEDED_REASON: &str = "another connection with this client id opened t
 /// The client id notes made over the REST API are committed under (refused in `hello`).
 pub const REST_CLIENT: ClientId = ClientId(0x5245_5354_0000_0001); // "REST", 1
 
-/// The answer to a [`NotesCall`]: the document's revision and its notes then (after the
-/// change, for one that changed them), or an error code and message.
+/// The answer to a [`NotesCall`]: the document's revision and its notes then (for a change:
+/// only the thread or named version it touched, if still there), or an error code and
+/// message.
 pub type NotesAnswer = Result<(u64, tandem_engine::Notes), (ErrorCode, String)>;
 
 /// A REST call about a document's notes, for its owner core: list them, or change them as
@@ -1778,7 +1779,8 @@ impl Shard {
         match state.submit_note(REST_CLIENT, user, name, rev, seq, change, owner, max, wall_ms) {
             Ok((Submitted::Applied(commit), _)) => {
                 self.committed(doc, &commit, mentions, None, now);
-                Ok((commit.rev, self.rooms[doc].state.notes().clone()))
+                let note = commit.note.as_ref().expect("a note's commit");
+                Ok((commit.rev, self.rooms[doc].state.notes().touched_by(&note.change, commit.rev)))
             }
             Ok((Submitted::Duplicate { .. }, _)) => unreachable!("a fresh client_seq"),
             Err(e) => Err((ErrorCode::for_engine(&e), e.to_string())),
