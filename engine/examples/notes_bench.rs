@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tandem_engine::{Attributes, ClientId, Delta, DocState, Document, Limits, NoteChange, Submitted};
-use tandem_traces::{Patch, Trace, sequential_traces};
+
+#[path = "support/trace.rs"]
+mod trace;
 
 const ROUNDS: usize = 5;
 
@@ -57,18 +59,7 @@ fn main() -> Result<()> {
             other => bail!("unknown argument {other:?} (--trace NAME, --threads N,N)"),
         }
     }
-    let path = sequential_traces()?
-        .into_iter()
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&name)))
-        .with_context(|| format!("no sequential trace named {name}"))?;
-    let trace = Trace::load(&path)?;
-    let patches: Vec<Delta> = trace
-        .patches()
-        .iter()
-        .map(|Patch(pos, del, ins)| {
-            Delta::new().retain(*pos, Attributes::NONE).insert(ins, Attributes::NONE).delete(*del)
-        })
-        .collect();
+    let (trace, patches) = trace::load(&name)?;
     // A start long enough to spread the threads over: the trace's final text, typed over
     // again (the patches apply to the trace's start, so they are replayed on it).
     let start = if trace.start.chars().count() >= counts.iter().copied().max().unwrap_or(0) {

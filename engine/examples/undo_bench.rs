@@ -27,7 +27,9 @@ use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tandem_engine::{Attributes, ClientId, Delta, DocState, Document, Limits, Submitted};
-use tandem_traces::{Patch, Trace, sequential_traces};
+
+#[path = "support/trace.rs"]
+mod trace;
 
 const ROUNDS: usize = 5;
 
@@ -85,19 +87,7 @@ fn us(h: &Histogram<u64>, q: f64) -> f64 {
 
 fn main() -> Result<()> {
     let args = args()?;
-    let path = sequential_traces()?
-        .into_iter()
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&args.trace)))
-        .with_context(|| format!("no sequential trace named {}", args.trace))?;
-    let trace = Trace::load(&path)?;
-    // Each patch as a delta: retain, insert, delete.
-    let patches: Vec<Delta> = trace
-        .patches()
-        .iter()
-        .map(|Patch(pos, del, ins)| {
-            Delta::new().retain(*pos, Attributes::NONE).insert(ins, Attributes::NONE).delete(*del)
-        })
-        .collect();
+    let (trace, patches) = trace::load(&args.trace)?;
 
     println!("# Undo costs\n");
     println!("## Tracking on the hot path: `{}` ({} ops) as one user\n", trace.name, patches.len());

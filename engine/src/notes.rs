@@ -544,6 +544,15 @@ impl Notes {
         }
     }
 
+    /// Brings the notes past a commit: its note applied, or every anchor moved through its op
+    /// (what every replica does with every commit, in order).
+    pub fn follow(&mut self, commit: &crate::Commit) {
+        match &commit.note {
+            Some(note) => self.apply(note, commit.rev),
+            None => self.transform(&commit.delta),
+        }
+    }
+
     /// Moves every anchor through an op applied to the document.
     pub fn transform(&mut self, delta: &Delta) {
         if self.threads.is_empty() {

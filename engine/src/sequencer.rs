@@ -589,14 +589,9 @@ impl DocState {
         if commit.rev != self.rev + 1 {
             return Err(Error::RevisionGap { expected: self.rev + 1, got: commit.rev });
         }
-        match &commit.note {
-            // Checked when it was committed (and the limits may have changed since).
-            Some(note) => self.notes.apply(note, commit.rev),
-            None => {
-                self.doc.apply(&commit.delta)?;
-                self.notes.transform(&commit.delta);
-            }
-        }
+        self.doc.apply(&commit.delta)?;
+        // A note was checked when it was committed (and the limits may have changed since).
+        self.notes.follow(&commit);
         self.rev = commit.rev;
         self.remember(commit.author, commit.client_seq, commit.rev, None);
         self.push_history(Arc::new(commit));

@@ -10,32 +10,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tandem_engine::notes::{NoteError, Notes};
 use tandem_engine::random::{self, Shape};
-use tandem_engine::{Attributes, ClientId, Commit, Delta, DocState, Document, Error, Limits, NoteChange, Submitted};
+use tandem_engine::{ClientId, Commit, DocState, Document, Error, Limits, NoteChange, Submitted};
 
-const MAX: u64 = u64::MAX;
+mod support;
 
-fn seeds(default: u64) -> Vec<u64> {
-    if let Ok(s) = std::env::var("TANDEM_SEED") {
-        return vec![s.parse().expect("TANDEM_SEED is a number")];
-    }
-    let n = std::env::var("TANDEM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
-    (0..n).collect()
-}
-
-fn ins(pos: usize, s: &str) -> Delta {
-    Delta::new().retain(pos, Attributes::NONE).insert(s, Attributes::NONE)
-}
-
-fn del(pos: usize, n: usize) -> Delta {
-    Delta::new().retain(pos, Attributes::NONE).delete(n)
-}
-
-fn applied(r: Result<(Submitted, u64), Error>) -> Arc<Commit> {
-    match r.unwrap().0 {
-        Submitted::Applied(c) => c,
-        other => panic!("expected Applied, got {other:?}"),
-    }
-}
+use support::{MAX, applied, del, ins, seeds};
 
 fn comment(start: usize, end: usize, text: &str) -> NoteChange {
     NoteChange::Comment { start, end, text: text.into(), mentions: vec![] }
@@ -45,13 +24,8 @@ fn comment(start: usize, end: usize, text: &str) -> NoteChange {
 fn replay(start: &Document, commits: &[Arc<Commit>]) -> (Document, Notes) {
     let (mut doc, mut notes) = (start.clone(), Notes::new());
     for c in commits {
-        match &c.note {
-            Some(n) => notes.apply(n, c.rev),
-            None => {
-                doc.apply(&c.delta).unwrap();
-                notes.transform(&c.delta);
-            }
-        }
+        doc.apply(&c.delta).unwrap();
+        notes.follow(c);
     }
     (doc, notes)
 }

@@ -10,33 +10,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tandem_engine::random::{self, Shape};
 use tandem_engine::{
-    Attributes, ClientDoc, ClientId, Commit, Delta, DocState, Document, Error, Limits, Outgoing, Remote, Submitted,
+    ClientDoc, ClientId, Commit, Delta, DocState, Document, Error, Limits, Outgoing, Remote, Submitted,
 };
 
-const MAX: u64 = u64::MAX;
+mod support;
 
-fn seeds(default: u64) -> Vec<u64> {
-    if let Ok(s) = std::env::var("TANDEM_SEED") {
-        return vec![s.parse().expect("TANDEM_SEED is a number")];
-    }
-    let n = std::env::var("TANDEM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
-    (0..n).collect()
-}
-
-fn ins(pos: usize, s: &str) -> Delta {
-    Delta::new().retain(pos, Attributes::NONE).insert(s, Attributes::NONE)
-}
-
-fn del(pos: usize, n: usize) -> Delta {
-    Delta::new().retain(pos, Attributes::NONE).delete(n)
-}
-
-fn applied(r: Result<(Submitted, u64), Error>) -> Arc<Commit> {
-    match r.unwrap().0 {
-        Submitted::Applied(c) => c,
-        other => panic!("expected Applied, got {other:?}"),
-    }
-}
+use support::{MAX, applied, del, ins, seeds};
 
 fn doc_of(text: &str) -> DocState {
     DocState::restore(0, Document::from_text(text), Limits::default())

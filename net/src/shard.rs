@@ -1676,7 +1676,7 @@ impl Shard {
         };
         let role = room.role_of(&from.peer.user);
         let allowed = match &change {
-            Change::Note { change, .. } if change.is_comment() => role.is_some_and(|r| r >= Role::Commenter),
+            Change::Note { change, .. } => role.is_some_and(|r| may_note(r, change)),
             _ => role.is_some_and(Role::can_edit),
         };
         if !allowed {
@@ -1688,7 +1688,7 @@ impl Shard {
         let budget = self.work.entry(from.conn).or_insert_with(|| RateLimit::new(rate, now));
         let allowed = budget.available(rate, now);
         let user = from.undo_key();
-        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        let now_ms = ms_since(self.epoch, now);
         // Only the author of an op knows it: the others' changes go to their sender as well.
         let echo = !matches!(change, Change::Op { .. });
         let mut mentions = Vec::new();
@@ -1761,8 +1761,7 @@ impl Shard {
             return Err((ErrorCode::Internal, "the document is not in memory".into()));
         };
         let Some(change) = change else { return Ok((room.state.rev(), room.state.notes().clone())) };
-        let allowed = if change.is_comment() { role >= Role::Commenter } else { role.can_edit() };
-        if !allowed {
+        if !may_note(role, &change) {
             let what = if change.is_comment() { "comment on" } else { "name versions of" };
             return Err((
                 ErrorCode::ReadOnly,
@@ -1771,8 +1770,7 @@ impl Shard {
         }
         let state = &mut room.state;
         let mentions = new_mentions(state.notes(), &change, user);
-        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
-        let wall_ms = self.epoch_wall_ms.saturating_add(now_ms);
+        let wall_ms = self.epoch_wall_ms.saturating_add(ms_since(self.epoch, now));
         let (rev, seq) = (state.rev(), state.last_client_seq(REST_CLIENT).unwrap_or(0) + 1);
         let max = self.config.limits.max_transform_steps;
         let owner = role == Role::Owner;
@@ -1962,6 +1960,16 @@ impl Shard {
         self.stats.core_msgs_out += 1;
         self.effects.push(Effect::ToCore { core, msg });
     }
+}
+
+/// Whether `role` may make `change`: commenters and up comment, editors name versions.
+fn may_note(role: Role, change: &NoteChange) -> bool {
+    if change.is_comment() { role >= Role::Commenter } else { role.can_edit() }
+}
+
+/// Milliseconds from `epoch` to `now`.
+fn ms_since(epoch: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The users `change` mentions that its author did not mention before (an edit notifies only

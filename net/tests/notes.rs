@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use tandem_engine::{Attributes, Delta, NoteChange, Notes};
 use tandem_net::client::{Client, ClientError};
 use tandem_net::protocol::{Encoding, ErrorCode};
@@ -33,22 +31,8 @@ fn comment(start: usize, end: usize, text: &str) -> NoteChange {
     NoteChange::Comment { start, end, text: text.into(), mentions: vec![] }
 }
 
-/// Waits until every client is synced at the same revision; returns the text.
 fn synced(clients: &mut [&mut Client]) -> String {
-    for c in clients.iter_mut() {
-        c.wait_until(Duration::from_secs(30), "synced", |s| s.is_synced()).unwrap();
-    }
-    let want = clients.iter().map(|c| c.session().doc_state(DOC).unwrap().rev()).max().unwrap();
-    for c in clients.iter_mut() {
-        c.wait_until(Duration::from_secs(30), "caught up", |s| s.doc_state(DOC).is_some_and(|d| d.rev() == want))
-            .unwrap();
-    }
-    let first = text(clients[0]);
-    for c in clients.iter() {
-        assert_eq!(text(c), first, "clients diverged");
-        assert_eq!(notes(c), notes(clients[0]), "notes diverged");
-    }
-    first
+    support::synced(clients, DOC)
 }
 
 fn anchored(c: &Client, thread: u64) -> String {

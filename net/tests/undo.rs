@@ -5,36 +5,18 @@
 
 mod support;
 
-use std::time::Duration;
-
 use tandem_engine::{Attributes, Delta};
 use tandem_net::client::{Client, ClientError};
 use tandem_net::protocol::{Encoding, ErrorCode};
 
 const DOC: &str = "undo";
 
-fn text(c: &Client) -> String {
-    c.session().document(DOC).unwrap().text()
-}
-
 fn insert_at(at: usize, s: &str) -> Delta {
     Delta::new().retain(at, Attributes::NONE).insert(s, Attributes::NONE)
 }
 
 fn synced(clients: &mut [&mut Client]) -> String {
-    for c in clients.iter_mut() {
-        c.wait_until(Duration::from_secs(30), "synced", |s| s.is_synced()).unwrap();
-    }
-    let want = clients.iter().map(|c| c.session().doc_state(DOC).unwrap().rev()).max().unwrap();
-    for c in clients.iter_mut() {
-        c.wait_until(Duration::from_secs(30), "caught up", |s| s.doc_state(DOC).is_some_and(|d| d.rev() == want))
-            .unwrap();
-    }
-    let first = text(clients[0]);
-    for c in clients.iter() {
-        assert_eq!(text(c), first, "clients diverged");
-    }
-    first
+    support::synced(clients, DOC)
 }
 
 fn nothing_to_undo(r: Result<u64, ClientError>) {

@@ -144,15 +144,10 @@ pub trait OpLog: Send {
         };
         if base < rev {
             for op in self.read(doc, base + 1, rev)? {
-                match &op.commit.note {
-                    Some(note) => notes.apply(note, op.rev()),
-                    None => {
-                        document
-                            .apply(&op.commit.delta)
-                            .map_err(|e| StorageError::Invalid(format!("{doc:?} revision {}: {e}", op.rev())))?;
-                        notes.transform(&op.commit.delta);
-                    }
-                }
+                document
+                    .apply(&op.commit.delta)
+                    .map_err(|e| StorageError::Invalid(format!("{doc:?} revision {}: {e}", op.rev())))?;
+                notes.follow(&op.commit);
             }
         }
         Ok((document, notes))

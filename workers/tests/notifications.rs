@@ -39,6 +39,22 @@ async fn setup(dir: &Path) -> (Store, Bus, Relay<Store>) {
     (store, bus, relay)
 }
 
+/// The notification worker sending through the SMTP sink on `port`, links to
+/// http://tandem.test:8080/: its task and its counters.
+fn smtp_worker(dir: &Path, port: u16, store: &Store, bus: &Bus) -> (tokio::task::JoinHandle<()>, Arc<WorkerStats>) {
+    let config = MailConfig {
+        smtp_host: Some("127.0.0.1".into()),
+        smtp_port: port,
+        tls: TlsMode::None,
+        ..MailConfig::default()
+    };
+    let mailer = Mailer::new(&config, dir).unwrap();
+    let worker = Notifications::new(mailer, store.clone(), &config, "http://tandem.test:8080/").unwrap();
+    let stats = WorkerStats::new(GROUP);
+    let task = tokio::spawn(tandem_workers::run(worker, bus.clone(), store.clone(), Arc::clone(&stats), policy()));
+    (task, stats)
+}
+
 fn policy() -> RetryPolicy {
     RetryPolicy { attempts: 3, backoff: Duration::from_millis(20), max_backoff: Duration::from_millis(100) }
 }
@@ -48,16 +64,7 @@ async fn a_share_sends_one_email_through_smtp_even_when_delivered_twice() {
     let dir = tempfile::tempdir().unwrap();
     let sink = smtp_sink(dir.path());
     let (store, bus, relay) = setup(dir.path()).await;
-    let config = MailConfig {
-        smtp_host: Some("127.0.0.1".into()),
-        smtp_port: sink.port,
-        tls: TlsMode::None,
-        ..MailConfig::default()
-    };
-    let mailer = Mailer::new(&config, dir.path()).unwrap();
-    let worker = Notifications::new(mailer, store.clone(), &config, "http://tandem.test:8080/").unwrap();
-    let stats = WorkerStats::new(GROUP);
-    let task = tokio::spawn(tandem_workers::run(worker, bus.clone(), store.clone(), Arc::clone(&stats), policy()));
+    let (task, stats) = smtp_worker(dir.path(), sink.port, &store, &bus);
 
     // What the relay publishes, kept to publish again below.
     let again: Vec<Message> = store
@@ -148,16 +155,7 @@ async fn a_mention_emails_the_user_mentioned_if_they_have_access() {
     let notified =
         store.record_mentions(&doc.id, &ann.id, "Ann", &users, 7, "<b>Look</b> at this, @Bob").await.unwrap();
     assert_eq!(notified, 1);
-    let config = MailConfig {
-        smtp_host: Some("127.0.0.1".into()),
-        smtp_port: sink.port,
-        tls: TlsMode::None,
-        ..MailConfig::default()
-    };
-    let mailer = Mailer::new(&config, dir.path()).unwrap();
-    let worker = Notifications::new(mailer, store.clone(), &config, "http://tandem.test:8080/").unwrap();
-    let stats = WorkerStats::new(GROUP);
-    let task = tokio::spawn(tandem_workers::run(worker, bus.clone(), store.clone(), Arc::clone(&stats), policy()));
+    let (task, _) = smtp_worker(dir.path(), sink.port, &store, &bus);
     let mentions: Vec<Message> = store
         .unsent_messages(100)
         .await

@@ -237,36 +237,34 @@ impl Client {
     /// flight are acknowledged; returns the revision the server's answer made. Nothing to
     /// undo is [`ClientError::Refused`] with `nothing_to_undo`.
     pub fn undo(&mut self, doc: &str, redo: bool) -> Result<u64, ClientError> {
-        self.wait_until(Duration::from_secs(30), "ops in flight acknowledged", |s| {
-            s.doc_state(doc).is_some_and(|d| !d.has_pending())
-        })?;
-        let seq = self.session.undo(doc, redo)?.ok_or_else(|| ClientError::Timeout(format!("a free slot in {doc}")))?;
-        self.flush()?;
-        self.await_change(doc, seq)
+        self.ask(doc, |s| s.undo(doc, redo))
     }
 
     /// Makes `doc` what it was at revision `rev` (a new op by this client, once the ops in
     /// flight are acknowledged); returns the revision the change made, or the current one
     /// when nothing changed.
     pub fn restore(&mut self, doc: &str, rev: u64) -> Result<u64, ClientError> {
-        self.wait_until(Duration::from_secs(30), "ops in flight acknowledged", |s| {
-            s.doc_state(doc).is_some_and(|d| !d.has_pending())
-        })?;
-        let seq =
-            self.session.restore(doc, rev)?.ok_or_else(|| ClientError::Timeout(format!("a free slot in {doc}")))?;
-        self.flush()?;
-        self.await_change(doc, seq)
+        self.ask(doc, |s| s.restore(doc, rev))
     }
 
     /// Changes the comments or named versions of `doc` (once the ops in flight are
     /// acknowledged); returns the revision the note took. A refusal is
     /// [`ClientError::Refused`] (`not_found`, `forbidden`, `invalid_note`, `read_only`).
     pub fn note(&mut self, doc: &str, change: tandem_engine::NoteChange) -> Result<u64, ClientError> {
+        self.ask(doc, |s| s.note(doc, change))
+    }
+
+    /// Makes a request of `doc` with `send` once the ops in flight are acknowledged, and
+    /// waits for the server's answer: the revision it made.
+    fn ask(
+        &mut self,
+        doc: &str,
+        send: impl FnOnce(&mut ClientSession) -> Result<Option<u64>, EditError>,
+    ) -> Result<u64, ClientError> {
         self.wait_until(Duration::from_secs(30), "ops in flight acknowledged", |s| {
             s.doc_state(doc).is_some_and(|d| !d.has_pending())
         })?;
-        let seq =
-            self.session.note(doc, change)?.ok_or_else(|| ClientError::Timeout(format!("a free slot in {doc}")))?;
+        let seq = send(&mut self.session)?.ok_or_else(|| ClientError::Timeout(format!("a free slot in {doc}")))?;
         self.flush()?;
         self.await_change(doc, seq)
     }
@@ -281,9 +279,6 @@ impl Client {
                 Some((Ok(*rev), true))
             }
             Event::Acked { doc: d, client_seq, rev } if d == doc && *client_seq == seq => Some((Ok(*rev), true)),
-            Event::Noted { doc: d, author, client_seq, rev, .. } if d == doc && *author == me && *client_seq == seq => {
-                Some((Ok(*rev), true))
-            }
             Event::Error { code, message, doc: Some(d), client_seq: Some(s) } if d == doc && *s == seq => {
                 Some((Err(ClientError::Refused { code: *code, message: message.clone() }), false))
             }

@@ -369,8 +369,7 @@ impl ClientSession {
     /// with the request's `client_seq`, or an [`Event::Error`] (`not_found`, `forbidden`,
     /// `invalid_note`, `read_only`) that leaves the document open.
     pub fn note(&mut self, doc: &str, change: NoteChange) -> Result<Option<u64>, EditError> {
-        let rev = self.doc_state(doc).map_or(0, ClientDoc::rev);
-        self.request(doc, Request::Note { rev, change: Box::new(change) })
+        self.request(doc, Request::Note(Box::new(change)))
     }
 
     /// The document's comment threads and named versions, at the server revision the client
@@ -386,7 +385,7 @@ impl ClientSession {
             return Err(EditError::NotOpen(doc.to_owned()));
         }
         let Some(client_seq) = state.request() else { return Ok(None) };
-        self.outgoing.push_back(request.msg(doc, client_seq));
+        self.outgoing.push_back(request.msg(doc, client_seq, state.rev()));
         entry.request = Some(request);
         Ok(Some(client_seq))
     }
@@ -614,7 +613,7 @@ impl ClientSession {
             (None, None) => return Err(SessionError::Protocol(format!("first open of {doc} came without a snapshot"))),
             (Some(state), Some(snapshot)) => {
                 let content = Document::from_delta(&snapshot).map_err(engine)?;
-                // The server's notes follow when there are any.
+                // The server's notes follow (`notes`).
                 entry.notes = Notes::new();
                 state.resync(rev, content, last_seq).map_err(engine)?
             }
@@ -634,7 +633,7 @@ impl ClientSession {
                 if let (Some(seq), Some(request)) = (state.request_seq(), entry.request.as_ref())
                     && self.connected
                 {
-                    self.outgoing.push_back(request.msg(&doc, seq));
+                    self.outgoing.push_back(request.msg(&doc, seq, state.rev()));
                 }
                 state.resend()
             }
@@ -653,11 +652,10 @@ impl ClientSession {
         if op.rev == state.rev() + 1 {
             entry.notes.transform(&op.delta);
             // A comment not sent yet, or to be sent again, moves too.
-            if let Some(Request::Note { rev, change }) = &mut entry.request
+            if let Some(Request::Note(change)) = &mut entry.request
                 && let NoteChange::Comment { start, end, .. } = &mut **change
             {
                 (*start, *end) = transform_anchor(*start, *end, false, &op.delta);
-                *rev = op.rev;
             }
         }
         match state.remote(op.rev, &op.delta, op.author, op.client_seq) {
@@ -751,23 +749,20 @@ enum Request {
     Undo,
     Redo,
     Restore(u64),
-    /// A note, made at `rev` (kept up to date with the ops received while it waits).
-    Note {
-        rev: u64,
-        change: Box<NoteChange>,
-    },
+    /// A note (a comment's range kept up to date with the ops received while it waits: it
+    /// is sent at the revision the client has).
+    Note(Box<NoteChange>),
 }
 
 impl Request {
-    fn msg(&self, doc: &str, client_seq: u64) -> ClientMsg {
+    /// The request as sent, with the client at revision `at`.
+    fn msg(&self, doc: &str, client_seq: u64, at: u64) -> ClientMsg {
         let doc = doc.to_owned();
         match self {
             Self::Undo => ClientMsg::Undo { doc, client_seq },
             Self::Redo => ClientMsg::Redo { doc, client_seq },
             Self::Restore(rev) => ClientMsg::Restore { doc, rev: *rev, client_seq },
-            Self::Note { rev, change } => {
-                ClientMsg::Note { doc, rev: *rev, client_seq, change: Json((**change).clone()) }
-            }
+            Self::Note(change) => ClientMsg::Note { doc, rev: at, client_seq, change: Json((**change).clone()) },
         }
     }
 }

@@ -204,3 +204,23 @@ pub fn frame_payload(frame: &[u8]) -> &[u8] {
         _ => &frame[2..],
     }
 }
+
+/// Waits until every client has `doc` synced at the same revision, checks they all have the
+/// same text and notes, and returns the text.
+pub fn synced(clients: &mut [&mut Client], doc: &str) -> String {
+    for c in clients.iter_mut() {
+        c.wait_until(Duration::from_secs(30), "synced", |s| s.is_synced()).unwrap();
+    }
+    let want = clients.iter().map(|c| c.session().doc_state(doc).unwrap().rev()).max().unwrap();
+    for c in clients.iter_mut() {
+        c.wait_until(Duration::from_secs(30), "caught up", |s| s.doc_state(doc).is_some_and(|d| d.rev() == want))
+            .unwrap();
+    }
+    let text = |c: &Client| c.session().document(doc).unwrap().text();
+    let first = text(clients[0]);
+    for c in clients.iter() {
+        assert_eq!(text(c), first, "clients diverged");
+        assert_eq!(c.session().notes(doc), clients[0].session().notes(doc), "notes diverged");
+    }
+    first
+}
