@@ -74,7 +74,7 @@ export TANDEM_PEERS_DIR="$cache/peers"
 #   - tandem-events' conformance runs the bus suite on Kafka (a tansu broker each run starts);
 #   - tandem's kafka_workers runs `tandem worker` processes beside `tandem serve` on Kafka,
 #     with a kill -9 mid-stream.
-features=tandem/kafka,tandem/scylla
+features=tandem/kafka,tandem/scylla,tandem-storage/postgres
 if [ "$#" = 0 ]; then
   # The browser editor, built before the Rust tests that serve it.
   scripts/build-web.sh >/dev/null

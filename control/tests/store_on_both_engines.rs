@@ -1,13 +1,12 @@
 //! The metadata store's whole suite, on SQLite and on a real PostgreSQL (started from
-//! nothing by `postgres::Postgres`), plus a check that both engines' migrations make the same
-//! schema.
-
-mod postgres;
+//! nothing by `tandem_testkit::Postgres`), plus a check that both engines' migrations make the
+//! same schema.
 
 use tandem_control::outbox::Event;
 use tandem_control::store::{Engine, ExportStatus, Finished, RefreshOutcome, ShareOutcome, Store};
 use tandem_control::{Error, tokens};
 use tandem_net::protocol::Role;
+use tandem_testkit::Postgres;
 
 async fn sqlite() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -384,8 +383,8 @@ async fn the_store_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_on_postgresql_and_both_schemas_match() {
-    let pg = tokio::task::spawn_blocking(postgres::Postgres::start).await.unwrap();
-    let url = pg.database("store").await;
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.database("store");
     let store = Store::connect(&url).await.unwrap();
     assert_eq!(store.engine(), Engine::Postgres);
     assert_eq!(store.migrate().await.unwrap(), 4, "every migration ran");

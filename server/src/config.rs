@@ -168,7 +168,7 @@ pub(crate) struct ServeArgs {
     /// Clients remembered per document for exactly-once resubmission [default: 100000].
     #[arg(long, env = "TANDEM_MAX_TRACKED_CLIENTS", value_name = "N")]
     max_tracked_clients: Option<usize>,
-    /// Op log: local (the default, in the data directory), scylla (a ScyllaDB cluster; builds with --features scylla) or none (memory only, nothing survives a restart).
+    /// Op log: local (the default, in the data directory), scylla (a ScyllaDB cluster; builds with --features scylla), postgres (a PostgreSQL database: TANDEM_OPLOG_DATABASE_URL or [server.storage.postgres]) or none (memory only, nothing survives a restart).
     #[arg(long, env = "TANDEM_OPLOG", value_name = "KIND", value_parser = parse_oplog)]
     oplog: Option<tandem_net::OplogKind>,
     /// With --oplog scylla: contact points, host:port, comma-separated [default: 127.0.0.1:9042].
@@ -296,8 +296,9 @@ fn parse_oplog(s: &str) -> Result<tandem_net::OplogKind, String> {
     match s {
         "local" => Ok(tandem_net::OplogKind::Local),
         "scylla" => Ok(tandem_net::OplogKind::Scylla),
+        "postgres" => Ok(tandem_net::OplogKind::Postgres),
         "none" => Ok(tandem_net::OplogKind::None),
-        _ => Err(format!("{s:?}: expected local, scylla or none")),
+        _ => Err(format!("{s:?}: expected local, scylla, postgres or none")),
     }
 }
 

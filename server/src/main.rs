@@ -41,8 +41,9 @@ enum Command {
     /// (with the same --data-dir and --cores); the server must not be running.
     Repair(ServeArgs),
     /// Apply the metadata database's migrations (SQLite in the data directory, or
-    /// --database-url), and with --oplog scylla create the ScyllaDB keyspace and tables
-    /// (`[server.storage.scylla]`); safe to run again. `tandem serve` migrates the metadata
+    /// --database-url), with --oplog scylla create the ScyllaDB keyspace and tables
+    /// (`[server.storage.scylla]`), and with --oplog postgres the op log's PostgreSQL schema
+    /// and tables (`[server.storage.postgres]`); safe to run again, from several nodes at once. `tandem serve` migrates the metadata
     /// database itself at start.
     Migrate(ServeArgs),
     /// Run workers in a process of their own (at scale; needs `[events] backend = "kafka"`):
@@ -105,8 +106,10 @@ fn migrate(args: &ServeArgs) -> Result<()> {
     let (engine, applied) =
         tandem_control::migrate(&config.control, &config.data_dir).context("migrating the metadata database")?;
     println!("metadata database ({engine:?}): {applied} migrations applied, schema up to date");
-    if config.server.storage.oplog == tandem_net::OplogKind::Scylla {
-        migrate_scylla(&config)?;
+    match config.server.storage.oplog {
+        tandem_net::OplogKind::Scylla => migrate_scylla(&config)?,
+        tandem_net::OplogKind::Postgres => migrate_postgres(&config)?,
+        _ => {}
     }
     Ok(())
 }
@@ -129,6 +132,25 @@ fn migrate_scylla(_config: &config::FileConfig) -> Result<()> {
     bail!(
         "this tandem was built without ScyllaDB support: build it with `cargo build --release -p tandem --features scylla`"
     )
+}
+
+#[cfg(feature = "postgres")]
+fn migrate_postgres(config: &config::FileConfig) -> Result<()> {
+    use tandem_storage::postgres;
+    let opts = config.server.storage.postgres.options(std::time::Duration::ZERO);
+    let statements = postgres::migrate(&opts).with_context(|| {
+        format!("migrating the op log in {} (schema {})", postgres::redacted(&opts.url), opts.schema)
+    })?;
+    for s in statements {
+        println!("{s};");
+    }
+    println!("op-log schema {} is at version {}", opts.schema, postgres::SCHEMA_VERSION);
+    Ok(())
+}
+
+#[cfg(not(feature = "postgres"))]
+fn migrate_postgres(_config: &config::FileConfig) -> Result<()> {
+    bail!("this tandem was built without the PostgreSQL op log: build it with `--features postgres`")
 }
 
 fn repair(args: &ServeArgs) -> Result<()> {

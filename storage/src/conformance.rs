@@ -268,3 +268,68 @@ fn notes_are_kept_in_order_with_the_ops(b: &mut dyn Backend) {
     assert_eq!(loaded.notes(), state.notes(), "notes: from the snapshot");
     assert_eq!(log.state_at("n", 4).expect("notes: state at 4").1, *state.notes(), "notes: state at 4");
 }
+
+/// Two sequencers (two connections on two threads) race for the same revisions of one
+/// document, an op at a time: each revision is acknowledged to exactly one of them (the other
+/// gets a [`StorageError::Conflict`]), and the log holds exactly the ops acknowledged.
+/// `connect` opens a new connection to one fresh, shared log.
+pub fn two_sequencers_race(connect: &(dyn Fn() -> Box<dyn OpLog + Send> + Sync)) {
+    const REVS: u64 = 200;
+    let (ops, _) = edits("raced", 1, REVS, 0);
+    let rival: Vec<LogOp> = ops
+        .iter()
+        .map(|op| {
+            let mut c = (*op.commit).clone();
+            c.author = ClientId(1000 + c.author.0);
+            LogOp { doc: Arc::clone(&op.doc), time_ms: op.time_ms, commit: Arc::new(c) }
+        })
+        .collect();
+    // Both connected before either starts, so that they really race.
+    let start = std::sync::Barrier::new(2);
+    let race = |mine: &[LogOp], side: u64| {
+        let mut log = connect();
+        start.wait();
+        let mut won = Vec::new();
+        // Each goes for the next free revision, as a sequencer that reloads after losing
+        // would: every revision is contended.
+        let mut next = 1;
+        while next <= REVS {
+            let op = &mine[(next - 1) as usize];
+            match log.append(std::slice::from_ref(op)) {
+                Ok(a) if a.written == 1 => {
+                    won.push(next);
+                    next += 1;
+                    // A pause of a few hundred microseconds now and then (as work between
+                    // batches), so that the lead changes hands.
+                    std::thread::sleep(std::time::Duration::from_micros((next * 7919 + side * 104_729) % 700));
+                }
+                Ok(a) => panic!("two_sequencers_race: unexpected {a:?}"),
+                Err(StorageError::Conflict { .. }) => {
+                    next = log.latest_rev("raced").expect("latest") + 1;
+                }
+                Err(e) => panic!("two_sequencers_race: {e}"),
+            }
+        }
+        won
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| race(&ops, 0));
+        let b = s.spawn(|| race(&rival, 1));
+        (a.join().expect("sequencer a"), b.join().expect("sequencer b"))
+    });
+    eprintln!("two_sequencers_race: {} revisions went to one sequencer, {} to the other", a.len(), b.len());
+    assert!(!a.is_empty() && !b.is_empty(), "two_sequencers_race: no race happened (one side won everything)");
+    let mut all: Vec<u64> = a.iter().chain(&b).copied().collect();
+    all.sort_unstable();
+    assert!(all.windows(2).all(|w| w[0] != w[1]), "two_sequencers_race: a revision written twice: {a:?} {b:?}");
+    let mut log = connect();
+    let latest = log.latest_rev("raced").expect("latest");
+    assert_eq!(latest, REVS, "two_sequencers_race: latest");
+    assert_eq!(all.len() as u64, latest, "two_sequencers_race: every revision acknowledged to one side");
+    for op in log.read("raced", 1, latest).expect("read") {
+        let i = (op.rev() - 1) as usize;
+        let from_a = a.contains(&op.rev()) && op.commit.author == ops[i].commit.author;
+        let from_b = b.contains(&op.rev()) && op.commit.author == rival[i].commit.author;
+        assert!(from_a ^ from_b, "two_sequencers_race: revision {} is neither side's acknowledged op", op.rev());
+    }
+}

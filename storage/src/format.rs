@@ -39,6 +39,8 @@ use std::sync::Arc;
 
 use tandem_engine::{ClientId, Commit, Delta, Note};
 
+use crate::error::StorageError;
+
 /// The segment header's magic bytes.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"TNDMLOG\0";
 /// The format version this build writes and reads.
@@ -185,6 +187,41 @@ impl LogOp {
     /// The revision it made.
     pub fn rev(&self) -> u64 {
         self.commit.rev
+    }
+
+    /// An op from a database row's cells (the ScyllaDB and PostgreSQL backends): the delta as
+    /// its rkyv archive, the note (if any) as JSON; an empty or missing note is an op.
+    pub fn from_row(
+        doc: &Arc<str>,
+        rev: u64,
+        (author, client_seq, time_ms): (ClientId, u64, u64),
+        delta: &[u8],
+        note: Option<&str>,
+    ) -> Result<Self, StorageError> {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(delta.len());
+        aligned.extend_from_slice(delta);
+        let delta = Delta::from_archive(&aligned)
+            .map_err(|e| StorageError::Invalid(format!("{doc:?} revision {rev}: op delta: {e}")))?;
+        let note = match note {
+            None | Some("") => None,
+            Some(json) => Some(Arc::new(
+                serde_json::from_str(json)
+                    .map_err(|e| StorageError::Invalid(format!("{doc:?} revision {rev}: note: {e}")))?,
+            )),
+        };
+        Ok(Self {
+            doc: Arc::clone(doc),
+            time_ms,
+            commit: Arc::new(Commit { note, ..Commit::op(rev, author, client_seq, delta) }),
+        })
+    }
+
+    /// The note as a database row stores it: JSON, or empty for an op.
+    pub fn note_json(&self) -> Result<String, StorageError> {
+        match &self.commit.note {
+            Some(note) => serde_json::to_string(&**note).map_err(|e| StorageError::Invalid(e.to_string())),
+            None => Ok(String::new()),
+        }
     }
 }
 

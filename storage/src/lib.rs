@@ -8,6 +8,8 @@
 //!   `docs/oplog-format.md` specifies its format.
 //! - `scylla::ScyllaLog` (feature `scylla`): the op log in a ScyllaDB cluster, appends fenced
 //!   by lightweight transactions, with `scylla::migrate` creating its schema.
+//! - `postgres::PostgresLog` (feature `postgres`): the op log in PostgreSQL, appends fenced by
+//!   the head row's lock and the ops' primary key, one transaction per group commit.
 //! - [`BlobStore`] ([`LocalBlobs`], and `s3::S3Blobs` with feature `s3`): snapshots, exports
 //!   and uploads as blobs; [`blob_conformance`] is what every backend passes.
 //! - [`Fs`]: the file layer under the log, with [`FaultyFs`] to inject failures in tests.
@@ -18,11 +20,15 @@
 mod blob;
 pub use blob::conformance as blob_conformance;
 pub mod conformance;
+#[cfg(any(feature = "scylla", feature = "postgres"))]
+mod db;
 mod error;
 pub mod format;
 mod fs;
 mod local;
 mod oplog;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "s3")]
 pub mod s3;
 #[cfg(feature = "scylla")]

@@ -25,7 +25,7 @@
 //! The driver is async; the backend runs it on its own current-thread Tokio runtime, and its
 //! calls block, like every [`OpLog`]: only a storage thread calls them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,12 +39,13 @@ use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlValue, Row};
-use tandem_engine::{ClientId, Commit, Delta};
+use tandem_engine::ClientId;
 use tracing::info;
 
+use crate::db::{backend, i64_of, runtime, u64_of};
 use crate::error::StorageError;
-use crate::format::{LogOp, MAX_DOC_ID_BYTES};
-use crate::oplog::{Appended, Compacted, OpLog};
+use crate::format::LogOp;
+use crate::oplog::{Appended, Compacted, OpLog, by_document, check_doc};
 use crate::snapshot::Snapshot;
 
 /// The schema version [`migrate`] creates and [`ScyllaLog::connect`] requires.
@@ -162,17 +163,6 @@ fn parse_serial(s: &str) -> Result<SerialConsistency, String> {
     }
 }
 
-fn backend(what: &str, e: impl std::fmt::Display) -> StorageError {
-    StorageError::Backend(format!("{what}: {e}"))
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, StorageError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| StorageError::io("starting the ScyllaDB driver's runtime", e))
-}
-
 async fn session(opts: &ScyllaOptions) -> Result<Session, StorageError> {
     opts.validate().map_err(StorageError::Invalid)?;
     let profile = ExecutionProfile::builder()
@@ -241,7 +231,7 @@ pub fn migration_statements(keyspace: &str, m: &Migration) -> Vec<String> {
 /// statements run.
 pub fn migrate(opts: &ScyllaOptions, m: &Migration) -> Result<Vec<String>, StorageError> {
     check_keyspace(&opts.keyspace).map_err(StorageError::Invalid)?;
-    let rt = runtime()?;
+    let rt = runtime("ScyllaDB")?;
     rt.block_on(async {
         let s = session(opts).await?;
         let statements = migration_statements(&opts.keyspace, m);
@@ -279,7 +269,7 @@ pub fn migrate(opts: &ScyllaOptions, m: &Migration) -> Result<Vec<String>, Stora
 /// Drops the keyspace and everything in it (tests).
 pub fn drop_keyspace(opts: &ScyllaOptions) -> Result<(), StorageError> {
     check_keyspace(&opts.keyspace).map_err(StorageError::Invalid)?;
-    let rt = runtime()?;
+    let rt = runtime("ScyllaDB")?;
     rt.block_on(async {
         let s = session(opts).await?;
         let st = format!("DROP KEYSPACE IF EXISTS {}", opts.keyspace);
@@ -378,25 +368,10 @@ impl std::fmt::Debug for ScyllaLog {
     }
 }
 
-fn u64_of(v: i64, what: &str) -> Result<u64, StorageError> {
-    u64::try_from(v).map_err(|_| StorageError::Invalid(format!("negative {what} {v} in the database")))
-}
-
-fn i64_of(v: u64) -> Result<i64, StorageError> {
-    i64::try_from(v).map_err(|_| StorageError::Invalid(format!("{v} does not fit a CQL bigint")))
-}
-
-fn check_doc(doc: &str) -> Result<(), StorageError> {
-    if doc.is_empty() || doc.len() > MAX_DOC_ID_BYTES {
-        return Err(StorageError::Invalid(format!("document id of {} bytes", doc.len())));
-    }
-    Ok(())
-}
-
 impl ScyllaLog {
     /// Connects and checks the keyspace was migrated to this build's schema.
     pub fn connect(opts: ScyllaOptions) -> Result<Self, StorageError> {
-        let rt = runtime()?;
+        let rt = runtime("ScyllaDB")?;
         let (session, st) = rt.block_on(async {
             let s = session(&opts).await?;
             let q = format!("SELECT version FROM {}.schema_version WHERE id = 0", opts.keyspace);
@@ -516,25 +491,8 @@ async fn read_rows(s: &Session, st: &Statements, doc: &str, from: u64, to: u64) 
             let (Some(author), Some(seq), Some(time), Some(delta)) = (author, seq, time, delta) else {
                 return Err(StorageError::Invalid(format!("{doc:?} revision {rev}: an op row with missing cells")));
             };
-            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(delta.len());
-            aligned.extend_from_slice(&delta);
-            let delta = Delta::from_archive(&aligned)
-                .map_err(|e| StorageError::Invalid(format!("{doc:?} revision {rev}: op delta: {e}")))?;
-            out.push(LogOp {
-                doc: Arc::clone(&doc_arc),
-                time_ms: u64_of(time, "time")?,
-                commit: Arc::new(Commit {
-                    note: match note.as_deref() {
-                        // An op (a version 1 row has no note cell).
-                        None | Some("") => None,
-                        Some(json) => Some(Arc::new(
-                            serde_json::from_str(json)
-                                .map_err(|e| StorageError::Invalid(format!("{doc:?} revision {rev}: note: {e}")))?,
-                        )),
-                    },
-                    ..Commit::op(rev, ClientId(u64_of(author, "author")?), u64_of(seq, "client_seq")?, delta)
-                }),
-            });
+            let cells = (ClientId(u64_of(author, "author")?), u64_of(seq, "client_seq")?, u64_of(time, "time")?);
+            out.push(LogOp::from_row(&doc_arc, rev, cells, &delta, note.as_deref())?);
         }
         match next.into_paging_control_flow() {
             ControlFlow::Break(()) => return Ok(out),
@@ -556,10 +514,7 @@ fn op_values(op: &LogOp) -> Result<Vec<CqlValue>, StorageError> {
         CqlValue::BigInt(i64_of(op.time_ms)?),
         CqlValue::Blob(c.delta.to_archive().to_vec()),
         // An op's note is empty, not null: a null cell would be a tombstone.
-        CqlValue::Text(match &c.note {
-            Some(note) => serde_json::to_string(&**note).map_err(|e| StorageError::Invalid(e.to_string()))?,
-            None => String::new(),
-        }),
+        CqlValue::Text(op.note_json()?),
         CqlValue::Text(op.doc.to_string()),
         CqlValue::BigInt(i64_of(c.rev)?),
     ])
@@ -683,21 +638,7 @@ impl OpLog for ScyllaLog {
     fn append(&mut self, ops: &[LogOp]) -> Result<Appended, StorageError> {
         // Each document's ops, in order; a batch is atomic per document (documents are in
         // different partitions), and revisions must run on without gaps within it.
-        let mut groups: BTreeMap<&str, Vec<LogOp>> = BTreeMap::new();
-        for op in ops {
-            check_doc(&op.doc)?;
-            let g = groups.entry(&op.doc).or_default();
-            if let Some(prev) = g.last()
-                && op.rev() != prev.rev() + 1
-            {
-                return Err(StorageError::RevisionGap {
-                    doc: op.doc.to_string(),
-                    expected: prev.rev() + 1,
-                    got: op.rev(),
-                });
-            }
-            g.push(op.clone());
-        }
+        let groups = by_document(ops)?;
         let (s, st, heads) = (&self.session, &self.st, &self.heads);
         let results = self.rt.block_on(join_all(groups.values().map(|g| {
             let hint = heads.get(&*g[0].doc).copied();

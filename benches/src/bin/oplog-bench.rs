@@ -1,8 +1,10 @@
 //! The op log's benchmarks (issue 4), printed as Markdown: raw `fdatasync` latency on this disk
 //! (the floor), durable appends per core with group commit under 1, 100 and 10,000 writers,
-//! recovery time per GB, and the time to join a document with a 1M-op history.
+//! recovery time per GB, and the time to join a document with a 1M-op history. With
+//! `--postgres URL`, the group-commit rows are measured on the PostgreSQL op log too, beside
+//! the local log's in the same run (the database at URL gets a fresh `tandem_bench` schema).
 //!
-//! `cargo run --release -p tandem-benches --bin oplog-bench -- DIR [--recovery-mb N] [--only fdatasync|commit|recovery|join]`
+//! `cargo run --release -p tandem-benches --bin oplog-bench -- DIR [--recovery-mb N] [--only fdatasync|commit|recovery|join] [--postgres URL]`
 //! DIR must be on the disk to measure (not tmpfs); it is emptied first.
 
 use std::os::unix::fs::FileExt;
@@ -15,6 +17,7 @@ use hdrhistogram::Histogram;
 use tandem_engine::{Attributes, ClientId, Commit, Delta, DocState, Limits, Submitted};
 use tandem_net::codec::encode_server;
 use tandem_net::protocol::{Encoding, ServerMsg};
+use tandem_storage::postgres::{self, PostgresLog, PostgresOptions};
 use tandem_storage::{FsyncPolicy, LocalBlobs, LocalLog, LocalOptions, LogOp, OpLog, RealFs, Snapshot};
 
 fn open(dir: &Path, fsync: FsyncPolicy) -> LocalLog {
@@ -53,9 +56,7 @@ fn keystroke(doc: &str, rev: u64, author: u64) -> LogOp {
 
 /// Closed loop, as the server runs it: each writer has one op outstanding; a core gathers the
 /// ops of released writers into the next batch while one batch is with the storage thread.
-fn group_commit(dir: &Path, writers: usize, duration: Duration) -> (f64, Histogram<u64>, f64) {
-    let _ = std::fs::remove_dir_all(dir);
-    let mut log = open(dir, FsyncPolicy::Always);
+fn group_commit(mut log: Box<dyn OpLog + Send>, writers: usize, duration: Duration) -> (f64, Histogram<u64>, f64) {
     let (to_storage, storage_rx) = mpsc::sync_channel::<Vec<LogOp>>(1);
     let (done_tx, done) = mpsc::sync_channel::<()>(1);
     let storage = std::thread::spawn(move || {
@@ -213,11 +214,15 @@ fn main() {
     let dir = PathBuf::from(args.next().expect("usage: oplog-bench DIR [--recovery-mb N]"));
     let mut recovery_mb = 1024;
     let mut only: Option<String> = None;
+    let mut postgres: Option<String> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--recovery-mb" => recovery_mb = args.next().and_then(|v| v.parse().ok()).expect("--recovery-mb N"),
             "--only" => only = args.next(),
-            other => panic!("unknown argument {other:?} (--recovery-mb N, --only fdatasync|commit|recovery|join)"),
+            "--postgres" => postgres = Some(args.next().expect("--postgres URL")),
+            other => panic!(
+                "unknown argument {other:?} (--recovery-mb N, --only fdatasync|commit|recovery|join, --postgres URL)"
+            ),
         }
     }
     let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
@@ -227,7 +232,7 @@ fn main() {
     println!("## Raw fdatasync (4 KiB overwrite of a pre-zeroed file), 2000 samples\n");
     println!("p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n", pct(&raw, 0.5), pct(&raw, 0.99), raw.max() as f64 / 1000.0);
     if run("commit") {
-        commit_section(&dir, &raw);
+        commit_section(&dir, &raw, postgres.as_deref());
     }
     if run("recovery") {
         let (per_gb, bytes, warm_per_gb) = recovery(&dir.join("recovery"), recovery_mb);
@@ -243,21 +248,41 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn commit_section(dir: &Path, raw: &Histogram<u64>) {
+fn commit_section(dir: &Path, raw: &Histogram<u64>, postgres: Option<&str>) {
     println!("## Durable appends, one core's log, group commit (fsync = always), 10 s each\n");
     println!(
-        "| writers | durable ops/s | ops per fdatasync | commit p50 ms | commit p99 ms | p99 / raw fdatasync p99 |"
+        "| log | writers | durable ops/s | ops per commit | commit p50 ms | commit p99 ms | p99 / raw fdatasync p99 |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
+    let pg = postgres.map(|url| {
+        let opts = PostgresOptions { schema: "tandem_bench".into(), ..PostgresOptions::from_url(url) };
+        let _ = postgres::drop_schema(&opts);
+        postgres::migrate(&opts).expect("migrating the benchmark's schema");
+        opts
+    });
     for writers in [1, 100, 10_000] {
-        let (rate, h, per_batch) = group_commit(&dir.join(format!("gc-{writers}")), writers, Duration::from_secs(10));
-        println!(
-            "| {writers} | {rate:.0} | {per_batch:.0} | {:.3} | {:.3} | {:.2} |",
-            pct(&h, 0.5),
-            pct(&h, 0.99),
-            pct(&h, 0.99) / pct(raw, 0.99)
-        );
-        let _ = std::fs::remove_dir_all(dir.join(format!("gc-{writers}")));
+        let gc = dir.join(format!("gc-{writers}"));
+        let _ = std::fs::remove_dir_all(&gc);
+        let mut logs: Vec<(&str, Box<dyn OpLog + Send>)> = vec![("local", Box::new(open(&gc, FsyncPolicy::Always)))];
+        if let Some(opts) = &pg {
+            // Each row on fresh tables: the same documents start at revision 1 again.
+            postgres::drop_schema(opts).expect("dropping the benchmark's schema");
+            postgres::migrate(opts).expect("migrating the benchmark's schema");
+            logs.push(("postgres", Box::new(PostgresLog::connect(opts.clone()).expect("connecting"))));
+        }
+        for (name, log) in logs {
+            let (rate, h, per_batch) = group_commit(log, writers, Duration::from_secs(10));
+            println!(
+                "| {name} | {writers} | {rate:.0} | {per_batch:.0} | {:.3} | {:.3} | {:.2} |",
+                pct(&h, 0.5),
+                pct(&h, 0.99),
+                pct(&h, 0.99) / pct(raw, 0.99)
+            );
+        }
+        let _ = std::fs::remove_dir_all(&gc);
+    }
+    if let Some(opts) = &pg {
+        let _ = postgres::drop_schema(opts);
     }
 }
 

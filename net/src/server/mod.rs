@@ -27,7 +27,9 @@ use crate::protocol::{DocId, ServerMsg};
 use crate::shard::{CoreMsg, ShardConfig};
 use mailbox::Mailbox;
 pub use notify::Notify;
-pub use storage::{BlobsKind, FsyncMode, OplogKind, S3Config, ScyllaConfig, StorageConfig, open_blobs, open_core_log};
+pub use storage::{
+    BlobsKind, FsyncMode, OplogKind, PostgresConfig, S3Config, ScyllaConfig, StorageConfig, open_blobs, open_core_log,
+};
 
 /// Everything the server can be told. Every field has a safe default; the `tandem` binary
 /// loads this from TOML, flags and `TANDEM_*` variables.

@@ -38,6 +38,9 @@ pub enum OplogKind {
     /// A ScyllaDB (or Cassandra) cluster, `[server.storage.scylla]`; needs a build with the
     /// `scylla` feature and a keyspace made by `tandem migrate`.
     Scylla,
+    /// A PostgreSQL database, `[server.storage.postgres]`; needs a build with the `postgres`
+    /// feature (on by default in `tandem`) and a schema made by `tandem migrate`.
+    Postgres,
     /// None: documents live in memory only and are lost when the server stops (tests and
     /// data-plane benchmarks).
     None,
@@ -112,6 +115,61 @@ impl ScyllaConfig {
         tandem_storage::scylla::Migration {
             replication: self.replication.clone(),
             disable_tablets: self.disable_tablets,
+        }
+    }
+}
+
+/// The PostgreSQL backend's settings (`[server.storage.postgres]`); like [`ScyllaConfig`],
+/// parsed whatever the build.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user@host:port/database`; the `TANDEM_OPLOG_DATABASE_URL` environment
+    /// variable overrides it (put the password there, not in the file).
+    pub url: String,
+    /// The PostgreSQL schema of the op log's tables (`tandem migrate` creates it).
+    pub schema: String,
+    /// Longest wait for a connection, ms.
+    pub connect_timeout_ms: u64,
+    /// Longest a statement may run, ms.
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/tandem".into(),
+            schema: "tandem_oplog".into(),
+            connect_timeout_ms: 5000,
+            statement_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("PostgresConfig")
+            .field("schema", &self.schema)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl PostgresConfig {
+    /// The backend's options.
+    pub fn options(&self, retention: Duration) -> tandem_storage::postgres::PostgresOptions {
+        tandem_storage::postgres::PostgresOptions {
+            url: std::env::var("TANDEM_OPLOG_DATABASE_URL")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| self.url.clone()),
+            schema: self.schema.clone(),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+            retention,
         }
     }
 }
@@ -201,10 +259,12 @@ pub struct StorageConfig {
     /// Where the data lives (set from the top-level `data_dir`).
     #[serde(skip)]
     pub data_dir: PathBuf,
-    /// The op log: `local` (default), `scylla` or `none`.
+    /// The op log: `local` (default), `scylla`, `postgres` or `none`.
     pub oplog: OplogKind,
     /// With `oplog = "scylla"`: the cluster.
     pub scylla: ScyllaConfig,
+    /// With `oplog = "postgres"`: the database.
+    pub postgres: PostgresConfig,
     /// When appends are made durable: `always` (default), `interval`, `never`.
     pub fsync: FsyncMode,
     /// With `fsync = "interval"`: how often, ms.
@@ -231,6 +291,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./tandem-data"),
             oplog: OplogKind::Local,
             scylla: ScyllaConfig::default(),
+            postgres: PostgresConfig::default(),
             fsync: FsyncMode::Always,
             fsync_interval_ms: 10,
             segment_bytes: 64 << 20,
@@ -279,6 +340,12 @@ impl StorageConfig {
             self.scylla.options(self.retention()).validate()?;
             #[cfg(not(feature = "scylla"))]
             return Err("storage.oplog = \"scylla\": this tandem was built without ScyllaDB support (build with --features scylla)".into());
+        }
+        if self.oplog == OplogKind::Postgres {
+            #[cfg(feature = "postgres")]
+            self.postgres.options(self.retention()).validate()?;
+            #[cfg(not(feature = "postgres"))]
+            return Err("storage.oplog = \"postgres\": this tandem was built without PostgreSQL op-log support (build with --features postgres)".into());
         }
         Ok(())
     }
@@ -544,6 +611,14 @@ pub(crate) fn start(
         }
         #[cfg(not(feature = "scylla"))]
         OplogKind::Scylla => return Err(opening(StorageError::Invalid("built without the `scylla` feature".into()))),
+        #[cfg(feature = "postgres")]
+        OplogKind::Postgres => Box::new(
+            tandem_storage::postgres::PostgresLog::connect(cfg.postgres.options(cfg.retention())).map_err(opening)?,
+        ),
+        #[cfg(not(feature = "postgres"))]
+        OplogKind::Postgres => {
+            return Err(opening(StorageError::Invalid("built without the `postgres` feature".into())));
+        }
         OplogKind::None => return Err(opening(StorageError::Invalid("storage.oplog = \"none\"".into()))),
     };
     let link = Arc::new(StorageLink {

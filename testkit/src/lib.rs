@@ -1,15 +1,20 @@
-//! A throwaway PostgreSQL server for tests: `initdb` and `pg_ctl` in a temp directory, on a
+//! Test fixtures shared by Tandem's crates (dev-dependency only).
+//!
+//! [`Postgres`]: a throwaway PostgreSQL server, `initdb` and `pg_ctl` in a temp directory on a
 //! free port, stopped when dropped. With `TANDEM_TEST_DATABASE_URL` set, that server is used
-//! instead (each test makes its own database on it). Missing binaries fail the test with
-//! what to install: the PostgreSQL suite never skips.
+//! instead (each caller makes its own database on it). Missing binaries fail the test with
+//! what to install: the PostgreSQL suites never skip.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub(crate) struct Postgres {
+/// A PostgreSQL server for one test (or one test binary).
+pub struct Postgres {
     /// `postgres://...` of the maintenance database.
-    pub(crate) url: String,
-    data: Option<(tempfile::TempDir, PathBuf)>,
+    pub url: String,
+    bin: PathBuf,
+    data: Option<tempfile::TempDir>,
 }
 
 fn bin_dir() -> PathBuf {
@@ -34,7 +39,7 @@ fn is_root() -> bool {
 }
 
 /// Runs a PostgreSQL binary, as user `postgres` when we are root (PostgreSQL refuses root).
-fn run(bin: &Path, args: &[&str]) {
+fn run(bin: &Path, args: &[&str]) -> String {
     let mut cmd = if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(bin);
@@ -50,14 +55,17 @@ fn run(bin: &Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Postgres {
-    pub(crate) fn start() -> Self {
-        if let Ok(url) = std::env::var("TANDEM_TEST_DATABASE_URL") {
-            return Self { url, data: None };
-        }
+    /// Starts a server (or names the one in `TANDEM_TEST_DATABASE_URL`). Blocks for a second
+    /// or two: from async code, call it on a blocking thread.
+    pub fn start() -> Self {
         let bin = bin_dir();
+        if let Ok(url) = std::env::var("TANDEM_TEST_DATABASE_URL") {
+            return Self { url, bin, data: None };
+        }
         let dir = tempfile::Builder::new().prefix("tandem-pg").tempdir().expect("temp dir");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
@@ -69,33 +77,43 @@ impl Postgres {
         let d = data.to_str().unwrap();
         run(&bin.join("initdb"), &["-D", d, "--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync"]);
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             dir.path().display()
         );
         let log = dir.path().join("log");
         run(&bin.join("pg_ctl"), &["-D", d, "-o", &opts, "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"]);
-        Self { url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), data: Some((dir, bin)) }
+        Self { url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), bin, data: Some(dir) }
     }
 
-    /// The URL of a new, empty database on this server.
-    pub(crate) async fn database(&self, name: &str) -> String {
-        sqlx::any::install_default_drivers();
-        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&self.url).await.expect("connects");
-        let name = format!("tandem_{name}_{}", std::process::id());
-        let drop = format!("DROP DATABASE IF EXISTS {name}");
-        let create = format!("CREATE DATABASE {name}");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(create)).execute(&mut conn).await.unwrap();
-        let base = self.url.rsplit_once('/').unwrap().0;
+    /// Runs SQL on the maintenance database with `psql`, returning what it printed
+    /// (unaligned, tuples only).
+    pub fn sql(&self, sql: &str) -> String {
+        self.sql_in(&self.url, sql)
+    }
+
+    /// Runs SQL on the database at `url` (one [`Postgres::database`] made).
+    pub fn sql_in(&self, url: &str, sql: &str) -> String {
+        run(&self.bin.join("psql"), &[url, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+    }
+
+    /// The URL of a new, empty database on this server, named after `name`, the process and
+    /// a counter (so tests in one binary never share one).
+    pub fn database(&self, name: &str) -> String {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("tandem_{name}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "database name {name:?}");
+        self.sql(&format!("DROP DATABASE IF EXISTS {name}"));
+        self.sql(&format!("CREATE DATABASE {name}"));
+        let base = self.url.rsplit_once('/').expect("a URL with a database").0;
         format!("{base}/{name}")
     }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if let Some((dir, bin)) = &self.data {
+        if let Some(dir) = &self.data {
             let d = dir.path().join("data");
-            run(&bin.join("pg_ctl"), &["-D", d.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+            run(&self.bin.join("pg_ctl"), &["-D", d.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
         }
     }
 }
