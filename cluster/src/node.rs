@@ -1,0 +1,402 @@
+//! One node's membership: [`Ownership`], what the data plane reads on its hot path (which
+//! shards this node may serve, until when, and where the others are), and [`Membership`],
+//! the loop on the control plane's runtime that keeps it true (heartbeat, renew, take, hand
+//! back).
+//!
+//! **Fencing by time.** A node serves a shard only until `sent + ttl - margin` on its own
+//! monotonic clock, where `sent` is when it sent the request that took or renewed the lease;
+//! the database set the lease's expiry to `now() + ttl` when it ran that request, later. So
+//! the node stops at least `margin` before any other node can take the shard, however long
+//! the node was paused (a stopped process, a GC, a partition from the database): the clock
+//! keeps running while it is stopped, and every commit checks the deadline. The op log's
+//! fence (a second writer of a revision is refused) covers what slips past a deadline check
+//! in flight.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::plan::{Pace, Step, View, plan};
+use crate::shard::{Shard, shard_of};
+use crate::store::{LeaseError, LeaseStore};
+
+/// What this node may serve: read by every core, written by [`Membership`].
+#[derive(Debug)]
+pub struct Ownership {
+    me: Arc<str>,
+    address: Arc<str>,
+    shards: u16,
+    base: Instant,
+    /// Per shard: until when (ms after `base`) this node may serve it; 0: not its.
+    until: Box<[AtomicU64]>,
+    /// Raised whenever shards stop being this node's.
+    generation: AtomicU64,
+    /// Per core: the generation it last swept (dropped the documents of shards not its).
+    swept: Box<[AtomicU64]>,
+    /// Per shard: the owner's address as last read (this node's own included).
+    owners: RwLock<Vec<Option<Arc<str>>>>,
+    /// Set once the node is leaving: it takes nothing more.
+    draining: AtomicBool,
+}
+
+impl Ownership {
+    /// Nothing owned yet, for node `me` reached at `address`, with `cores` cores that sweep.
+    pub fn new(me: &str, address: &str, shards: u16, cores: usize) -> Arc<Self> {
+        Arc::new(Self {
+            me: me.into(),
+            address: address.into(),
+            shards: shards.max(1),
+            base: Instant::now(),
+            until: (0..shards.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            generation: AtomicU64::new(0),
+            swept: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+            owners: RwLock::new(vec![None; usize::from(shards.max(1))]),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The shard count.
+    pub fn shards(&self) -> u16 {
+        self.shards
+    }
+
+    /// The shard of a document.
+    pub fn shard_of(&self, doc: &str) -> Shard {
+        shard_of(doc, self.shards)
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        // +1: 0 means "not this node's".
+        t.saturating_duration_since(self.base).as_millis() as u64 + 1
+    }
+
+    /// Whether this node may serve (commit to) `shard` at `now`.
+    pub fn serves(&self, shard: Shard, now: Instant) -> bool {
+        let until = self.until.get(usize::from(shard)).map_or(0, |u| u.load(Ordering::Acquire));
+        until != 0 && self.ms(now) < until
+    }
+
+    /// Whether this node may serve `doc` at `now`.
+    pub fn serves_doc(&self, doc: &str, now: Instant) -> bool {
+        self.serves(self.shard_of(doc), now)
+    }
+
+    /// Shards served at `now`.
+    pub fn served(&self, now: Instant) -> usize {
+        (0..self.shards).filter(|&s| self.serves(s, now)).count()
+    }
+
+    /// Where the owner of `shard` is reached, as last read (None: nobody holds it now).
+    pub fn owner(&self, shard: Shard) -> Option<Arc<str>> {
+        self.owners.read().expect("owners lock").get(usize::from(shard)).cloned().flatten()
+    }
+
+    /// Raised whenever shards stop being this node's: a core that sees it move sweeps its
+    /// documents, then calls [`Ownership::swept`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Core `core` dropped every document of the shards this node stopped serving up to
+    /// `generation` (their appends durable or failed).
+    pub fn swept(&self, core: usize, generation: u64) {
+        if let Some(s) = self.swept.get(core) {
+            s.fetch_max(generation, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether the node is leaving.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    fn grant(&self, shard: Shard, until: Instant) {
+        self.until[usize::from(shard)].store(self.ms(until), Ordering::Release);
+    }
+
+    /// Stops serving `shards` now; returns the generation the cores must sweep.
+    fn revoke(&self, shards: &[Shard]) -> u64 {
+        for &s in shards {
+            self.until[usize::from(s)].store(0, Ordering::Release);
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Waits (polling, at most `limit`) until every core swept `generation`; false on timeout.
+    async fn all_swept(&self, generation: u64, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.swept.iter().all(|s| s.load(Ordering::Acquire) >= generation) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn set_owners(&self, view: &View) {
+        let addresses: BTreeMap<&str, &str> =
+            view.members.iter().map(|m| (m.node.as_str(), m.address.as_str())).collect();
+        let mut cache: BTreeMap<&str, Arc<str>> = BTreeMap::new();
+        let mut owners = self.owners.write().expect("owners lock");
+        for l in &view.leases {
+            let owner = l.owner.as_deref().filter(|_| l.live).and_then(|o| {
+                if o == &*self.me {
+                    return Some(Arc::clone(&self.address));
+                }
+                let a = addresses.get(o)?;
+                Some(Arc::clone(cache.entry(a).or_insert_with(|| Arc::from(*a))))
+            });
+            if let Some(slot) = owners.get_mut(usize::from(l.shard)) {
+                *slot = owner;
+            }
+        }
+    }
+
+    fn set_owner(&self, shard: Shard, address: Option<Arc<str>>) {
+        if let Some(slot) = self.owners.write().expect("owners lock").get_mut(usize::from(shard)) {
+            *slot = address;
+        }
+    }
+}
+
+/// How a node takes part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// This node's id (unique in the cluster, stable across its restarts).
+    pub node: String,
+    /// Where the other nodes reach it.
+    pub address: String,
+    /// How long a lease lasts unless renewed.
+    pub lease_ttl: Duration,
+    /// How much earlier than the lease's expiry the node stops serving (clock-rate drift,
+    /// the time a commit takes between its deadline check and its append).
+    pub margin: Duration,
+    /// How often the node renews, reads the table and rebalances.
+    pub poll: Duration,
+    /// How many shards a round may move.
+    pub pace: Pace,
+    /// Longest a hand-back waits for the cores to drop a shard's documents.
+    pub sweep_limit: Duration,
+}
+
+impl Settings {
+    /// Defaults for node `node` at `address`: 3 s leases renewed every 500 ms, served until
+    /// 500 ms before they could expire.
+    pub fn new(node: &str, address: &str) -> Self {
+        Self {
+            node: node.into(),
+            address: address.into(),
+            lease_ttl: Duration::from_secs(3),
+            margin: Duration::from_millis(500),
+            poll: Duration::from_millis(500),
+            pace: Pace::default(),
+            sweep_limit: Duration::from_secs(5),
+        }
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node.is_empty() || self.node.len() > 128 {
+            return Err("cluster.node: 1 to 128 characters".into());
+        }
+        if self.margin.is_zero() || self.lease_ttl <= self.margin + self.poll {
+            return Err(format!(
+                "cluster.lease_ttl_ms ({} ms) must exceed margin_ms + poll_ms ({} + {} ms), and the margin must be positive",
+                self.lease_ttl.as_millis(),
+                self.margin.as_millis(),
+                self.poll.as_millis()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one round did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Shards held after it.
+    pub held: usize,
+    /// Shards taken.
+    pub acquired: Vec<Shard>,
+    /// Shards handed back.
+    pub released: Vec<Shard>,
+    /// Shards lost (not renewed: expired or taken).
+    pub lost: Vec<Shard>,
+}
+
+/// The loop that keeps [`Ownership`] true. Runs on a Tokio runtime (the control plane's).
+pub struct Membership {
+    store: LeaseStore,
+    settings: Settings,
+    own: Arc<Ownership>,
+    /// Held shards and their epochs.
+    held: BTreeMap<Shard, u64>,
+}
+
+impl Membership {
+    /// Joins: makes the tables if needed and says this node is alive (it holds nothing yet).
+    pub async fn join(store: LeaseStore, settings: Settings, own: Arc<Ownership>) -> Result<Self, LeaseError> {
+        settings.validate().map_err(LeaseError::Config)?;
+        if store.shards() != own.shards() {
+            return Err(LeaseError::Config("the store and the ownership disagree on the shard count".into()));
+        }
+        store.migrate().await?;
+        store.heartbeat(&settings.node, &settings.address, false).await?;
+        info!(node = %settings.node, address = %settings.address, shards = store.shards(), "joined the cluster");
+        Ok(Self { store, settings, own, held: BTreeMap::new() })
+    }
+
+    /// The ownership it keeps.
+    pub fn ownership(&self) -> &Arc<Ownership> {
+        &self.own
+    }
+
+    /// Shards held.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// One round: heartbeat, renew, read, hand back, take.
+    pub async fn round(&mut self) -> Result<Round, LeaseError> {
+        let s = &self.settings;
+        let draining = self.own.draining();
+        let mut out = Round::default();
+        let sent = Instant::now();
+        self.store.heartbeat(&s.node, &s.address, draining).await?;
+        let held: Vec<(Shard, u64)> = self.held.iter().map(|(&k, &v)| (k, v)).collect();
+        let renewed = self.store.renew(&s.node, &held, s.lease_ttl).await?;
+        let until = sent + s.lease_ttl - s.margin;
+        for &shard in &renewed {
+            self.own.grant(shard, until);
+        }
+        out.lost = held.iter().map(|&(k, _)| k).filter(|k| !renewed.contains(k)).collect();
+        if !out.lost.is_empty() {
+            warn!(node = %s.node, shards = ?out.lost, "leases lost (expired or taken): their documents are dropped");
+            for k in &out.lost {
+                self.held.remove(k);
+            }
+            self.own.revoke(&out.lost);
+        }
+        let view = self.store.view(s.lease_ttl).await?;
+        self.own.set_owners(&view);
+        let steps = plan(&s.node, draining, &view, s.pace);
+        let release: Vec<(Shard, u64)> = steps
+            .iter()
+            .filter_map(|st| match *st {
+                Step::Release { shard, epoch } if self.held.get(&shard) == Some(&epoch) => Some((shard, epoch)),
+                _ => None,
+            })
+            .collect();
+        if !release.is_empty() {
+            let shards: Vec<Shard> = release.iter().map(|&(k, _)| k).collect();
+            for k in &shards {
+                self.held.remove(k);
+            }
+            // Stop serving first, wait for the cores to drop the documents (their last
+            // appends durable), then hand the leases back.
+            let generation = self.own.revoke(&shards);
+            if !self.own.all_swept(generation, s.sweep_limit).await {
+                warn!(node = %s.node, "the cores did not drop the handed-back shards in time: letting the leases expire");
+            } else {
+                self.store.release(&s.node, &release).await?;
+                for &k in &shards {
+                    self.own.set_owner(k, None);
+                }
+            }
+            out.released = shards;
+        }
+        let acquire: Vec<(Shard, u64)> = steps
+            .iter()
+            .filter_map(|st| match *st {
+                Step::Acquire { shard, epoch } => Some((shard, epoch)),
+                Step::Release { .. } => None,
+            })
+            .collect();
+        if !acquire.is_empty() {
+            let sent = Instant::now();
+            let got = self.store.acquire(&s.node, &acquire, s.lease_ttl).await?;
+            let until = sent + s.lease_ttl - s.margin;
+            for &(shard, epoch) in &got {
+                self.held.insert(shard, epoch);
+                self.own.grant(shard, until);
+                self.own.set_owner(shard, Some(Arc::clone(&self.own.address)));
+            }
+            out.acquired = got.into_iter().map(|(k, _)| k).collect();
+        }
+        out.held = self.held.len();
+        if !out.acquired.is_empty() || !out.released.is_empty() {
+            info!(
+                node = %s.node,
+                held = out.held,
+                acquired = out.acquired.len(),
+                released = out.released.len(),
+                "shards moved"
+            );
+        }
+        Ok(out)
+    }
+
+    /// Runs rounds every `poll` (sooner when another node hands shards back) until `stop`
+    /// turns true; then hands everything back and leaves.
+    pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut listener = match self.store.listen().await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!("no release notifications ({e}): taking shards at each poll only");
+                None
+            }
+        };
+        loop {
+            if let Err(e) = self.round().await {
+                warn!(node = %self.settings.node, "cluster round failed: {e} (leases not renewed stop being served at their deadline)");
+            }
+            if *stop.borrow() {
+                break;
+            }
+            let poll = tokio::time::sleep(self.settings.poll);
+            tokio::select! {
+                _ = poll => {}
+                _ = stop.changed() => {}
+                n = async {
+                    match &mut listener {
+                        Some(l) => l.recv().await.map(|_| ()),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if n.is_err() {
+                        listener = None;
+                    }
+                }
+            }
+        }
+        self.leave().await;
+    }
+
+    /// Hands every shard back (after the cores dropped their documents) and leaves.
+    pub async fn leave(&mut self) {
+        self.own.draining.store(true, Ordering::Release);
+        if let Err(e) = self.round().await {
+            warn!(node = %self.settings.node, "handing shards back failed: {e} (they expire instead)");
+        }
+        if let Err(e) = self.store.leave(&self.settings.node).await {
+            warn!(node = %self.settings.node, "leaving the cluster table failed: {e}");
+        }
+        info!(node = %self.settings.node, "left the cluster");
+    }
+
+    /// Marks the node as leaving: the next round hands everything back.
+    pub fn drain(&self) {
+        self.own.draining.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,261 @@
+//! The lease table in PostgreSQL: the only shared state a cluster's membership needs.
+//!
+//! - `cluster_nodes`: one row per node (`node`, `address`, `heartbeat_at`, `draining`); a
+//!   node is live while its heartbeat is younger than the liveness window.
+//! - `cluster_leases`: one row per shard (`owner`, `epoch`, `expires_at`), made by
+//!   [`LeaseStore::migrate`] for the configured shard count, which `cluster_config` records
+//!   (a node configured with another count is refused).
+//!
+//! Times are the database's (`now()`), so nodes' clocks never compare with one another; a
+//! node keeps its own deadline on its monotonic clock from when it *sent* the request (see
+//! `node.rs`). Taking a shard is a compare-and-set on its epoch; renewing one needs the epoch
+//! and the owner to be unchanged and the lease unexpired. Every release notifies channel
+//! `tandem_leases`, so takers act at once instead of at their next poll.
+
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+
+use crate::plan::{Lease, Member, View};
+use crate::shard::Shard;
+
+/// What went wrong talking to the lease table.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The database refused or failed.
+    #[error("lease table: {what}: {source}")]
+    Db {
+        /// What was being done.
+        what: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The table disagrees with this node's configuration.
+    #[error("lease table: {0}")]
+    Config(String),
+}
+
+fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> LeaseError {
+    move |source| LeaseError::Db { what, source }
+}
+
+/// The channel releases are announced on.
+pub const CHANNEL: &str = "tandem_leases";
+
+/// The lease table of one cluster.
+#[derive(Clone, Debug)]
+pub struct LeaseStore {
+    pool: PgPool,
+    shards: u16,
+}
+
+impl LeaseStore {
+    /// Connects (a small pool: a node makes a few statements a poll).
+    pub async fn connect(url: &str, shards: u16, timeout: Duration) -> Result<Self, LeaseError> {
+        let opts: PgConnectOptions =
+            url.parse().map_err(|e: sqlx::Error| LeaseError::Config(format!("cluster database URL: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(3)
+            .acquire_timeout(timeout)
+            .connect_with(opts.application_name("tandem-cluster"))
+            .await
+            .map_err(db("connecting"))?;
+        Ok(Self { pool, shards })
+    }
+
+    /// The shard count.
+    pub fn shards(&self) -> u16 {
+        self.shards
+    }
+
+    /// Creates the tables and one lease row per shard (safe to run again, and from several
+    /// nodes at once); refuses a table made for another shard count.
+    pub async fn migrate(&self) -> Result<(), LeaseError> {
+        let mut c = self.pool.acquire().await.map_err(db("connecting"))?;
+        let mut tx = c.begin().await.map_err(db("beginning the migration"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7449366040391725)")
+            .execute(&mut *tx)
+            .await
+            .map_err(db("taking the migration lock"))?;
+        for st in [
+            "CREATE TABLE IF NOT EXISTS cluster_config (id int PRIMARY KEY, shards int NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS cluster_nodes (node text PRIMARY KEY, address text NOT NULL, \
+             heartbeat_at timestamptz NOT NULL, draining boolean NOT NULL DEFAULT false)",
+            "CREATE TABLE IF NOT EXISTS cluster_leases (shard int PRIMARY KEY, owner text, \
+             epoch bigint NOT NULL DEFAULT 0, expires_at timestamptz NOT NULL DEFAULT 'epoch')",
+        ] {
+            sqlx::query(st).execute(&mut *tx).await.map_err(db("creating the lease tables"))?;
+        }
+        sqlx::query("INSERT INTO cluster_config (id, shards) VALUES (0, $1) ON CONFLICT (id) DO NOTHING")
+            .bind(i32::from(self.shards))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("recording the shard count"))?;
+        let (shards,): (i32,) = sqlx::query_as("SELECT shards FROM cluster_config WHERE id = 0")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("reading the shard count"))?;
+        if shards != i32::from(self.shards) {
+            return Err(LeaseError::Config(format!(
+                "the cluster was made with {shards} shards; this node is configured with {} (a document's shard \
+                 depends on it: use the cluster's)",
+                self.shards
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO cluster_leases (shard) SELECT generate_series(0, $1 - 1) ON CONFLICT (shard) DO NOTHING",
+        )
+        .bind(i32::from(self.shards))
+        .execute(&mut *tx)
+        .await
+        .map_err(db("creating the leases"))?;
+        tx.commit().await.map_err(db("committing the migration"))?;
+        Ok(())
+    }
+
+    /// Says this node is alive (and where it is reached, and whether it is leaving).
+    pub async fn heartbeat(&self, node: &str, address: &str, draining: bool) -> Result<(), LeaseError> {
+        sqlx::query(
+            "INSERT INTO cluster_nodes (node, address, heartbeat_at, draining) VALUES ($1, $2, now(), $3) \
+             ON CONFLICT (node) DO UPDATE SET address = excluded.address, heartbeat_at = now(), \
+             draining = excluded.draining",
+        )
+        .bind(node)
+        .bind(address)
+        .bind(draining)
+        .execute(&self.pool)
+        .await
+        .map_err(db("heartbeat"))?;
+        Ok(())
+    }
+
+    /// Removes this node's row (a graceful leave, once it holds nothing).
+    pub async fn leave(&self, node: &str) -> Result<(), LeaseError> {
+        sqlx::query("DELETE FROM cluster_nodes WHERE node = $1")
+            .bind(node)
+            .execute(&self.pool)
+            .await
+            .map_err(db("leaving"))?;
+        Ok(())
+    }
+
+    /// Every lease, and the nodes heard from within `alive`.
+    pub async fn view(&self, alive: Duration) -> Result<View, LeaseError> {
+        let rows: Vec<(i32, Option<String>, i64, bool)> = sqlx::query_as(
+            "SELECT shard, owner, epoch, owner IS NOT NULL AND expires_at > now() FROM cluster_leases ORDER BY shard",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading the leases"))?;
+        let members: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT node, address, draining FROM cluster_nodes \
+             WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY node",
+        )
+        .bind(alive.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading the nodes"))?;
+        Ok(View {
+            leases: rows
+                .into_iter()
+                .map(|(shard, owner, epoch, live)| Lease { shard: shard as Shard, owner, epoch: epoch as u64, live })
+                .collect(),
+            members: members.into_iter().map(|(node, address, draining)| Member { node, address, draining }).collect(),
+        })
+    }
+
+    /// Takes the shards whose epochs are still as given and which are free or expired, for
+    /// `ttl`; returns those taken, with their new epochs.
+    pub async fn acquire(
+        &self,
+        node: &str,
+        wanted: &[(Shard, u64)],
+        ttl: Duration,
+    ) -> Result<Vec<(Shard, u64)>, LeaseError> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (shards, epochs) = split(wanted);
+        let rows: Vec<(i32, i64)> = sqlx::query_as(
+            "UPDATE cluster_leases l SET owner = $1, epoch = l.epoch + 1, \
+             expires_at = now() + make_interval(secs => $4) \
+             FROM UNNEST($2::int[], $3::bigint[]) AS w(shard, epoch) \
+             WHERE l.shard = w.shard AND l.epoch = w.epoch AND (l.owner IS NULL OR l.expires_at <= now()) \
+             RETURNING l.shard, l.epoch",
+        )
+        .bind(node)
+        .bind(shards)
+        .bind(epochs)
+        .bind(ttl.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("taking leases"))?;
+        Ok(rows.into_iter().map(|(s, e)| (s as Shard, e as u64)).collect())
+    }
+
+    /// Extends the leases this node holds (shard and epoch) by `ttl`; returns those renewed
+    /// (the others were lost: expired, or taken).
+    pub async fn renew(&self, node: &str, held: &[(Shard, u64)], ttl: Duration) -> Result<Vec<Shard>, LeaseError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (shards, epochs) = split(held);
+        let rows: Vec<(i32,)> = sqlx::query_as(
+            "UPDATE cluster_leases l SET expires_at = now() + make_interval(secs => $4) \
+             FROM UNNEST($2::int[], $3::bigint[]) AS h(shard, epoch) \
+             WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.owner = $1 AND l.expires_at > now() \
+             RETURNING l.shard",
+        )
+        .bind(node)
+        .bind(shards)
+        .bind(epochs)
+        .bind(ttl.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("renewing leases"))?;
+        Ok(rows.into_iter().map(|(s,)| s as Shard).collect())
+    }
+
+    /// Gives shards back (the node stopped serving them) and tells the other nodes.
+    pub async fn release(&self, node: &str, held: &[(Shard, u64)]) -> Result<usize, LeaseError> {
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let (shards, epochs) = split(held);
+        let mut c = self.pool.acquire().await.map_err(db("connecting"))?;
+        let mut tx = c.begin().await.map_err(db("beginning a release"))?;
+        let r = sqlx::query(
+            "UPDATE cluster_leases l SET owner = NULL, expires_at = 'epoch' \
+             FROM UNNEST($2::int[], $3::bigint[]) AS h(shard, epoch) \
+             WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.owner = $1",
+        )
+        .bind(node)
+        .bind(shards)
+        .bind(epochs)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("releasing leases"))?;
+        // Delivered at commit.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(node)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("announcing a release"))?;
+        tx.commit().await.map_err(db("committing a release"))?;
+        Ok(r.rows_affected() as usize)
+    }
+
+    /// A listener on the release channel (its own connection).
+    pub async fn listen(&self) -> Result<PgListener, LeaseError> {
+        let mut l = PgListener::connect_with(&self.pool).await.map_err(db("listening"))?;
+        l.listen(CHANNEL).await.map_err(db("listening"))?;
+        Ok(l)
+    }
+}
+
+fn split(pairs: &[(Shard, u64)]) -> (Vec<i32>, Vec<i64>) {
+    pairs.iter().map(|&(s, e)| (i32::from(s), e as i64)).unzip()
+}

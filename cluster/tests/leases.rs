@@ -1,0 +1,132 @@
+//! Membership on a real PostgreSQL (started from nothing by `tandem_testkit::Postgres`):
+//! nodes share the shards, a silent node's shards move to the others only after it stopped
+//! serving them, a leaving node hands its shards over at once, and a node configured with
+//! another shard count is refused.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tandem_cluster::{LeaseStore, Membership, Ownership, Settings};
+use tandem_testkit::Postgres;
+
+const SHARDS: u16 = 256;
+
+fn settings(node: &str) -> Settings {
+    Settings {
+        lease_ttl: Duration::from_millis(1500),
+        margin: Duration::from_millis(300),
+        poll: Duration::from_millis(200),
+        ..Settings::new(node, &format!("ws://{node}.internal:8080"))
+    }
+}
+
+async fn node(url: &str, name: &str) -> Membership {
+    let store = LeaseStore::connect(url, SHARDS, Duration::from_secs(5)).await.unwrap();
+    Membership::join(store, settings(name), Ownership::new(name, &format!("ws://{name}.internal:8080"), SHARDS, 0))
+        .await
+        .unwrap()
+}
+
+/// Fails if two nodes serve one shard at `now`.
+fn one_server_per_shard(nodes: &[&Arc<Ownership>], now: Instant) -> Vec<usize> {
+    let mut counts = vec![0; nodes.len()];
+    for s in 0..SHARDS {
+        let serving: Vec<&str> = nodes.iter().filter(|o| o.serves(s, now)).map(|o| o.me()).collect();
+        assert!(serving.len() <= 1, "shard {s} served by {serving:?}");
+        for (i, o) in nodes.iter().enumerate() {
+            if o.serves(s, now) {
+                counts[i] += 1;
+            }
+        }
+    }
+    counts
+}
+
+async fn rounds(nodes: &mut [&mut Membership], n: usize) {
+    for _ in 0..n {
+        for m in nodes.iter_mut() {
+            m.round().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_shards_and_a_silent_nodes_move_only_after_it_stopped() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.database("leases");
+    let (mut a, mut b, mut c) = (node(&url, "a").await, node(&url, "b").await, node(&url, "c").await);
+    rounds(&mut [&mut a, &mut b, &mut c], 12).await;
+    let (oa, ob, oc) = (Arc::clone(a.ownership()), Arc::clone(b.ownership()), Arc::clone(c.ownership()));
+    let counts = one_server_per_shard(&[&oa, &ob, &oc], Instant::now());
+    assert_eq!(counts.iter().sum::<usize>(), usize::from(SHARDS), "{counts:?}");
+    assert!(counts.iter().all(|&n| (60..110).contains(&n)), "{counts:?}");
+    // Everybody knows where every shard is.
+    for s in 0..SHARDS {
+        let owner = oa.owner(s).expect("an owner");
+        assert_eq!(Some(&owner), ob.owner(s).as_ref());
+    }
+
+    // c goes silent (a kill -9, a pause): a and b keep going; at every instant no shard is
+    // served twice; c's shards end up with a and b.
+    let c_shards: Vec<u16> = (0..SHARDS).filter(|&s| oc.serves(s, Instant::now())).collect();
+    let started = Instant::now();
+    let mut taken_at = None;
+    while started.elapsed() < Duration::from_secs(6) {
+        rounds(&mut [&mut a, &mut b], 1).await;
+        let counts = one_server_per_shard(&[&oa, &ob, &oc], Instant::now());
+        if counts[0] + counts[1] == usize::from(SHARDS) && taken_at.is_none() {
+            taken_at = Some(started.elapsed());
+        }
+    }
+    let taken = taken_at.expect("a and b took c's shards");
+    // Not before c's leases could expire (1.5 s after its last renewal), and soon after.
+    assert!(taken >= Duration::from_millis(1000) && taken < Duration::from_secs(4), "{taken:?}");
+    assert!(c_shards.iter().all(|&s| !oc.serves(s, Instant::now())));
+
+    // c comes back: its next round finds its leases lost and takes back what it is preferred for.
+    let r = c.round().await.unwrap();
+    assert_eq!(r.lost.len(), c_shards.len(), "{r:?}");
+    rounds(&mut [&mut a, &mut b, &mut c], 12).await;
+    let counts = one_server_per_shard(&[&oa, &ob, &oc], Instant::now());
+    assert_eq!(counts.iter().sum::<usize>(), usize::from(SHARDS));
+    assert!(counts.iter().all(|&n| (60..110).contains(&n)), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_node_hands_its_shards_over_at_once() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.database("leave");
+    let (mut a, mut b) = (node(&url, "a").await, node(&url, "b").await);
+    rounds(&mut [&mut a, &mut b], 10).await;
+    let (oa, ob) = (Arc::clone(a.ownership()), Arc::clone(b.ownership()));
+    let before = one_server_per_shard(&[&oa, &ob], Instant::now());
+    assert!(before[1] > 0);
+    // b leaves: it stops serving, hands back, and a takes everything in its next round
+    // (with no wait for expiry).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let a_loop = tokio::spawn(a.run(stop_rx));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    b.leave().await;
+    assert_eq!(ob.served(Instant::now()), 0);
+    while oa.served(Instant::now()) < usize::from(SHARDS) {
+        assert!(t.elapsed() < Duration::from_secs(1), "a took only {} shards", oa.served(Instant::now()));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Woken by the release's notification, not by its 200 ms poll (the leave round itself
+    // is a few statements).
+    assert!(t.elapsed() < Duration::from_millis(400), "handover took {:?}", t.elapsed());
+    stop_tx.send(true).unwrap();
+    a_loop.await.unwrap();
+    assert_eq!(oa.served(Instant::now()), 0, "a handed everything back when stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_shard_count_is_refused() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.database("count");
+    node(&url, "a").await;
+    let store = LeaseStore::connect(&url, 512, Duration::from_secs(5)).await.unwrap();
+    let e = Membership::join(store, settings("b"), Ownership::new("b", "x", 512, 0)).await.err().unwrap();
+    assert!(e.to_string().contains("made with 256 shards"), "{e}");
+}
