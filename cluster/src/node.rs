@@ -63,6 +63,11 @@ impl Ownership {
         &self.me
     }
 
+    /// Where this node is reached.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
     /// The shard count.
     pub fn shards(&self) -> u16 {
         self.shards
@@ -130,18 +135,9 @@ impl Ownership {
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// Waits (polling, at most `limit`) until every core swept `generation`; false on timeout.
-    async fn all_swept(&self, generation: u64, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.swept.iter().all(|s| s.load(Ordering::Acquire) >= generation) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+    /// Whether every core swept `generation`.
+    fn is_swept(&self, generation: u64) -> bool {
+        self.swept.iter().all(|s| s.load(Ordering::Acquire) >= generation)
     }
 
     fn set_owners(&self, view: &View) {
@@ -242,6 +238,17 @@ pub struct Membership {
     own: Arc<Ownership>,
     /// Held shards and their epochs.
     held: BTreeMap<Shard, u64>,
+    /// Shards being handed back.
+    pending: Vec<HandBack>,
+}
+
+/// Shards no longer served, released once the cores swept `generation`.
+struct HandBack {
+    generation: u64,
+    /// When they stopped being served (given up on after `sweep_limit`).
+    since: Instant,
+    /// The shards and their epochs.
+    leases: Vec<(Shard, u64)>,
 }
 
 impl Membership {
@@ -254,7 +261,7 @@ impl Membership {
         store.migrate().await?;
         store.heartbeat(&settings.node, &settings.address, false).await?;
         info!(node = %settings.node, address = %settings.address, shards = store.shards(), "joined the cluster");
-        Ok(Self { store, settings, own, held: BTreeMap::new() })
+        Ok(Self { store, settings, own, held: BTreeMap::new(), pending: Vec::new() })
     }
 
     /// The ownership it keeps.
@@ -303,17 +310,10 @@ impl Membership {
             for k in &shards {
                 self.held.remove(k);
             }
-            // Stop serving first, wait for the cores to drop the documents (their last
-            // appends durable), then hand the leases back.
+            // Stop serving now; hand the leases back once the cores dropped the documents
+            // (their last appends durable): [`Membership::release_swept`].
             let generation = self.own.revoke(&shards);
-            if !self.own.all_swept(generation, s.sweep_limit).await {
-                warn!(node = %s.node, "the cores did not drop the handed-back shards in time: letting the leases expire");
-            } else {
-                self.store.release(&s.node, &release).await?;
-                for &k in &shards {
-                    self.own.set_owner(k, None);
-                }
-            }
+            self.pending.push(HandBack { generation, since: Instant::now(), leases: release });
             out.released = shards;
         }
         let acquire: Vec<(Shard, u64)> = steps
@@ -344,11 +344,39 @@ impl Membership {
                 "shards moved"
             );
         }
+        self.release_swept().await?;
         Ok(out)
     }
 
+    /// Hands back the shards whose documents every core has dropped; gives up on those the
+    /// cores did not drop within `sweep_limit` (their leases expire instead). Never waits.
+    pub async fn release_swept(&mut self) -> Result<(), LeaseError> {
+        let s = &self.settings;
+        let mut ready = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let h = &self.pending[i];
+            if self.own.is_swept(h.generation) {
+                ready.extend(self.pending.remove(i).leases);
+            } else if h.since.elapsed() > s.sweep_limit {
+                let h = self.pending.remove(i);
+                warn!(node = %s.node, shards = h.leases.len(), "the cores did not drop handed-back shards in time: letting the leases expire");
+            } else {
+                i += 1;
+            }
+        }
+        if !ready.is_empty() {
+            self.store.release(&s.node, &ready).await?;
+            for &(k, _) in &ready {
+                self.own.set_owner(k, None);
+            }
+        }
+        Ok(())
+    }
+
     /// Runs rounds every `poll` (sooner when another node hands shards back) until `stop`
-    /// turns true; then hands everything back and leaves.
+    /// turns true; then hands everything back and leaves. Hand-backs are released as soon
+    /// as the cores have dropped their documents, without holding up renewals.
     pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut listener = match self.store.listen().await {
             Ok(l) => Some(l),
@@ -357,25 +385,42 @@ impl Membership {
                 None
             }
         };
+        let mut next_round = Instant::now();
         loop {
-            if let Err(e) = self.round().await {
-                warn!(node = %self.settings.node, "cluster round failed: {e} (leases not renewed stop being served at their deadline)");
+            if Instant::now() >= next_round {
+                next_round = Instant::now() + self.settings.poll;
+                if let Err(e) = self.round().await {
+                    warn!(node = %self.settings.node, "cluster round failed: {e} (leases not renewed stop being served at their deadline)");
+                }
+            } else if let Err(e) = self.release_swept().await {
+                warn!(node = %self.settings.node, "handing shards back failed: {e} (they expire instead)");
             }
             if *stop.borrow() {
                 break;
             }
-            let poll = tokio::time::sleep(self.settings.poll);
+            let mut wait = next_round.saturating_duration_since(Instant::now());
+            if !self.pending.is_empty() {
+                wait = wait.min(Duration::from_millis(2));
+            }
             tokio::select! {
-                _ = poll => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
                 n = async {
                     match &mut listener {
-                        Some(l) => l.recv().await.map(|_| ()),
+                        // Another node's release (this node's own are not news).
+                        Some(l) => loop {
+                            match l.recv().await {
+                                Ok(n) if n.payload() == self.settings.node => continue,
+                                Ok(_) => return Ok(()),
+                                Err(e) => return Err(e),
+                            }
+                        },
                         None => std::future::pending().await,
                     }
                 } => {
-                    if n.is_err() {
-                        listener = None;
+                    match n {
+                        Ok(()) => next_round = Instant::now(),
+                        Err(_) => listener = None,
                     }
                 }
             }
@@ -388,6 +433,13 @@ impl Membership {
         self.own.draining.store(true, Ordering::Release);
         if let Err(e) = self.round().await {
             warn!(node = %self.settings.node, "handing shards back failed: {e} (they expire instead)");
+        }
+        while !self.pending.is_empty() {
+            if let Err(e) = self.release_swept().await {
+                warn!(node = %self.settings.node, "handing shards back failed: {e} (they expire instead)");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         if let Err(e) = self.store.leave(&self.settings.node).await {
             warn!(node = %self.settings.node, "leaving the cluster table failed: {e}");

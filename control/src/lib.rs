@@ -332,6 +332,7 @@ impl ControlPlane {
             metrics: None,
             feed: None,
             blobs: None,
+            placement: None,
         }
     }
 

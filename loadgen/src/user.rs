@@ -341,6 +341,9 @@ fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_st
                 stats.error(&thread.clock, now);
             }
             Event::Error { .. } => stats.error(&thread.clock, now),
+            // A cluster node that does not serve the document: the generator does not follow
+            // documents from node to node yet, so it counts as an error.
+            Event::Moved { .. } => stats.error(&thread.clock, now),
             Event::Joined { .. }
             | Event::Left { .. }
             | Event::Noted { .. }

@@ -365,6 +365,9 @@ fn server_from_archived(m: &ArchivedServerMsg) -> Result<ServerMsg, DecodeError>
             rev: rev.to_native(),
             notes: Json::from_archived(notes).map_err(|e| bad(format_args!("invalid notes: {e}")))?,
         },
+        ArchivedServerMsg::Moved { doc, to } => {
+            ServerMsg::Moved { doc: doc.as_str().to_owned(), to: to.as_str().to_owned() }
+        }
     })
 }
 

@@ -16,6 +16,7 @@ pub mod feed;
 pub mod fuzzing;
 pub mod http;
 pub mod metrics;
+pub mod placement;
 pub mod protocol;
 mod room;
 pub mod server;

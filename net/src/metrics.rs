@@ -50,6 +50,10 @@ pub struct CoreStats {
     pub errors: AtomicU64,
     /// Idle documents evicted from memory.
     pub evicted: AtomicU64,
+    /// Documents dropped because this node stopped serving them (a cluster's lease moved).
+    pub moved: AtomicU64,
+    /// Appends a shared op log refused (the core dropped its documents and carried on).
+    pub append_refusals: AtomicU64,
     /// Ops applied in the last second.
     pub ops_in_per_s: AtomicU64,
     /// Op messages fanned out in the last second.
@@ -100,6 +104,7 @@ impl CoreStats {
         set(&self.presence_out, s.presence_out);
         set(&self.errors, s.errors);
         set(&self.evicted, s.evicted);
+        set(&self.moved, s.moved);
         set(&self.core_msgs_out, s.core_msgs_out);
         set(&self.core_msgs_in, s.core_msgs_in);
     }
@@ -152,6 +157,20 @@ pub fn render(cores: &[std::sync::Arc<CoreStats>]) -> String {
     metric(&mut out, "documents_evicted_total", "counter", "Idle documents evicted from memory.", &|c| {
         load(&c.evicted)
     });
+    metric(
+        &mut out,
+        "documents_moved_total",
+        "counter",
+        "Documents dropped because another node serves them now (a cluster lease moved).",
+        &|c| load(&c.moved),
+    );
+    metric(
+        &mut out,
+        "oplog_append_refusals_total",
+        "counter",
+        "Appends a shared op log refused (the core dropped its documents and carried on).",
+        &|c| load(&c.append_refusals),
+    );
     metric(&mut out, "core_messages_out_total", "counter", "Messages sent to other cores.", &|c| {
         load(&c.core_msgs_out)
     });

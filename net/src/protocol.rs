@@ -978,6 +978,17 @@ mod messages {
             /// The threads and named versions.
             notes: Json<Notes>,
         },
+        /// In a cluster: this node does not serve the document (it never did, or it stopped:
+        /// another node took it over). The document is closed for the session; the client
+        /// connects to `to` (a WebSocket URL) and opens it there, resuming as after any
+        /// reconnect (same client id, unacked ops resent). `to` is empty while no node serves
+        /// it (a failover in progress): retry shortly, through any node.
+        Moved {
+            /// The document.
+            doc: String,
+            /// Where it is served now, if known.
+            to: String,
+        },
     }
 }
 

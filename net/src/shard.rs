@@ -20,6 +20,7 @@ use tandem_storage::Snapshot;
 
 use crate::access::{AccessError, AccessList, AccessUpdate, Auth};
 use crate::codec::{Frame, RefusedSubmit, encode_server};
+use crate::placement::Placement;
 use crate::protocol::{
     ClientMsg, DocId, Encoding, ErrorCode, Json, MAX_CHANGES_REVISIONS, MAX_NAME_BYTES, MAX_REVISIONS_PER_REPLY,
     MAX_TOKEN_BYTES, OpRecord, PROTOCOL_VERSION, Peer, PeerSelection, Range, RevisionRecord, Role, ServerMsg,
@@ -67,6 +68,8 @@ pub struct ShardConfig {
     /// loads again from the op log when next opened). At `max_docs_per_core`, the document
     /// idle longest is evicted at once to make room.
     pub evict_idle_after: Duration,
+    /// In a cluster: which documents this node serves (none: all of them).
+    pub placement: Option<Arc<dyn Placement>>,
 }
 
 /// Whether a document is due for a snapshot, `ops` and `bytes` (approximate) after its last
@@ -99,6 +102,7 @@ impl Default for ShardConfig {
             snapshot_every_bytes: 1 << 20,
             max_transform_steps_per_s: 1_000_000,
             evict_idle_after: Duration::from_secs(60),
+            placement: None,
         }
     }
 }
@@ -511,6 +515,13 @@ pub enum Effect {
     Mentioned(Box<Mention>),
     /// Answer a REST call about notes (held, like frames, until what it reports is durable).
     Answer(Box<Answer>),
+    /// In a cluster: this core dropped the documents the node stopped serving up to
+    /// `generation` (held, like frames, until its earlier appends are durable; then the shell
+    /// reports it to the placement, and the membership hands their leases back).
+    Swept {
+        /// The placement's generation.
+        generation: u64,
+    },
     /// Store a snapshot (its `time_ms` is for the shell to stamp).
     Snapshot {
         /// The document.
@@ -541,6 +552,8 @@ pub struct ShardStats {
     pub core_msgs_out: u64,
     /// Messages received from other cores.
     pub core_msgs_in: u64,
+    /// Documents dropped because this node stopped serving them (a cluster's lease moved).
+    pub moved: u64,
 }
 
 /// One core's documents and sessions.
@@ -574,6 +587,9 @@ pub struct Shard {
     next_conn: u64,
     /// Numbers access-list loads.
     next_load: u64,
+    /// The placement's generation this core last swept at, and when it last checked every
+    /// document against the placement anyway (deadlines pass without a generation change).
+    swept: (u64, Instant),
     effects: Vec<Effect>,
     stats: ShardStats,
 }
@@ -601,6 +617,7 @@ impl Shard {
             last_prune: Instant::now(),
             next_conn: 1,
             next_load: 1,
+            swept: (0, Instant::now()),
             effects: Vec::new(),
             stats: ShardStats::default(),
         }
@@ -1019,6 +1036,7 @@ impl Shard {
     /// call at least every `presence_interval`.
     pub fn tick(&mut self, now: Instant) {
         self.now = now;
+        self.sweep(now);
         self.evict_idle(now, false);
         self.expire_tokens(now);
         if now.saturating_duration_since(self.last_prune) >= Duration::from_secs(1) {
@@ -1113,6 +1131,10 @@ impl Shard {
                 // The document is in no room any more: this only replies.
                 self.doc_error(&doc, from, ErrorCode::Internal, msg, req.client_seq());
             }
+            return;
+        }
+        if !matches!(req, DocRequest::Gone | DocRequest::Close) && !self.serves(&doc, now) {
+            self.moved(&doc, Some(from));
             return;
         }
         if let Some(loading) = self.loading.get_mut(&doc) {
@@ -1642,6 +1664,80 @@ impl Shard {
             }
         }
         self.presence_due.clear();
+        self.idle.clear();
+    }
+
+    /// In a cluster: whether this node serves `doc` at `now` (always, outside one).
+    fn serves(&self, doc: &DocId, now: Instant) -> bool {
+        self.config.placement.as_ref().is_none_or(|p| p.serves(doc.as_str(), now))
+    }
+
+    /// `doc` is not this node's (any more): drops it (its ops committed so far are on their
+    /// way to the log, and everything said about them waits for that as usual) and tells its
+    /// subscribers, the requests waiting for it, and `from`, where it is served now.
+    fn moved(&mut self, doc: &DocId, from: Option<&Arc<SessionInfo>>) {
+        let to = self
+            .config
+            .placement
+            .as_ref()
+            .and_then(|p| p.owner(doc.as_str()))
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let msg = ServerMsg::Moved { doc: doc.to_string(), to };
+        let mut told: Vec<ConnId> = Vec::new();
+        if let Some(room) = self.rooms.remove(doc) {
+            self.stats.moved += 1;
+            for info in room.subscribers() {
+                self.reply(info, &msg);
+                told.push(info.conn);
+            }
+        }
+        if let Some(loading) = self.loading.remove(doc) {
+            for call in loading.calls {
+                (call.reply)(Err((ErrorCode::Overloaded, "another node serves this document now; try again".into())));
+            }
+            for (info, _) in loading.waiting {
+                if !told.contains(&info.conn) {
+                    self.reply(&info, &msg);
+                    told.push(info.conn);
+                }
+            }
+        }
+        if let Some(from) = from.filter(|f| !told.contains(&f.conn)) {
+            self.reply(from, &msg);
+        }
+        self.presence_due.retain(|d| d != doc);
+    }
+
+    /// Drops the documents this node stopped serving: when the placement's generation moved
+    /// (a lease lost or handed back), and every second anyway (a deadline passed without
+    /// the membership loop noticing). Reports the sweep after what it dropped is durable.
+    fn sweep(&mut self, now: Instant) {
+        let Some(p) = self.config.placement.clone() else { return };
+        let generation = p.generation();
+        if generation == self.swept.0 && now.saturating_duration_since(self.swept.1) < Duration::from_secs(1) {
+            return;
+        }
+        self.swept = (generation, now);
+        let gone: Vec<DocId> =
+            self.rooms.keys().chain(self.loading.keys()).filter(|d| !p.serves(d.as_str(), now)).cloned().collect();
+        for doc in gone {
+            self.moved(&doc, None);
+        }
+        self.effects.push(Effect::Swept { generation });
+    }
+
+    /// The op log refused an append in a cluster (another node wrote the document: a lease
+    /// moved under a commit in flight; or the shared database failed): nothing of the batch
+    /// is durable. Unlike [`Shard::storage_failed`] the core carries on: every document is
+    /// dropped (their next owner, maybe this node, loads them from the log) and their
+    /// subscribers told to open them again, resending what was not acknowledged.
+    pub fn append_refused(&mut self, reason: &str) {
+        tracing::warn!(core = self.core, "an append was refused ({reason}): dropping every document of this core");
+        let docs: Vec<DocId> = self.rooms.keys().chain(self.loading.keys()).cloned().collect();
+        for doc in docs {
+            self.moved(&doc, None);
+        }
         self.idle.clear();
     }
 

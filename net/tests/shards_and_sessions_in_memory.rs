@@ -140,6 +140,7 @@ impl Sim {
                 | Effect::Answer(_)) => {
                     panic!("seed {}: a control-plane effect without accounts: {e:?}", self.seed)
                 }
+                e @ Effect::Swept { .. } => panic!("seed {}: a sweep outside a cluster: {e:?}", self.seed),
             }
         }
     }

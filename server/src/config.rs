@@ -28,6 +28,8 @@ pub(crate) struct FileConfig {
     pub(crate) events: crate::events::EventsConfig,
     /// Email (the notification worker).
     pub(crate) mail: tandem_workers::notify::MailConfig,
+    /// Running as one node of a cluster.
+    pub(crate) cluster: crate::cluster::ClusterConfig,
 }
 
 /// How clients sign in.
@@ -51,6 +53,7 @@ impl Default for FileConfig {
             control: tandem_control::ControlConfig::default(),
             events: crate::events::EventsConfig::default(),
             mail: tandem_workers::notify::MailConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }
@@ -123,6 +126,27 @@ pub(crate) struct ServeArgs {
     /// With --auth dev: the secret hello tokens must equal; unset accepts any token.
     #[arg(long, env = "TANDEM_DEV_SECRET", value_name = "SECRET")]
     dev_secret: Option<String>,
+    /// Run as one node of a cluster (leases in PostgreSQL; needs --oplog postgres or scylla) [default: false].
+    #[arg(long, env = "TANDEM_CLUSTER", value_name = "BOOL")]
+    cluster: Option<bool>,
+    /// With --cluster: this node's id, unique and stable across restarts [default: the advertised URL].
+    #[arg(long, env = "TANDEM_NODE", value_name = "ID")]
+    node: Option<String>,
+    /// With --cluster: the WebSocket URL clients are sent to for this node's documents [default: ws://LISTEN/ws].
+    #[arg(long, env = "TANDEM_ADVERTISE", value_name = "URL")]
+    advertise: Option<String>,
+    /// With --cluster: the leases' PostgreSQL database [default: the op log's, else the metadata database].
+    #[arg(long, env = "TANDEM_CLUSTER_DATABASE_URL", value_name = "URL")]
+    cluster_database_url: Option<String>,
+    /// With --cluster: how long a shard's lease lasts unless renewed, ms [default: 3000].
+    #[arg(long, env = "TANDEM_LEASE_TTL_MS", value_name = "MS")]
+    lease_ttl_ms: Option<u64>,
+    /// With --cluster: stop serving a shard this long before its lease could expire, ms [default: 500].
+    #[arg(long, env = "TANDEM_LEASE_MARGIN_MS", value_name = "MS")]
+    lease_margin_ms: Option<u64>,
+    /// With --cluster: renew leases and rebalance this often, ms [default: 500].
+    #[arg(long, env = "TANDEM_LEASE_POLL_MS", value_name = "MS")]
+    lease_poll_ms: Option<u64>,
     /// Metadata database: sqlite://PATH or postgres://USER:PASSWORD@HOST/DB [default: sqlite://DATA_DIR/tandem.db].
     #[arg(long, env = "TANDEM_DATABASE_URL", value_name = "URL")]
     database_url: Option<String>,
@@ -279,6 +303,28 @@ impl ServeArgs {
             c.web_dir = Some(dir.clone());
         }
         c.allowed_origins = config.server.allowed_origins.clone();
+        let k = &mut config.cluster;
+        if let Some(on) = self.cluster {
+            k.enabled = on;
+        }
+        for (flag, slot) in [
+            (&self.node, &mut k.node),
+            (&self.advertise, &mut k.advertise),
+            (&self.cluster_database_url, &mut k.database_url),
+        ] {
+            if let Some(v) = flag {
+                *slot = Some(v.clone());
+            }
+        }
+        for (flag, slot) in [
+            (self.lease_ttl_ms, &mut k.lease_ttl_ms),
+            (self.lease_margin_ms, &mut k.margin_ms),
+            (self.lease_poll_ms, &mut k.poll_ms),
+        ] {
+            if let Some(v) = flag {
+                *slot = v;
+            }
+        }
         c.files.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(config)
     }

@@ -1,6 +1,7 @@
 //! `tandem`: the server binary. It wires the data plane (`tandem-net`) to its configuration,
 //! its data directory and the process's signals; it holds no protocol logic.
 
+mod cluster;
 mod config;
 mod events;
 #[cfg(feature = "heap-stats")]
@@ -153,6 +154,13 @@ fn migrate_postgres(_config: &config::FileConfig) -> Result<()> {
     bail!("this tandem was built without the PostgreSQL op log: build it with `--features postgres`")
 }
 
+fn start_cluster(config: &config::FileConfig, control: &tandem_control::ControlPlane) -> Result<Option<cluster::Node>> {
+    if !config.cluster.enabled {
+        return Ok(None);
+    }
+    cluster::Node::start(&config.cluster, config, control.runtime()).map(Some)
+}
+
 fn repair(args: &ServeArgs) -> Result<()> {
     let config = args.resolve()?;
     if config.server.storage.oplog != tandem_net::OplogKind::Local {
@@ -218,6 +226,12 @@ fn serve(args: &ServeArgs) -> Result<()> {
             None => warn!("AUTH IS IN DEV MODE WITHOUT A SECRET: anyone may open and edit any document"),
         }
     }
+    let node = start_cluster(&config, &control)?;
+    if let Some(node) = &node {
+        hooks.placement = Some(node.placement());
+        let (events_metrics, own) = (events.metrics(), Arc::clone(&node.ownership));
+        hooks.metrics = Some(Arc::new(move || events_metrics() + &cluster::metrics(&own)));
+    }
     let server = tandem_net::start_with(config.server.clone(), hooks)
         .with_context(|| format!("starting the server on {}", config.server.listen))?;
     control.attach(server.data_plane());
@@ -246,6 +260,11 @@ fn serve(args: &ServeArgs) -> Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     if let Some(signal) = signals.forever().next() {
         info!("signal {signal}: shutting down (closing clients with 1001)");
+    }
+    if let Some(node) = node {
+        // Before the cores stop: they drop the documents, then the leases go back.
+        info!("leaving the cluster: handing every shard over");
+        node.leave(control.runtime());
     }
     server.shutdown();
     server.join();

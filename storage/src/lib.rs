@@ -42,3 +42,15 @@ pub use fs::{Faults, FaultyFs, FileHandle, Fs, RealFs};
 pub use local::{FsyncPolicy, LocalLog, LocalOptions, RecoveryReport, Repair, now_ms, snapshot_key};
 pub use oplog::{Appended, Compacted, Loaded, OpLog, RevisionInfo};
 pub use snapshot::{ClientMark, Snapshot};
+
+/// The URL without its password, for logs and errors.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "<unparsable URL>".into() };
+    match rest.split_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}

@@ -4,12 +4,10 @@
 //! Calls block: a server core never calls them itself but hands requests to its storage
 //! thread (see `tandem-net`'s server), so a slow disk or network never stalls an event loop.
 
-use std::collections::BTreeMap;
-
 use tandem_engine::{ClientId, DocState, Document, Limits, Notes};
 
 use crate::error::StorageError;
-use crate::format::{LogOp, MAX_DOC_ID_BYTES};
+use crate::format::LogOp;
 use crate::snapshot::Snapshot;
 
 /// What an append did.
@@ -174,29 +172,4 @@ pub trait OpLog: Send {
             })
             .collect())
     }
-}
-
-/// Refuses a document id a database backend cannot key on.
-pub(crate) fn check_doc(doc: &str) -> Result<(), StorageError> {
-    if doc.is_empty() || doc.len() > MAX_DOC_ID_BYTES {
-        return Err(StorageError::Invalid(format!("document id of {} bytes", doc.len())));
-    }
-    Ok(())
-}
-
-/// An append's ops by document, in document order (so two writers lock documents in the same
-/// order), each document's in order; refuses a gap between one document's revisions.
-pub(crate) fn by_document(ops: &[LogOp]) -> Result<BTreeMap<&str, Vec<LogOp>>, StorageError> {
-    let mut groups: BTreeMap<&str, Vec<LogOp>> = BTreeMap::new();
-    for op in ops {
-        check_doc(&op.doc)?;
-        let g = groups.entry(&op.doc).or_default();
-        if let Some(prev) = g.last()
-            && op.rev() != prev.rev() + 1
-        {
-            return Err(StorageError::RevisionGap { doc: op.doc.to_string(), expected: prev.rev() + 1, got: op.rev() });
-        }
-        g.push(op.clone());
-    }
-    Ok(groups)
 }

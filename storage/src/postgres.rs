@@ -40,10 +40,11 @@ use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tandem_engine::ClientId;
 use tracing::info;
 
-use crate::db::{backend, i64_of, runtime, u64_of};
+use crate::db::{backend, by_document, check_doc, i64_of, runtime, u64_of};
 use crate::error::StorageError;
 use crate::format::LogOp;
-use crate::oplog::{Appended, Compacted, OpLog, by_document, check_doc};
+use crate::oplog::{Appended, Compacted, OpLog};
+pub use crate::redacted;
 use crate::snapshot::Snapshot;
 
 /// The schema version [`migrate`] creates and [`PostgresLog::connect`] requires.
@@ -85,18 +86,6 @@ impl std::fmt::Debug for PostgresOptions {
             .field("statement_timeout", &self.statement_timeout)
             .field("retention", &self.retention)
             .finish()
-    }
-}
-
-/// The URL without its password, for logs and errors.
-pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "<unparsable URL>".into() };
-    match rest.split_once('@') {
-        Some((user, host)) => {
-            let user = user.split_once(':').map_or(user, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
     }
 }
 

@@ -42,10 +42,10 @@ use scylla::value::{CqlValue, Row};
 use tandem_engine::ClientId;
 use tracing::info;
 
-use crate::db::{backend, i64_of, runtime, u64_of};
+use crate::db::{backend, by_document, check_doc, i64_of, runtime, u64_of};
 use crate::error::StorageError;
 use crate::format::LogOp;
-use crate::oplog::{Appended, Compacted, OpLog, by_document, check_doc};
+use crate::oplog::{Appended, Compacted, OpLog};
 use crate::snapshot::Snapshot;
 
 /// The schema version [`migrate`] creates and [`ScyllaLog::connect`] requires.

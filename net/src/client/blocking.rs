@@ -127,8 +127,12 @@ impl Client {
     pub fn reconnect(&mut self) -> Result<(), ClientError> {
         self.ws = None;
         self.session.on_disconnect();
-        let stream = TcpStream::connect(self.addr)?;
+        let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
         stream.set_nodelay(true)?;
+        // A server that accepted but does not answer (paused, overloaded) must not hang the
+        // handshake; reads set their own timeouts afterwards.
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
         let mut request: Request = format!("ws://{}/ws", self.addr).into_client_request()?;
         let headers = request.headers_mut();
         headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(self.options.encoding.subprotocol()));
@@ -147,6 +151,24 @@ impl Client {
         self.flush()?;
         self.wait_until(Duration::from_secs(10), "welcome", |s| s.is_welcomed())?;
         Ok(())
+    }
+
+    /// The server it connects to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Reconnects to another server (a cluster's `moved` names it as a WebSocket URL,
+    /// `ws://host:port/ws`): every open document is opened there, resuming.
+    pub fn reconnect_to(&mut self, url: &str) -> Result<(), ClientError> {
+        let host = url
+            .strip_prefix("ws://")
+            .and_then(|r| r.split('/').next())
+            .ok_or_else(|| io::Error::other(format!("{url:?}: expected ws://host:port/...")))?;
+        self.addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
+            .next()
+            .ok_or_else(|| io::Error::other(format!("{host}: no address")))?;
+        self.reconnect()
     }
 
     /// Drops the TCP connection without a close handshake (to test resumption).
@@ -174,11 +196,14 @@ impl Client {
         Ok(())
     }
 
-    /// Opens a document and waits until its content is known.
+    /// Opens a document and waits until its content is known, or (in a cluster) until the
+    /// server says another node serves it ([`ClientSession::moved_to`]: reconnect there).
     pub fn open(&mut self, doc: &str) -> Result<(), ClientError> {
         self.session.open(doc);
         self.flush()?;
-        self.wait_until(Duration::from_secs(10), &format!("open {doc}"), |s| s.is_open(doc))
+        self.wait_until(Duration::from_secs(10), &format!("open {doc}"), |s| {
+            s.is_open(doc) || s.moved_to(doc).is_some()
+        })
     }
 
     /// Closes a document.

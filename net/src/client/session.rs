@@ -109,6 +109,15 @@ pub enum Event {
         /// The document.
         doc: String,
     },
+    /// In a cluster: the node does not serve the document (any more). It is kept here, with
+    /// its unacknowledged edits; connect to `to` (empty: retry shortly, through any node) and
+    /// it is opened there, resuming.
+    Moved {
+        /// The document.
+        doc: String,
+        /// Where it is served, if known.
+        to: String,
+    },
     /// The local copy was rolled back to the server's: the server refused the op in flight.
     /// `undo` is what the editor must apply.
     RolledBack {
@@ -225,6 +234,8 @@ struct OpenDoc {
     notes: Notes,
     /// Between `opened` and the `notes` that follows it.
     awaiting_notes: bool,
+    /// In a cluster: the connection's node does not serve it; where it is (empty: unknown).
+    moved_to: Option<String>,
 }
 
 /// A client's session.
@@ -281,6 +292,7 @@ impl ClientSession {
         });
         for (name, doc) in &mut self.docs {
             doc.opening = true;
+            doc.moved_to = None;
             doc.peers.clear();
             doc.selections.clear();
             let from_rev = doc.state.as_ref().map(ClientDoc::rev);
@@ -310,6 +322,7 @@ impl ClientSession {
                 request: None,
                 notes: Notes::new(),
                 awaiting_notes: true,
+                moved_to: None,
             },
         );
         if self.connected {
@@ -456,6 +469,12 @@ impl ClientSession {
         self.docs.get(doc).is_some_and(|d| d.state.is_some() && !d.opening && !d.awaiting_notes)
     }
 
+    /// In a cluster: where the document is served, when the connection's node said it does
+    /// not serve it (empty: no node serves it yet; retry shortly). Cleared when it opens.
+    pub fn moved_to(&self, doc: &str) -> Option<&str> {
+        self.docs.get(doc)?.moved_to.as_deref()
+    }
+
     /// Who else has the document open.
     pub fn peers(&self, doc: &str) -> Vec<Peer> {
         let mut peers: Vec<Peer> = self.docs.get(doc).map(|d| d.peers.values().cloned().collect()).unwrap_or_default();
@@ -543,6 +562,16 @@ impl ClientSession {
                 }
             }
             ServerMsg::Closed { doc } => self.events.push_back(Event::Closed { doc }),
+            ServerMsg::Moved { doc, to } => {
+                if let Some(entry) = self.docs.get_mut(&doc) {
+                    // Not open on this connection any more; opened again on the next one.
+                    entry.opening = true;
+                    entry.peers.clear();
+                    entry.selections.clear();
+                    entry.moved_to = Some(to.clone());
+                    self.events.push_back(Event::Moved { doc, to });
+                }
+            }
             ServerMsg::Revision { doc, rev, snapshot } => {
                 self.events.push_back(Event::Revision { doc, rev, content: snapshot });
             }
@@ -600,6 +629,7 @@ impl ClientSession {
         let Some(entry) = self.docs.get_mut(&doc) else { return Ok(()) };
         entry.peers = online.into_iter().filter(|p| p.client != client).map(|p| (p.client, p)).collect();
         entry.opening = false;
+        entry.moved_to = None;
         entry.awaiting_notes = true;
         let engine = |error| SessionError::Engine { doc: doc.clone(), error };
         let next = match (&mut entry.state, snapshot) {

@@ -171,6 +171,11 @@ impl Core {
                     c.mentioned(*mention);
                 }
             }
+            Effect::Swept { generation } => {
+                if let Some(p) = &self.shared.shard.placement {
+                    p.swept(self.id, generation);
+                }
+            }
             Effect::Append { .. } => unreachable!("handled in apply_effects"),
         }
     }
@@ -245,6 +250,21 @@ impl Core {
                 }
                 self.send_batch();
                 self.answer_refused();
+            }
+            StorageReply::Appended(Err(e)) if self.shared.config.storage.oplog.is_shared() => {
+                // A database op log: the batch was not written (or, for ScyllaDB, some of
+                // its documents were; reloading them says which). Nothing of it was told to
+                // anyone: drop every document, let clients resend, carry on.
+                {
+                    let mut d = self.durability.borrow_mut();
+                    d.inflight = false;
+                    d.pending.clear();
+                    d.held.clear();
+                    d.last_ticket = d.durable;
+                }
+                CoreStats::bump(&self.stats.append_refusals);
+                self.shard.borrow_mut().append_refused(&e);
+                self.apply_effects();
             }
             StorageReply::Appended(Err(e)) => {
                 error!(core = self.id, "OP LOG FAILED, this core refuses all writes until a restart: {e}");

@@ -23,6 +23,7 @@ use tandem_engine::Limits;
 
 use crate::access::{AccessUpdate, Auth, ControlLink};
 use crate::metrics::{CoreStats, Driver};
+use crate::placement::Placement;
 use crate::protocol::{DocId, ServerMsg};
 use crate::shard::{CoreMsg, ShardConfig};
 use mailbox::Mailbox;
@@ -220,7 +221,7 @@ impl ServerConfig {
         self.storage.validate()
     }
 
-    fn shard_config(&self, auth: Auth) -> ShardConfig {
+    fn shard_config(&self, auth: Auth, placement: Option<Arc<dyn Placement>>) -> ShardConfig {
         ShardConfig {
             cores: u16::try_from(self.resolved_cores()).expect("validated: at most 1024 cores"),
             limits: Limits::from(&self.limits),
@@ -237,6 +238,7 @@ impl ServerConfig {
             snapshot_every_bytes: self.storage.snapshot_every_bytes,
             max_transform_steps_per_s: self.max_transform_steps_per_s,
             evict_idle_after: Duration::from_secs(self.evict_idle_s),
+            placement,
         }
     }
 }
@@ -273,6 +275,8 @@ pub struct Hooks {
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// Where snapshots go (none: the configured store, opened here).
     pub blobs: Option<Arc<dyn tandem_storage::BlobStore>>,
+    /// In a cluster: which documents this node serves (none: every document).
+    pub placement: Option<Arc<dyn Placement>>,
 }
 
 /// A handle the control plane keeps to reach the cores (cheap to clone, any thread).
@@ -481,7 +485,7 @@ pub fn start_with(config: ServerConfig, hooks: Hooks) -> std::io::Result<ServerH
     let cores = config.resolved_cores();
     let (addr, listeners) = bind_listeners(config.listen, cores, BIND_RETRY)?;
     let shared = Arc::new(Shared {
-        shard: Arc::new(config.shard_config(auth)),
+        shard: Arc::new(config.shard_config(auth, hooks.placement)),
         inboxes: (0..cores).map(|_| Mailbox::new(config.inbox_capacity)).collect(),
         stats: (0..cores).map(|_| Arc::new(CoreStats::default())).collect(),
         config,

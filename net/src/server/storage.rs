@@ -46,6 +46,14 @@ pub enum OplogKind {
     None,
 }
 
+impl OplogKind {
+    /// Whether the log is a database every node of a cluster reads and writes (and a
+    /// refused append leaves nothing behind to recover locally).
+    pub fn is_shared(self) -> bool {
+        matches!(self, Self::Scylla | Self::Postgres)
+    }
+}
+
 /// The ScyllaDB backend's settings (`[server.storage.scylla]`). They mirror
 /// `tandem_storage::scylla::ScyllaOptions` (defaults included) because a build without the
 /// `scylla` feature must still parse them and refuse `oplog = "scylla"` by name.

@@ -1,0 +1,206 @@
+//! `tandem serve` as one node of a cluster (`[cluster] enabled = true`): the lease loop
+//! (`tandem-cluster`'s `Membership`) on the control plane's runtime, and its `Ownership`
+//! handed to the data plane's cores as their placement.
+//!
+//! A cluster needs shared state: the op log in PostgreSQL or ScyllaDB (every node loads any
+//! document), the leases in PostgreSQL, and with accounts the metadata in PostgreSQL too.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use tandem_cluster::{DEFAULT_SHARDS, LeaseStore, Membership, Ownership, Pace, Settings};
+use tandem_net::placement::Placement;
+use tracing::{info, warn};
+
+/// `[cluster]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ClusterConfig {
+    /// Run as a node of a cluster.
+    pub(crate) enabled: bool,
+    /// This node's id: unique in the cluster, the same across its restarts (default: the
+    /// advertised address).
+    pub(crate) node: Option<String>,
+    /// The WebSocket URL clients are sent to for documents this node serves
+    /// (`ws://host:port/ws`; default: the listen address, which must then not be 0.0.0.0).
+    pub(crate) advertise: Option<String>,
+    /// The leases' PostgreSQL database (`--cluster-database-url`,
+    /// `TANDEM_CLUSTER_DATABASE_URL`; default: the op log's with `oplog = "postgres"`, else
+    /// the metadata database).
+    pub(crate) database_url: Option<String>,
+    /// Virtual shards: fixed for the cluster's life.
+    pub(crate) shards: u16,
+    /// How long a lease lasts unless renewed.
+    pub(crate) lease_ttl_ms: u64,
+    /// How long before a lease could expire the node stops serving its documents.
+    pub(crate) margin_ms: u64,
+    /// How often leases are renewed and shards rebalanced.
+    pub(crate) poll_ms: u64,
+    /// Most shards handed to a joining node per round.
+    pub(crate) rebalance_per_round: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            node: None,
+            advertise: None,
+            database_url: None,
+            shards: DEFAULT_SHARDS,
+            lease_ttl_ms: 3000,
+            margin_ms: 500,
+            poll_ms: 500,
+            rebalance_per_round: 32,
+        }
+    }
+}
+
+/// The running node: its ownership (the cores' placement) and the lease loop.
+pub(crate) struct Node {
+    pub(crate) ownership: Arc<Ownership>,
+    stop: tokio::sync::watch::Sender<bool>,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// The cores' view of the ownership.
+#[derive(Debug)]
+struct Cores(Arc<Ownership>);
+
+impl Placement for Cores {
+    fn serves(&self, doc: &str, now: Instant) -> bool {
+        self.0.serves_doc(doc, now)
+    }
+
+    fn owner(&self, doc: &str) -> Option<Arc<str>> {
+        let shard = self.0.shard_of(doc);
+        let owner = self.0.owner(shard)?;
+        // The table may still name this node for a shard whose deadline passed: nobody
+        // serves it until another node takes it.
+        (*owner != *self.0.address() || self.0.serves(shard, Instant::now())).then_some(owner)
+    }
+
+    fn generation(&self) -> u64 {
+        self.0.generation()
+    }
+
+    fn swept(&self, core: u16, generation: u64) {
+        self.0.swept(usize::from(core), generation);
+    }
+}
+
+impl Node {
+    /// The placement the cores ask.
+    pub(crate) fn placement(&self) -> Arc<dyn Placement> {
+        Arc::new(Cores(Arc::clone(&self.ownership)))
+    }
+
+    /// Joins the cluster on `runtime` (the control plane's) and starts renewing. The node
+    /// serves nothing until its first round takes shards.
+    pub(crate) fn start(
+        cfg: &ClusterConfig,
+        config: &crate::config::FileConfig,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Self> {
+        let listen = config.server.listen;
+        let advertise = match &cfg.advertise {
+            Some(a) => a.clone(),
+            None if listen.ip().is_unspecified() => {
+                bail!("cluster.advertise is needed when listening on {listen}: the URL other nodes send clients to")
+            }
+            None => format!("ws://{listen}/ws"),
+        };
+        let node = cfg.node.clone().unwrap_or_else(|| advertise.clone());
+        let url = database_url(cfg, config)?;
+        let settings = Settings {
+            lease_ttl: Duration::from_millis(cfg.lease_ttl_ms),
+            margin: Duration::from_millis(cfg.margin_ms),
+            poll: Duration::from_millis(cfg.poll_ms),
+            pace: Pace { release: cfg.rebalance_per_round.max(1), ..Pace::default() },
+            ..Settings::new(&node, &advertise)
+        };
+        settings.validate().map_err(anyhow::Error::msg)?;
+        let ownership = Ownership::new(&node, &advertise, cfg.shards, config.server.resolved_cores());
+        let membership = runtime
+            .block_on(async {
+                let store = LeaseStore::connect(&url, cfg.shards, Duration::from_secs(10)).await?;
+                Membership::join(store, settings, Arc::clone(&ownership)).await
+            })
+            .with_context(|| format!("joining the cluster (leases in {})", redact(&url)))?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        runtime.spawn(async move {
+            membership.run(stop_rx).await;
+            let _ = done_tx.send(());
+        });
+        info!(node = %node, advertise = %advertise, shards = cfg.shards, "cluster node started");
+        Ok(Self { ownership, stop, done })
+    }
+
+    /// Leaves: stops serving, waits for the cores to drop every document (their appends
+    /// durable), hands every lease back and leaves the table. Call before the data plane
+    /// stops: the cores do the dropping.
+    pub(crate) fn leave(self, runtime: &tokio::runtime::Handle) {
+        let _ = self.stop.send(true);
+        let left = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(15), self.done).await });
+        if left.is_err() {
+            warn!("leaving the cluster took over 15 s: the remaining leases expire instead");
+        }
+    }
+}
+
+/// The cluster's `/metrics` lines.
+pub(crate) fn metrics(own: &Ownership) -> String {
+    {
+        let served = own.served(Instant::now());
+        format!(
+            "# HELP tandem_cluster_shards_served Shards this node serves now.\n# TYPE tandem_cluster_shards_served gauge\n\
+             tandem_cluster_shards_served {served}\n\
+             # HELP tandem_cluster_shards Virtual shards in the cluster.\n# TYPE tandem_cluster_shards gauge\n\
+             tandem_cluster_shards {}\n\
+             # HELP tandem_cluster_generation Times this node stopped serving shards.\n# TYPE tandem_cluster_generation counter\n\
+             tandem_cluster_generation {}\n",
+            own.shards(),
+            own.generation()
+        )
+    }
+}
+
+fn redact(url: &str) -> String {
+    tandem_storage::redacted(url)
+}
+
+/// Where the leases live, and whether the rest of the configuration can run as a cluster.
+fn database_url(cfg: &ClusterConfig, config: &crate::config::FileConfig) -> Result<String> {
+    let st = &config.server.storage;
+    if !st.oplog.is_shared() {
+        bail!(
+            "a cluster needs an op log every node reads: storage.oplog = \"postgres\" or \"scylla\" (not {:?})",
+            st.oplog
+        );
+    }
+    let metadata = config.control.database_url.clone().unwrap_or_default();
+    if config.auth == crate::config::AuthMode::Accounts && !metadata.starts_with("postgres") {
+        bail!(
+            "a cluster with accounts needs the metadata in PostgreSQL (--database-url postgres://...), shared by every node"
+        );
+    }
+    if st.blobs != tandem_net::BlobsKind::S3 {
+        warn!(
+            "cluster with blobs = \"local\": uploads and exports are on the node that made them (use blobs = \"s3\")"
+        );
+    }
+    let oplog = (st.oplog == tandem_net::OplogKind::Postgres).then(|| {
+        std::env::var("TANDEM_OPLOG_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| st.postgres.url.clone())
+    });
+    cfg.database_url
+        .clone()
+        .or(oplog)
+        .or_else(|| metadata.starts_with("postgres").then_some(metadata))
+        .context("cluster.database_url (or TANDEM_CLUSTER_DATABASE_URL): the PostgreSQL database of the leases")
+}
