@@ -11,262 +11,19 @@
 //!   losing or doubling an op.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tandem_engine::{Attributes, ClientId, Delta};
-use tandem_net::client::{Client, ClientError, ClientOptions};
+use tandem_engine::{Attributes, Delta};
 use tandem_testkit::Postgres;
+use tandem_testkit::cluster::{Cluster, Follower};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// One node: its address, data directory and process.
-struct Node {
-    name: String,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-/// Three (or more) nodes on one database.
-struct Cluster {
-    url: String,
-    nodes: Vec<Node>,
-}
-
-impl Cluster {
-    fn new(pg: &Postgres, n: usize) -> Self {
-        let url = pg.database("cluster");
-        let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-            .args(["migrate", "--oplog", "postgres", "--auth", "dev"])
-            .arg("--data-dir")
-            .arg(tempfile::tempdir().unwrap().path())
-            .env("TANDEM_OPLOG_DATABASE_URL", &url)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tandem migrate: {}", String::from_utf8_lossy(&out.stderr));
-        let nodes = (0..n)
-            .map(|i| Node {
-                name: format!("node-{i}"),
-                addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-                dir: tempfile::tempdir().unwrap(),
-                child: None,
-            })
-            .collect();
-        let mut c = Self { url, nodes };
-        for i in 0..n {
-            c.start(i);
-        }
-        c
-    }
-
-    /// Starts node `i` and waits until it listens.
-    fn start(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-                .args(["serve", "--auth", "dev", "--oplog", "postgres", "--cluster", "true", "--cores", "2"])
-                .args(["--lease-ttl-ms", "1500", "--lease-margin-ms", "300", "--lease-poll-ms", "200"])
-                .args(["--max-messages-per-s", "100000", "--snapshot-every-ops", "40"])
-                .arg("--node")
-                .arg(&node.name)
-                .arg("--listen")
-                .arg(node.addr.to_string())
-                .arg("--data-dir")
-                .arg(node.dir.path())
-                .env("TANDEM_OPLOG_DATABASE_URL", &self.url)
-                .env("RUST_BACKTRACE", "0")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("tandem starts");
-            let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-            let mut log = String::new();
-            for line in lines.by_ref() {
-                let line = line.unwrap();
-                log.push_str(&line);
-                log.push('\n');
-                if line.contains("listening on http://") {
-                    std::thread::spawn(move || for _ in lines {});
-                    node.child = Some(child);
-                    return;
-                }
-            }
-            let status = child.wait().unwrap();
-            assert!(
-                Instant::now() < deadline && log.contains("in use"),
-                "{} exited ({status}) before listening:\n{log}",
-                node.name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, i: usize, sig: &str) {
-        let pid = self.nodes[i].child.as_ref().expect("running").id().to_string();
-        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| format!("ws://{}/ws", n.addr)).collect()
-    }
-
-    /// A counter from node `i`'s `/metrics`, summed over cores.
-    fn metric(&self, i: usize, name: &str) -> u64 {
-        let addr = self.nodes[i].addr;
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut s, &mut text).unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].child.is_some() {
-                let _ = Command::new("kill")
-                    .args(["-CONT", &self.nodes[i].child.as_ref().unwrap().id().to_string()])
-                    .status();
-            }
-            self.kill(i);
-        }
-    }
-}
-
-/// A client of one document that follows it from node to node.
-struct Follower {
-    client: Option<Client>,
-    id: u64,
-    doc: String,
-    urls: Vec<String>,
-    rng: ChaCha8Rng,
-    /// Where to go next (a `moved`'s target), if known.
-    next: Option<String>,
-    /// Times it moved.
-    moves: usize,
-}
-
-impl Follower {
-    fn new(id: u64, doc: &str, urls: Vec<String>) -> Self {
-        Self { client: None, id, doc: doc.into(), urls, rng: ChaCha8Rng::seed_from_u64(id), next: None, moves: 0 }
-    }
-
-    /// Connects (to the node named last, else a random one) until the document is open.
-    fn ensure_open(&mut self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            let url = self.next.take().unwrap_or_else(|| self.urls[self.rng.random_range(0..self.urls.len())].clone());
-            let connected = match &mut self.client {
-                Some(c) if c.session().is_welcomed() && c.close_reason().is_none() && self.next.is_none() => true,
-                Some(c) => c.reconnect_to(&url).is_ok(),
-                None => {
-                    let addr: SocketAddr = url.trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap();
-                    let options = ClientOptions { name: format!("c{}", self.id), ..ClientOptions::default() };
-                    match Client::connect(addr, ClientId(self.id), options) {
-                        Ok(mut c) => {
-                            c.open(&self.doc).unwrap();
-                            self.client = Some(c);
-                            true
-                        }
-                        Err(_) => false,
-                    }
-                }
-            };
-            if !connected {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            let doc = self.doc.clone();
-            let c = self.client.as_mut().unwrap();
-            let r = c.wait_until(Duration::from_millis(500), "open", |s| s.is_open(&doc));
-            self.follow_moves();
-            match r {
-                Ok(()) if self.next.is_none() => return true,
-                Ok(()) | Err(ClientError::Timeout(_)) => {}
-                Err(_) => self.drop_connection(),
-            }
-        }
-        false
-    }
-
-    fn drop_connection(&mut self) {
-        if let Some(c) = &mut self.client {
-            c.drop_connection();
-        }
-    }
-
-    /// A `moved` names where to go next (or, empty, to retry anywhere shortly).
-    fn follow_moves(&mut self) {
-        let Some(c) = &mut self.client else { return };
-        let _ = c.events();
-        let Some(to) = c.session().moved_to(&self.doc).map(str::to_owned) else { return };
-        if !c.session().is_welcomed() {
-            return;
-        }
-        self.moves += 1;
-        c.drop_connection();
-        self.next = Some(if to.is_empty() {
-            std::thread::sleep(Duration::from_millis(30));
-            self.urls[self.rng.random_range(0..self.urls.len())].clone()
-        } else {
-            to
-        });
-    }
-
-    /// Appends `marker` (kept until acknowledged, whatever happens to the connection) and
-    /// waits a little for the ack.
-    fn append(&mut self, marker: &str) -> bool {
-        let doc = self.doc.clone();
-        let c = self.client.as_mut().unwrap();
-        let Some(len) = c.session().document(&doc).map(|d| d.len()) else { return false };
-        if c.edit(&doc, Delta::new().retain(len, Attributes::NONE).insert(marker, Attributes::NONE)).is_err() {
-            return false;
-        }
-        let r = c.wait_until(Duration::from_millis(300), "ack", |s| s.is_synced());
-        self.follow_moves();
-        if matches!(r, Err(ref e) if !matches!(e, ClientError::Timeout(_))) {
-            self.drop_connection();
-        }
-        true
-    }
-
-    /// Until every edit is acknowledged; the document's text.
-    fn settle(&mut self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            assert!(Instant::now() < deadline, "client {} never settled on {}", self.id, self.doc);
-            if !self.ensure_open(Duration::from_secs(5)) {
-                continue;
-            }
-            let c = self.client.as_mut().unwrap();
-            let r = c.wait_until(Duration::from_secs(2), "synced", |s| s.is_synced());
-            self.follow_moves();
-            if r.is_ok() && self.next.is_none() {
-                return self.client.as_ref().unwrap().session().document(&self.doc).unwrap().text();
-            }
-        }
-    }
+fn cluster(pg: &Postgres, n: usize) -> Cluster {
+    Cluster::new(Path::new(env!("CARGO_BIN_EXE_tandem")), pg, n, &[])
 }
 
 /// Writers edit until `stop`: each keeps the markers it made, in order.
@@ -354,7 +111,7 @@ const DOCS: [&str; 4] = ["cl-a", "cl-b", "cl-c", "cl-d"];
 fn acked_edits_survive_killing_nodes() {
     let kills: usize = std::env::var("TANDEM_CLUSTER_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let pg = Postgres::start();
-    let mut cluster = Cluster::new(&pg, 3);
+    let mut cluster = cluster(&pg, 3);
     let stop = Arc::new(AtomicBool::new(false));
     let handles = writers(&cluster.urls(), &DOCS, 2, &stop);
     let mut rng = ChaCha8Rng::seed_from_u64(17);
@@ -379,7 +136,7 @@ fn acked_edits_survive_killing_nodes() {
 #[test]
 fn a_paused_owner_commits_nothing_after_another_node_took_over() {
     let pg = Postgres::start();
-    let cluster = Cluster::new(&pg, 2);
+    let cluster = cluster(&pg, 2);
     let urls = cluster.urls();
     // Find the owner of the document, and edit through it.
     let doc = "zombie-doc";
@@ -432,7 +189,7 @@ fn a_paused_owner_commits_nothing_after_another_node_took_over() {
 #[test]
 fn a_leaving_node_hands_its_documents_over() {
     let pg = Postgres::start();
-    let mut cluster = Cluster::new(&pg, 3);
+    let mut cluster = cluster(&pg, 3);
     let stop = Arc::new(AtomicBool::new(false));
     let handles = writers(&cluster.urls(), &DOCS, 2, &stop);
     // Settled: every shard served, by the three.

@@ -1,9 +1,14 @@
-//! Test fixtures shared by Tandem's crates (dev-dependency only).
+//! Test fixtures shared by Tandem's crates (tests and benchmarks only).
 //!
-//! [`Postgres`]: a throwaway PostgreSQL server, `initdb` and `pg_ctl` in a temp directory on a
+//! - `cluster` (feature `cluster`): nodes of a cluster as real processes, and a client that follows its
+//!   document from node to node.
+//! - [`Postgres`]: a throwaway PostgreSQL server, `initdb` and `pg_ctl` in a temp directory on a
 //! free port, stopped when dropped. With `TANDEM_TEST_DATABASE_URL` set, that server is used
 //! instead (each caller makes its own database on it). Missing binaries fail the test with
 //! what to install: the PostgreSQL suites never skip.
+
+#[cfg(feature = "cluster")]
+pub mod cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

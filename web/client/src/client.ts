@@ -506,6 +506,8 @@ export class TandemClient {
   private docs = new Map<string, DocHandle>();
   private attempt = 0;
   private timer: ReturnType<typeof setTimeout> | null = null;
+  /** Where a cluster node sent us (`moved`), until that connection ends. */
+  private redirect: string | null = null;
   private listeners = new Set<(s: ConnectionState) => void>();
   private stopped = false;
   /** The server refused or expired the last token: ask for a fresh one. */
@@ -573,6 +575,7 @@ export class TandemClient {
   }
 
   private url(): string {
+    if (this.redirect) return this.redirect;
     if (this.opts.url) return this.opts.url;
     const loc = (globalThis as unknown as { location?: { protocol: string; host: string } }).location;
     if (!loc) throw new Error("no url given and no page to take it from");
@@ -636,6 +639,8 @@ export class TandemClient {
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      // The node we were sent to is gone: start again from the configured address.
+      this.redirect = null;
       for (const d of this.docs.values()) d.disconnected();
       if (this.stopped) return;
       this.tokenRefused = ev.code === Close.UNAUTHORIZED || ev.code === Close.TOKEN_EXPIRED;
@@ -666,11 +671,30 @@ export class TandemClient {
       case "error":
         if (!msg.doc) return; // connection-level: the close that follows says what to do
         break;
+      case "moved":
+        this.follow(msg.to);
+        return;
       default:
         break;
     }
     const doc = "doc" in msg ? msg.doc : undefined;
     if (doc !== undefined) this.docs.get(doc)?.handle(msg);
+  }
+
+  /** A cluster node does not serve a document open here: reconnect to the node that does
+   *  (`to`), or, while none does (a failover), shortly through the configured address. Every
+   *  open document resumes there as after any reconnect. (One connection serves every
+   *  document of the client: documents on different nodes would take turns.) */
+  private follow(to: string): void {
+    if (this.stopped) return;
+    this.redirect = to || null;
+    const ws = this.ws;
+    this.ws = null;
+    for (const d of this.docs.values()) d.disconnected();
+    ws?.close(Close.NORMAL, "moved");
+    if (this.timer) clearTimeout(this.timer);
+    this.setState("reconnecting");
+    this.timer = setTimeout(() => void this.connect(), to ? 0 : 50 + Math.random() * 150);
   }
 
   private async refreshToken(): Promise<void> {

@@ -91,6 +91,7 @@ export type ServerMsg =
   | { type: "joined"; doc: string; peer: Peer }
   | { type: "left"; doc: string; client: string }
   | { type: "closed"; doc: string }
+  | { type: "moved"; doc: string; to: string }
   | { type: "error"; code: string; message: string; doc?: string; client_seq?: number }
   | { type: "revision"; doc: string; rev: number; snapshot: WireDelta }
   | { type: "revisions"; doc: string; oldest: number; latest: number; revisions: RevisionRecord[] }
