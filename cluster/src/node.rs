@@ -295,6 +295,14 @@ impl Membership {
             }
             self.own.revoke(&out.lost);
         }
+        self.take(out).await
+    }
+
+    /// The second half of a round, alone when another node just handed shards back (the
+    /// renewal is at most a poll old): read the table, hand back, take.
+    pub async fn take(&mut self, mut out: Round) -> Result<Round, LeaseError> {
+        let s = &self.settings;
+        let draining = self.own.draining();
         let view = self.store.view(s.lease_ttl).await?;
         self.own.set_owners(&view);
         let steps = plan(&s.node, draining, &view, s.pace);
@@ -419,7 +427,11 @@ impl Membership {
                     }
                 } => {
                     match n {
-                        Ok(()) => next_round = Instant::now(),
+                        Ok(()) => {
+                    if let Err(e) = self.take(Round::default()).await {
+                        warn!(node = %self.settings.node, "taking handed-back shards failed: {e}");
+                    }
+                }
                         Err(_) => listener = None,
                     }
                 }

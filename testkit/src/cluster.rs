@@ -217,7 +217,8 @@ impl Follower {
             }
             let doc = self.doc.clone();
             let c = self.client.as_mut().unwrap();
-            let r = c.wait_until(Duration::from_millis(500), "open", |s| s.is_open(&doc));
+            // Until it opens, or is sent on.
+            let r = c.wait_until(Duration::from_millis(500), "open", |s| s.is_open(&doc) || s.moved_to(&doc).is_some());
             self.follow_moves();
             match r {
                 Ok(()) if self.next.is_none() => return true,
@@ -246,7 +247,8 @@ impl Follower {
         self.moves += 1;
         c.drop_connection();
         self.next = Some(if to.is_empty() {
-            std::thread::sleep(Duration::from_millis(30));
+            // Nobody serves it this instant: again shortly, with jitter.
+            std::thread::sleep(Duration::from_millis(self.rng.random_range(10..40)));
             self.urls[self.rng.random_range(0..self.urls.len())].clone()
         } else {
             to
@@ -262,7 +264,7 @@ impl Follower {
         if c.edit(&doc, Delta::new().retain(len, Attributes::NONE).insert(marker, Attributes::NONE)).is_err() {
             return false;
         }
-        let r = c.wait_until(Duration::from_millis(300), "ack", |s| s.is_synced());
+        let r = c.wait_until(Duration::from_millis(300), "ack", |s| s.is_synced() || s.moved_to(&doc).is_some());
         self.follow_moves();
         if matches!(r, Err(ref e) if !matches!(e, ClientError::Timeout(_))) {
             self.drop_connection();
@@ -279,7 +281,8 @@ impl Follower {
                 continue;
             }
             let c = self.client.as_mut().unwrap();
-            let r = c.wait_until(Duration::from_secs(2), "synced", |s| s.is_synced());
+            let doc = self.doc.clone();
+            let r = c.wait_until(Duration::from_secs(2), "synced", |s| s.is_synced() || s.moved_to(&doc).is_some());
             self.follow_moves();
             if r.is_ok() && self.next.is_none() {
                 return self.client.as_ref().unwrap().session().document(&self.doc).unwrap().text();

@@ -97,12 +97,15 @@ fn main() {
         // Until every one of them was acknowledged again.
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut pending = served.clone();
+        let mut worst = Duration::ZERO;
         while !pending.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
             let a = acks.lock().unwrap();
             pending.retain(|&(d, last)| match a[d].iter().find(|(at, _)| *at > t) {
                 Some((at, _)) => {
-                    let ms = if graceful { at.duration_since(last) } else { at.duration_since(t) }.as_micros() as u64;
+                    let took = if graceful { at.duration_since(last) } else { at.duration_since(t) };
+                    worst = worst.max(took);
+                    let ms = took.as_micros() as u64;
                     if graceful { handover.record(ms) } else { failover.record(ms) }.unwrap();
                     false
                 }
@@ -111,7 +114,7 @@ fn main() {
         }
         assert!(pending.is_empty(), "{} documents were never acknowledged again", pending.len());
         eprintln!(
-            "{} node {i}: {} documents moved",
+            "{} node {i}: {} documents moved, the slowest back after {worst:?}",
             if graceful { "SIGTERM" } else { "kill -9" },
             served.len()
         );
