@@ -77,6 +77,8 @@ impl ControlLink for Link {
 /// The control plane's handle on the cores.
 #[derive(Clone)]
 pub struct Bridge {
+    /// This process, in the access changes it announces to the other nodes.
+    origin: Arc<str>,
     store: Store,
     data: Arc<OnceLock<DataPlane>>,
 }
@@ -86,7 +88,8 @@ impl Bridge {
     /// [`Bridge::attach`] has been given the running data plane.
     pub fn new(store: Store) -> (Self, Arc<Link>, Receiver) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Self { store, data: Arc::new(OnceLock::new()) }, Arc::new(Link { tx }), Receiver(rx))
+        let origin: Arc<str> = crate::random_hex().into();
+        (Self { origin, store, data: Arc::new(OnceLock::new()) }, Arc::new(Link { tx }), Receiver(rx))
     }
 
     /// Connects the running data plane.
@@ -111,8 +114,58 @@ impl Bridge {
     }
 
     /// Pushes `doc`'s current access list (or its deletion) to its owner core and waits
-    /// until the core has applied it. Call after the change is committed.
+    /// until the core has applied it; in a cluster, also tells the other nodes (the document
+    /// may be served by one of them: it pushes the list to its core when it hears, within
+    /// milliseconds, not before this returns). Call after the change is committed.
     pub async fn access_changed(&self, doc: &str) {
+        self.push_access(doc).await;
+        if let Err(e) = self.store.notify_access(&self.origin, doc).await {
+            warn!(doc, "could not tell the other nodes of an access change: {e}");
+        }
+    }
+
+    /// Hears the access changes other nodes announce (PostgreSQL `LISTEN`) and pushes each
+    /// to this node's core for the document: a no-op unless this node serves it. Runs until
+    /// the runtime stops, reconnecting after a lost connection (changes announced meanwhile
+    /// reach the document's sessions when they next open it).
+    pub async fn hear_access_changes(self, url: String) {
+        use sqlx::postgres::PgListener;
+        loop {
+            let mut listener = match PgListener::connect(&url).await {
+                Ok(mut l) => match l.listen(crate::store::ACCESS_CHANNEL).await {
+                    Ok(()) => l,
+                    Err(e) => {
+                        warn!("cannot listen for other nodes' access changes: {e}; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    warn!("cannot listen for other nodes' access changes: {e}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                match listener.recv().await {
+                    Ok(n) => {
+                        if let Some((origin, doc)) = n.payload().split_once(' ')
+                            && origin != &*self.origin
+                        {
+                            self.push_access(doc).await;
+                        }
+                    }
+                    Err(e) => {
+                        warn!("lost the connection hearing other nodes' access changes: {e}; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pushes `doc`'s current access list to this node's owner core and waits until applied.
+    async fn push_access(&self, doc: &str) {
         let Ok(id) = DocId::new(doc) else { return };
         if self.data.get().is_none() {
             return;

@@ -274,6 +274,8 @@ pub fn migrate(config: &ControlConfig, data_dir: &Path) -> Result<(store::Engine
 /// A running control plane.
 pub struct ControlPlane {
     runtime: tokio::runtime::Runtime,
+    /// The metadata database (in a cluster, other nodes' access changes are heard there).
+    url: String,
     app: Arc<App>,
     link: Arc<bridge::Link>,
     receiver: Option<bridge::Receiver>,
@@ -313,6 +315,7 @@ impl ControlPlane {
         };
         Ok(Self {
             runtime,
+            url,
             app,
             link,
             receiver: Some(receiver),
@@ -352,6 +355,10 @@ impl ControlPlane {
         self.app.bridge.attach(data);
         if let Some(rx) = self.receiver.take() {
             self.runtime.spawn(self.app.bridge.clone().run(rx));
+            if self.app.store.engine() == store::Engine::Postgres {
+                // Other nodes' access changes, for the documents this node serves.
+                self.runtime.spawn(self.app.bridge.clone().hear_access_changes(self.url.clone()));
+            }
         }
         if let Some(incoming) = self.incoming.take() {
             let router = api::router(Arc::clone(&self.app));

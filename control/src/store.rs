@@ -238,6 +238,9 @@ pub struct SignedUp {
     pub invited_to: Vec<String>,
 }
 
+/// The PostgreSQL channel access changes are announced on, for the other nodes of a cluster.
+pub const ACCESS_CHANNEL: &str = "tandem_access";
+
 /// The metadata store.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -806,6 +809,21 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// In a cluster (PostgreSQL): tells every node that `doc`'s access list changed (the
+    /// node serving it pushes the new list to its core; see `Bridge::hear_access_changes`).
+    /// `origin` names this process, so that it skips its own news. Nothing on SQLite.
+    pub async fn notify_access(&self, origin: &str, doc: &str) -> Result<()> {
+        if self.engine != Engine::Postgres {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(ACCESS_CHANNEL)
+            .bind(format!("{origin} {doc}"))
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 

@@ -9,6 +9,10 @@
 //!   the new owner with nothing lost.
 //! - SIGTERM: a node leaves gracefully while clients edit; its shards are handed over without
 //!   losing or doubling an op.
+//! - Accounts: a revocation made through one node's REST API cuts off a user editing through
+//!   the node that serves the document.
+
+mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,6 +24,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tandem_engine::{Attributes, Delta};
 use tandem_testkit::Postgres;
+use serde_json::json;
+use support::{bearer, create_doc, http, signup};
+use tandem_net::client::Event;
+use tandem_net::protocol::ErrorCode;
 use tandem_testkit::cluster::{Cluster, Follower};
 
 fn cluster(pg: &Postgres, n: usize) -> Cluster {
@@ -224,4 +232,62 @@ fn a_leaving_node_hands_its_documents_over() {
     let total = check(done);
     assert!(total > 20, "only {total} edits");
     until_all_served(&cluster, 3, 1, Duration::from_secs(20));
+}
+
+#[test]
+fn a_revocation_through_one_node_cuts_off_an_editor_on_another() {
+    let pg = Postgres::start();
+    let meta = pg.database("meta");
+    // Every node signs and verifies tokens with the same keys.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(&cfg, format!("[control]\nkeys_file = {:?}\n", dir.path().join("keys.json"))).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_tandem"));
+    let cluster = Cluster::new(bin, &pg, 2, &["--auth", "accounts", "--database-url", &meta, "--config", cfg]);
+    let a0 = cluster.nodes[0].addr;
+    let (_, alice, _) = signup(a0, "alice@example.com", "Alice");
+    let (bob_id, bob, _) = signup(cluster.nodes[1].addr, "bob@example.com", "Bob");
+    let doc = create_doc(a0, &alice, "Shared");
+    let share = http(
+        a0,
+        "POST",
+        &format!("/api/documents/{doc}/share"),
+        &[("Authorization", &bearer(&alice))],
+        Some(&json!({"email": "bob@example.com", "role": "editor"})),
+    );
+    assert!(share.status == 200 || share.status == 201, "{}", share.raw);
+
+    // Bob edits through the node that serves the document.
+    let mut b = Follower::new(7, &doc, cluster.urls());
+    b.token = bob;
+    assert!(b.ensure_open(Duration::from_secs(10)));
+    assert!(b.append("<bob>"));
+    assert!(b.client.as_mut().unwrap().wait_until(Duration::from_secs(5), "acked", |s| s.is_synced()).is_ok());
+    let owner = format!("ws://{}/ws", b.client.as_ref().unwrap().addr());
+    let other = cluster.urls().iter().position(|u| *u != owner).unwrap();
+
+    // Alice revokes him through the other node.
+    let down = http(
+        cluster.nodes[other].addr,
+        "DELETE",
+        &format!("/api/documents/{doc}/permissions/{bob_id}"),
+        &[("Authorization", &bearer(&alice))],
+        None,
+    );
+    assert_eq!(down.status, 204, "{}", down.raw);
+    let c = b.client.as_mut().unwrap();
+    let told = c.wait_until(Duration::from_secs(5), "revoked", |s| !s.is_open(&doc));
+    assert!(told.is_ok(), "bob's document stayed open after the revocation");
+    let events = c.events();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Error { code: ErrorCode::AccessRevoked, .. })),
+        "{events:?}"
+    );
+    // And he can neither edit nor open it again, through either node.
+    for url in cluster.urls() {
+        let mut again = Follower::new(8, &doc, vec![url]);
+        again.token = b.token.clone();
+        assert!(!again.ensure_open(Duration::from_secs(2)), "bob reopened the document after the revocation");
+    }
 }

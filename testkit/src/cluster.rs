@@ -81,8 +81,11 @@ impl Cluster {
         let node = &mut self.nodes[i];
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            // Dev auth unless the caller names its own.
+            let auth: &[&str] = if self.args.iter().any(|a| a == "--auth") { &[] } else { &["--auth", "dev"] };
             let mut child = Command::new(&self.bin)
-                .args(["serve", "--auth", "dev", "--oplog", "postgres", "--cluster", "true", "--cores", "2"])
+                .args(["serve", "--oplog", "postgres", "--cluster", "true", "--cores", "2"])
+                .args(auth)
                 .args(["--max-messages-per-s", "100000", "--snapshot-every-ops", "40"])
                 .args(lease)
                 .args(&self.args)
@@ -182,12 +185,23 @@ pub struct Follower {
     next: Option<String>,
     /// Times it moved.
     pub moves: usize,
+    /// The access token for `hello` (empty under `--auth dev`).
+    pub token: String,
 }
 
 impl Follower {
     /// A follower of `doc` for client `id`.
     pub fn new(id: u64, doc: &str, urls: Vec<String>) -> Self {
-        Self { client: None, id, doc: doc.into(), urls, rng: ChaCha8Rng::seed_from_u64(id), next: None, moves: 0 }
+        Self {
+            client: None,
+            id,
+            doc: doc.into(),
+            urls,
+            rng: ChaCha8Rng::seed_from_u64(id),
+            next: None,
+            moves: 0,
+            token: String::new(),
+        }
     }
 
     /// Connects (to the node named last, else a random one) until the document is open.
@@ -200,10 +214,15 @@ impl Follower {
                 Some(c) => c.reconnect_to(&url).is_ok(),
                 None => {
                     let addr: SocketAddr = url.trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap();
-                    let options = ClientOptions { name: format!("c{}", self.id), ..ClientOptions::default() };
+                    let options = ClientOptions {
+                        name: format!("c{}", self.id),
+                        token: self.token.clone(),
+                        ..ClientOptions::default()
+                    };
                     match Client::connect(addr, ClientId(self.id), options) {
                         Ok(mut c) => {
-                            c.open(&self.doc).unwrap();
+                            // Refused (no access) or unanswered: looked at below.
+                            let _ = c.open(&self.doc);
                             self.client = Some(c);
                             true
                         }
