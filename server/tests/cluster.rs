@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tandem_engine::{Attributes, Delta};
-use tandem_testkit::Postgres;
 use serde_json::json;
 use support::{bearer, create_doc, http, signup};
-use tandem_net::client::Event;
+use tandem_engine::ClientId;
+use tandem_engine::{Attributes, Delta};
+use tandem_net::client::{Client, ClientOptions, Event};
 use tandem_net::protocol::ErrorCode;
+use tandem_testkit::Postgres;
 use tandem_testkit::cluster::{Cluster, Follower};
 
 fn cluster(pg: &Postgres, n: usize) -> Cluster {
@@ -154,6 +155,13 @@ fn a_paused_owner_commits_nothing_after_another_node_took_over() {
     let owner_url = format!("ws://{}/ws", first.client.as_ref().unwrap().addr());
     let owner = urls.iter().position(|u| *u == owner_url).unwrap();
     let other = 1 - owner;
+    // A plain client opening it through either node ends up on the owner.
+    for node in &cluster.nodes {
+        let mut c = Client::connect(node.addr, ClientId(50), ClientOptions::default()).unwrap();
+        c.open(doc).unwrap();
+        assert!(c.session().is_open(doc));
+        assert_eq!(format!("ws://{}/ws", c.addr()), owner_url);
+    }
     std::thread::sleep(Duration::from_millis(200)); // the cores publish their counters every tick
     let committed_before = cluster.metric(owner, "tandem_ops_in_total");
     assert_eq!(committed_before, 1);
@@ -280,10 +288,7 @@ fn a_revocation_through_one_node_cuts_off_an_editor_on_another() {
     let told = c.wait_until(Duration::from_secs(5), "revoked", |s| !s.is_open(&doc));
     assert!(told.is_ok(), "bob's document stayed open after the revocation");
     let events = c.events();
-    assert!(
-        events.iter().any(|e| matches!(e, Event::Error { code: ErrorCode::AccessRevoked, .. })),
-        "{events:?}"
-    );
+    assert!(events.iter().any(|e| matches!(e, Event::Error { code: ErrorCode::AccessRevoked, .. })), "{events:?}");
     // And he can neither edit nor open it again, through either node.
     for url in cluster.urls() {
         let mut again = Follower::new(8, &doc, vec![url]);

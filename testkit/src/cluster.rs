@@ -240,7 +240,9 @@ impl Follower {
             let r = c.wait_until(Duration::from_millis(500), "open", |s| s.is_open(&doc) || s.moved_to(&doc).is_some());
             self.follow_moves();
             match r {
-                Ok(()) if self.next.is_none() => return true,
+                Ok(()) if self.next.is_none() && self.client.as_ref().is_some_and(|c| c.session().is_open(&doc)) => {
+                    return true;
+                }
                 Ok(()) | Err(ClientError::Timeout(_)) => {}
                 Err(_) => self.drop_connection(),
             }

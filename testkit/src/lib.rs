@@ -1,11 +1,11 @@
 //! Test fixtures shared by Tandem's crates (tests and benchmarks only).
 //!
-//! - `cluster` (feature `cluster`): nodes of a cluster as real processes, and a client that follows its
-//!   document from node to node.
+//! - `cluster` (feature `cluster`): nodes of a cluster as real processes, and a client that
+//!   follows its document from node to node.
 //! - [`Postgres`]: a throwaway PostgreSQL server, `initdb` and `pg_ctl` in a temp directory on a
-//! free port, stopped when dropped. With `TANDEM_TEST_DATABASE_URL` set, that server is used
-//! instead (each caller makes its own database on it). Missing binaries fail the test with
-//! what to install: the PostgreSQL suites never skip.
+//!   free port, stopped when dropped. With `TANDEM_TEST_DATABASE_URL` set, that server is
+//!   used instead (each caller makes its own database on it). Missing binaries fail the test
+//!   with what to install: the PostgreSQL suites never skip.
 
 #[cfg(feature = "cluster")]
 pub mod cluster;

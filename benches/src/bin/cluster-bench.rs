@@ -129,7 +129,9 @@ fn main() {
     println!("## Failover and handover, 3 nodes, {docs} documents, lease {ttl} ms (margin {margin}, poll {poll})\n");
     println!("| event | samples (document x event) | p50 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|");
-    for (name, h) in [("kill -9: kill to the first ack by the new owner", &failover), ("SIGTERM: gap between acks", &handover)] {
+    for (name, h) in
+        [("kill -9: kill to the first ack by the new owner", &failover), ("SIGTERM: gap between acks", &handover)]
+    {
         println!("| {name} | {} | {:.1} | {:.1} | {:.1} |", h.len(), ms(h, 0.5), ms(h, 0.99), h.max() as f64 / 1000.0);
     }
 }

@@ -196,14 +196,29 @@ impl Client {
         Ok(())
     }
 
-    /// Opens a document and waits until its content is known, or (in a cluster) until the
-    /// server says another node serves it ([`ClientSession::moved_to`]: reconnect there).
+    /// Opens a document and waits until its content is known. In a cluster it follows the
+    /// document to the node that serves it (`moved`: the connection moves there, with any
+    /// other document open on it), retrying through the first server while none does; at
+    /// most 10 s in all.
     pub fn open(&mut self, doc: &str) -> Result<(), ClientError> {
         self.session.open(doc);
         self.flush()?;
-        self.wait_until(Duration::from_secs(10), &format!("open {doc}"), |s| {
-            s.is_open(doc) || s.moved_to(doc).is_some()
-        })
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let first = self.addr;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.wait_until(left, &format!("open {doc}"), |s| s.is_open(doc) || s.moved_to(doc).is_some())?;
+            match self.session.moved_to(doc).map(str::to_owned) {
+                None => return Ok(()),
+                Some(to) if !to.is_empty() => self.reconnect_to(&to)?,
+                Some(_) => {
+                    // Nobody serves it this instant (a failover): again shortly.
+                    std::thread::sleep(Duration::from_millis(50));
+                    self.addr = first;
+                    self.reconnect()?;
+                }
+            }
+        }
     }
 
     /// Closes a document.
