@@ -28,6 +28,7 @@ use tandem_net::protocol::Role;
 
 mod comments;
 mod files;
+mod forward;
 mod insight;
 
 pub use files::attachment;
@@ -263,6 +264,20 @@ fn check_origin(app: &App, headers: &HeaderMap) -> ApiResult<()> {
 
 /// The API's routes.
 pub fn router(app: Arc<App>) -> Router {
+    // Comments and versions are changed on the document's node: forwarded there in a cluster.
+    let notes = Router::new()
+        .route("/api/documents/{id}/comments", get(comments::list).post(comments::create))
+        .route("/api/documents/{id}/comments/{thread}", axum::routing::delete(comments::delete_thread))
+        .route("/api/documents/{id}/comments/{thread}/replies", post(comments::reply))
+        .route(
+            "/api/documents/{id}/comments/{thread}/messages/{message}",
+            axum::routing::patch(comments::edit).delete(comments::delete_message),
+        )
+        .route("/api/documents/{id}/comments/{thread}/resolve", post(comments::resolve))
+        .route("/api/documents/{id}/comments/{thread}/reopen", post(comments::reopen))
+        .route("/api/documents/{id}/versions", get(comments::versions))
+        .route("/api/documents/{id}/versions/{rev}", put(comments::name_version).delete(comments::unname_version))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), forward::to_owner));
     let api = Router::new()
         .route("/api/auth/signup", post(signup))
         .route("/api/auth/login", post(login))
@@ -279,17 +294,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/documents/{id}/transfer", post(transfer))
         .route("/api/documents/{id}/activity", get(insight::activity))
         .route("/api/documents/{id}/authors", get(insight::authors))
-        .route("/api/documents/{id}/comments", get(comments::list).post(comments::create))
-        .route("/api/documents/{id}/comments/{thread}", axum::routing::delete(comments::delete_thread))
-        .route("/api/documents/{id}/comments/{thread}/replies", post(comments::reply))
-        .route(
-            "/api/documents/{id}/comments/{thread}/messages/{message}",
-            axum::routing::patch(comments::edit).delete(comments::delete_message),
-        )
-        .route("/api/documents/{id}/comments/{thread}/resolve", post(comments::resolve))
-        .route("/api/documents/{id}/comments/{thread}/reopen", post(comments::reopen))
-        .route("/api/documents/{id}/versions", get(comments::versions))
-        .route("/api/documents/{id}/versions/{rev}", put(comments::name_version).delete(comments::unname_version))
         .route("/api/search", get(insight::search))
         .route("/api/documents/{id}/export", post(files::request_export))
         .route("/api/exports/{id}", get(files::export_status))
@@ -302,6 +306,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/uploads/{id}", get(files::get_upload))
         .route("/api/openapi.json", get(openapi))
         .route("/api/features", get(features))
+        .merge(notes)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), guard));

@@ -143,6 +143,9 @@ pub struct App {
     search: OnceLock<Arc<dyn search::SearchIndex>>,
     files: OnceLock<Arc<files::Files>>,
     web: Option<web::WebAssets>,
+    /// In a cluster: which documents this node serves (requests about the others'
+    /// comments are forwarded to their node).
+    placement: OnceLock<Arc<dyn tandem_net::placement::Placement>>,
 }
 
 /// The settings the handlers read.
@@ -186,6 +189,7 @@ impl App {
             search: OnceLock::new(),
             files: OnceLock::new(),
             web: None,
+            placement: OnceLock::new(),
         })
     }
 
@@ -337,6 +341,12 @@ impl ControlPlane {
             blobs: None,
             placement: None,
         }
+    }
+
+    /// In a cluster: the node's placement (REST calls about the notes of documents another
+    /// node serves are forwarded there).
+    pub fn set_placement(&self, placement: Arc<dyn tandem_net::placement::Placement>) {
+        let _ = self.app.placement.set(placement);
     }
 
     /// The control plane's runtime (the workers run on it too).

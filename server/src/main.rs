@@ -229,6 +229,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
     let node = start_cluster(&config, &control)?;
     if let Some(node) = &node {
         hooks.placement = Some(node.placement());
+        control.set_placement(node.placement());
         let (events_metrics, own) = (events.metrics(), Arc::clone(&node.ownership));
         hooks.metrics = Some(Arc::new(move || events_metrics() + &cluster::metrics(&own)));
     }

@@ -9,8 +9,9 @@
 //!   the new owner with nothing lost.
 //! - SIGTERM: a node leaves gracefully while clients edit; its shards are handed over without
 //!   losing or doubling an op.
-//! - Accounts: a revocation made through one node's REST API cuts off a user editing through
-//!   the node that serves the document.
+//! - Accounts: a comment made through a node that does not serve the document is forwarded
+//!   to the one that does; a revocation made through one node's REST API cuts off a user
+//!   editing through the node that serves the document.
 
 mod support;
 
@@ -243,7 +244,7 @@ fn a_leaving_node_hands_its_documents_over() {
 }
 
 #[test]
-fn a_revocation_through_one_node_cuts_off_an_editor_on_another() {
+fn rest_through_any_node_reaches_the_documents_node() {
     let pg = Postgres::start();
     let meta = pg.database("meta");
     // Every node signs and verifies tokens with the same keys.
@@ -274,6 +275,28 @@ fn a_revocation_through_one_node_cuts_off_an_editor_on_another() {
     assert!(b.client.as_mut().unwrap().wait_until(Duration::from_secs(5), "acked", |s| s.is_synced()).is_ok());
     let owner = format!("ws://{}/ws", b.client.as_ref().unwrap().addr());
     let other = cluster.urls().iter().position(|u| *u != owner).unwrap();
+
+    // A comment made through the node that does not serve the document is forwarded to the
+    // one that does, and everyone sees it.
+    let comment = http(
+        cluster.nodes[other].addr,
+        "POST",
+        &format!("/api/documents/{doc}/comments"),
+        &[("Authorization", &bearer(&alice))],
+        Some(&json!({"start": 0, "end": 5, "text": "through the other node"})),
+    );
+    assert_eq!(comment.status, 201, "{}", comment.raw);
+    for node in &cluster.nodes {
+        let list = http(
+            node.addr,
+            "GET",
+            &format!("/api/documents/{doc}/comments"),
+            &[("Authorization", &bearer(&alice))],
+            None,
+        );
+        assert_eq!(list.status, 200, "{}", list.raw);
+        assert_eq!(list.body["threads"][0]["messages"][0]["text"], "through the other node", "{}", list.raw);
+    }
 
     // Alice revokes him through the other node.
     let down = http(
