@@ -7,12 +7,11 @@
 //! also be in the order it made them, and every client must see the same documents.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -27,47 +26,25 @@ fn free_port() -> u16 {
 
 /// Starts `tandem serve` on `addr` and waits until it listens.
 fn spawn(dir: &std::path::Path, addr: SocketAddr) -> Child {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-            .args([
-                "serve",
-                "--auth",
-                "dev",
-                "--cores",
-                "2",
-                "--max-messages-per-s",
-                "100000",
-                "--snapshot-every-ops",
-                "40",
-            ])
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tandem starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut log = String::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            log.push_str(&line);
-            log.push('\n');
-            if line.contains("listening on http://") {
-                std::thread::spawn(move || for _ in lines {});
-                return child;
-            }
-        }
-        let status = child.wait().unwrap();
-        // The previous process's port can take a moment to be released.
-        assert!(
-            Instant::now() < deadline && log.contains("in use"),
-            "tandem exited ({status}) before listening:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tandem_testkit::start_listening("tandem", || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        c.args([
+            "serve",
+            "--auth",
+            "dev",
+            "--cores",
+            "2",
+            "--max-messages-per-s",
+            "100000",
+            "--snapshot-every-ops",
+            "40",
+        ])
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(dir);
+        c
+    })
 }
 
 struct Writer {

@@ -2,10 +2,9 @@
 //! client that follows its document from node to node: the cluster tests' and benchmarks'
 //! harness.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -78,13 +77,12 @@ impl Cluster {
         // Short leases unless the caller names its own.
         let short = ["--lease-ttl-ms", "1500", "--lease-margin-ms", "300", "--lease-poll-ms", "200"];
         let lease: &[&str] = if self.args.iter().any(|a| a.starts_with("--lease")) { &[] } else { &short };
+        // Dev auth unless the caller names its own.
+        let auth: &[&str] = if self.args.iter().any(|a| a == "--auth") { &[] } else { &["--auth", "dev"] };
         let node = &mut self.nodes[i];
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            // Dev auth unless the caller names its own.
-            let auth: &[&str] = if self.args.iter().any(|a| a == "--auth") { &[] } else { &["--auth", "dev"] };
-            let mut child = Command::new(&self.bin)
-                .args(["serve", "--oplog", "postgres", "--cluster", "true", "--cores", "2"])
+        let child = crate::start_listening(&node.name, || {
+            let mut c = Command::new(&self.bin);
+            c.args(["serve", "--oplog", "postgres", "--cluster", "true", "--cores", "2"])
                 .args(auth)
                 .args(["--max-messages-per-s", "100000", "--snapshot-every-ops", "40"])
                 .args(lease)
@@ -95,32 +93,10 @@ impl Cluster {
                 .arg(node.addr.to_string())
                 .arg("--data-dir")
                 .arg(node.dir.path())
-                .env("TANDEM_OPLOG_DATABASE_URL", &self.url)
-                .env("RUST_BACKTRACE", "0")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("tandem starts");
-            let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-            let mut log = String::new();
-            for line in lines.by_ref() {
-                let line = line.unwrap();
-                log.push_str(&line);
-                log.push('\n');
-                if line.contains("listening on http://") {
-                    std::thread::spawn(move || for _ in lines {});
-                    node.child = Some(child);
-                    return;
-                }
-            }
-            let status = child.wait().unwrap();
-            assert!(
-                Instant::now() < deadline && log.contains("in use"),
-                "{} exited ({status}) before listening:\n{log}",
-                node.name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                .env("TANDEM_OPLOG_DATABASE_URL", &self.url);
+            c
+        });
+        node.child = Some(child);
     }
 
     /// Sends node `i` a signal (`-STOP`, `-CONT`, `-TERM`).

@@ -10,9 +10,11 @@
 #[cfg(feature = "cluster")]
 pub mod cluster;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// A PostgreSQL server for one test (or one test binary).
 pub struct Postgres {
@@ -120,5 +122,37 @@ impl Drop for Postgres {
             let d = dir.path().join("data");
             run(&self.bin.join("pg_ctl"), &["-D", d.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
         }
+    }
+}
+
+/// Starts `tandem serve` (the command `make` builds, its stderr piped here) and waits until it
+/// says it listens; a port still held by a process just killed is waited for (up to 20 s).
+/// `what` names it in the panic if it exits first, with what it printed.
+pub fn start_listening(what: &str, mut make: impl FnMut() -> Command) -> Child {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut child = make()
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let mut log = String::new();
+        for line in lines.by_ref() {
+            let line = line.expect("stderr");
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("listening on http://") {
+                std::thread::spawn(move || for _ in lines {});
+                return child;
+            }
+        }
+        let status = child.wait().expect("waits");
+        assert!(
+            Instant::now() < deadline && log.contains("in use"),
+            "{what} exited ({status}) before listening:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
