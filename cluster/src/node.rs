@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::plan::{Pace, Step, View, plan};
-use crate::shard::{Shard, shard_of};
+use crate::shard::{Shard, affinity, shard_of};
 use crate::store::{LeaseError, LeaseStore};
 
 /// What this node may serve: read by every core, written by [`Membership`].
@@ -318,6 +318,16 @@ impl Membership {
             for k in &shards {
                 self.held.remove(k);
             }
+            // Clients are sent on to the node each shard goes to (every node computes the
+            // same preferred owner); it takes the shard as soon as it hears of the release.
+            for &k in &shards {
+                let successor = view
+                    .members
+                    .iter()
+                    .filter(|m| !m.draining && m.node != s.node)
+                    .max_by_key(|m| (affinity(&m.node, k), m.node.as_str()));
+                self.own.set_owner(k, successor.map(|m| Arc::from(m.address.as_str())));
+            }
             // Stop serving now; hand the leases back once the cores dropped the documents
             // (their last appends durable): [`Membership::release_swept`].
             let generation = self.own.revoke(&shards);
@@ -375,9 +385,6 @@ impl Membership {
         }
         if !ready.is_empty() {
             self.store.release(&s.node, &ready).await?;
-            for &(k, _) in &ready {
-                self.own.set_owner(k, None);
-            }
         }
         Ok(())
     }

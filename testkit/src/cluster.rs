@@ -163,6 +163,9 @@ pub struct Follower {
     pub moves: usize,
     /// The access token for `hello` (empty under `--auth dev`).
     pub token: String,
+    /// The node it is connected to, and the one before.
+    current: Option<String>,
+    previous: Option<String>,
 }
 
 impl Follower {
@@ -177,6 +180,8 @@ impl Follower {
             next: None,
             moves: 0,
             token: String::new(),
+            current: None,
+            previous: None,
         }
     }
 
@@ -185,6 +190,10 @@ impl Follower {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             let url = self.next.take().unwrap_or_else(|| self.urls[self.rng.random_range(0..self.urls.len())].clone());
+            let staying = self.client.as_ref().is_some_and(|c| c.session().is_welcomed() && c.close_reason().is_none());
+            if !staying && self.current.as_ref() != Some(&url) {
+                self.previous = self.current.replace(url.clone());
+            }
             let connected = match &mut self.client {
                 Some(c) if c.session().is_welcomed() && c.close_reason().is_none() && self.next.is_none() => true,
                 Some(c) => c.reconnect_to(&url).is_ok(),
@@ -243,6 +252,10 @@ impl Follower {
         }
         self.moves += 1;
         c.drop_connection();
+        if !to.is_empty() && self.previous.as_ref() == Some(&to) {
+            // Sent back where it came from: the next node has not taken the document yet.
+            std::thread::sleep(Duration::from_millis(self.rng.random_range(5..20)));
+        }
         self.next = Some(if to.is_empty() {
             // Nobody serves it this instant: again shortly, with jitter.
             std::thread::sleep(Duration::from_millis(self.rng.random_range(10..40)));
@@ -253,13 +266,21 @@ impl Follower {
     }
 
     /// Appends `marker` (kept until acknowledged, whatever happens to the connection) and
-    /// waits a little for the ack.
+    /// waits a little for the ack; false when the edit could not be made (the document is
+    /// not open here).
     pub fn append(&mut self, marker: &str) -> bool {
         let doc = self.doc.clone();
         let c = self.client.as_mut().unwrap();
         let Some(len) = c.session().document(&doc).map(|d| d.len()) else { return false };
-        if c.edit(&doc, Delta::new().retain(len, Attributes::NONE).insert(marker, Attributes::NONE)).is_err() {
-            return false;
+        match c.edit(&doc, Delta::new().retain(len, Attributes::NONE).insert(marker, Attributes::NONE)) {
+            Ok(()) => {}
+            // Refused locally: not made.
+            Err(ClientError::Edit(_)) => return false,
+            // Made, but not sent (the connection failed): kept, and sent after reconnecting.
+            Err(_) => {
+                self.drop_connection();
+                return true;
+            }
         }
         let r = c.wait_until(Duration::from_millis(300), "ack", |s| s.is_synced() || s.moved_to(&doc).is_some());
         self.follow_moves();

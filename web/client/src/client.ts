@@ -508,6 +508,9 @@ export class TandemClient {
   private timer: ReturnType<typeof setTimeout> | null = null;
   /** Where a cluster node sent us (`moved`), until that connection ends. */
   private redirect: string | null = null;
+  /** The server connected to last, and the one before (a `moved` back there waits a bit). */
+  private currentUrl: string | null = null;
+  private previousUrl: string | null = null;
   private listeners = new Set<(s: ConnectionState) => void>();
   private stopped = false;
   /** The server refused or expired the last token: ask for a fresh one. */
@@ -607,7 +610,12 @@ export class TandemClient {
       ((url, protocol) => new (globalThis as unknown as { WebSocket: new (u: string, p: string) => SocketLike }).WebSocket(url, protocol));
     let ws: SocketLike;
     try {
-      ws = factory(this.url(), SUBPROTOCOL);
+      const url = this.url();
+      if (url !== this.currentUrl) {
+        this.previousUrl = this.currentUrl;
+        this.currentUrl = url;
+      }
+      ws = factory(url, SUBPROTOCOL);
     } catch {
       this.retry();
       return;
@@ -687,6 +695,8 @@ export class TandemClient {
    *  document of the client: documents on different nodes would take turns.) */
   private follow(to: string): void {
     if (this.stopped) return;
+    // Sent back where we just came from: the next node has not taken the document yet.
+    const back = to !== "" && to === this.previousUrl;
     this.redirect = to || null;
     const ws = this.ws;
     this.ws = null;
@@ -694,7 +704,8 @@ export class TandemClient {
     ws?.close(Close.NORMAL, "moved");
     if (this.timer) clearTimeout(this.timer);
     this.setState("reconnecting");
-    this.timer = setTimeout(() => void this.connect(), to ? 0 : 50 + Math.random() * 150);
+    const delay = to === "" ? 50 + Math.random() * 150 : back ? 5 + Math.random() * 15 : 0;
+    this.timer = setTimeout(() => void this.connect(), delay);
   }
 
   private async refreshToken(): Promise<void> {
