@@ -69,8 +69,8 @@ export TANDEM_PEERS_DIR="$cache/peers"
 # One build for every test: the workspace with the Kafka and ScyllaDB backends compiled in. A
 # second `cargo test -p tandem --features kafka` resolved dependency features differently
 # (serde, tokio) and rebuilt the whole tree, typst included: 14 minutes of a warm CI run.
-#   - tandem-storage's conformance_scylla prints "skipped: TANDEM_SCYLLA_URI not set" unless
-#     a ScyllaDB cluster is named;
+#   - tandem-storage's conformance_scylla and tandem's cluster (its ScyllaDB scenario) print
+#     "skipped: TANDEM_SCYLLA_URI not set" unless a ScyllaDB cluster is named;
 #   - tandem-events' conformance runs the bus suite on Kafka (a tansu broker each run starts);
 #   - tandem's kafka_workers runs `tandem worker` processes beside `tandem serve` on Kafka,
 #     with a kill -9 mid-stream.
@@ -81,6 +81,7 @@ if [ "$#" = 0 ]; then
   cargo test --workspace --features "$features"
   # Again with its output shown, so that the skip is said (same build: nothing recompiles).
   cargo test --workspace --features "$features" --test conformance_scylla -- --nocapture
+  cargo test --workspace --features "$features" --test cluster scylladb -- --nocapture
   # The JavaScript client against a real `tandem serve` (the binary the tests above built),
   # then the editor end to end in Chromium.
   export TANDEM_BIN="$PWD/target/debug/tandem"

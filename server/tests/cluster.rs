@@ -3,7 +3,8 @@
 //!
 //! - kill -9: a random node is killed every second or so and restarted, 20 times (more with
 //!   `TANDEM_CLUSTER_KILLS`); every acknowledged edit survives, none is applied twice, each
-//!   client's edits stay in order, and every client ends with the same documents.
+//!   client's edits stay in order, and every client ends with the same documents. Again with
+//!   the op log in ScyllaDB when `TANDEM_SCYLLA_URI` is set (skipped, saying so, otherwise).
 //! - SIGSTOP: the owner of a document is paused past its lease; another node takes it over
 //!   and accepts edits; once resumed, the old owner commits nothing, and its client ends up on
 //!   the new owner with nothing lost.
@@ -117,11 +118,9 @@ fn check(done: Vec<(Follower, Vec<String>)>) -> usize {
 
 const DOCS: [&str; 4] = ["cl-a", "cl-b", "cl-c", "cl-d"];
 
-#[test]
-fn acked_edits_survive_killing_nodes() {
-    let kills: usize = std::env::var("TANDEM_CLUSTER_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let pg = Postgres::start();
-    let mut cluster = cluster(&pg, 3);
+/// Kills a random node `kills` times while writers edit, restarting it each time, then checks
+/// every acknowledged edit is there once and in order.
+fn kill_loop(cluster: &mut Cluster, kills: usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let handles = writers(&cluster.urls(), &DOCS, 2, &stop);
     let mut rng = ChaCha8Rng::seed_from_u64(17);
@@ -141,6 +140,42 @@ fn acked_edits_survive_killing_nodes() {
     let total = check(done);
     eprintln!("{kills} kills: {total} edits, {moves} moves, every edit present once and in order");
     assert!(total > kills * 2, "only {total} edits were made");
+}
+
+#[test]
+fn acked_edits_survive_killing_nodes() {
+    let kills: usize = std::env::var("TANDEM_CLUSTER_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let pg = Postgres::start();
+    kill_loop(&mut cluster(&pg, 3), kills);
+}
+
+/// The same with the op log in ScyllaDB (the leases stay in PostgreSQL), when
+/// `TANDEM_SCYLLA_URI` names a cluster (`deploy/scylla/compose.yml` starts one); skipped here,
+/// where none installs (DESIGN.md).
+#[test]
+fn acked_edits_survive_killing_nodes_on_scylladb() {
+    let Some(uri) = std::env::var("TANDEM_SCYLLA_URI").ok().filter(|u| !u.is_empty()) else {
+        println!("skipped: TANDEM_SCYLLA_URI not set (the cluster's kill -9 scenario on ScyllaDB)");
+        return;
+    };
+    let nodes = uri.strip_prefix("scylla://").unwrap_or(&uri).to_owned();
+    let rf: u32 = std::env::var("TANDEM_SCYLLA_RF").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("scylla.toml");
+    let keyspace = format!("tandem_cluster_{}", std::process::id());
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server.storage.scylla]\nkeyspace = {keyspace:?}\nconsistency = {:?}\nreplication = \"{{'class': 'SimpleStrategy', 'replication_factor': {rf}}}\"\n",
+            if rf == 1 { "ONE" } else { "QUORUM" }
+        ),
+    )
+    .unwrap();
+    let pg = Postgres::start();
+    let bin = Path::new(env!("CARGO_BIN_EXE_tandem"));
+    let args = ["--oplog", "scylla", "--scylla-nodes", &nodes, "--config", cfg.to_str().unwrap()];
+    let mut cluster = Cluster::new(bin, &pg, 3, &args);
+    kill_loop(&mut cluster, 10);
 }
 
 #[test]

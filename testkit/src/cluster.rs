@@ -45,11 +45,19 @@ pub struct Cluster {
 impl Cluster {
     /// Migrates a new database on `pg` and starts `n` nodes of the `tandem` binary `bin`
     /// (leases of 1.5 s renewed every 200 ms unless `args` name `--lease-*` values), with
-    /// `args` added to each `tandem serve`.
+    /// `args` added to each `tandem serve`. The op log is in the same database unless `args`
+    /// name another (`--oplog scylla ...`: then `tandem migrate` runs with those arguments
+    /// too, and the leases stay in PostgreSQL).
     pub fn new(bin: &Path, pg: &Postgres, n: usize, args: &[&str]) -> Self {
         let url = pg.database("cluster");
+        let oplog: Vec<&str> = match args.iter().position(|a| *a == "--oplog") {
+            Some(_) => args.to_vec(),
+            None => vec!["--oplog", "postgres"],
+        };
         let out = Command::new(bin)
-            .args(["migrate", "--oplog", "postgres", "--auth", "dev"])
+            .arg("migrate")
+            .args(&oplog)
+            .args(["--auth", "dev"])
             .arg("--data-dir")
             .arg(tempfile::tempdir().unwrap().path())
             .env("TANDEM_OPLOG_DATABASE_URL", &url)
@@ -82,7 +90,9 @@ impl Cluster {
         let node = &mut self.nodes[i];
         let child = crate::start_listening(&node.name, || {
             let mut c = Command::new(&self.bin);
-            c.args(["serve", "--oplog", "postgres", "--cluster", "true", "--cores", "2"])
+            let oplog: &[&str] = if self.args.iter().any(|a| a == "--oplog") { &[] } else { &["--oplog", "postgres"] };
+            c.args(["serve", "--cluster", "true", "--cores", "2"])
+                .args(oplog)
                 .args(auth)
                 .args(["--max-messages-per-s", "100000", "--snapshot-every-ops", "40"])
                 .args(lease)
@@ -93,7 +103,8 @@ impl Cluster {
                 .arg(node.addr.to_string())
                 .arg("--data-dir")
                 .arg(node.dir.path())
-                .env("TANDEM_OPLOG_DATABASE_URL", &self.url);
+                .env("TANDEM_OPLOG_DATABASE_URL", &self.url)
+                .env("TANDEM_CLUSTER_DATABASE_URL", &self.url);
             c
         });
         node.child = Some(child);
