@@ -104,6 +104,9 @@ impl Node {
         config: &crate::config::FileConfig,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Self> {
+        if cfg.shards == 0 {
+            bail!("cluster.shards must be at least 1 (1024 by default, fixed for the cluster's life)");
+        }
         let listen = config.server.listen;
         let advertise = match &cfg.advertise {
             Some(a) => a.clone(),
@@ -203,4 +206,27 @@ fn database_url(cfg: &ClusterConfig, config: &crate::config::FileConfig) -> Resu
         .or(oplog)
         .or_else(|| metadata.starts_with("postgres").then_some(metadata))
         .context("cluster.database_url (or TANDEM_CLUSTER_DATABASE_URL): the PostgreSQL database of the leases")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AuthMode, FileConfig};
+
+    #[test]
+    fn only_shareable_configurations_make_a_cluster() {
+        let cfg = ClusterConfig { enabled: true, ..ClusterConfig::default() };
+        let mut config = FileConfig::default();
+        let e = database_url(&cfg, &config).unwrap_err().to_string();
+        assert!(e.contains("oplog"), "{e}");
+        config.server.storage.oplog = tandem_net::OplogKind::Postgres;
+        let e = database_url(&cfg, &config).unwrap_err().to_string();
+        assert!(e.contains("metadata in PostgreSQL"), "{e}");
+        config.auth = AuthMode::Dev;
+        // The leases default to the op log's database (or the variable naming it).
+        let url = database_url(&cfg, &config).unwrap();
+        assert!(url.starts_with("postgres://"), "{url}");
+        let named = ClusterConfig { database_url: Some("postgres://leases/x".into()), ..cfg };
+        assert_eq!(database_url(&named, &config).unwrap(), "postgres://leases/x");
+    }
 }
