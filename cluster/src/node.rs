@@ -287,6 +287,7 @@ impl Membership {
         for &shard in &renewed {
             self.own.grant(shard, until);
         }
+        let renewed: std::collections::HashSet<Shard> = renewed.into_iter().collect();
         out.lost = held.iter().map(|&(k, _)| k).filter(|k| !renewed.contains(k)).collect();
         if !out.lost.is_empty() {
             warn!(node = %s.node, shards = ?out.lost, "leases lost (expired or taken): their documents are dropped");

@@ -131,15 +131,13 @@ impl Bridge {
     pub async fn hear_access_changes(self, url: String) {
         use sqlx::postgres::PgListener;
         loop {
-            let mut listener = match PgListener::connect(&url).await {
-                Ok(mut l) => match l.listen(crate::store::ACCESS_CHANNEL).await {
-                    Ok(()) => l,
-                    Err(e) => {
-                        warn!("cannot listen for other nodes' access changes: {e}; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                },
+            let listening = async {
+                let mut l = PgListener::connect(&url).await?;
+                l.listen(crate::store::ACCESS_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(l)
+            };
+            let mut listener = match listening.await {
+                Ok(l) => l,
                 Err(e) => {
                     warn!("cannot listen for other nodes' access changes: {e}; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -195,12 +195,7 @@ fn database_url(cfg: &ClusterConfig, config: &crate::config::FileConfig) -> Resu
             "cluster with blobs = \"local\": uploads and exports are on the node that made them (use blobs = \"s3\")"
         );
     }
-    let oplog = (st.oplog == tandem_net::OplogKind::Postgres).then(|| {
-        std::env::var("TANDEM_OPLOG_DATABASE_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| st.postgres.url.clone())
-    });
+    let oplog = (st.oplog == tandem_net::OplogKind::Postgres).then(|| st.postgres.resolved_url());
     cfg.database_url
         .clone()
         .or(oplog)

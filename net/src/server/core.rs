@@ -69,6 +69,17 @@ struct Durability {
     failed: bool,
 }
 
+impl Durability {
+    /// Forgets the batch in flight, the ops not yet sent and every effect waiting for them:
+    /// none of it is known to be durable, so none of it may be carried out.
+    fn discard(&mut self) {
+        self.inflight = false;
+        self.pending.clear();
+        self.held.clear();
+        self.last_ticket = self.durable;
+    }
+}
+
 impl Core {
     /// Milliseconds since the core started (wraps after 49 days; timeouts compare
     /// differences, which stay right across the wrap for durations under 24 days).
@@ -255,13 +266,7 @@ impl Core {
                 // A database op log: the batch was not written (or, for ScyllaDB, some of
                 // its documents were; reloading them says which). Nothing of it was told to
                 // anyone: drop every document, let clients resend, carry on.
-                {
-                    let mut d = self.durability.borrow_mut();
-                    d.inflight = false;
-                    d.pending.clear();
-                    d.held.clear();
-                    d.last_ticket = d.durable;
-                }
+                self.durability.borrow_mut().discard();
                 CoreStats::bump(&self.stats.append_refusals);
                 self.shard.borrow_mut().append_refused(&e);
                 self.apply_effects();
@@ -271,12 +276,7 @@ impl Core {
                 {
                     let mut d = self.durability.borrow_mut();
                     d.failed = true;
-                    d.inflight = false;
-                    d.pending.clear();
-                    // What waited for the failed batch must never be sent: nothing in it is
-                    // known to be durable.
-                    d.held.clear();
-                    d.last_ticket = d.durable;
+                    d.discard();
                 }
                 self.stats.storage_failed.store(1, Ordering::Relaxed);
                 self.shared.ready.store(false, Ordering::Release);

@@ -165,15 +165,19 @@ impl std::fmt::Debug for PostgresConfig {
     }
 }
 
+impl PostgresConfig {
+    /// The database's URL: `TANDEM_OPLOG_DATABASE_URL` when set, else `url`.
+    pub fn resolved_url(&self) -> String {
+        std::env::var("TANDEM_OPLOG_DATABASE_URL").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| self.url.clone())
+    }
+}
+
 #[cfg(feature = "postgres")]
 impl PostgresConfig {
     /// The backend's options.
     pub fn options(&self, retention: Duration) -> tandem_storage::postgres::PostgresOptions {
         tandem_storage::postgres::PostgresOptions {
-            url: std::env::var("TANDEM_OPLOG_DATABASE_URL")
-                .ok()
-                .filter(|u| !u.is_empty())
-                .unwrap_or_else(|| self.url.clone()),
+            url: self.resolved_url(),
             schema: self.schema.clone(),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             statement_timeout: Duration::from_millis(self.statement_timeout_ms),
