@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use tandem_loadgen::plan;
 use tandem_loadgen::plots;
 use tandem_loadgen::report::{self, Provenance, Report};
-use tandem_loadgen::run::{RunOptions, parse_target, run};
+use tandem_loadgen::run::{RunOptions, parse_targets, run};
 use tandem_loadgen::scenario::Scenario;
 
 /// Load generator for Tandem (and its peers).
@@ -24,7 +24,8 @@ enum Command {
     Run {
         /// The scenario file (see loadgen/scenarios/).
         scenario: PathBuf,
-        /// The server: ws://host:port/ws.
+        /// The server: ws://host:port/ws; a cluster's nodes separated by commas (users
+        /// connect to them in turn and follow `moved` to their documents' owners).
         #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
         target: String,
         /// Length of the steady (measured) stage, seconds; overrides the scenario.
@@ -125,6 +126,14 @@ enum Command {
         /// A price table (TOML, see loadgen/prices.toml) instead of the built-in one.
         #[arg(long)]
         prices: Option<PathBuf>,
+        /// The figures for the system around the nodes (TOML, see loadgen/system.toml)
+        /// instead of the built-in ones.
+        #[arg(long, conflicts_with = "nodes_only")]
+        system: Option<PathBuf>,
+        /// Plan Tandem's nodes only, not the op-log store, metadata database, Kafka, S3 and
+        /// load balancer around them.
+        #[arg(long)]
+        nodes_only: bool,
         /// Only runs whose label starts with this (peers' runs are left out).
         #[arg(long, default_value = "tandem")]
         label: String,
@@ -160,8 +169,9 @@ fn main() -> Result<()> {
                     g.cursor_rate = 0.0;
                 }
             }
+            let targets = parse_targets(&target)?;
             let opts =
-                RunOptions { target: parse_target(&target)?, duration, server_pid, protocol, connections_per_process };
+                RunOptions { target: targets[0], targets, duration, server_pid, protocol, connections_per_process };
             if let Some(accounts) = sc.sign_up {
                 anyhow::ensure!(
                     protocol == tandem_loadgen::peers::Protocol::Tandem,
@@ -231,6 +241,8 @@ fn main() -> Result<()> {
             headroom,
             slo_p99_ms,
             prices,
+            system,
+            nodes_only,
             label,
             out,
         } => {
@@ -266,7 +278,17 @@ fn main() -> Result<()> {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
                 figures.workers = Some(plan::WorkerCosts::parse(&text, &path.display().to_string())?);
             }
-            let p = plan::plan(&target, &figures, &prices);
+            let mut p = plan::plan(&target, &figures, &prices);
+            if !nodes_only {
+                let table = match system {
+                    Some(path) => tandem_loadgen::system::System::parse(
+                        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+                        &prices,
+                    )?,
+                    None => tandem_loadgen::system::System::parse(tandem_loadgen::system::DEFAULT_SYSTEM, &prices)?,
+                };
+                p.system = Some((tandem_loadgen::system::size(&target, &table, &prices)?, table));
+            }
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let md = p.markdown(&command, &from);
             if let Some(out) = out {

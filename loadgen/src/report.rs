@@ -118,9 +118,13 @@ impl Provenance {
 pub struct ServerReport {
     /// Its pid, when it was local and found.
     pub pid: Option<u32>,
-    /// Its cores (from its `/metrics`), when it exported them.
+    /// Its cores (from its `/metrics`), when it exported them; a cluster's all together.
     #[serde(default)]
     pub cores: Option<usize>,
+    /// Cluster nodes the users were spread over (1: a single server). CPU, memory and
+    /// counters are the nodes' sums.
+    #[serde(default = "one")]
+    pub nodes: usize,
     /// CPU seconds over the steady stage.
     pub cpu_s: f64,
     /// CPU use, in cores.
@@ -212,6 +216,9 @@ pub struct Report {
     pub disconnects: u64,
     /// Revisions out of order (must be 0).
     pub gaps: u64,
+    /// Connections a cluster node sent on to the document's owner (`moved`), whole run.
+    #[serde(default)]
+    pub moves: u64,
     /// Edits (steady stage) whose ack the protocol cannot show (y-websocket deletes).
     #[serde(default)]
     pub untraced: u64,
@@ -297,6 +304,7 @@ impl Report {
             errors: s.errors,
             disconnects: s.disconnects,
             gaps: s.gaps,
+            moves: s.moves,
             untraced: s.untraced,
             ack_latency_ms: Percentiles::of(&s.ack),
             propagation_latency_ms: Percentiles::of(&s.propagation),
@@ -306,6 +314,7 @@ impl Report {
             server: ServerReport {
                 pid: r.server.pid,
                 cores: r.server_cores,
+                nodes: r.server_nodes,
                 cpu_s: server_cpu,
                 cpu_util: server_util,
                 user_s: r.server.user_s,
@@ -401,6 +410,10 @@ impl Report {
         let _ = writeln!(o, "| edits acked | {:.0} | {} |", self.acked_per_s, self.acked);
         let _ = writeln!(o, "| ops delivered | {:.0} | {} |", self.delivered_per_s, self.delivered);
         let _ = writeln!(o, "| errors (whole run) | | {} |", self.errors);
+        if self.server.nodes > 1 || self.moves > 0 {
+            let _ = writeln!(o, "| connections sent on to another node (whole run) | | {} |", self.moves);
+            let _ = writeln!(o, "| connections lost (whole run) | | {} |", self.disconnects);
+        }
         let _ = writeln!(
             o,
             "\n| latency (ms) | count | p50 | p90 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|---:|"
@@ -425,8 +438,12 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "| server (pid {}) | {:.2} | {:.2} | {:.2} | {:.1} MiB | {:.1} MiB |",
-            s.pid.map_or("?".to_owned(), |p| p.to_string()),
+            "| {} | {:.2} | {:.2} | {:.2} | {:.1} MiB | {:.1} MiB |",
+            if s.nodes > 1 {
+                format!("server ({} nodes, summed)", s.nodes)
+            } else {
+                format!("server (pid {})", s.pid.map_or("?".to_owned(), |p| p.to_string()))
+            },
             s.cpu_s,
             s.user_s,
             s.cpu_util,

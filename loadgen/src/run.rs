@@ -103,8 +103,11 @@ const DOCS_PER_CHECKER: usize = 64;
 /// Where and how to run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// The server's address (from `ws://host:port/ws`).
+    /// The server's address (from `ws://host:port/ws`): the first node of a cluster.
     pub target: SocketAddr,
+    /// Every node users connect to (users spread over them in turn; a node that does not
+    /// serve a user's document sends it on with `moved`). `target` alone when empty.
+    pub targets: Vec<SocketAddr>,
     /// Replaces the scenario's steady-stage length.
     pub duration: Option<f64>,
     /// The server's pid, if known (else looked up from the listening port when local).
@@ -193,8 +196,27 @@ pub struct RunResult {
     pub server_rates: Vec<(String, f64)>,
     /// Users connected at the end of the steady stage.
     pub live_users: usize,
-    /// The server's cores, from its `/metrics` (Tandem only).
+    /// The server's cores, from its `/metrics` (Tandem only), all nodes together.
     pub server_cores: Option<usize>,
+    /// The nodes the users were spread over (1 unless a cluster).
+    pub server_nodes: usize,
+}
+
+impl RunOptions {
+    /// The nodes users connect to.
+    pub fn nodes(&self) -> Vec<SocketAddr> {
+        if self.targets.is_empty() { vec![self.target] } else { self.targets.clone() }
+    }
+}
+
+/// Parses a comma-separated list of targets (the nodes of a cluster), at least one.
+pub fn parse_targets(urls: &str) -> Result<Vec<SocketAddr>> {
+    let targets =
+        urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(parse_target).collect::<Result<Vec<_>>>()?;
+    if targets.is_empty() {
+        bail!("no target in {urls:?}");
+    }
+    Ok(targets)
 }
 
 /// Parses `ws://host:port/ws` (or `host:port`).
@@ -232,7 +254,7 @@ pub(crate) fn assign(
     processes: usize,
     threads: usize,
     clock: &Clock,
-    target: SocketAddr,
+    targets: &[SocketAddr],
     replayed: &replay::Replayed,
 ) -> (Vec<Vec<UserSpec>>, Vec<Vec<String>>) {
     struct Member {
@@ -267,6 +289,7 @@ pub(crate) fn assign(
     let mut docs: Vec<Vec<String>> = vec![Vec::new(); processes * threads];
     let mut n = 0usize;
     let mut full_seen: HashMap<(String, usize), usize> = HashMap::new();
+    let nodes: std::sync::Arc<[SocketAddr]> = targets.into();
     for (doc, members) in by_doc {
         let mut authors = 0;
         let p = (0..processes).min_by_key(|&p| process_load[p]).expect("at least one process");
@@ -303,11 +326,13 @@ pub(crate) fn assign(
                 wire: g.wire,
                 full_copy,
                 start_at,
-                source: source_for(n, target),
+                source: source_for(n, targets[n % targets.len()]),
                 seed: scenario.seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                 first_of_doc: i == 0 && doc.is_some(),
                 author,
                 token: scenario.token_for(n),
+                target: targets[n % targets.len()],
+                nodes: std::sync::Arc::clone(&nodes),
             });
             n += 1;
         }
@@ -325,47 +350,84 @@ async fn server_view(thread: &Thread, docs: &[String]) -> HashMap<String, (u64, 
 }
 
 /// Opens `docs` on fresh Tandem connections and returns each one's revision and content.
+/// In a cluster a document served elsewhere is read where its `moved` points (the same
+/// node again, after a pause, while nobody serves it), a few rounds at most.
 async fn tandem_view(thread: &Thread, docs: &[String]) -> HashMap<String, (u64, Document)> {
     let mut out = HashMap::new();
-    for (i, chunk) in docs.chunks(DOCS_PER_CHECKER).enumerate() {
-        let Ok(ws) = WsClient::connect(thread.target, "/ws", Encoding::Binary.subprotocol(), None).await else {
-            continue;
-        };
-        let session =
-            Rc::new(RefCell::new(ClientSession::new(ClientId(u64::MAX - i as u64), &thread.token, "checker", "")));
-        {
-            let mut s = session.borrow_mut();
-            s.on_connect();
-            for d in chunk {
-                s.open(d);
-            }
-            while let Some(m) = s.poll_outgoing() {
-                ws.sender.send(Message::binary(encode_client(&m, Encoding::Binary)));
+    let mut round: Vec<(SocketAddr, Vec<String>)> = vec![(thread.target, docs.to_vec())];
+    for _ in 0..10 {
+        let mut next: HashMap<SocketAddr, Vec<String>> = HashMap::new();
+        let mut wait = false;
+        for (addr, docs) in round {
+            for (i, chunk) in docs.chunks(DOCS_PER_CHECKER).enumerate() {
+                for (d, to) in view_at(thread, addr, i, chunk, &mut out).await {
+                    let to = if to.is_empty() { None } else { parse_target(&to).ok() };
+                    wait |= to.is_none();
+                    next.entry(to.unwrap_or(addr)).or_default().push(d);
+                }
             }
         }
-        let sender = Rc::clone(&ws.sender);
-        let s2 = Rc::clone(&session);
-        let names: Vec<String> = chunk.to_vec();
-        let reader = monoio::spawn(ws.run(move |bytes| {
-            if let Ok(msg) = decode_server(&bytes, Encoding::Binary) {
-                let mut s = s2.borrow_mut();
-                let _ = s.handle(msg);
-                while s.poll_event().is_some() {}
-            }
-        }));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline && !names.iter().all(|d| session.borrow().is_open(d)) {
-            monoio::time::sleep(Duration::from_millis(5)).await;
+        if next.is_empty() {
+            break;
         }
-        for d in &names {
-            if let Some(state) = session.borrow().doc_state(d) {
-                out.insert(d.clone(), (state.rev(), state.document().clone()));
-            }
+        if wait {
+            monoio::time::sleep(Duration::from_millis(500)).await;
         }
-        sender.close();
-        let _ = reader.await;
+        round = next.into_iter().collect();
     }
     out
+}
+
+/// Reads `docs` (at most [`DOCS_PER_CHECKER`]) from the node at `addr` into `out`; returns
+/// those it said are served elsewhere, with where.
+async fn view_at(
+    thread: &Thread,
+    addr: SocketAddr,
+    i: usize,
+    docs: &[String],
+    out: &mut HashMap<String, (u64, Document)>,
+) -> Vec<(String, String)> {
+    let Ok(ws) = WsClient::connect(addr, "/ws", Encoding::Binary.subprotocol(), None).await else {
+        return Vec::new();
+    };
+    let session =
+        Rc::new(RefCell::new(ClientSession::new(ClientId(u64::MAX - i as u64), &thread.token, "checker", "")));
+    {
+        let mut s = session.borrow_mut();
+        s.on_connect();
+        for d in docs {
+            s.open(d);
+        }
+        while let Some(m) = s.poll_outgoing() {
+            ws.sender.send(Message::binary(encode_client(&m, Encoding::Binary)));
+        }
+    }
+    let sender = Rc::clone(&ws.sender);
+    let s2 = Rc::clone(&session);
+    let reader = monoio::spawn(ws.run(move |bytes| {
+        if let Ok(msg) = decode_server(&bytes, Encoding::Binary) {
+            let mut s = s2.borrow_mut();
+            let _ = s.handle(msg);
+            while s.poll_event().is_some() {}
+        }
+    }));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let settled = |s: &ClientSession, d: &str| s.is_open(d) || s.moved_to(d).is_some();
+    while Instant::now() < deadline && !docs.iter().all(|d| settled(&session.borrow(), d)) {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut moved = Vec::new();
+    for d in docs {
+        let s = session.borrow();
+        if let Some(to) = s.moved_to(d) {
+            moved.push((d.clone(), to.to_owned()));
+        } else if let Some(state) = s.doc_state(d) {
+            out.insert(d.clone(), (state.rev(), state.document().clone()));
+        }
+    }
+    sender.close();
+    let _ = reader.await;
+    moved
 }
 
 /// What a generator thread (or, merged, a process) found.
@@ -641,7 +703,7 @@ pub(crate) fn clock_from(scenario: &Scenario, start: Instant) -> Clock {
 
 /// How many processes of `threads` threads the scenario needs so that none holds more than
 /// `per_process` users (documents are not split, so a process may need room to spare).
-fn processes_for(scenario: &Scenario, threads: usize, per_process: usize, target: SocketAddr) -> Result<usize> {
+fn processes_for(scenario: &Scenario, threads: usize, per_process: usize, targets: &[SocketAddr]) -> Result<usize> {
     let users = scenario.users();
     let mut per_doc: HashMap<String, usize> = HashMap::new();
     for g in scenario.groups.iter().filter(|g| g.role != Role::Idle) {
@@ -660,7 +722,7 @@ fn processes_for(scenario: &Scenario, threads: usize, per_process: usize, target
         if p == 1 {
             return Ok(1);
         }
-        let (assigned, _) = assign(scenario, p, threads, &clock, target, &HashMap::new());
+        let (assigned, _) = assign(scenario, p, threads, &clock, targets, &HashMap::new());
         let most = assigned.chunks(threads).map(|c| c.iter().map(Vec::len).sum::<usize>()).max().unwrap_or(0);
         // Greedy placement leaves each process under its share plus one document.
         if most <= per_process {
@@ -724,23 +786,38 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
             fd_limit.saturating_sub(FD_RESERVE)
         );
     }
-    let processes = processes_for(&scenario, threads, per_process, opts.target)?;
+    let nodes = opts.nodes();
+    let processes = processes_for(&scenario, threads, per_process, &nodes)?;
     let (replayed, placements) = replay::setup(&scenario, opts)?;
-    let server_pid = opts
-        .server_pid
-        .or_else(|| opts.target.ip().is_loopback().then(|| procstat::listener_pid(opts.target)).flatten());
-    let server_before = server_pid.and_then(|p| procstat::sample(Some(p)));
+    // Every node's process, when local: a cluster's usage is their sum.
+    let server_pids: Vec<u32> = match opts.server_pid {
+        Some(p) if nodes.len() == 1 => vec![p],
+        _ => nodes.iter().filter(|a| a.ip().is_loopback()).filter_map(|a| procstat::listener_pid(*a)).collect(),
+    };
+    let server_pid = server_pids.first().copied();
+    let sample_servers = || -> Option<Sample> {
+        if server_pids.is_empty() {
+            return None;
+        }
+        server_pids.iter().map(|p| procstat::sample(Some(*p))).try_fold(Sample::default(), |t, s| {
+            let s = s?;
+            Some(Sample { cpu_s: t.cpu_s + s.cpu_s, user_s: t.user_s + s.user_s, rss_bytes: t.rss_bytes + s.rss_bytes })
+        })
+    };
+    let metrics = || -> Option<Vec<String>> { nodes.iter().map(|a| procstat::http_get(*a, "/metrics")).collect() };
+    let server_before = sample_servers();
 
     // Users run in this process's threads, or in worker processes when one cannot hold them.
     let (fleet, clock) = if processes == 1 {
         let clock = clock_from(&scenario, Instant::now() + Duration::from_millis(300));
-        let (users, docs) = assign(&scenario, 1, threads, &clock, opts.target, &replayed);
+        let (users, docs) = assign(&scenario, 1, threads, &clock, &nodes, &replayed);
         (Fleet::Threads(spawn_threads(&scenario, users, docs, clock, opts.target, opts.protocol)?), clock)
     } else {
         eprintln!("{} users: {processes} worker processes of {threads} threads each", scenario.users());
         let mut job = worker::Job {
             scenario: scenario.clone(),
             target: opts.target,
+            targets: nodes.clone(),
             protocol: opts.protocol,
             processes,
             threads,
@@ -773,15 +850,15 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
     // The /proc samples bracket the interval closely; /metrics (an HTTP request a swamped
     // server may answer late) is read after them, its rates over their own interval.
     let t0 = Instant::now();
-    let server_start = server_pid.and_then(|p| procstat::sample(Some(p)));
+    let server_start = sample_servers();
     let gen_start = sample_generator();
     let m0 = Instant::now();
-    let metrics_start = procstat::http_get(opts.target, "/metrics");
+    let metrics_start = metrics();
     wait_until(clock.steady_to);
-    let server_end = server_pid.and_then(|p| procstat::sample(Some(p)));
+    let server_end = sample_servers();
     let gen_end = sample_generator();
     let sampled_s = t0.elapsed().as_secs_f64().max(1e-3);
-    let metrics_end = procstat::http_get(opts.target, "/metrics");
+    let metrics_end = metrics();
     let metrics_s = m0.elapsed().as_secs_f64().max(1e-3);
     // Server and generator usage are rates over the sampling interval (which starts late if
     // this thread woke late); counts are of actions intended within the steady stage, so
@@ -821,10 +898,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
         (Some(a), Some(b)) => SERVER_COUNTERS
             .iter()
             .filter_map(|name| {
-                Some((
-                    (*name).to_owned(),
-                    (procstat::metric_sum(b, name)? - procstat::metric_sum(a, name)?) / metrics_s,
-                ))
+                let total = |m: &[String]| m.iter().map(|t| procstat::metric_sum(t, name)).sum::<Option<f64>>();
+                Some(((*name).to_owned(), (total(b)? - total(a)?) / metrics_s))
             })
             .collect(),
         _ => Vec::new(),
@@ -840,7 +915,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
         sampled_s,
         server_rates,
         live_users,
-        server_cores: metrics_end.as_deref().and_then(procstat::metric_cores),
+        server_cores: metrics_end.as_deref().and_then(|m| m.iter().map(|t| procstat::metric_cores(t)).sum()),
+        server_nodes: nodes.len(),
     })
 }
 
@@ -853,6 +929,8 @@ mod tests {
         assert_eq!(parse_target("ws://127.0.0.1:8080/ws").unwrap(), "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
         assert_eq!(parse_target("127.0.0.1:9").unwrap(), "127.0.0.1:9".parse::<SocketAddr>().unwrap());
         assert!(parse_target("wss://x:1/ws").is_err());
+        assert_eq!(parse_targets("127.0.0.1:9,").unwrap().len(), 1);
+        assert!(parse_targets(" , ").is_err());
     }
 
     #[test]
@@ -886,12 +964,12 @@ mod tests {
         )
         .unwrap();
         let t: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(processes_for(&s, 2, 100, t).unwrap(), 1);
-        let p = processes_for(&s, 2, 20, t).unwrap();
+        assert_eq!(processes_for(&s, 2, 100, &[t]).unwrap(), 1);
+        let p = processes_for(&s, 2, 20, &[t]).unwrap();
         assert_eq!(p, 4);
         let now = Instant::now();
         let clock = Clock { start: now, steady_from: now, steady_to: now };
-        let (users, docs) = assign(&s, p, 2, &clock, t, &HashMap::new());
+        let (users, docs) = assign(&s, p, 2, &clock, &[t], &HashMap::new());
         assert_eq!(users.len(), 8);
         for (k, chunk) in users.chunks(2).enumerate() {
             let n: usize = chunk.iter().map(Vec::len).sum();
@@ -903,14 +981,14 @@ mod tests {
             }
         }
         // The same users whatever the split: ids and source addresses are by global index.
-        let (one, _) = assign(&s, 1, 2, &clock, t, &HashMap::new());
+        let (one, _) = assign(&s, 1, 2, &clock, &[t], &HashMap::new());
         let key = |v: &[Vec<UserSpec>]| {
             let mut k: Vec<(u64, Option<IpAddr>)> = v.iter().flatten().map(|u| (u.client.0, u.source)).collect();
             k.sort();
             k
         };
         assert_eq!(key(&users), key(&one));
-        assert!(processes_for(&s, 2, 3, t).unwrap_err().to_string().contains("4 users alone are more than 3"));
+        assert!(processes_for(&s, 2, 3, &[t]).unwrap_err().to_string().contains("4 users alone are more than 3"));
     }
 
     #[test]
@@ -942,7 +1020,12 @@ mod tests {
         .unwrap();
         let now = Instant::now();
         let clock = Clock { start: now, steady_from: now, steady_to: now };
-        let (users, docs) = assign(&s, 1, 3, &clock, "127.0.0.1:1".parse().unwrap(), &HashMap::new());
+        let nodes: Vec<SocketAddr> = parse_targets("ws://127.0.0.1:1/ws, 127.0.0.1:2,ws://127.0.0.1:3/ws").unwrap();
+        let (users, docs) = assign(&s, 1, 3, &clock, &nodes, &HashMap::new());
+        // Users spread over a cluster's nodes in turn.
+        for n in &nodes {
+            assert_eq!(users.iter().flatten().filter(|u| u.target == *n).count(), 19, "{n}");
+        }
         assert_eq!(users.iter().map(Vec::len).sum::<usize>(), 57);
         assert_eq!(docs.iter().map(Vec::len).sum::<usize>(), 10);
         for (t, ds) in docs.iter().enumerate() {

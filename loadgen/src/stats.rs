@@ -96,6 +96,8 @@ pub struct Stats {
     pub disconnects: u64,
     /// Revisions that arrived out of order (must be 0), whole run.
     pub gaps: u64,
+    /// Connections a cluster node sent to another node (`moved`), whole run.
+    pub moves: u64,
     /// Edits (made in the steady stage) whose ack the protocol cannot show (y-websocket
     /// deletes: they make no blocks to trace).
     pub untraced: u64,
@@ -119,6 +121,7 @@ impl Default for Stats {
             errors: 0,
             disconnects: 0,
             gaps: 0,
+            moves: 0,
             untraced: 0,
             series: Vec::new(),
         }
@@ -132,7 +135,7 @@ pub struct StatsWire {
     /// ack, propagation, presence, connect, join.
     histograms: Vec<Vec<(u64, u64)>>,
     /// sent, acked, delivered, presence_sent, presence_received, errors, disconnects, gaps,
-    /// untraced.
+    /// untraced, moves.
     counters: Vec<u64>,
     series: Vec<Second>,
 }
@@ -160,6 +163,7 @@ impl Stats {
                 self.disconnects,
                 self.gaps,
                 self.untraced,
+                self.moves,
             ],
             series: self.series.clone(),
         }
@@ -167,10 +171,10 @@ impl Stats {
 
     /// Back from the wire form.
     pub fn from_wire(w: &StatsWire) -> Result<Self, String> {
-        let [sent, acked, delivered, presence_sent, presence_received, errors, disconnects, gaps, untraced] =
+        let [sent, acked, delivered, presence_sent, presence_received, errors, disconnects, gaps, untraced, moves] =
             w.counters[..]
         else {
-            return Err(format!("{} counters, expected 9", w.counters.len()));
+            return Err(format!("{} counters, expected 10", w.counters.len()));
         };
         let mut s = Self {
             sent,
@@ -182,6 +186,7 @@ impl Stats {
             disconnects,
             gaps,
             untraced,
+            moves,
             series: w.series.clone(),
             ..Self::default()
         };
@@ -347,6 +352,7 @@ impl Stats {
         self.disconnects += other.disconnects;
         self.gaps += other.gaps;
         self.untraced += other.untraced;
+        self.moves += other.moves;
         if self.series.len() < other.series.len() {
             self.series.resize(other.series.len(), Second::default());
         }

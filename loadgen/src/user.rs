@@ -109,6 +109,108 @@ pub(crate) struct UserSpec {
     pub(crate) author: Option<Author>,
     /// The token it says hello with.
     pub(crate) token: String,
+    /// The node it connects to first (a cluster node may send it on to another).
+    pub(crate) target: SocketAddr,
+    /// Every node of the target (one unless a cluster): a user of a cluster whose
+    /// connection drops (its node died) reconnects through the next one.
+    pub(crate) nodes: std::sync::Arc<[SocketAddr]>,
+}
+
+/// A user's current connection, which a cluster node may replace by sending the user to
+/// the document's owner.
+type Link = Rc<RefCell<Rc<Sender>>>;
+
+fn current(link: &Link) -> Rc<Sender> {
+    Rc::clone(&link.borrow())
+}
+
+/// Where a `moved` points: the owner's address, or None while nobody serves the document
+/// (a failover in progress: ask the same node again shortly).
+fn moved_addr(to: &str) -> Option<SocketAddr> {
+    if to.is_empty() { None } else { crate::run::parse_target(to).ok() }
+}
+
+/// Follows a cluster's `moved` (or reconnects after a lost connection) at most this many
+/// times in a row without the document opening before counting the user as failed.
+const MAX_MOVES_IN_A_ROW: u32 = 50;
+
+/// Why a user's connection ended while the run goes on.
+enum Ended {
+    /// A node said the document is served at this address (None: nobody serves it yet).
+    Moved(Option<SocketAddr>),
+    /// The connection dropped.
+    Lost,
+}
+
+/// Where a user goes next, and counts it: the owner a `moved` named, the same node again
+/// shortly while nobody serves the document, or (in a cluster) the next node after a lost
+/// connection. None when it should give up: a single server dropped it, or it moved too
+/// often without opening its document.
+async fn next_node(
+    thread: &Thread,
+    spec: &UserSpec,
+    at: SocketAddr,
+    ended: Ended,
+    in_a_row: u32,
+) -> Option<SocketAddr> {
+    {
+        let mut stats = thread.stats.borrow_mut();
+        if matches!(ended, Ended::Lost) {
+            stats.disconnects += 1;
+        }
+        if in_a_row > MAX_MOVES_IN_A_ROW || (matches!(ended, Ended::Lost) && spec.nodes.len() < 2) {
+            stats.error(&thread.clock, Instant::now());
+            return None;
+        }
+    }
+    match ended {
+        Ended::Moved(Some(addr)) => {
+            thread.stats.borrow_mut().moves += 1;
+            // Sent round in circles (the owner named just died, and the others still see its
+            // lease): back off until the lease passes on.
+            if in_a_row > 1 {
+                monoio::time::sleep(Duration::from_millis(50 * u64::from(in_a_row.min(10)))).await;
+            }
+            Some(addr)
+        }
+        Ended::Moved(None) => {
+            thread.stats.borrow_mut().moves += 1;
+            monoio::time::sleep(Duration::from_millis(200)).await;
+            Some(at)
+        }
+        Ended::Lost => {
+            monoio::time::sleep(Duration::from_millis(100)).await;
+            Some(next_of(&spec.nodes, at))
+        }
+    }
+}
+
+/// The node after `at` in the list (the first if `at` is not one: an owner it was sent to).
+fn next_of(nodes: &[SocketAddr], at: SocketAddr) -> SocketAddr {
+    nodes.iter().position(|n| *n == at).map_or(nodes[0], |i| nodes[(i + 1) % nodes.len()])
+}
+
+/// Connects to `at`, or in a cluster to the nodes after it in turn while they refuse (a
+/// dead node's port), for a few seconds at most.
+async fn connect_to(thread: &Thread, spec: &UserSpec, enc: Encoding, at: SocketAddr) -> Option<(WsClient, SocketAddr)> {
+    let mut at = at;
+    for attempt in 0..20 {
+        if thread.finish.get() {
+            return None;
+        }
+        if let Ok(ws) = WsClient::connect(at, "/ws", enc.subprotocol(), spec.source).await {
+            return Some((ws, at));
+        }
+        if spec.nodes.len() < 2 {
+            break;
+        }
+        at = next_of(&spec.nodes, at);
+        if attempt % spec.nodes.len() == spec.nodes.len() - 1 {
+            monoio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    thread.stats.borrow_mut().error(&thread.clock, Instant::now());
+    None
 }
 
 fn encoding(w: Wire) -> Encoding {
@@ -144,6 +246,10 @@ struct Full {
     welcomed_at: Option<Instant>,
     /// A replaying author's state.
     replay: Option<AuthorState>,
+    /// Set when a cluster node said the document is served elsewhere (its `to`).
+    moving: Option<String>,
+    /// Set when the user's last connection ended: its tasks stop.
+    ended: bool,
 }
 
 impl Full {
@@ -192,7 +298,7 @@ pub(crate) async fn run(thread: Rc<Thread>, spec: UserSpec) {
     monoio::time::sleep_until(monoio::time::Instant::from_std(spec.start_at)).await;
     let enc = encoding(spec.wire);
     let connect_start = Instant::now();
-    let Ok(ws) = WsClient::connect(thread.target, "/ws", enc.subprotocol(), spec.source).await else {
+    let Ok(ws) = WsClient::connect(spec.target, "/ws", enc.subprotocol(), spec.source).await else {
         thread.stats.borrow_mut().error(&thread.clock, Instant::now());
         return;
     };
@@ -204,7 +310,7 @@ pub(crate) async fn run(thread: Rc<Thread>, spec: UserSpec) {
 }
 
 async fn full_user(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Encoding, connect_start: Instant) {
-    let sender = Rc::clone(&ws.sender);
+    let link: Link = Rc::new(RefCell::new(Rc::clone(&ws.sender)));
     let mut session = ClientSession::new(spec.client, &spec.token, &format!("user-{}", spec.client), "");
     session.on_connect();
     for doc in &spec.docs {
@@ -218,37 +324,56 @@ async fn full_user(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Encodi
         opened_at: spec.docs.iter().map(|d| (d.clone(), connect_start)).collect(),
         welcomed_at: None,
         replay: spec.author.clone().map(AuthorState::new),
+        moving: None,
+        ended: false,
     }));
-    flush(&thread, &state, &sender, enc, &spec);
+    flush(&thread, &state, &current(&link), enc, &spec);
     if spec.role == Role::Editor || spec.cursor_rate > 0.0 {
-        monoio::spawn(actor(Rc::clone(&thread), Rc::clone(&state), Rc::clone(&sender), enc, spec.clone()));
+        monoio::spawn(actor(Rc::clone(&thread), Rc::clone(&state), Rc::clone(&link), enc, spec.clone()));
     }
     if spec.author.is_some() {
-        monoio::spawn(replayer(Rc::clone(&thread), Rc::clone(&state), Rc::clone(&sender), enc, spec.clone()));
+        monoio::spawn(replayer(Rc::clone(&thread), Rc::clone(&state), Rc::clone(&link), enc, spec.clone()));
     }
     // Detached: it ends once the run finishes.
-    monoio::spawn(close_at_finish(Rc::clone(&thread), Rc::clone(&sender)));
-    let t = Rc::clone(&thread);
-    let st = Rc::clone(&state);
-    let snd = Rc::clone(&sender);
-    let sp = spec.clone();
-    let code = ws
-        .run(move |bytes| {
+    monoio::spawn(close_at_finish(Rc::clone(&thread), Rc::clone(&link)));
+    let mut ws = ws;
+    let mut at = spec.target;
+    let mut in_a_row = 0;
+    loop {
+        let t = Rc::clone(&thread);
+        let st = Rc::clone(&state);
+        let lk = Rc::clone(&link);
+        let sp = spec.clone();
+        ws.run(move |bytes| {
             let Ok(msg) = decode_server(&bytes, enc) else {
                 t.stats.borrow_mut().error(&t.clock, Instant::now());
                 return;
             };
             on_message(&t, &st, msg, connect_start);
-            flush(&t, &st, &snd, enc, &sp);
+            if st.borrow().moving.is_some() {
+                // Served elsewhere: this connection ends and the user follows.
+                lk.borrow().close();
+                return;
+            }
+            flush(&t, &st, &current(&lk), enc, &sp);
         })
         .await;
-    if !thread.finish.get() {
-        let mut stats = thread.stats.borrow_mut();
-        stats.disconnects += 1;
-        stats.error(&thread.clock, Instant::now());
-        let _ = code;
+        if thread.finish.get() {
+            break;
+        }
+        let ended = state.borrow_mut().moving.take().map_or(Ended::Lost, |to| Ended::Moved(moved_addr(&to)));
+        in_a_row = if spec.docs.iter().any(|d| state.borrow().session.is_open(d)) { 0 } else { in_a_row + 1 };
+        state.borrow_mut().session.on_disconnect();
+        let Some(to) = next_node(&thread, &spec, at, ended, in_a_row).await else { break };
+        let Some((next, to)) = connect_to(&thread, &spec, enc, to).await else { break };
+        at = to;
+        *link.borrow_mut() = Rc::clone(&next.sender);
+        state.borrow_mut().session.on_connect();
+        flush(&thread, &state, &current(&link), enc, &spec);
+        ws = next;
     }
     let mut st = state.borrow_mut();
+    st.ended = true;
     let mut replay = st.replay.take();
     for doc in &spec.docs {
         let ds = st.session.doc_state(doc);
@@ -288,7 +413,8 @@ fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_st
     let mut stats = thread.stats.borrow_mut();
     while let Some(event) = st.session.poll_event() {
         match event {
-            Event::Welcome { .. } => {
+            // The first welcome only: later ones follow a `moved`.
+            Event::Welcome { .. } if st.welcomed_at.is_none() => {
                 st.welcomed_at = Some(now);
                 stats.setup_latency(Latency::Connect, connect_start, now);
                 thread.live.set(thread.live.get() + 1);
@@ -341,10 +467,11 @@ fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_st
                 stats.error(&thread.clock, now);
             }
             Event::Error { .. } => stats.error(&thread.clock, now),
-            // A cluster node that does not serve the document: the generator does not follow
-            // documents from node to node yet, so it counts as an error.
-            Event::Moved { .. } => stats.error(&thread.clock, now),
-            Event::Joined { .. }
+            // A cluster node that does not serve the document: the user follows it there
+            // (see `full_user`).
+            Event::Moved { to, .. } => st.moving = Some(to),
+            Event::Welcome { .. }
+            | Event::Joined { .. }
             | Event::Left { .. }
             | Event::Noted { .. }
             | Event::Notes { .. }
@@ -375,14 +502,14 @@ pub(crate) fn keystroke(rng: &mut ChaCha8Rng, caret: &mut usize, len: usize) -> 
 }
 
 /// Edits and cursor moves on schedule, until the steady stage ends.
-async fn actor(thread: Rc<Thread>, state: Rc<RefCell<Full>>, sender: Rc<Sender>, enc: Encoding, spec: UserSpec) {
+async fn actor(thread: Rc<Thread>, state: Rc<RefCell<Full>>, link: Link, enc: Encoding, spec: UserSpec) {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let edit_every = (spec.role == Role::Editor).then(|| Duration::from_secs_f64(1.0 / spec.edit_rate));
     let cursor_every = (spec.cursor_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / spec.cursor_rate));
     // A random phase per user, so users do not act in lockstep.
     let mut next_edit = edit_every.map(|e| spec.start_at + e.mul_f64(rng.random_range(0.0..1.0)));
     let mut next_cursor = cursor_every.map(|e| spec.start_at + e.mul_f64(rng.random_range(0.0..1.0)));
-    while !thread.stop_acting.get() && !sender.is_closed() {
+    while !thread.stop_acting.get() && !gone(&state) {
         let Some(due) = [next_edit, next_cursor].into_iter().flatten().min() else { return };
         monoio::time::sleep_until(monoio::time::Instant::from_std(due)).await;
         if thread.stop_acting.get() {
@@ -429,19 +556,24 @@ async fn actor(thread: Rc<Thread>, state: Rc<RefCell<Full>>, sender: Rc<Sender>,
                 next_cursor = Some(next);
             }
         }
-        flush(&thread, &state, &sender, enc, &spec);
+        flush(&thread, &state, &current(&link), enc, &spec);
     }
+}
+
+/// True once the user's last connection ended (not while it follows a `moved`).
+fn gone(state: &RefCell<Full>) -> bool {
+    state.borrow().ended
 }
 
 /// A replaying author: its trace's transactions at their recorded times (from the start of
 /// the steady stage), each charged to its own due time, until the steady stage ends.
-async fn replayer(thread: Rc<Thread>, state: Rc<RefCell<Full>>, sender: Rc<Sender>, enc: Encoding, spec: UserSpec) {
+async fn replayer(thread: Rc<Thread>, state: Rc<RefCell<Full>>, link: Link, enc: Encoding, spec: UserSpec) {
     let author = spec.author.clone().expect("a replaying author");
     let doc = author.doc.name.clone();
     let n = author.doc.traces[author.index].trace.txns.len();
     let (from, until) = (thread.clock.steady_from, thread.clock.steady_to);
     let mut i = 0;
-    while i < n && replay::due(&author, from, i) < until && !thread.stop_acting.get() && !sender.is_closed() {
+    while i < n && replay::due(&author, from, i) < until && !thread.stop_acting.get() && !gone(&state) {
         monoio::time::sleep_until(monoio::time::Instant::from_std(replay::due(&author, from, i))).await;
         if thread.stop_acting.get() {
             break;
@@ -470,7 +602,7 @@ async fn replayer(thread: Rc<Thread>, state: Rc<RefCell<Full>>, sender: Rc<Sende
             }
             ready
         };
-        flush(&thread, &state, &sender, enc, &spec);
+        flush(&thread, &state, &current(&link), enc, &spec);
         if !ready {
             // Not open yet (the transaction waits; its latency counts from when it was due).
             monoio::time::sleep(Duration::from_millis(10)).await;
@@ -478,43 +610,56 @@ async fn replayer(thread: Rc<Thread>, state: Rc<RefCell<Full>>, sender: Rc<Sende
     }
 }
 
-async fn close_at_finish(thread: Rc<Thread>, sender: Rc<Sender>) {
+async fn close_at_finish(thread: Rc<Thread>, link: Link) {
     while !thread.finish.get() {
         monoio::time::sleep(Duration::from_millis(50)).await;
     }
-    sender.close();
+    link.borrow().close();
 }
 
 async fn light_reader(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Encoding, connect_start: Instant) {
-    let sender = Rc::clone(&ws.sender);
-    let hello = ClientMsg::Hello {
-        protocol: PROTOCOL_VERSION,
-        client: spec.client,
-        token: spec.token.clone(),
-        name: format!("user-{}", spec.client),
-        color: String::new(),
-    };
-    send(&sender, &hello, enc);
+    let link: Link = Rc::new(RefCell::new(Rc::clone(&ws.sender)));
     let revs: Rc<RefCell<HashMap<String, u64>>> = Rc::new(RefCell::new(HashMap::new()));
     let opened_at = Rc::new(RefCell::new(HashMap::new()));
+    let hello = |sender: &Sender, revs: &HashMap<String, u64>| {
+        let hello = ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            client: spec.client,
+            token: spec.token.clone(),
+            name: format!("user-{}", spec.client),
+            color: String::new(),
+        };
+        send(sender, &hello, enc);
+        for doc in &spec.docs {
+            send(sender, &ClientMsg::Open { doc: doc.clone(), from_rev: revs.get(doc).copied() }, enc);
+        }
+    };
+    hello(&ws.sender, &revs.borrow());
     for doc in &spec.docs {
-        send(&sender, &ClientMsg::Open { doc: doc.clone(), from_rev: None }, enc);
         opened_at.borrow_mut().insert(doc.clone(), Instant::now());
     }
     // Detached: it ends once the run finishes.
-    monoio::spawn(close_at_finish(Rc::clone(&thread), Rc::clone(&sender)));
-    let t = Rc::clone(&thread);
-    let r = Rc::clone(&revs);
-    let code = ws
-        .run(move |bytes: Bytes| {
+    monoio::spawn(close_at_finish(Rc::clone(&thread), Rc::clone(&link)));
+    let moving: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
+    let (mut ws, mut at, mut in_a_row) = (ws, spec.target, 0);
+    let live = Rc::new(Cell::new(false));
+    loop {
+        let t = Rc::clone(&thread);
+        let r = Rc::clone(&revs);
+        let (opened_at, moving_to, lk) = (Rc::clone(&opened_at), Rc::clone(&moving), Rc::clone(&link));
+        let opened = Rc::new(Cell::new(false));
+        let (o, live) = (Rc::clone(&opened), Rc::clone(&live));
+        ws.run(move |bytes: Bytes| {
             let now = Instant::now();
             let mut stats = t.stats.borrow_mut();
             match decode_server(&bytes, enc) {
-                Ok(ServerMsg::Welcome { .. }) => {
+                // The first welcome only: later ones follow a `moved`.
+                Ok(ServerMsg::Welcome { .. }) if !live.replace(true) => {
                     stats.setup_latency(Latency::Connect, connect_start, now);
                     t.live.set(t.live.get() + 1);
                 }
                 Ok(ServerMsg::Opened { doc, rev, .. }) => {
+                    o.set(true);
                     if let Some(at) = opened_at.borrow_mut().remove(&doc) {
                         stats.setup_latency(Latency::Join, at, now);
                     }
@@ -540,16 +685,27 @@ async fn light_reader(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Enc
                         }
                     }
                 }
+                // Served elsewhere: this connection ends and the reader follows.
+                Ok(ServerMsg::Moved { to, .. }) => {
+                    *moving_to.borrow_mut() = Some(to);
+                    lk.borrow().close();
+                }
                 Ok(ServerMsg::Error { .. }) | Err(_) => stats.error(&t.clock, now),
                 Ok(_) => {}
             }
         })
         .await;
-    if !thread.finish.get() {
-        let mut stats = thread.stats.borrow_mut();
-        stats.disconnects += 1;
-        stats.error(&thread.clock, Instant::now());
-        let _ = code;
+        if thread.finish.get() {
+            break;
+        }
+        let ended = moving.borrow_mut().take().map_or(Ended::Lost, |to| Ended::Moved(moved_addr(&to)));
+        in_a_row = if opened.get() { 0 } else { in_a_row + 1 };
+        let Some(to) = next_node(&thread, &spec, at, ended, in_a_row).await else { break };
+        let Some((next, to)) = connect_to(&thread, &spec, enc, to).await else { break };
+        at = to;
+        *link.borrow_mut() = Rc::clone(&next.sender);
+        hello(&next.sender, &revs.borrow());
+        ws = next;
     }
     for (doc, rev) in revs.borrow().iter() {
         thread.finals.borrow_mut().push(Final {

@@ -39,6 +39,8 @@ use crate::scenario::Scenario;
 pub(crate) struct Job {
     pub(crate) scenario: Scenario,
     pub(crate) target: SocketAddr,
+    /// Every node users connect to.
+    pub(crate) targets: Vec<SocketAddr>,
     pub(crate) protocol: Protocol,
     /// Processes in the run.
     pub(crate) processes: usize,
@@ -110,7 +112,7 @@ pub fn main() -> Result<()> {
     up(&Up::Ready(true))?;
     let start: Start = serde_json::from_str(&next("start")?).context("worker: parsing the start")?;
     let clock = run::clock_from(&job.scenario, instant_of(start.start_unix_ns));
-    let (mut users, mut docs) = run::assign(&job.scenario, job.processes, job.threads, &clock, job.target, &replayed);
+    let (mut users, mut docs) = run::assign(&job.scenario, job.processes, job.threads, &clock, &job.targets, &replayed);
     let mine = job.index * job.threads..(job.index + 1) * job.threads;
     let users: Vec<_> = users.drain(mine.clone()).collect();
     let docs: Vec<_> = docs.drain(mine).collect();

@@ -3,13 +3,15 @@
 //!
 //! - kill -9: a random node is killed every second or so and restarted, 20 times (more with
 //!   `TANDEM_CLUSTER_KILLS`); every acknowledged edit survives, none is applied twice, each
-//!   client's edits stay in order, and every client ends with the same documents. Again with
-//!   the op log in ScyllaDB when `TANDEM_SCYLLA_URI` is set (skipped, saying so, otherwise).
+//!   client's edits stay in order, and every client ends with the same documents.
 //! - SIGSTOP: the owner of a document is paused past its lease; another node takes it over
 //!   and accepts edits; once resumed, the old owner commits nothing, and its client ends up on
 //!   the new owner with nothing lost.
 //! - SIGTERM: a node leaves gracefully while clients edit; its shards are handed over without
 //!   losing or doubling an op.
+//! - The kill -9, SIGSTOP and SIGTERM scenarios again with the op log in ScyllaDB when
+//!   `TANDEM_SCYLLA_URI` is set (skipped, saying so, otherwise).
+//! - The load generator drives the three nodes through a kill -9 and converges.
 //! - Accounts: a comment made through a node that does not serve the document is forwarded
 //!   to the one that does; a revocation made through one node's REST API cuts off a user
 //!   editing through the node that serves the document.
@@ -149,47 +151,144 @@ fn acked_edits_survive_killing_nodes() {
     kill_loop(&mut cluster(&pg, 3), kills);
 }
 
-/// The same with the op log in ScyllaDB (the leases stay in PostgreSQL), when
-/// `TANDEM_SCYLLA_URI` names a cluster (`deploy/scylla/compose.yml` starts one); skipped here,
-/// where none installs (DESIGN.md).
-#[test]
-fn acked_edits_survive_killing_nodes_on_scylladb() {
+/// A scenario's ScyllaDB variant (the leases stay in PostgreSQL), when `TANDEM_SCYLLA_URI`
+/// names a cluster (`deploy/scylla/compose.yml` starts one): the arguments that put the op
+/// log there, and the configuration to add to `--config`; None, saying the scenario is
+/// skipped, where none installs (DESIGN.md).
+fn scylla(scenario: &str) -> Option<(Vec<String>, String)> {
     let Some(uri) = std::env::var("TANDEM_SCYLLA_URI").ok().filter(|u| !u.is_empty()) else {
-        println!("skipped: TANDEM_SCYLLA_URI not set (the cluster's kill -9 scenario on ScyllaDB)");
-        return;
+        println!("skipped: TANDEM_SCYLLA_URI not set (the cluster's {scenario} scenario on ScyllaDB)");
+        return None;
     };
     let nodes = uri.strip_prefix("scylla://").unwrap_or(&uri).to_owned();
     let rf: u32 = std::env::var("TANDEM_SCYLLA_RF").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+    let keyspace =
+        format!("tandem_cluster_{}_{}", std::process::id(), scenario.replace(|c: char| !c.is_alphanumeric(), "_"));
+    let config = format!(
+        "[server.storage.scylla]\nkeyspace = {keyspace:?}\nconsistency = {:?}\nreplication = \"{{'class': 'SimpleStrategy', 'replication_factor': {rf}}}\"\n",
+        if rf == 1 { "ONE" } else { "QUORUM" }
+    );
+    Some((vec!["--oplog".into(), "scylla".into(), "--scylla-nodes".into(), nodes], config))
+}
+
+/// `args` and a `--config` file holding `config` (kept alive by the returned directory).
+fn with_config(args: &[String], config: &str) -> (Vec<String>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("scylla.toml");
-    let keyspace = format!("tandem_cluster_{}", std::process::id());
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut all = args.to_vec();
+    all.extend(["--config".to_owned(), cfg.to_str().unwrap().to_owned()]);
+    (all, dir)
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The same with the op log in ScyllaDB (skipped here, saying so).
+#[test]
+fn acked_edits_survive_killing_nodes_on_scylladb() {
+    let Some((args, config)) = scylla("kill -9") else { return };
+    let (args, _dir) = with_config(&args, &config);
+    let pg = Postgres::start();
+    let mut cluster = Cluster::new(Path::new(env!("CARGO_BIN_EXE_tandem")), &pg, 3, &strs(&args));
+    kill_loop(&mut cluster, 10);
+}
+
+/// The load generator drives all three nodes (its users connect to them in turn and follow
+/// `moved` to their documents' owners) while one node is killed and restarted mid-run: its
+/// users reconnect through the others, every client converges with the server, no revision
+/// arrives out of order, and no edit is left unacknowledged.
+#[test]
+fn the_load_generator_drives_three_nodes_through_a_kill() {
+    use tandem_loadgen::run::{RunOptions, parse_targets};
+    let pg = Postgres::start();
+    let mut cluster = cluster(&pg, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.toml");
     std::fs::write(
-        &cfg,
-        format!(
-            "[server.storage.scylla]\nkeyspace = {keyspace:?}\nconsistency = {:?}\nreplication = \"{{'class': 'SimpleStrategy', 'replication_factor': {rf}}}\"\n",
-            if rf == 1 { "ONE" } else { "QUORUM" }
-        ),
+        &path,
+        r#"name = "cluster-small"
+description = "12 documents x 3 editors at 5 ops/s and a reader each, over three nodes"
+threads = 2
+[stages]
+ramp_up_s = 2
+steady_s = 8
+ramp_down_s = 5
+[[groups]]
+name = "editors"
+role = "editor"
+docs = 12
+users_per_doc = 3
+edit_rate = 5
+cursor_rate = 1
+[[groups]]
+name = "readers"
+role = "reader"
+docs = 12
+users_per_doc = 1
+full_copies_per_doc = 0
+"#,
     )
     .unwrap();
-    let pg = Postgres::start();
-    let bin = Path::new(env!("CARGO_BIN_EXE_tandem"));
-    let args = ["--oplog", "scylla", "--scylla-nodes", &nodes, "--config", cfg.to_str().unwrap()];
-    let mut cluster = Cluster::new(bin, &pg, 3, &args);
-    kill_loop(&mut cluster, 10);
+    let scenario = tandem_loadgen::scenario::Scenario::load(&path).unwrap();
+    let targets = parse_targets(&cluster.urls().join(",")).unwrap();
+    let opts = RunOptions {
+        target: targets[0],
+        targets,
+        duration: None,
+        server_pid: None,
+        protocol: tandem_loadgen::peers::Protocol::Tandem,
+        connections_per_process: 0,
+    };
+    let run = std::thread::spawn(move || tandem_loadgen::run::run(&scenario, &opts));
+    std::thread::sleep(Duration::from_secs(5));
+    cluster.kill(1);
+    eprintln!("kill -9 {}", cluster.nodes[1].name);
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.start(1);
+    let r = run.join().expect("the generator").expect("the run");
+    let s = &r.stats;
+    eprintln!(
+        "sent {} acked {} delivered {} moves {} disconnects {} errors {} gaps {}; convergence {:?}",
+        s.sent, s.acked, s.delivered, s.moves, s.disconnects, s.errors, s.gaps, r.convergence
+    );
+    assert_eq!(r.convergence.mismatch_count, 0, "{:?}", r.convergence.mismatches);
+    assert_eq!(r.convergence.documents, 12);
+    assert_eq!(r.convergence.views_checked, 48);
+    assert_eq!(r.convergence.full_copies, 36, "the readers check revisions only");
+    assert_eq!(s.gaps, 0);
+    assert_eq!(s.errors, 0, "errors: the users could not follow the cluster");
+    assert!(s.moves > 0, "users connected to nodes that do not serve their documents were sent on");
+    assert!(s.disconnects > 0, "the killed node's users lost their connections");
+    assert_eq!(s.acked, s.sent, "every edit of the steady stage acknowledged");
+    assert_eq!(r.server_nodes, 3);
 }
 
 #[test]
 fn a_paused_owner_commits_nothing_after_another_node_took_over() {
+    paused_owner(&[], "");
+}
+
+/// The same with the op log in ScyllaDB (skipped here, saying so).
+#[test]
+fn a_paused_owner_commits_nothing_on_scylladb() {
+    if let Some((args, config)) = scylla("SIGSTOP") {
+        paused_owner(&args, &config);
+    }
+}
+
+/// Pauses the owner of a document past its lease while another node takes it over, with
+/// `args` (and `config`) for each node.
+fn paused_owner(args: &[String], config: &str) {
     let pg = Postgres::start();
     // Shards are handed to a node that (re)joins one per poll, in shard order, and the
     // document is on one of the last shards: once the paused owner resumes, the document
     // stays where it was taken over for the rest of the test, so whatever the resumed node
     // commits meanwhile, it commits as a zombie.
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("tandem.toml");
-    std::fs::write(&cfg, "[cluster]\nrebalance_per_round = 1\n").unwrap();
+    let (args, _dir) = with_config(args, &format!("{config}\n[cluster]\nrebalance_per_round = 1\n"));
     let bin = Path::new(env!("CARGO_BIN_EXE_tandem"));
-    let cluster = Cluster::new(bin, &pg, 2, &["--config", cfg.to_str().unwrap()]);
+    let cluster = Cluster::new(bin, &pg, 2, &strs(&args));
     let urls = cluster.urls();
     let name = (0..).map(|i| format!("zombie-{i}")).find(|d| tandem_cluster::shard_of(d, 1024) >= 1000).unwrap();
     let doc = name.as_str();
@@ -251,8 +350,23 @@ fn a_paused_owner_commits_nothing_after_another_node_took_over() {
 
 #[test]
 fn a_leaving_node_hands_its_documents_over() {
+    leaving_node(&[], "");
+}
+
+/// The same with the op log in ScyllaDB (skipped here, saying so).
+#[test]
+fn a_leaving_node_hands_its_documents_over_on_scylladb() {
+    if let Some((args, config)) = scylla("SIGTERM") {
+        leaving_node(&args, &config);
+    }
+}
+
+/// A node leaves (SIGTERM) while writers edit, and comes back, with `args` (and `config`)
+/// for each node.
+fn leaving_node(args: &[String], config: &str) {
     let pg = Postgres::start();
-    let mut cluster = cluster(&pg, 3);
+    let (args, _dir) = with_config(args, config);
+    let mut cluster = Cluster::new(Path::new(env!("CARGO_BIN_EXE_tandem")), &pg, 3, &strs(&args));
     let stop = Arc::new(AtomicBool::new(false));
     let handles = writers(&cluster.urls(), &DOCS, 2, &stop);
     // Settled: every shard served, by the three.
