@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::plan::{Pace, Step, View, plan};
 use crate::shard::{Shard, affinity, shard_of};
-use crate::store::{LeaseError, LeaseStore};
+use crate::store::{Announcement, LeaseError, LeaseStore};
 
 /// What this node may serve: read by every core, written by [`Membership`].
 #[derive(Debug)]
@@ -203,8 +203,8 @@ impl Settings {
 
     /// Checks the values.
     pub fn validate(&self) -> Result<(), String> {
-        if self.node.is_empty() || self.node.len() > 128 {
-            return Err("cluster.node: 1 to 128 characters".into());
+        if self.node.is_empty() || self.node.len() > 128 || self.node.chars().any(char::is_whitespace) {
+            return Err("cluster.node: 1 to 128 characters, no spaces".into());
         }
         if self.margin.is_zero() || self.lease_ttl <= self.margin + self.poll {
             return Err(format!(
@@ -249,6 +249,8 @@ struct HandBack {
     since: Instant,
     /// The shards and their epochs.
     leases: Vec<(Shard, u64)>,
+    /// The node each goes to (the same order), if any.
+    to: Vec<Option<String>>,
 }
 
 impl Membership {
@@ -320,7 +322,9 @@ impl Membership {
                 self.held.remove(k);
             }
             // Clients are sent on to the node each shard goes to (every node computes the
-            // same preferred owner); it takes the shard as soon as it hears of the release.
+            // same preferred owner); the release names it, and it takes the shard as soon as
+            // it hears of it.
+            let mut to = Vec::with_capacity(shards.len());
             for &k in &shards {
                 let successor = view
                     .members
@@ -328,11 +332,12 @@ impl Membership {
                     .filter(|m| !m.draining && m.node != s.node)
                     .max_by_key(|m| (affinity(&m.node, k), m.node.as_str()));
                 self.own.set_owner(k, successor.map(|m| Arc::from(m.address.as_str())));
+                to.push(successor.map(|m| m.node.clone()));
             }
             // Stop serving now; hand the leases back once the cores dropped the documents
             // (their last appends durable): [`Membership::release_swept`].
             let generation = self.own.revoke(&shards);
-            self.pending.push(HandBack { generation, since: Instant::now(), leases: release });
+            self.pending.push(HandBack { generation, since: Instant::now(), leases: release, to });
             out.released = shards;
         }
         let acquire: Vec<(Shard, u64)> = steps
@@ -343,20 +348,12 @@ impl Membership {
             })
             .collect();
         if !acquire.is_empty() {
-            let sent = Instant::now();
-            let got = self.store.acquire(&s.node, &acquire, s.lease_ttl).await?;
-            let until = sent + s.lease_ttl - s.margin;
-            for &(shard, epoch) in &got {
-                self.held.insert(shard, epoch);
-                self.own.grant(shard, until);
-                self.own.set_owner(shard, Some(Arc::clone(&self.own.address)));
-            }
-            out.acquired = got.into_iter().map(|(k, _)| k).collect();
+            out.acquired = self.acquire(&acquire).await?;
         }
         out.held = self.held.len();
         if !out.acquired.is_empty() || !out.released.is_empty() {
             info!(
-                node = %s.node,
+                node = %self.settings.node,
                 held = out.held,
                 acquired = out.acquired.len(),
                 released = out.released.len(),
@@ -367,16 +364,61 @@ impl Membership {
         Ok(out)
     }
 
+    /// Takes `wanted` (shards and the epochs they were seen at) and serves those it got
+    /// until a lease less the margin from now.
+    async fn acquire(&mut self, wanted: &[(Shard, u64)]) -> Result<Vec<Shard>, LeaseError> {
+        let s = &self.settings;
+        let sent = Instant::now();
+        let got = self.store.acquire(&s.node, wanted, s.lease_ttl).await?;
+        let until = sent + s.lease_ttl - s.margin;
+        for &(shard, epoch) in &got {
+            self.held.insert(shard, epoch);
+            self.own.grant(shard, until);
+            self.own.set_owner(shard, Some(Arc::clone(&self.own.address)));
+        }
+        Ok(got.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// What to do on another node's release: take at once the shards it handed to this node
+    /// (one statement, without reading the table: the hand-over's pause is this), or, when
+    /// it named none for this node, a take round. This node's own releases are not news.
+    pub async fn on_release(&mut self, payload: &str) -> Result<Round, LeaseError> {
+        let Some(a) = Announcement::parse(payload) else { return self.take(Round::default()).await };
+        if a.from == self.settings.node {
+            return Ok(Round { held: self.held.len(), ..Round::default() });
+        }
+        match a.handoff {
+            Some((to, leases)) if to == self.settings.node && !self.own.draining() => {
+                let acquired = self.acquire(&leases).await?;
+                if !acquired.is_empty() {
+                    info!(node = %self.settings.node, from = %a.from, held = self.held.len(), acquired = acquired.len(), "shards handed over");
+                }
+                Ok(Round { held: self.held.len(), acquired, ..Round::default() })
+            }
+            // Handed to another node: it takes them; this one looks at the table at its
+            // next poll.
+            Some(_) => Ok(Round { held: self.held.len(), ..Round::default() }),
+            None => self.take(Round::default()).await,
+        }
+    }
+
     /// Hands back the shards whose documents every core has dropped; gives up on those the
     /// cores did not drop within `sweep_limit` (their leases expire instead). Never waits.
     pub async fn release_swept(&mut self) -> Result<(), LeaseError> {
         let s = &self.settings;
         let mut ready = Vec::new();
+        let mut handoffs: BTreeMap<String, Vec<(Shard, u64)>> = BTreeMap::new();
         let mut i = 0;
         while i < self.pending.len() {
             let h = &self.pending[i];
             if self.own.is_swept(h.generation) {
-                ready.extend(self.pending.remove(i).leases);
+                let h = self.pending.remove(i);
+                for (lease, to) in h.leases.iter().zip(h.to) {
+                    if let Some(to) = to {
+                        handoffs.entry(to).or_default().push(*lease);
+                    }
+                }
+                ready.extend(h.leases);
             } else if h.since.elapsed() > s.sweep_limit {
                 let h = self.pending.remove(i);
                 warn!(node = %s.node, shards = h.leases.len(), "the cores did not drop handed-back shards in time: letting the leases expire");
@@ -385,7 +427,8 @@ impl Membership {
             }
         }
         if !ready.is_empty() {
-            self.store.release(&s.node, &ready).await?;
+            let handoffs: Vec<(String, Vec<(Shard, u64)>)> = handoffs.into_iter().collect();
+            self.store.release(&s.node, &ready, &handoffs).await?;
         }
         Ok(())
     }
@@ -423,23 +466,16 @@ impl Membership {
                 _ = stop.changed() => {}
                 n = async {
                     match &mut listener {
-                        // Another node's release (this node's own are not news).
-                        Some(l) => loop {
-                            match l.recv().await {
-                                Ok(n) if n.payload() == self.settings.node => continue,
-                                Ok(_) => return Ok(()),
-                                Err(e) => return Err(e),
-                            }
-                        },
+                        Some(l) => l.recv().await.map(|n| n.payload().to_owned()),
                         None => std::future::pending().await,
                     }
                 } => {
                     match n {
-                        Ok(()) => {
-                    if let Err(e) = self.take(Round::default()).await {
-                        warn!(node = %self.settings.node, "taking handed-back shards failed: {e}");
-                    }
-                }
+                        Ok(payload) => {
+                            if let Err(e) = self.on_release(&payload).await {
+                                warn!(node = %self.settings.node, "taking handed-back shards failed: {e}");
+                            }
+                        }
                         Err(_) => listener = None,
                     }
                 }

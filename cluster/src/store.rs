@@ -44,6 +44,58 @@ fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> LeaseError {
 /// The channel releases are announced on.
 pub const CHANNEL: &str = "tandem_leases";
 
+/// Shards named in one announcement at most (PostgreSQL refuses payloads of 8,000 bytes or
+/// more; a shard and its epoch take at most 26).
+const PER_ANNOUNCEMENT: usize = 250;
+
+/// A release as announced on [`CHANNEL`]: who released, and, when it named one, the node it
+/// handed shards to and which (with their epochs, for that node to take them without reading
+/// the table first). Payload: `from` alone, or `from to shard:epoch,shard:epoch,...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    /// The releasing node.
+    pub from: String,
+    /// The node the shards go to, and the shards with their epochs.
+    pub handoff: Option<(String, Vec<(Shard, u64)>)>,
+}
+
+impl Announcement {
+    /// The payloads announcing a release by `from`: one per [`PER_ANNOUNCEMENT`] shards of
+    /// each hand-off, or `from` alone when it names none.
+    pub fn payloads(from: &str, handoffs: &[(String, Vec<(Shard, u64)>)]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (to, leases) in handoffs {
+            for chunk in leases.chunks(PER_ANNOUNCEMENT) {
+                let list: Vec<String> = chunk.iter().map(|(k, e)| format!("{k}:{e}")).collect();
+                out.push(format!("{from} {to} {}", list.join(",")));
+            }
+        }
+        if out.is_empty() {
+            out.push(from.to_owned());
+        }
+        out
+    }
+
+    /// Reads a payload; None when it is not one (node ids have no spaces).
+    pub fn parse(payload: &str) -> Option<Self> {
+        let mut parts = payload.split(' ');
+        let from = parts.next().filter(|f| !f.is_empty())?.to_owned();
+        let Some(to) = parts.next() else { return Some(Self { from, handoff: None }) };
+        let list = parts.next()?;
+        if parts.next().is_some() || to.is_empty() {
+            return None;
+        }
+        let leases = list
+            .split(',')
+            .map(|pair| {
+                let (k, e) = pair.split_once(':')?;
+                Some((k.parse().ok()?, e.parse().ok()?))
+            })
+            .collect::<Option<Vec<(Shard, u64)>>>()?;
+        Some(Self { from, handoff: Some((to.to_owned(), leases)) })
+    }
+}
+
 /// The lease table of one cluster.
 #[derive(Clone, Debug)]
 pub struct LeaseStore {
@@ -218,8 +270,15 @@ impl LeaseStore {
         Ok(rows.into_iter().map(|(s,)| s as Shard).collect())
     }
 
-    /// Gives shards back (the node stopped serving them) and tells the other nodes.
-    pub async fn release(&self, node: &str, held: &[(Shard, u64)]) -> Result<usize, LeaseError> {
+    /// Gives shards back (the node stopped serving them) and tells the other nodes, naming
+    /// for each the node it should go to (`handoffs`, a subset of `held`): that node takes
+    /// them on the announcement without reading the table first.
+    pub async fn release(
+        &self,
+        node: &str,
+        held: &[(Shard, u64)],
+        handoffs: &[(String, Vec<(Shard, u64)>)],
+    ) -> Result<usize, LeaseError> {
         if held.is_empty() {
             return Ok(0);
         }
@@ -238,12 +297,14 @@ impl LeaseStore {
         .await
         .map_err(db("releasing leases"))?;
         // Delivered at commit.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(node)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("announcing a release"))?;
+        for payload in Announcement::payloads(node, handoffs) {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(payload)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("announcing a release"))?;
+        }
         tx.commit().await.map_err(db("committing a release"))?;
         Ok(r.rows_affected() as usize)
     }
@@ -258,4 +319,39 @@ impl LeaseStore {
 
 fn split(pairs: &[(Shard, u64)]) -> (Vec<i32>, Vec<i64>) {
     pairs.iter().map(|&(s, e)| (i32::from(s), e as i64)).unzip()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_round_trip_and_fit_a_payload() {
+        assert_eq!(Announcement::payloads("a", &[]), vec!["a".to_owned()]);
+        assert_eq!(Announcement::parse("a"), Some(Announcement { from: "a".into(), handoff: None }));
+        let leases: Vec<(Shard, u64)> = (0..1024).map(|k| (k, u64::MAX - u64::from(k))).collect();
+        let handoffs = vec![("b".to_owned(), leases[..600].to_vec()), ("c".to_owned(), leases[600..].to_vec())];
+        let payloads = Announcement::payloads("node-with-a-long-id", &handoffs);
+        // 600 and 424 shards: three and two announcements.
+        assert_eq!(payloads.len(), 5);
+        let mut back: Vec<(String, Vec<(Shard, u64)>)> = Vec::new();
+        for p in &payloads {
+            assert!(p.len() < 8000, "{} bytes", p.len());
+            let a = Announcement::parse(p).unwrap();
+            assert_eq!(a.from, "node-with-a-long-id");
+            let (to, l) = a.handoff.unwrap();
+            match back.last_mut() {
+                Some((t, all)) if *t == to => all.extend(l),
+                _ => back.push((to, l)),
+            }
+        }
+        assert_eq!(back, handoffs);
+    }
+
+    #[test]
+    fn malformed_announcements_are_none() {
+        for bad in ["", " b 1:2", "a b", "a b 1", "a b 1:x", "a b 1:2,", "a b 70000:1", "a b 1:2 extra", "a  1:2"] {
+            assert_eq!(Announcement::parse(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -1,12 +1,13 @@
 //! Membership on a real PostgreSQL (started from nothing by `tandem_testkit::Postgres`):
 //! nodes share the shards, a silent node's shards move to the others only after it stopped
-//! serving them, a leaving node hands its shards over at once, and a node configured with
-//! another shard count is refused.
+//! serving them, a leaving node hands its shards over at once (naming the next owner of each,
+//! which takes them on the announcement alone), and a node configured with another shard
+//! count is refused.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem_cluster::{LeaseStore, Membership, Ownership, Settings};
+use tandem_cluster::{Announcement, LeaseStore, Membership, Ownership, Settings};
 use tandem_testkit::Postgres;
 
 const SHARDS: u16 = 256;
@@ -119,6 +120,42 @@ async fn a_leaving_node_hands_its_shards_over_at_once() {
     stop_tx.send(true).unwrap();
     a_loop.await.unwrap();
     assert_eq!(oa.served(Instant::now()), 0, "a handed everything back when stopped");
+}
+
+/// The release names the node each shard goes to: that node takes them on the announcement
+/// alone (one statement), a third node leaves them to it, and the leaver ignores its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_names_the_next_owner_which_takes_its_shards_on_the_announcement() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.database("handoff");
+    let (mut a, mut b, mut c) = (node(&url, "a").await, node(&url, "b").await, node(&url, "c").await);
+    rounds(&mut [&mut a, &mut b, &mut c], 10).await;
+    let (oa, ob, oc) = (Arc::clone(a.ownership()), Arc::clone(b.ownership()), Arc::clone(c.ownership()));
+    let before = one_server_per_shard(&[&oa, &ob, &oc], Instant::now());
+    let listen = LeaseStore::connect(&url, SHARDS, Duration::from_secs(5)).await.unwrap();
+    let mut listener = listen.listen().await.unwrap();
+    b.leave().await;
+    assert_eq!(ob.served(Instant::now()), 0);
+    // b's shards go to a and c by affinity: one announcement each (under 250 shards).
+    let mut handed = 0;
+    for _ in 0..2 {
+        let payload = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
+        let payload = payload.payload().to_owned();
+        let ann = Announcement::parse(&payload).unwrap();
+        assert_eq!(ann.from, "b");
+        let (to, leases) = ann.handoff.clone().unwrap();
+        let (taker, other) = if to == "a" { (&mut a, &mut c) } else { (&mut c, &mut a) };
+        // The other survivor and the leaver leave them alone.
+        assert!(other.on_release(&payload).await.unwrap().acquired.is_empty());
+        assert!(b.on_release(&payload).await.unwrap().acquired.is_empty());
+        let got = taker.on_release(&payload).await.unwrap();
+        assert_eq!(got.acquired.len(), leases.len(), "{to} took what b handed it");
+        handed += leases.len();
+    }
+    assert_eq!(handed, before[1]);
+    let after = one_server_per_shard(&[&oa, &ob, &oc], Instant::now());
+    assert_eq!(after.iter().sum::<usize>(), usize::from(SHARDS), "{after:?}");
+    assert_eq!(after[1], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
