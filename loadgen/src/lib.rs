@@ -17,6 +17,7 @@ pub mod run;
 pub mod scenario;
 pub mod search;
 pub mod stats;
+pub mod system;
 mod user;
 pub mod worker;
 mod wsclient;

@@ -47,6 +47,12 @@ pub struct Machine {
     pub nic_gbps: f64,
     /// On-demand price, USD per hour.
     pub usd_per_hour: f64,
+    /// Local (instance) storage, GB, for the stores' shapes that have it.
+    #[serde(default)]
+    pub disk_gb: Option<f64>,
+    /// A shape for the stores around Tandem (op log, metadata, Kafka), not for its nodes.
+    #[serde(default)]
+    pub for_stores: bool,
 }
 
 /// The price table (a TOML file of `[[machine]]` entries).
@@ -167,8 +173,10 @@ pub struct FitRun {
     pub commits_per_s: Option<f64>,
     /// Server cores busy (CPU-seconds per second).
     pub cores_used: f64,
-    /// The server's core count, when the report has it.
+    /// The server's core count, when the report has it (a cluster's: all its nodes').
     pub server_cores: Option<usize>,
+    /// Cluster nodes the run spread its users over (1: a single server).
+    pub nodes: usize,
 }
 
 /// Per-core figures, and the runs they came from.
@@ -362,6 +370,7 @@ impl Figures {
                     commits_per_s,
                     cores_used: s.cpu_util,
                     server_cores: s.cores,
+                    nodes: s.nodes,
                 });
             }
             let within_slo = r.converged && r.ack_latency_ms.p99 <= slo_p99_ms;
@@ -421,6 +430,9 @@ pub struct Plan {
     pub storage_bytes: f64,
     /// Per machine shape: (shape, machines, what bounds it, USD per month).
     pub shapes: Vec<(Machine, u64, &'static str, f64)>,
+    /// The system around the nodes (op-log store, metadata, Kafka, S3, load balancer) and
+    /// the figures it was sized with, when sized.
+    pub system: Option<(crate::system::SystemPlan, crate::system::System)>,
 }
 
 /// Computes the plan.
@@ -451,7 +463,7 @@ pub fn plan(target: &Target, figures: &Figures, prices: &Prices) -> Plan {
     let memory_bytes = target.connections * per_conn / h;
     let network_gbps = target.messages_per_s * target.message_bytes * 8.0 / 1e9 / h;
     let mut shapes = Vec::new();
-    for m in &prices.machine {
+    for m in prices.machine.iter().filter(|m| !m.for_stores) {
         let by_cpu = (cores / f64::from(m.vcpu)).ceil();
         let by_mem = (memory_bytes / (m.ram_gib * (1u64 << 30) as f64)).ceil();
         let by_net = (network_gbps / m.nic_gbps).ceil();
@@ -473,6 +485,7 @@ pub fn plan(target: &Target, figures: &Figures, prices: &Prices) -> Plan {
         network_gbps,
         storage_bytes: target.documents * target.document_bytes,
         shapes,
+        system: None,
     }
 }
 
@@ -638,13 +651,16 @@ impl Plan {
             );
         }
         let best = self.shapes.iter().min_by(|a, b| a.3.total_cmp(&b.3)).expect("at least one shape");
+        if let Some((sys, table)) = &self.system {
+            self.system_markdown(&mut o, best, sys, table);
+        }
         let r = REFERENCE;
         let _ = writeln!(
             o,
             "\n## Against the reference design\n\nThe reference design estimates {} WebSocket servers at {}K connections each plus {} application servers: \
-             **${:.0}/month**. This plan: {} x {} = **${:.0}/month**, {:.1}x less ({:.0} machines instead of {}). \
-             The reference figure also covers its databases, queues and load balancers; the op log's own \
-             store (ScyllaDB at this scale) and object storage are not in this plan's machine count.",
+             **${:.0}/month**. This plan's Tandem nodes: {} x {} = **${:.0}/month**, {:.1}x less ({:.0} machines instead of {}). \
+             The reference figure also covers its databases, queues and load balancers: compare it with the whole \
+             system above when it was sized.",
             r.websocket_servers,
             r.connections_per_server / 1000,
             r.app_servers,
@@ -681,7 +697,84 @@ impl Plan {
             }
             let _ = writeln!(o, "\nLinear scaling shows as the same ratio at every core count.");
         }
+        let mut nodes: Vec<usize> = f.fit.iter().map(|r| r.nodes).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        if nodes.len() < 2 {
+            let _ = writeln!(
+                o,
+                "\nAcross nodes: not checked (every run at the SLO used {} node(s)). Run the same scenario against \
+                 clusters of different sizes (`results/2026-11-30-cluster/scaling.sh`) and pass their runs.",
+                nodes.first().copied().unwrap_or(1)
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "\n| cluster nodes | runs | messages/s | measured / predicted cores (mean) | messages per busy core-second |\n|---:|---:|---:|---:|---:|"
+            );
+            for n in &nodes {
+                let runs: Vec<&FitRun> = f.fit.iter().filter(|r| r.nodes == *n).collect();
+                let k = runs.len() as f64;
+                let ratio = runs.iter().map(|r| r.cores_used / f.predict_run(r)).sum::<f64>() / k;
+                let messages = runs.iter().map(|r| r.messages_per_s).sum::<f64>() / k;
+                let per_core = runs.iter().map(|r| r.messages_per_s / r.cores_used).sum::<f64>() / k;
+                let _ = writeln!(o, "| {n} | {} | {messages:.0} | {ratio:.2} | {per_core:.0} |", runs.len());
+            }
+            let _ = writeln!(
+                o,
+                "\nLinear scaling across nodes shows as the same ratio (and the same messages per core-second) at every \
+                 node count: what one node does per core, N nodes do N times."
+            );
+        }
         o
+    }
+
+    /// The whole-system section: every component sized and priced, then every input.
+    fn system_markdown(
+        &self,
+        o: &mut String,
+        best: &(Machine, u64, &'static str, f64),
+        sys: &crate::system::SystemPlan,
+        table: &crate::system::System,
+    ) {
+        let _ = writeln!(
+            o,
+            "\n## The whole system\n\nTandem's nodes as above (the cheapest shape), and what they run on, each at {:.0}% use:\n\n\
+             | component | sizing | machines | $/month |\n|---|---|---:|---:|",
+            self.target.headroom * 100.0
+        );
+        let _ = writeln!(
+            o,
+            "| Tandem nodes (workers included) | {:.0} cores, {:.1} GiB, bound by {} | {} x {} | {:.0} |",
+            self.cores,
+            self.memory_bytes / (1u64 << 30) as f64,
+            best.2,
+            best.1,
+            best.0.name,
+            best.3
+        );
+        for c in &sys.components {
+            let machines = match &c.machine {
+                Some(m) if c.machines > 0 => format!("{} x {}", c.machines, m.name),
+                _ => "managed".to_owned(),
+            };
+            let _ = writeln!(o, "| {} | {} | {machines} | {:.0} |", c.name, c.sizing, c.usd_per_month);
+        }
+        let total = best.3 + sys.usd_per_month();
+        let _ = writeln!(o, "| **total** | | | **{total:.0}** |");
+        let _ = writeln!(
+            o,
+            "\nEvery input of this section, measured here or assumed:\n\n| figure | value | | source |\n|---|---:|---|---|"
+        );
+        for (name, f) in &table.figures {
+            let _ = writeln!(
+                o,
+                "| {name} | {} | {} | {} |",
+                f.value,
+                if f.measured { "measured" } else { "assumed" },
+                f.source.replace('|', "/")
+            );
+        }
     }
 }
 
@@ -747,6 +840,7 @@ mod tests {
             commits_per_s: None,
             cores_used: c,
             server_cores: None,
+            nodes: 1,
         }
     }
 
