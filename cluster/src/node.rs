@@ -38,6 +38,8 @@ pub struct Ownership {
     swept: Box<[AtomicU64]>,
     /// Per shard: the owner's address as last read (this node's own included).
     owners: RwLock<Vec<Option<Arc<str>>>>,
+    /// Per advertised address of another node: where the nodes reach it, when elsewhere.
+    internals: RwLock<BTreeMap<Arc<str>, Arc<str>>>,
     /// Set once the node is leaving: it takes nothing more.
     draining: AtomicBool,
 }
@@ -54,6 +56,7 @@ impl Ownership {
             generation: AtomicU64::new(0),
             swept: (0..cores).map(|_| AtomicU64::new(0)).collect(),
             owners: RwLock::new(vec![None; usize::from(shards.max(1))]),
+            internals: RwLock::new(BTreeMap::new()),
             draining: AtomicBool::new(false),
         })
     }
@@ -140,7 +143,18 @@ impl Ownership {
         self.swept.iter().all(|s| s.load(Ordering::Acquire) >= generation)
     }
 
+    /// Where the other nodes reach the node advertised at `address` (forwarded REST calls):
+    /// the internal address it announced, else `address` itself.
+    pub fn internal(&self, address: &str) -> Arc<str> {
+        self.internals.read().expect("internals lock").get(address).cloned().unwrap_or_else(|| Arc::from(address))
+    }
+
     fn set_owners(&self, view: &View) {
+        *self.internals.write().expect("internals lock") = view
+            .members
+            .iter()
+            .filter_map(|m| Some((Arc::from(m.address.as_str()), Arc::from(m.internal.as_deref()?))))
+            .collect();
         let addresses: BTreeMap<&str, &str> =
             view.members.iter().map(|m| (m.node.as_str(), m.address.as_str())).collect();
         let mut cache: BTreeMap<&str, Arc<str>> = BTreeMap::new();
@@ -171,7 +185,8 @@ impl Ownership {
 pub struct Settings {
     /// This node's id (unique in the cluster, stable across its restarts).
     pub node: String,
-    /// Where the other nodes reach it.
+    /// Where clients are sent for its documents (its advertised URL), and where the other
+    /// nodes reach it unless `internal` says otherwise.
     pub address: String,
     /// How long a lease lasts unless renewed.
     pub lease_ttl: Duration,
@@ -184,6 +199,9 @@ pub struct Settings {
     pub pace: Pace,
     /// Longest a hand-back waits for the cores to drop a shard's documents.
     pub sweep_limit: Duration,
+    /// Where the other nodes reach this one (`http://host:port`), when not at `address`
+    /// (which clients may reach through TLS in front of the node).
+    pub internal: Option<String>,
 }
 
 impl Settings {
@@ -198,6 +216,7 @@ impl Settings {
             poll: Duration::from_millis(500),
             pace: Pace::default(),
             sweep_limit: Duration::from_secs(5),
+            internal: None,
         }
     }
 
@@ -261,7 +280,7 @@ impl Membership {
             return Err(LeaseError::Config("the store and the ownership disagree on the shard count".into()));
         }
         store.migrate().await?;
-        store.heartbeat(&settings.node, &settings.address, false).await?;
+        store.heartbeat(&settings.node, &settings.address, settings.internal.as_deref(), false).await?;
         info!(node = %settings.node, address = %settings.address, shards = store.shards(), "joined the cluster");
         Ok(Self { store, settings, own, held: BTreeMap::new(), pending: Vec::new() })
     }
@@ -282,7 +301,7 @@ impl Membership {
         let draining = self.own.draining();
         let mut out = Round::default();
         let sent = Instant::now();
-        self.store.heartbeat(&s.node, &s.address, draining).await?;
+        self.store.heartbeat(&s.node, &s.address, s.internal.as_deref(), draining).await?;
         let held: Vec<(Shard, u64)> = self.held.iter().map(|(&k, &v)| (k, v)).collect();
         let renewed = self.store.renew(&s.node, &held, s.lease_ttl).await?;
         let until = sent + s.lease_ttl - s.margin;

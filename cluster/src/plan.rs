@@ -28,8 +28,10 @@ pub struct Lease {
 pub struct Member {
     /// Its id.
     pub node: String,
-    /// Where other nodes reach it (its internal address).
+    /// Where clients are sent for its documents (its advertised URL).
     pub address: String,
+    /// Where the other nodes reach it (forwarded REST calls), when it is not `address`.
+    pub internal: Option<String>,
     /// Leaving: takes nothing, hands everything back.
     pub draining: bool,
 }
@@ -126,7 +128,7 @@ mod tests {
     use super::*;
 
     fn member(n: &str) -> Member {
-        Member { node: n.into(), address: format!("{n}:1"), draining: false }
+        Member { node: n.into(), address: format!("{n}:1"), internal: None, draining: false }
     }
 
     fn free(shards: u16) -> Vec<Lease> {

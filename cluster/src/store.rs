@@ -137,6 +137,8 @@ impl LeaseStore {
              heartbeat_at timestamptz NOT NULL, draining boolean NOT NULL DEFAULT false)",
             "CREATE TABLE IF NOT EXISTS cluster_leases (shard int PRIMARY KEY, owner text, \
              epoch bigint NOT NULL DEFAULT 0, expires_at timestamptz NOT NULL DEFAULT 'epoch')",
+            // Added after the first release: where the other nodes reach a node.
+            "ALTER TABLE cluster_nodes ADD COLUMN IF NOT EXISTS internal text",
         ] {
             sqlx::query(st).execute(&mut *tx).await.map_err(db("creating the lease tables"))?;
         }
@@ -167,15 +169,24 @@ impl LeaseStore {
         Ok(())
     }
 
-    /// Says this node is alive (and where it is reached, and whether it is leaving).
-    pub async fn heartbeat(&self, node: &str, address: &str, draining: bool) -> Result<(), LeaseError> {
+    /// Says this node is alive (where clients are sent for its documents, where the other
+    /// nodes reach it if elsewhere, and whether it is leaving).
+    pub async fn heartbeat(
+        &self,
+        node: &str,
+        address: &str,
+        internal: Option<&str>,
+        draining: bool,
+    ) -> Result<(), LeaseError> {
         sqlx::query(
-            "INSERT INTO cluster_nodes (node, address, heartbeat_at, draining) VALUES ($1, $2, now(), $3) \
-             ON CONFLICT (node) DO UPDATE SET address = excluded.address, heartbeat_at = now(), \
-             draining = excluded.draining",
+            "INSERT INTO cluster_nodes (node, address, internal, heartbeat_at, draining) \
+             VALUES ($1, $2, $3, now(), $4) \
+             ON CONFLICT (node) DO UPDATE SET address = excluded.address, internal = excluded.internal, \
+             heartbeat_at = now(), draining = excluded.draining",
         )
         .bind(node)
         .bind(address)
+        .bind(internal)
         .bind(draining)
         .execute(&self.pool)
         .await
@@ -201,8 +212,8 @@ impl LeaseStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db("reading the leases"))?;
-        let members: Vec<(String, String, bool)> = sqlx::query_as(
-            "SELECT node, address, draining FROM cluster_nodes \
+        let members: Vec<(String, String, Option<String>, bool)> = sqlx::query_as(
+            "SELECT node, address, internal, draining FROM cluster_nodes \
              WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY node",
         )
         .bind(alive.as_secs_f64())
@@ -214,7 +225,10 @@ impl LeaseStore {
                 .into_iter()
                 .map(|(shard, owner, epoch, live)| Lease { shard: shard as Shard, owner, epoch: epoch as u64, live })
                 .collect(),
-            members: members.into_iter().map(|(node, address, draining)| Member { node, address, draining }).collect(),
+            members: members
+                .into_iter()
+                .map(|(node, address, internal, draining)| Member { node, address, internal, draining })
+                .collect(),
         })
     }
 

@@ -158,6 +158,27 @@ async fn a_release_names_the_next_owner_which_takes_its_shards_on_the_announceme
     assert_eq!(after[1], 0);
 }
 
+/// A node behind TLS advertises a `wss://` URL to clients and an internal one to the other
+/// nodes: they learn it from the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_learn_each_others_internal_urls() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.database("internal");
+    let store = LeaseStore::connect(&url, SHARDS, Duration::from_secs(5)).await.unwrap();
+    let settings = Settings {
+        internal: Some("http://10.0.0.7:8080".into()),
+        ..Settings { address: "wss://a.example.com/ws".into(), ..settings("a") }
+    };
+    let own = Ownership::new("a", "wss://a.example.com/ws", SHARDS, 0);
+    let mut a = Membership::join(store, settings, own).await.unwrap();
+    let mut b = node(&url, "b").await;
+    rounds(&mut [&mut a, &mut b], 3).await;
+    let ob = b.ownership();
+    assert_eq!(&*ob.internal("wss://a.example.com/ws"), "http://10.0.0.7:8080");
+    // b announced none: it is reached where it is advertised.
+    assert_eq!(&*a.ownership().internal("ws://b.internal:8080"), "ws://b.internal:8080");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_shard_count_is_refused() {
     let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();

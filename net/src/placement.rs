@@ -20,4 +20,35 @@ pub trait Placement: Send + Sync + std::fmt::Debug {
     fn generation(&self) -> u64;
     /// Core `core` dropped every document this node stopped serving up to `generation`.
     fn swept(&self, core: u16, generation: u64);
+    /// Where the other nodes reach the node advertised at `owner` (an [`Placement::owner`]):
+    /// its internal URL when it announced one (its advertised URL may be a `wss://` one that
+    /// only clients use), else `owner`.
+    fn internal(&self, owner: &str) -> Arc<str> {
+        Arc::from(owner)
+    }
+}
+
+/// The `host:port` of a node's URL the other nodes reach it at over plain HTTP: an
+/// `http://host:port` internal URL or a `ws://host:port/...` advertised one; None for
+/// anything else (`wss://`, `https://`: TLS between nodes is not spoken).
+pub fn plain_authority(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("ws://"))?;
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    (!host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)).then_some(authority)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_authority;
+
+    #[test]
+    fn plain_authorities() {
+        assert_eq!(plain_authority("ws://10.0.0.1:8080/ws"), Some("10.0.0.1:8080"));
+        assert_eq!(plain_authority("http://tandem-0.tandem-nodes:8080"), Some("tandem-0.tandem-nodes:8080"));
+        assert_eq!(plain_authority("http://[::1]:8080/"), Some("[::1]:8080"));
+        for bad in ["wss://a:1/ws", "https://a:1", "http://a", "http://:80", "http://a:0", "http://a:x", "a:1", ""] {
+            assert_eq!(plain_authority(bad), None, "{bad}");
+        }
+    }
 }

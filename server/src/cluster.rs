@@ -26,6 +26,9 @@ pub(crate) struct ClusterConfig {
     /// The WebSocket URL clients are sent to for documents this node serves
     /// (`ws://host:port/ws`; default: the listen address, which must then not be 0.0.0.0).
     pub(crate) advertise: Option<String>,
+    /// Where the other nodes reach this one (`http://host:port`: forwarded REST calls), when
+    /// not at the advertised URL (a `wss://` one, through TLS in front of the node).
+    pub(crate) internal_url: Option<String>,
     /// The leases' PostgreSQL database (`--cluster-database-url`,
     /// `TANDEM_CLUSTER_DATABASE_URL`; default: the op log's with `oplog = "postgres"`, else
     /// the metadata database).
@@ -48,6 +51,7 @@ impl Default for ClusterConfig {
             enabled: false,
             node: None,
             advertise: None,
+            internal_url: None,
             database_url: None,
             shards: DEFAULT_SHARDS,
             lease_ttl_ms: 3000,
@@ -89,6 +93,31 @@ impl Placement for Cores {
     fn swept(&self, core: u16, generation: u64) {
         self.0.swept(usize::from(core), generation);
     }
+
+    fn internal(&self, owner: &str) -> Arc<str> {
+        self.0.internal(owner)
+    }
+}
+
+/// Where the other nodes reach this one: `internal_url` when given (an `http://host:port`),
+/// else the advertised URL when plain `ws://`, else the listen address.
+fn internal_url(
+    internal: Option<&str>,
+    advertise: &str,
+    listen: std::net::SocketAddr,
+) -> Result<Option<String>, String> {
+    use tandem_net::placement::plain_authority;
+    match internal {
+        Some(u) if plain_authority(u).is_some() && u.starts_with("http://") => Ok(Some(u.to_owned())),
+        Some(u) => Err(format!(
+            "cluster.internal_url {u:?}: expected http://host:port (the nodes speak plain HTTP to each other)"
+        )),
+        None if plain_authority(advertise).is_some() => Ok(None),
+        None if !listen.ip().is_unspecified() => Ok(Some(format!("http://{listen}"))),
+        None => Err(format!(
+            "cluster.internal_url is needed when advertising {advertise} and listening on {listen}: where the other nodes reach this one (http://host:port)"
+        )),
+    }
 }
 
 impl Node {
@@ -115,6 +144,7 @@ impl Node {
             }
             None => format!("ws://{listen}/ws"),
         };
+        let internal = internal_url(cfg.internal_url.as_deref(), &advertise, listen).map_err(anyhow::Error::msg)?;
         let node = cfg.node.clone().unwrap_or_else(|| advertise.clone());
         let url = database_url(cfg, config)?;
         let settings = Settings {
@@ -122,6 +152,7 @@ impl Node {
             margin: Duration::from_millis(cfg.margin_ms),
             poll: Duration::from_millis(cfg.poll_ms),
             pace: Pace { release: cfg.rebalance_per_round.max(1), ..Pace::default() },
+            internal,
             ..Settings::new(&node, &advertise)
         };
         settings.validate().map_err(anyhow::Error::msg)?;
@@ -223,5 +254,24 @@ mod tests {
         assert!(url.starts_with("postgres://"), "{url}");
         let named = ClusterConfig { database_url: Some("postgres://leases/x".into()), ..cfg };
         assert_eq!(database_url(&named, &config).unwrap(), "postgres://leases/x");
+    }
+
+    #[test]
+    fn the_other_nodes_reach_a_node_at_its_internal_url() {
+        let local: std::net::SocketAddr = "10.0.0.5:8080".parse().unwrap();
+        let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        // A plain ws:// advertised URL is reached as it is.
+        assert_eq!(internal_url(None, "ws://tandem-0.internal:8080/ws", any), Ok(None));
+        // Behind TLS: the listen address, or the URL given.
+        assert_eq!(internal_url(None, "wss://docs.example.com/ws", local), Ok(Some("http://10.0.0.5:8080".into())));
+        let e = internal_url(None, "wss://docs.example.com/ws", any).unwrap_err();
+        assert!(e.contains("cluster.internal_url is needed"), "{e}");
+        assert_eq!(
+            internal_url(Some("http://tandem-0.tandem-nodes:8080"), "wss://a.example.com/ws", any),
+            Ok(Some("http://tandem-0.tandem-nodes:8080".into()))
+        );
+        for bad in ["https://a:1", "ws://a:1/ws", "http://a"] {
+            assert!(internal_url(Some(bad), "wss://a.example.com/ws", any).unwrap_err().contains("expected http://"));
+        }
     }
 }

@@ -135,6 +135,9 @@ pub(crate) struct ServeArgs {
     /// With --cluster: the WebSocket URL clients are sent to for this node's documents [default: ws://LISTEN/ws].
     #[arg(long, env = "TANDEM_ADVERTISE", value_name = "URL")]
     advertise: Option<String>,
+    /// With --cluster: where the other nodes reach this one, http://HOST:PORT [default: the advertised URL's host when it is ws://, else http://LISTEN].
+    #[arg(long, env = "TANDEM_INTERNAL_URL", value_name = "URL")]
+    internal_url: Option<String>,
     /// With --cluster: the leases' PostgreSQL database [default: the op log's, else the metadata database].
     #[arg(long, env = "TANDEM_CLUSTER_DATABASE_URL", value_name = "URL")]
     cluster_database_url: Option<String>,
@@ -310,6 +313,7 @@ impl ServeArgs {
         for (flag, slot) in [
             (&self.node, &mut k.node),
             (&self.advertise, &mut k.advertise),
+            (&self.internal_url, &mut k.internal_url),
             (&self.cluster_database_url, &mut k.database_url),
         ] {
             if let Some(v) = flag {

@@ -49,7 +49,8 @@ pub(super) async fn to_owner(State(app): State<Arc<App>>, req: Request, next: Ne
     let Some(owner) = placement.owner(&doc) else {
         return unavailable("no node serves this document at this instant (a failover); try again");
     };
-    let Some(authority) = owner.strip_prefix("ws://").and_then(|r| r.split('/').next()).map(str::to_owned) else {
+    let internal = placement.internal(&owner);
+    let Some(authority) = tandem_net::placement::plain_authority(&internal).map(str::to_owned) else {
         return unavailable("the node serving this document is not reachable over plain HTTP from here");
     };
     match tokio::time::timeout(TIMEOUT, forward(&authority, req)).await {
