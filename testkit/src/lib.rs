@@ -144,7 +144,17 @@ pub fn start_listening(what: &str, mut make: impl FnMut() -> Command) -> Child {
             log.push_str(&line);
             log.push('\n');
             if line.contains("listening on http://") {
-                std::thread::spawn(move || for _ in lines {});
+                // TANDEM_TESTKIT_ECHO=1: the process's log on this one's stderr, each line
+                // named (to see what the nodes of a failing test did, and when).
+                let echo = std::env::var_os("TANDEM_TESTKIT_ECHO").is_some_and(|v| v == "1");
+                let name = what.to_owned();
+                std::thread::spawn(move || {
+                    for line in lines.map_while(Result::ok) {
+                        if echo {
+                            eprintln!("[{name}] {line}");
+                        }
+                    }
+                });
                 return child;
             }
         }
