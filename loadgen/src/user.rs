@@ -250,6 +250,9 @@ struct Full {
     moving: Option<String>,
     /// Set when the user's last connection ended: its tasks stop.
     ended: bool,
+    /// A document opened on the current connection (a user that keeps being sent on
+    /// without ever opening one gives up after [`MAX_MOVES_IN_A_ROW`]).
+    opened_here: bool,
 }
 
 impl Full {
@@ -326,6 +329,7 @@ async fn full_user(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Encodi
         replay: spec.author.clone().map(AuthorState::new),
         moving: None,
         ended: false,
+        opened_here: false,
     }));
     flush(&thread, &state, &current(&link), enc, &spec);
     if spec.role == Role::Editor || spec.cursor_rate > 0.0 {
@@ -362,7 +366,7 @@ async fn full_user(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Encodi
             break;
         }
         let ended = state.borrow_mut().moving.take().map_or(Ended::Lost, |to| Ended::Moved(moved_addr(&to)));
-        in_a_row = if spec.docs.iter().any(|d| state.borrow().session.is_open(d)) { 0 } else { in_a_row + 1 };
+        in_a_row = if std::mem::take(&mut state.borrow_mut().opened_here) { 0 } else { in_a_row + 1 };
         state.borrow_mut().session.on_disconnect();
         let Some(to) = next_node(&thread, &spec, at, ended, in_a_row).await else { break };
         let Some((next, to)) = connect_to(&thread, &spec, enc, to).await else { break };
@@ -420,6 +424,7 @@ fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_st
                 thread.live.set(thread.live.get() + 1);
             }
             Event::Opened { doc } => {
+                st.opened_here = true;
                 if let Some(t) = st.opened_at.remove(&doc) {
                     stats.setup_latency(Latency::Join, t, now);
                 }
