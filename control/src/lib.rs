@@ -72,6 +72,10 @@ pub struct ControlConfig {
     pub database_url: Option<String>,
     /// The signing keys' file; default: `keys.json` in the data directory.
     pub keys_file: Option<PathBuf>,
+    /// The key that signs export and upload links; default: `link-key` in the data
+    /// directory. The nodes of a cluster share one (like `keys_file`), so that a link made
+    /// through one node works through any.
+    pub link_key_file: Option<PathBuf>,
     /// How long access tokens are valid, seconds.
     pub access_token_ttl_s: u64,
     /// How long refresh tokens are valid, days.
@@ -103,11 +107,19 @@ pub struct ControlConfig {
     pub web_dir: Option<PathBuf>,
 }
 
+impl ControlConfig {
+    /// Where the link-signing key is: `link_key_file`, else `link-key` in `data_dir`.
+    pub fn link_key_path(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.link_key_file.clone().unwrap_or_else(|| data_dir.join("link-key"))
+    }
+}
+
 impl Default for ControlConfig {
     fn default() -> Self {
         Self {
             database_url: None,
             keys_file: None,
+            link_key_file: None,
             access_token_ttl_s: 3600,
             refresh_token_ttl_days: 30,
             secure_cookies: false,
@@ -391,17 +403,18 @@ impl ControlPlane {
         });
     }
 
-    /// Connects the blob store for exports and uploads (`link_base`: the server's URL, for
-    /// the links it signs) and starts the lifecycle sweep.
+    /// Connects the blob store for exports and uploads (`link_key`: the file of the key
+    /// that signs their links, made if missing; `link_base`: the server's URL, for the
+    /// links) and starts the lifecycle sweep.
     pub fn attach_files(
         &self,
         blobs: Arc<dyn tandem_storage::BlobStore>,
-        data_dir: &Path,
+        link_key: &Path,
         link_base: &str,
     ) -> Result<Arc<files::Files>> {
         let files = Arc::new(files::Files {
             blobs,
-            signer: files::LinkSigner::load_or_create(&data_dir.join("link-key"))?,
+            signer: files::LinkSigner::load_or_create(link_key)?,
             config: self.app.config.files.clone(),
             link_base: link_base.to_owned(),
         });

@@ -237,7 +237,8 @@ fn serve(args: &ServeArgs) -> Result<()> {
         .with_context(|| format!("starting the server on {}", config.server.listen))?;
     control.attach(server.data_plane());
     let link_base = format!("http://{}", server.local_addr());
-    let files = control.attach_files(blobs, &config.data_dir, &link_base).context("starting exports and uploads")?;
+    let link_key = config.control.link_key_path(&config.data_dir);
+    let files = control.attach_files(blobs, &link_key, &link_base).context("starting exports and uploads")?;
     let exports = events::ExportDeps {
         files,
         keys: Arc::clone(&control.app().keys),

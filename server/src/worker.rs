@@ -104,7 +104,7 @@ pub(crate) fn run(args: &ServeArgs, kinds: &[WorkerKind], metrics_listen: Socket
 /// would sign tokens and links the server refuses).
 fn export_deps(config: &crate::config::FileConfig, link_base: &str) -> Result<events::ExportDeps> {
     let keys_path = config.control.keys_file.clone().unwrap_or_else(|| config.data_dir.join("keys.json"));
-    let link_key = config.data_dir.join("link-key");
+    let link_key = config.control.link_key_path(&config.data_dir);
     for path in [&keys_path, &link_key] {
         if !path.exists() {
             bail!(

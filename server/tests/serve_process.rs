@@ -110,6 +110,31 @@ fn a_second_server_cannot_share_the_data_directory() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The nodes of a cluster share the key that signs export and upload links: a server uses
+/// the file named by `[control] link_key_file` (made there if missing), not its data
+/// directory's.
+#[test]
+fn the_link_key_file_may_be_shared() {
+    let (dir, shared) = (data_dir("link-key-a"), data_dir("link-key-shared"));
+    std::fs::create_dir_all(&shared).unwrap();
+    let key = shared.join("link-key");
+    let cfg = shared.join("tandem.toml");
+    std::fs::write(&cfg, format!("[control]\nlink_key_file = {:?}\n", key.to_str().unwrap())).unwrap();
+    let server = spawn(&dir, &["--config", cfg.to_str().unwrap()]).unwrap();
+    assert!(key.exists(), "the link key was made where the configuration says");
+    assert!(!dir.join("link-key").exists(), "and not in the data directory");
+    let made = std::fs::read(&key).unwrap();
+    drop(server);
+    // Another server (another data directory) uses the same key, unchanged.
+    let other = data_dir("link-key-b");
+    let _second = spawn(&other, &["--config", cfg.to_str().unwrap()]).unwrap();
+    assert_eq!(std::fs::read(&key).unwrap(), made);
+    assert!(!other.join("link-key").exists());
+    for d in [dir, other, shared] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
 #[test]
 fn bad_configuration_is_refused_clearly() {
     let dir = data_dir("badconf");
