@@ -322,7 +322,19 @@ fn paused_owner(args: &[String], config: &str) {
         assert!(Instant::now() < deadline, "the other node never took the document over");
     }
     eprintln!("taken over {:?} after the pause", t.elapsed());
-    assert!(second.client.as_mut().unwrap().wait_until(Duration::from_secs(5), "acked", |s| s.is_synced()).is_ok());
+    // Acknowledged by the node that serves it now (following it, should a starved machine
+    // have let the new owner's short lease lapse meanwhile).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let c = second.client.as_mut().unwrap();
+        let _ = c.wait_until(Duration::from_millis(500), "acked", |s| s.is_synced() || s.moved_to(doc).is_some());
+        if c.session().is_synced() && c.session().is_open(doc) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new owner never acknowledged the edit");
+        second.follow_moves();
+        let _ = second.ensure_open(Duration::from_secs(1));
+    }
     // The old owner resumes: it must not commit what waited in its socket.
     cluster.signal(owner, "-CONT");
     std::thread::sleep(Duration::from_millis(600));
@@ -361,6 +373,39 @@ fn a_leaving_node_hands_its_documents_over_on_scylladb() {
     }
 }
 
+/// Waits until every shard is served by the first `nodes` nodes, each holding at least
+/// `least`; returns how long that took and what each serves.
+fn until_all_served(c: &Cluster, nodes: usize, least: u64, within: Duration) -> (Duration, Vec<u64>) {
+    let t = Instant::now();
+    loop {
+        let s: Vec<u64> = (0..nodes).map(|i| c.metric(i, "tandem_cluster_shards_served")).collect();
+        if s.iter().sum::<u64>() == 1024 && s.iter().all(|&n| n >= least) {
+            return (t.elapsed(), s);
+        }
+        assert!(t.elapsed() < within, "shards served after {within:?}: {s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A REST call, repeated while it is answered 503 (a document moving between nodes at that
+/// instant: the answer says to try again), as a client honouring `Retry-After` would.
+fn http_retrying(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> support::Answer {
+    for _ in 0..25 {
+        let r = http(addr, method, path, headers, body);
+        if r.status != 503 {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    http(addr, method, path, headers, body)
+}
+
 /// A node leaves (SIGTERM) while writers edit, and comes back, with `args` (and `config`)
 /// for each node.
 fn leaving_node(args: &[String], config: &str) {
@@ -370,21 +415,6 @@ fn leaving_node(args: &[String], config: &str) {
     let stop = Arc::new(AtomicBool::new(false));
     let handles = writers(&cluster.urls(), &DOCS, 2, &stop);
     // Settled: every shard served, by the three.
-    let served = |c: &Cluster, nodes: usize| -> Vec<u64> {
-        (0..nodes).map(|i| c.metric(i, "tandem_cluster_shards_served")).collect()
-    };
-    // Every shard served, each node holding at least `least`.
-    let until_all_served = |c: &Cluster, nodes: usize, least: u64, within: Duration| {
-        let t = Instant::now();
-        loop {
-            let s = served(c, nodes);
-            if s.iter().sum::<u64>() == 1024 && s.iter().all(|&n| n >= least) {
-                return (t.elapsed(), s);
-            }
-            assert!(t.elapsed() < within, "shards served after {within:?}: {s:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
     until_all_served(&cluster, 3, 200, Duration::from_secs(20));
     // SIGTERM: node 2 hands its shards over and exits.
     cluster.signal(2, "-TERM");
@@ -414,6 +444,9 @@ fn rest_through_any_node_reaches_the_documents_node() {
     let cfg = cfg.to_str().unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_tandem"));
     let cluster = Cluster::new(bin, &pg, 2, &["--auth", "accounts", "--database-url", &meta, "--config", cfg]);
+    // The shards spread over the two nodes first (a document moving between them meanwhile
+    // answers 503 "try again", which the calls below also retry).
+    until_all_served(&cluster, 2, 480, Duration::from_secs(20));
     let a0 = cluster.nodes[0].addr;
     let (_, alice, _) = signup(a0, "alice@example.com", "Alice");
     let (bob_id, bob, _) = signup(cluster.nodes[1].addr, "bob@example.com", "Bob");
@@ -438,7 +471,7 @@ fn rest_through_any_node_reaches_the_documents_node() {
 
     // A comment made through the node that does not serve the document is forwarded to the
     // one that does, and everyone sees it.
-    let comment = http(
+    let comment = http_retrying(
         cluster.nodes[other].addr,
         "POST",
         &format!("/api/documents/{doc}/comments"),
@@ -447,7 +480,7 @@ fn rest_through_any_node_reaches_the_documents_node() {
     );
     assert_eq!(comment.status, 201, "{}", comment.raw);
     for node in &cluster.nodes {
-        let list = http(
+        let list = http_retrying(
             node.addr,
             "GET",
             &format!("/api/documents/{doc}/comments"),
@@ -459,7 +492,7 @@ fn rest_through_any_node_reaches_the_documents_node() {
     }
 
     // Alice revokes him through the other node.
-    let down = http(
+    let down = http_retrying(
         cluster.nodes[other].addr,
         "DELETE",
         &format!("/api/documents/{doc}/permissions/{bob_id}"),
