@@ -140,4 +140,11 @@ fn bad_configuration_is_refused_clearly() {
     let dir = data_dir("badconf");
     let log = spawn(&dir, &["--max-messages-per-s", "0"]).err().expect("must refuse");
     assert!(log.contains("invalid configuration"), "{log}");
+    // An unreachable metadata database: named, its password not.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://tandem:hunter2@127.0.0.1:{port}/meta");
+    let log = spawn(&dir, &["--database-url", &url]).err().expect("must refuse");
+    assert!(log.contains(&format!("metadata in postgres://tandem:***@127.0.0.1:{port}/meta")), "{log}");
+    assert!(!log.contains("hunter2"), "the password was printed: {log}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
