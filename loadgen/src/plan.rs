@@ -816,6 +816,28 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 #[cfg(test)]
+impl Target {
+    /// The reference design's target (10M connections, 16M messages/s, 5M edits/s, 1B
+    /// documents), for tests.
+    pub(crate) fn reference() -> Self {
+        Self {
+            connections: 10e6,
+            messages_per_s: 16e6,
+            edits_per_s: 5e6,
+            documents: 1e9,
+            active_share: 0.25,
+            message_bytes: 100.0,
+            document_bytes: 10_000.0,
+            headroom: 0.5,
+            slo_p99_ms: 50.0,
+            opens_per_s: 0.0,
+            emails_per_s: 0.0,
+            ops_per_event: 1.0,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -885,20 +907,7 @@ mod tests {
     }
 
     fn target() -> Target {
-        Target {
-            connections: 10e6,
-            messages_per_s: 16e6,
-            edits_per_s: 5e6,
-            documents: 1e9,
-            active_share: 0.25,
-            message_bytes: 100.0,
-            document_bytes: 10_000.0,
-            headroom: 0.5,
-            slo_p99_ms: 50.0,
-            opens_per_s: 0.0,
-            emails_per_s: 0.0,
-            ops_per_event: 1.0,
-        }
+        Target::reference()
     }
 
     #[test]

@@ -287,18 +287,13 @@ mod tests {
 
     fn target() -> Target {
         Target {
-            connections: 10e6,
-            messages_per_s: 16e6,
-            edits_per_s: 5e6,
-            documents: 1e9,
             active_share: 0.2,
             message_bytes: 120.0,
             document_bytes: 20_000.0,
             headroom: 0.6,
-            slo_p99_ms: 50.0,
             opens_per_s: 20_000.0,
             emails_per_s: 1_000.0,
-            ops_per_event: 1.0,
+            ..Target::reference()
         }
     }
 
