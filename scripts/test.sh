@@ -34,6 +34,8 @@ command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs np
 [ -x /usr/bin/chromium ] && [ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] ||
   apt_install chromium fonts-noto-color-emoji
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+# The browser's HTTPS test makes its certificate with openssl.
+command -v openssl >/dev/null || apt_install openssl
 # The SMTP sink the notification tests send to.
 /usr/bin/python3 -c "import aiosmtpd" 2>/dev/null || apt_install python3-aiosmtpd
 

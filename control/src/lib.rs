@@ -158,6 +158,9 @@ pub struct App {
     /// In a cluster: which documents this node serves (requests about the others'
     /// comments are forwarded to their node).
     placement: OnceLock<Arc<dyn tandem_net::placement::Placement>>,
+    /// In a cluster whose nodes terminate TLS: how this node reaches the others (whom it
+    /// trusts).
+    forward_tls: OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 /// The settings the handlers read.
@@ -202,6 +205,7 @@ impl App {
             files: OnceLock::new(),
             web: None,
             placement: OnceLock::new(),
+            forward_tls: OnceLock::new(),
         })
     }
 
@@ -359,6 +363,12 @@ impl ControlPlane {
     /// node serves are forwarded there).
     pub fn set_placement(&self, placement: Arc<dyn tandem_net::placement::Placement>) {
         let _ = self.app.placement.set(placement);
+    }
+
+    /// In a cluster whose nodes terminate TLS: the client configuration REST calls are
+    /// forwarded to other nodes with (`https://`).
+    pub fn set_forward_tls(&self, config: Arc<rustls::ClientConfig>) {
+        let _ = self.app.forward_tls.set(config);
     }
 
     /// The control plane's runtime (the workers run on it too).

@@ -22,9 +22,10 @@ mod room;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod tls;
 mod wsconn;
 
 pub use server::{
-    BlobsKind, DataPlane, FsyncMode, Hooks, HttpHandoff, LimitsConfig, OplogKind, S3Config, ScyllaConfig, ServerConfig,
-    ServerHandle, StorageConfig, open_blobs, open_core_log, start, start_with,
+    BlobsKind, DataPlane, FsyncMode, HandedConn, Hooks, HttpHandoff, LimitsConfig, OplogKind, S3Config, ScyllaConfig,
+    ServerConfig, ServerHandle, StorageConfig, open_blobs, open_core_log, start, start_with,
 };

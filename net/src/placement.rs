@@ -30,17 +30,31 @@ pub trait Placement: Send + Sync + std::fmt::Debug {
 
 /// The `host:port` of a node's URL the other nodes reach it at over plain HTTP: an
 /// `http://host:port` internal URL or a `ws://host:port/...` advertised one; None for
-/// anything else (`wss://`, `https://`: TLS between nodes is not spoken).
+/// anything else.
 pub fn plain_authority(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("ws://"))?;
+    match node_authority(url)? {
+        (false, authority) => Some(authority),
+        (true, _) => None,
+    }
+}
+
+/// Whether a node's URL speaks TLS, and its `host:port`: `http://` and `ws://` plain,
+/// `https://` and `wss://` with TLS (a node terminating TLS itself); None for anything else
+/// (no port, another scheme).
+pub fn node_authority(url: &str) -> Option<(bool, &str)> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("http://").or_else(|| url.strip_prefix("ws://")) {
+        (false, r)
+    } else {
+        (true, url.strip_prefix("https://").or_else(|| url.strip_prefix("wss://"))?)
+    };
     let authority = rest.split('/').next()?;
     let (host, port) = authority.rsplit_once(':')?;
-    (!host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)).then_some(authority)
+    (!host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)).then_some((tls, authority))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::plain_authority;
+    use super::{node_authority, plain_authority};
 
     #[test]
     fn plain_authorities() {
@@ -49,6 +63,12 @@ mod tests {
         assert_eq!(plain_authority("http://[::1]:8080/"), Some("[::1]:8080"));
         for bad in ["wss://a:1/ws", "https://a:1", "http://a", "http://:80", "http://a:0", "http://a:x", "a:1", ""] {
             assert_eq!(plain_authority(bad), None, "{bad}");
+        }
+        assert_eq!(node_authority("wss://a.example.com:443/ws"), Some((true, "a.example.com:443")));
+        assert_eq!(node_authority("https://10.0.0.5:8443"), Some((true, "10.0.0.5:8443")));
+        assert_eq!(node_authority("ws://10.0.0.5:8080/ws"), Some((false, "10.0.0.5:8080")));
+        for bad in ["wss://a/ws", "ftp://a:1", "https://:1"] {
+            assert_eq!(node_authority(bad), None, "{bad}");
         }
     }
 }

@@ -26,9 +26,14 @@ pub(crate) struct ClusterConfig {
     /// The WebSocket URL clients are sent to for documents this node serves
     /// (`ws://host:port/ws`; default: the listen address, which must then not be 0.0.0.0).
     pub(crate) advertise: Option<String>,
-    /// Where the other nodes reach this one (`http://host:port`: forwarded REST calls), when
-    /// not at the advertised URL (a `wss://` one, through TLS in front of the node).
+    /// Where the other nodes reach this one (`http://host:port`: forwarded REST calls;
+    /// `https://` when the node terminates TLS itself), when not at the advertised URL (a
+    /// `wss://` one, through TLS in front of the node).
     pub(crate) internal_url: Option<String>,
+    /// With TLS on the nodes' ports: the certificate authorities (PEM) whose certificates
+    /// this node accepts from the others when forwarding (default: only the certificate
+    /// this node serves itself, for nodes that share one).
+    pub(crate) internal_ca_file: Option<std::path::PathBuf>,
     /// The leases' PostgreSQL database (`--cluster-database-url`,
     /// `TANDEM_CLUSTER_DATABASE_URL`; default: the op log's with `oplog = "postgres"`, else
     /// the metadata database).
@@ -52,6 +57,7 @@ impl Default for ClusterConfig {
             node: None,
             advertise: None,
             internal_url: None,
+            internal_ca_file: None,
             database_url: None,
             shards: DEFAULT_SHARDS,
             lease_ttl_ms: 3000,
@@ -99,23 +105,25 @@ impl Placement for Cores {
     }
 }
 
-/// Where the other nodes reach this one: `internal_url` when given (an `http://host:port`),
-/// else the advertised URL when plain `ws://`, else the listen address.
+/// Where the other nodes reach this one: `internal_url` when given (`http://host:port`, or
+/// `https://` when the node terminates TLS itself), else the advertised URL when it speaks
+/// what the port speaks (`ws://` plain, `wss://` with TLS), else the listen address.
 fn internal_url(
     internal: Option<&str>,
     advertise: &str,
     listen: std::net::SocketAddr,
+    tls: bool,
 ) -> Result<Option<String>, String> {
-    use tandem_net::placement::plain_authority;
+    use tandem_net::placement::node_authority;
+    let scheme = if tls { "https" } else { "http" };
+    let why = if tls { "this node serves TLS on its port" } else { "the nodes speak plain HTTP to each other" };
     match internal {
-        Some(u) if plain_authority(u).is_some() && u.starts_with("http://") => Ok(Some(u.to_owned())),
-        Some(u) => Err(format!(
-            "cluster.internal_url {u:?}: expected http://host:port (the nodes speak plain HTTP to each other)"
-        )),
-        None if plain_authority(advertise).is_some() => Ok(None),
-        None if !listen.ip().is_unspecified() => Ok(Some(format!("http://{listen}"))),
+        Some(u) if node_authority(u).is_some_and(|(t, _)| t == tls) && u.starts_with(scheme) => Ok(Some(u.to_owned())),
+        Some(u) => Err(format!("cluster.internal_url {u:?}: expected {scheme}://host:port ({why})")),
+        None if node_authority(advertise).is_some_and(|(t, _)| t == tls) => Ok(None),
+        None if !listen.ip().is_unspecified() => Ok(Some(format!("{scheme}://{listen}"))),
         None => Err(format!(
-            "cluster.internal_url is needed when advertising {advertise} and listening on {listen}: where the other nodes reach this one (http://host:port)"
+            "cluster.internal_url is needed when advertising {advertise} and listening on {listen}: where the other nodes reach this one ({scheme}://host:port)"
         )),
     }
 }
@@ -137,14 +145,17 @@ impl Node {
             bail!("cluster.shards must be at least 1 (1024 by default, fixed for the cluster's life)");
         }
         let listen = config.server.listen;
+        let tls = config.server.tls.cert_file.is_some();
         let advertise = match &cfg.advertise {
             Some(a) => a.clone(),
             None if listen.ip().is_unspecified() => {
                 bail!("cluster.advertise is needed when listening on {listen}: the URL other nodes send clients to")
             }
+            None if tls => format!("wss://{listen}/ws"),
             None => format!("ws://{listen}/ws"),
         };
-        let internal = internal_url(cfg.internal_url.as_deref(), &advertise, listen).map_err(anyhow::Error::msg)?;
+        let internal =
+            internal_url(cfg.internal_url.as_deref(), &advertise, listen, tls).map_err(anyhow::Error::msg)?;
         let node = cfg.node.clone().unwrap_or_else(|| advertise.clone());
         let url = database_url(cfg, config)?;
         let settings = Settings {
@@ -261,17 +272,34 @@ mod tests {
         let local: std::net::SocketAddr = "10.0.0.5:8080".parse().unwrap();
         let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
         // A plain ws:// advertised URL is reached as it is.
-        assert_eq!(internal_url(None, "ws://tandem-0.internal:8080/ws", any), Ok(None));
+        assert_eq!(internal_url(None, "ws://tandem-0.internal:8080/ws", any, false), Ok(None));
         // Behind TLS: the listen address, or the URL given.
-        assert_eq!(internal_url(None, "wss://docs.example.com/ws", local), Ok(Some("http://10.0.0.5:8080".into())));
-        let e = internal_url(None, "wss://docs.example.com/ws", any).unwrap_err();
+        assert_eq!(
+            internal_url(None, "wss://docs.example.com/ws", local, false),
+            Ok(Some("http://10.0.0.5:8080".into()))
+        );
+        let e = internal_url(None, "wss://docs.example.com/ws", any, false).unwrap_err();
         assert!(e.contains("cluster.internal_url is needed"), "{e}");
         assert_eq!(
-            internal_url(Some("http://tandem-0.tandem-nodes:8080"), "wss://a.example.com/ws", any),
+            internal_url(Some("http://tandem-0.tandem-nodes:8080"), "wss://a.example.com/ws", any, false),
             Ok(Some("http://tandem-0.tandem-nodes:8080".into()))
         );
         for bad in ["https://a:1", "ws://a:1/ws", "http://a"] {
-            assert!(internal_url(Some(bad), "wss://a.example.com/ws", any).unwrap_err().contains("expected http://"));
+            let e = internal_url(Some(bad), "wss://a.example.com/ws", any, false).unwrap_err();
+            assert!(e.contains("expected http://"), "{e}");
         }
+        // Terminating TLS itself: a wss:// advertised URL is reached as it is (https), else
+        // an https:// one; plain HTTP is not what the port speaks.
+        assert_eq!(internal_url(None, "wss://tandem-0.internal:8443/ws", any, true), Ok(None));
+        assert_eq!(
+            internal_url(None, "wss://docs.example.com/ws", local, true),
+            Ok(Some("https://10.0.0.5:8080".into()))
+        );
+        assert_eq!(
+            internal_url(Some("https://tandem-0.tandem-nodes:8443"), "wss://a.example.com/ws", any, true),
+            Ok(Some("https://tandem-0.tandem-nodes:8443".into()))
+        );
+        let e = internal_url(Some("http://a:1"), "wss://a.example.com/ws", any, true).unwrap_err();
+        assert!(e.contains("expected https://") && e.contains("serves TLS"), "{e}");
     }
 }

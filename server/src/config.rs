@@ -153,7 +153,13 @@ pub(crate) struct ServeArgs {
     /// Metadata database: sqlite://PATH or postgres://USER:PASSWORD@HOST/DB [default: sqlite://DATA_DIR/tandem.db].
     #[arg(long, env = "TANDEM_DATABASE_URL", value_name = "URL")]
     database_url: Option<String>,
-    /// Mark cookies Secure (clients reach Tandem over HTTPS) [default: false].
+    /// Serve HTTPS and WSS on the port with this certificate chain (PEM; with --tls-key), reloaded when the file changes.
+    #[arg(long, env = "TANDEM_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "TANDEM_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Mark cookies Secure (clients reach Tandem over HTTPS; always with --tls-cert) [default: false].
     #[arg(long, env = "TANDEM_SECURE_COOKIES", value_name = "BOOL")]
     secure_cookies: Option<bool>,
     /// The browser editor's build, served at / [default: web/app/dist when it is there].
@@ -291,6 +297,12 @@ impl ServeArgs {
             st.scylla.consistency = c.clone();
         }
         st.data_dir = config.data_dir.clone();
+        if let Some(cert) = &self.tls_cert {
+            s.tls.cert_file = Some(cert.clone());
+        }
+        if let Some(key) = &self.tls_key {
+            s.tls.key_file = Some(key.clone());
+        }
         s.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         if config.auth == AuthMode::Accounts && config.server.dev_secret.is_some() {
             anyhow::bail!("--dev-secret is for --auth dev; with accounts, clients sign in through /api/auth");
@@ -304,6 +316,10 @@ impl ServeArgs {
         }
         if let Some(dir) = &self.web_dir {
             c.web_dir = Some(dir.clone());
+        }
+        if config.server.tls.cert_file.is_some() {
+            // Served over HTTPS only: a cookie without Secure would be a mistake.
+            c.secure_cookies = true;
         }
         c.allowed_origins = config.server.allowed_origins.clone();
         let k = &mut config.cluster;
@@ -332,6 +348,11 @@ impl ServeArgs {
         c.files.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Ok(config)
     }
+}
+
+/// `https` when the port has TLS, else `http`.
+pub(crate) fn http_scheme(config: &FileConfig) -> &'static str {
+    if config.server.tls.cert_file.is_some() { "https" } else { "http" }
 }
 
 fn parse_auth(s: &str) -> Result<AuthMode, String> {

@@ -73,6 +73,8 @@ pub(crate) struct ExportDeps {
     pub(crate) server: std::net::SocketAddr,
     /// The cores, when the worker runs inside `tandem serve` (requesters' sessions are told).
     pub(crate) data: Option<tandem_net::DataPlane>,
+    /// With TLS on the port: how to reach it (trusting the certificate it serves).
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for EventsConfig {
@@ -220,7 +222,8 @@ pub(crate) fn spawn_workers(
                     Arc::clone(&deps.keys),
                     deps.server,
                     deps.data.clone(),
-                );
+                )
+                .with_tls(deps.tls.clone());
                 let stats = metrics.stats(tandem_workers::export::GROUP);
                 runtime.spawn(tandem_workers::run(worker, bus.clone(), store.clone(), stats, policy));
             }

@@ -207,6 +207,10 @@ fn serve(args: &ServeArgs) -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let _lock = lock_data_dir(&config.data_dir)?;
+    if let (Some(cert), Some(key)) = (&config.server.tls.cert_file, &config.server.tls.key_file) {
+        // Before anything starts: a bad file is the whole answer.
+        tandem_net::tls::load_certified(cert, key).map_err(anyhow::Error::msg).context("TLS on the port")?;
+    }
     #[cfg(feature = "heap-stats")]
     heap::report_periodically();
     let metadata =
@@ -238,7 +242,18 @@ fn serve(args: &ServeArgs) -> Result<()> {
     let server = tandem_net::start_with(config.server.clone(), hooks)
         .with_context(|| format!("starting the server on {}", config.server.listen))?;
     control.attach(server.data_plane());
-    let link_base = format!("http://{}", server.local_addr());
+    if let (Some(_), Some(tls)) = (&node, server.tls()) {
+        // REST calls forwarded to the other nodes go over TLS, trusting what they present.
+        let trust = match &config.cluster.internal_ca_file {
+            Some(ca) => tandem_net::tls::client_config_trusting(ca)
+                .map_err(anyhow::Error::msg)
+                .context("cluster.internal_ca_file")?,
+            None => tandem_net::tls::pinned_client_config(&tls.certs),
+        };
+        control.set_forward_tls(trust);
+    }
+    let (http, ws) = if server.tls().is_some() { ("https", "wss") } else { ("http", "ws") };
+    let link_base = format!("{http}://{}", server.local_addr());
     let link_key = config.control.link_key_path(&config.data_dir);
     let files = control.attach_files(blobs, &link_key, &link_base).context("starting exports and uploads")?;
     let exports = events::ExportDeps {
@@ -246,11 +261,12 @@ fn serve(args: &ServeArgs) -> Result<()> {
         keys: Arc::clone(&control.app().keys),
         server: events::loopback(server.local_addr()),
         data: Some(server.data_plane()),
+        tls: server.tls().map(|t| tandem_net::tls::pinned_client_config(&t.certs)),
     };
     events.start(&control, &config.events, &config.mail, &config.data_dir, &link_base, &exports)?;
     let drivers: Vec<&str> = server.drivers().iter().map(|d| d.name()).collect();
     info!(
-        "tandem listening on http://{addr} (REST /api, WebSocket ws://{addr}/ws) with {} cores ({}); data in {}",
+        "tandem listening on {http}://{addr} (REST /api, WebSocket {ws}://{addr}/ws) with {} cores ({}); data in {}",
         drivers.len(),
         drivers.join(", "),
         config.data_dir.display(),
@@ -259,7 +275,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
     if control.app().web().is_some() {
         let addr = server.local_addr();
         let host = if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() };
-        info!("the editor: open http://{host}/ in a browser");
+        info!("the editor: open {http}://{host}/ in a browser");
     }
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     if let Some(signal) = signals.forever().next() {

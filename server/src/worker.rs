@@ -56,7 +56,7 @@ pub(crate) fn run(args: &ServeArgs, kinds: &[WorkerKind], metrics_listen: Socket
     let store = connect_store(&runtime, &config)?;
     let bus = events::open_bus(runtime.handle(), &config.events, &config.data_dir)?;
     let mut metrics = WorkerMetrics::new(kinds, None);
-    let link_base = format!("http://{}", config.server.listen);
+    let link_base = format!("{}://{}", crate::config::http_scheme(&config), config.server.listen);
     let exports = if kinds.contains(&WorkerKind::Exports) { Some(export_deps(&config, &link_base)?) } else { None };
     let emails = events::spawn_workers(
         runtime.handle(),
@@ -127,7 +127,17 @@ fn export_deps(config: &crate::config::FileConfig, link_base: &str) -> Result<ev
         server: events::loopback(config.server.listen),
         // Another process holds the cores: the requester learns it from the email and the API.
         data: None,
+        tls: loopback_tls(&config.server.tls)?,
     })
+}
+
+/// With TLS on the server's port: a client configuration trusting the certificate its files
+/// hold (watched, like the server watches them).
+fn loopback_tls(cfg: &tandem_net::tls::TlsConfig) -> Result<Option<Arc<rustls::ClientConfig>>> {
+    let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) else { return Ok(None) };
+    let certs = tandem_net::tls::Certs::load(cert, key).map_err(anyhow::Error::msg)?;
+    certs.watch(std::time::Duration::from_secs(cfg.reload_interval_s.max(1)));
+    Ok(Some(tandem_net::tls::pinned_client_config(&certs)))
 }
 
 /// Rebuilds the search index from the op log.

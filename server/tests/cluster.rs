@@ -512,3 +512,88 @@ fn rest_through_any_node_reaches_the_documents_node() {
         assert!(!again.ensure_open(Duration::from_secs(2)), "bob reopened the document after the revocation");
     }
 }
+
+#[test]
+fn nodes_terminating_tls_send_clients_to_wss_and_forward_rest_over_https() {
+    let pg = Postgres::start();
+    let meta = pg.database("meta");
+    let dir = tempfile::tempdir().unwrap();
+    // One certificate for the nodes (the default trust between them: the one they serve).
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, signing_key.serialize_pem()).unwrap();
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(&cfg, format!("[control]\nkeys_file = {:?}\n", dir.path().join("keys.json"))).unwrap();
+    let (cfg, cert_file, key_file) = (cfg.to_str().unwrap(), cert_file.to_str().unwrap(), key_file.to_str().unwrap());
+    let bin = Path::new(env!("CARGO_BIN_EXE_tandem"));
+    let args = [
+        "--auth",
+        "accounts",
+        "--database-url",
+        &meta,
+        "--config",
+        cfg,
+        "--tls-cert",
+        cert_file,
+        "--tls-key",
+        key_file,
+    ];
+    let cluster = Cluster::new(bin, &pg, 2, &args);
+    let tls = cluster.tls.clone().expect("the harness trusts the nodes' certificate");
+    until_all_served(&cluster, 2, 480, Duration::from_secs(20));
+    let a0 = cluster.nodes[0].addr;
+    let (status, alice) = support::https_json(
+        a0,
+        &tls,
+        "POST",
+        "/api/auth/signup",
+        None,
+        Some(json!({"email": "alice@example.com", "password": "correct horse battery staple", "name": "Alice"})),
+    );
+    assert_eq!(status, 201, "{alice}");
+    let alice = alice["access_token"].as_str().unwrap().to_owned();
+    let (status, doc) =
+        support::https_json(a0, &tls, "POST", "/api/documents", Some(&alice), Some(json!({"title": "T"})));
+    assert_eq!(status, 201, "{doc}");
+    let doc = doc["id"].as_str().unwrap().to_owned();
+
+    // A client that starts on either node is sent to the owner's wss:// URL and edits there.
+    let mut f = Follower::new(9, &doc, cluster.urls());
+    f.token = alice.clone();
+    f.tls = Some(Arc::clone(&tls));
+    assert!(f.ensure_open(Duration::from_secs(10)));
+    assert!(f.append("<over tls>"));
+    assert!(f.client.as_mut().unwrap().wait_until(Duration::from_secs(5), "acked", |s| s.is_synced()).is_ok());
+    let owner = format!("wss://{}/ws", f.client.as_ref().unwrap().addr());
+    let other = cluster.urls().iter().position(|u| *u != owner).expect("two nodes");
+
+    // A comment made through the other node is forwarded to the owner over HTTPS.
+    let mut comment = (0, serde_json::Value::Null);
+    for _ in 0..25 {
+        comment = support::https_json(
+            cluster.nodes[other].addr,
+            &tls,
+            "POST",
+            &format!("/api/documents/{doc}/comments"),
+            Some(&alice),
+            Some(json!({"start": 0, "end": 4, "text": "forwarded over TLS"})),
+        );
+        if comment.0 != 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(comment.0, 201, "{}", comment.1);
+    let (status, list) = support::https_json(
+        cluster.nodes[other].addr,
+        &tls,
+        "GET",
+        &format!("/api/documents/{doc}/comments"),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["threads"][0]["messages"][0]["text"], "forwarded over TLS", "{list}");
+}

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -40,6 +41,9 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// More `tandem serve` arguments.
     pub args: Vec<String>,
+    /// With `--tls-cert`/`--tls-key` in them: a client configuration trusting that
+    /// certificate (the nodes share it), for `wss://` and HTTPS.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Cluster {
@@ -72,8 +76,15 @@ impl Cluster {
                 child: None,
             })
             .collect();
+        let arg = |name: &str| args.iter().position(|a| *a == name).map(|i| Path::new(args[i + 1]));
+        let tls = match (arg("--tls-cert"), arg("--tls-key")) {
+            (Some(cert), Some(key)) => {
+                Some(tandem_net::tls::pinned_client_config(&tandem_net::tls::Certs::load(cert, key).unwrap()))
+            }
+            _ => None,
+        };
         let args = args.iter().map(|a| (*a).to_owned()).collect();
-        let mut c = Self { bin: bin.to_owned(), url, nodes, args };
+        let mut c = Self { bin: bin.to_owned(), url, nodes, args, tls };
         for i in 0..n {
             c.start(i);
         }
@@ -124,18 +135,33 @@ impl Cluster {
         }
     }
 
-    /// The nodes' WebSocket URLs.
+    /// The nodes' WebSocket URLs (`wss://` with TLS).
     pub fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| format!("ws://{}/ws", n.addr)).collect()
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        self.nodes.iter().map(|n| format!("{scheme}://{}/ws", n.addr)).collect()
     }
 
     /// A counter from node `i`'s `/metrics`, summed over cores.
     pub fn metric(&self, i: usize, name: &str) -> u64 {
         let addr = self.nodes[i].addr;
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+        match &self.tls {
+            None => {
+                let mut s = tcp;
+                std::io::Write::write_all(&mut s, request).unwrap();
+                std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+            }
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let conn = rustls::ClientConnection::new(Arc::clone(config), name).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                std::io::Write::write_all(&mut s, request).unwrap();
+                // The server's close_notify ends it; an abrupt end after the body is fine too.
+                let _ = std::io::Read::read_to_string(&mut s, &mut text);
+            }
+        }
         text.lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -174,6 +200,8 @@ pub struct Follower {
     pub moves: usize,
     /// The access token for `hello` (empty under `--auth dev`).
     pub token: String,
+    /// With TLS on the nodes: whom to trust (see [`Cluster::tls`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The node it is connected to, and the one before.
     current: Option<String>,
     previous: Option<String>,
@@ -191,6 +219,7 @@ impl Follower {
             next: None,
             moves: 0,
             token: String::new(),
+            tls: None,
             current: None,
             previous: None,
         }
@@ -209,10 +238,12 @@ impl Follower {
                 Some(c) if c.session().is_welcomed() && c.close_reason().is_none() && self.next.is_none() => true,
                 Some(c) => c.reconnect_to(&url).is_ok(),
                 None => {
-                    let addr: SocketAddr = url.trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap();
+                    let host = url.trim_start_matches("wss://").trim_start_matches("ws://");
+                    let addr: SocketAddr = host.trim_end_matches("/ws").parse().unwrap();
                     let options = ClientOptions {
                         name: format!("c{}", self.id),
                         token: self.token.clone(),
+                        tls: self.tls.clone(),
                         ..ClientOptions::default()
                     };
                     match Client::connect(addr, ClientId(self.id), options) {

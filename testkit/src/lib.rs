@@ -143,7 +143,7 @@ pub fn start_listening(what: &str, mut make: impl FnMut() -> Command) -> Child {
             let line = line.expect("stderr");
             log.push_str(&line);
             log.push('\n');
-            if line.contains("listening on http://") {
+            if line.contains("listening on http://") || line.contains("listening on https://") {
                 // TANDEM_TESTKIT_ECHO=1: the process's log on this one's stderr, each line
                 // named (to see what the nodes of a failing test did, and when).
                 let echo = std::env::var_os("TANDEM_TESTKIT_ECHO").is_some_and(|v| v == "1");

@@ -50,6 +50,7 @@ pub struct Exporter {
     timeout: Duration,
     renders: Arc<Semaphore>,
     data: Option<DataPlane>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Why an export ended without a file: said to the requester.
@@ -69,7 +70,16 @@ impl Exporter {
             ..Limits::default()
         };
         let (timeout, concurrency) = (Duration::from_secs(c.render_timeout_s), c.render_concurrency);
-        Self { store, files, keys, server, limits, timeout, renders: Arc::new(Semaphore::new(concurrency)), data }
+        let renders = Arc::new(Semaphore::new(concurrency));
+        Self { store, files, keys, server, limits, timeout, renders, data, tls: None }
+    }
+
+    /// Reads documents over TLS (`wss://`, the server terminating TLS on its port), trusting
+    /// what `config` trusts.
+    #[must_use]
+    pub fn with_tls(mut self, config: Option<Arc<rustls::ClientConfig>>) -> Self {
+        self.tls = config;
+        self
     }
 
     async fn export(&self, envelope: &Envelope) -> Result<(), Failure> {
@@ -122,8 +132,8 @@ impl Exporter {
         title: &str,
     ) -> Result<u64, Result<Refused, Failure>> {
         let (token, _) = self.keys.sign(user, "export");
-        let (server, doc_id) = (self.server, doc.to_owned());
-        let read = tokio::task::spawn_blocking(move || read_document(server, &token, &doc_id, rev, requested_ms))
+        let (server, doc_id, tls) = (self.server, doc.to_owned(), self.tls.clone());
+        let read = tokio::task::spawn_blocking(move || read_document(server, tls, &token, &doc_id, rev, requested_ms))
             .await
             .map_err(|e| Err(Failure::Transient(format!("the reading task failed: {e}"))))?;
         let (rev, content) = match read {
@@ -303,6 +313,7 @@ fn decode_data_url(data: &str) -> Option<Vec<u8>> {
 /// the token's user over WebSocket.
 fn read_document(
     server: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
     token: &str,
     doc: &str,
     rev: Option<u64>,
@@ -314,6 +325,7 @@ fn read_document(
         encoding: Encoding::Binary,
         token: token.to_owned(),
         name: "export".into(),
+        tls,
         ..ClientOptions::default()
     };
     let mut client = Client::connect(server, ClientId(u64::from_le_bytes(id)), options)?;

@@ -50,10 +50,19 @@ pub(super) async fn to_owner(State(app): State<Arc<App>>, req: Request, next: Ne
         return unavailable("no node serves this document at this instant (a failover); try again");
     };
     let internal = placement.internal(&owner);
-    let Some(authority) = tandem_net::placement::plain_authority(&internal).map(str::to_owned) else {
-        return unavailable("the node serving this document is not reachable over plain HTTP from here");
+    let Some((tls, authority)) = tandem_net::placement::node_authority(&internal) else {
+        return unavailable("the node serving this document announced no URL this node can reach");
     };
-    match tokio::time::timeout(TIMEOUT, forward(&authority, req)).await {
+    let tls = match (tls, app.forward_tls.get()) {
+        (false, _) => None,
+        (true, Some(config)) => Some(Arc::clone(config)),
+        (true, None) => {
+            tracing::warn!(doc, to = %internal, "the document's node speaks TLS and this one has no TLS client configured");
+            return unavailable("the node serving this document is not reachable from here");
+        }
+    };
+    let authority = authority.to_owned();
+    match tokio::time::timeout(TIMEOUT, forward(&authority, tls, req)).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
             tracing::warn!(doc, to = %authority, "forwarding a request to the document's node failed: {e}");
@@ -63,15 +72,22 @@ pub(super) async fn to_owner(State(app): State<Arc<App>>, req: Request, next: Ne
     }
 }
 
-async fn forward(authority: &str, req: Request) -> Result<Response, String> {
+async fn forward(authority: &str, tls: Option<Arc<rustls::ClientConfig>>, req: Request) -> Result<Response, String> {
     let (mut parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| format!("reading the body: {e}"))?;
     let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connecting: {e}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut sender = match tls {
+        None => handshake(stream).await?,
+        Some(config) => {
+            let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).trim_matches(['[', ']']);
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            handshake(stream).await?
+        }
+    };
     // The client's Host stays (the owner checks a browser's Origin against it).
     parts.headers.insert(FORWARDED, HeaderValue::from_static("1"));
     parts.headers.remove(header::CONNECTION);
@@ -79,6 +95,19 @@ async fn forward(authority: &str, req: Request) -> Result<Response, String> {
     let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
     let (parts, incoming) = response.into_parts();
     Ok(Response::from_parts(parts, Body::new(incoming)))
+}
+
+/// An HTTP/1.1 client connection over `io`, driven on its own task.
+async fn handshake<I>(io: I) -> Result<hyper::client::conn::http1::SendRequest<Body>, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 #[cfg(test)]

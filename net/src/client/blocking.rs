@@ -1,11 +1,15 @@
-//! A blocking client: a [`ClientSession`] over a `std` TCP socket and tungstenite's client.
+//! A blocking client: a [`ClientSession`] over a `std` TCP socket (with TLS when asked) and
+//! tungstenite's client.
 //!
 //! Good for tests, tools and simple integrations; the load generator drives the same session
 //! over its own async sockets.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
 
 use tandem_engine::{ClientId, Delta, SelectionRange};
 use tungstenite::client::IntoClientRequest;
@@ -79,6 +83,53 @@ pub struct ClientOptions {
     pub color: String,
     /// `Origin` header to send, if any.
     pub origin: Option<String>,
+    /// Connect over TLS (`wss://`) with this configuration (which says whom to trust).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The name the server's certificate must carry [default: the host connected to].
+    pub server_name: Option<String>,
+}
+
+/// The socket under the WebSocket: plain, or TLS over it.
+pub enum Stream {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`.
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP socket.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+        }
+    }
 }
 
 impl Default for ClientOptions {
@@ -89,6 +140,8 @@ impl Default for ClientOptions {
             name: "tandem".into(),
             color: String::new(),
             origin: None,
+            tls: None,
+            server_name: None,
         }
     }
 }
@@ -98,7 +151,7 @@ pub struct Client {
     addr: SocketAddr,
     options: ClientOptions,
     session: ClientSession,
-    ws: Option<WebSocket<TcpStream>>,
+    ws: Option<WebSocket<Stream>>,
     closed: Option<(u16, String)>,
     /// Events read while waiting for a particular answer, for [`Client::events`].
     stashed: Vec<Event>,
@@ -133,7 +186,18 @@ impl Client {
         // handshake; reads set their own timeouts afterwards.
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-        let mut request: Request = format!("ws://{}/ws", self.addr).into_client_request()?;
+        let (scheme, stream) = match &self.options.tls {
+            None => ("ws", Stream::Plain(stream)),
+            Some(config) => {
+                let name = match &self.options.server_name {
+                    Some(n) => ServerName::try_from(n.clone()).map_err(|e| io::Error::other(format!("{n:?}: {e}")))?,
+                    None => ServerName::IpAddress(self.addr.ip().into()),
+                };
+                let conn = rustls::ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+                ("wss", Stream::Tls(Box::new(rustls::StreamOwned::new(conn, stream))))
+            }
+        };
+        let mut request: Request = format!("{scheme}://{}/ws", self.addr).into_client_request()?;
         let headers = request.headers_mut();
         headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(self.options.encoding.subprotocol()));
         if let Some(origin) = &self.options.origin {
@@ -159,22 +223,29 @@ impl Client {
     }
 
     /// Reconnects to another server (a cluster's `moved` names it as a WebSocket URL,
-    /// `ws://host:port/ws`): every open document is opened there, resuming.
+    /// `ws://host:port/ws`, or `wss://` when this client has TLS): every open document is
+    /// opened there, resuming.
     pub fn reconnect_to(&mut self, url: &str) -> Result<(), ClientError> {
+        let scheme = if self.options.tls.is_some() { "wss://" } else { "ws://" };
         let host = url
-            .strip_prefix("ws://")
+            .strip_prefix(scheme)
             .and_then(|r| r.split('/').next())
-            .ok_or_else(|| io::Error::other(format!("{url:?}: expected ws://host:port/...")))?;
+            .ok_or_else(|| io::Error::other(format!("{url:?}: expected {scheme}host:port/...")))?;
         self.addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
             .next()
             .ok_or_else(|| io::Error::other(format!("{host}: no address")))?;
+        if self.options.tls.is_some() {
+            // The certificate names the host, not its address.
+            let name = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_matches(['[', ']']);
+            self.options.server_name = Some(name.to_owned());
+        }
         self.reconnect()
     }
 
     /// Drops the TCP connection without a close handshake (to test resumption).
     pub fn drop_connection(&mut self) {
         if let Some(ws) = self.ws.take() {
-            let _ = ws.get_ref().shutdown(std::net::Shutdown::Both);
+            let _ = ws.get_ref().tcp().shutdown(std::net::Shutdown::Both);
         }
         self.session.on_disconnect();
     }
@@ -450,7 +521,7 @@ impl Client {
     fn read_one(&mut self, deadline: Instant) -> Result<(), ClientError> {
         let ws = self.ws.as_mut().ok_or(ClientError::NotConnected)?;
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        ws.get_ref().set_read_timeout(Some(left))?;
+        ws.get_ref().tcp().set_read_timeout(Some(left))?;
         match ws.read() {
             Ok(Message::Binary(b)) if self.options.encoding == Encoding::Binary => {
                 self.session.handle(decode_server(&b, Encoding::Binary)?)?;

@@ -7,5 +7,5 @@
 mod blocking;
 mod session;
 
-pub use blocking::{Client, ClientError, ClientOptions};
+pub use blocking::{Client, ClientError, ClientOptions, Stream};
 pub use session::{ClientSession, EditError, Event, SessionError};

@@ -33,6 +33,7 @@ use crate::http::{self, Context, Route};
 use crate::metrics::CoreStats;
 use crate::protocol::{Encoding, close};
 use crate::session::ConnId;
+use crate::tls::{ENCRYPT_BATCH, Received, SendTo, TlsSession, looks_like_tls};
 use crate::wsconn::{Incoming, WsConn, close_frame};
 
 /// The core's read buffer: every connection of the core reads into it in turn.
@@ -205,6 +206,36 @@ impl ConnState {
         *out = VecDeque::new();
         Ok(true)
     }
+
+    /// [`ConnState::flush`] through TLS: frames are encrypted a batch at a time, each batch
+    /// once the previous one's records are all written, so the session holds at most one.
+    /// Closing, the `close_notify` follows the last frame.
+    fn flush_tls(&self, tls: &mut TlsSession, socket: &Socket, stats: &CoreStats) -> std::io::Result<bool> {
+        loop {
+            if !tls.write_to(&mut SendTo(socket), || CoreStats::bump(&stats.socket_writes))? {
+                return Ok(false);
+            }
+            let mut out = self.out.borrow_mut();
+            if out.is_empty() {
+                *out = VecDeque::new();
+                if self.closing_since.get().is_some() {
+                    // Sent once (rustls ignores a second call).
+                    tls.close();
+                    if tls.wants_write() {
+                        continue;
+                    }
+                }
+                return Ok(true);
+            }
+            let mut moved = 0;
+            while moved < ENCRYPT_BATCH {
+                let Some(frame) = out.pop_front() else { break };
+                moved += frame.len();
+                tls.send(&frame);
+            }
+            self.queued.set(self.queued.get() - moved);
+        }
+    }
 }
 
 /// Decrements the server's connection count when a connection ends.
@@ -219,9 +250,77 @@ impl Drop for Counted {
 /// Answers an HTTP error and closes (used before any handshake).
 pub(crate) async fn refuse(stream: TcpStream, status: &str, body: &str) {
     let response = http::response(status, "text/plain; charset=utf-8", &format!("{body}\n"), "");
-    let mut stream = stream;
-    let _ = stream.write_all(response.into_bytes()).await;
+    answer(stream, None, response.into_bytes()).await;
+}
+
+/// Sends a whole HTTP answer (through TLS when the connection has it) and closes.
+async fn answer(mut stream: TcpStream, tls: Option<&mut TlsSession>, response: Vec<u8>) {
+    match tls {
+        None => {
+            let _ = stream.write_all(response).await;
+        }
+        Some(tls) => {
+            tls.send(&response);
+            tls.close();
+            let _ = write_tls(&stream, tls).await;
+        }
+    }
     let _ = stream.shutdown().await;
+}
+
+/// Writes a session's pending records, waiting for the socket when it is full. False when
+/// the socket failed.
+async fn write_tls(stream: &TcpStream, tls: &mut TlsSession) -> bool {
+    loop {
+        match with_socket(stream, |s| tls.write_to(&mut SendTo(s), || {})) {
+            Ok(true) => return true,
+            Ok(false) => {
+                if stream.writable(false).await.is_err() {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Reads until the session yields plaintext (appended to `plain`), doing the handshake on
+/// the way. False when the connection ended or failed (a client that speaks plain HTTP to
+/// the TLS port is told so first).
+async fn read_tls(stream: &TcpStream, tls: &mut TlsSession, plain: &mut Vec<u8>, seen: &mut bool) -> bool {
+    let mut raw = [0u8; 4096];
+    loop {
+        if !write_tls(stream, tls).await || stream.readable(false).await.is_err() {
+            return false;
+        }
+        let n = match with_socket(stream, |s| (&*s).read(&mut raw)) {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => continue,
+            Err(_) => return false,
+        };
+        if !std::mem::replace(seen, true) && !looks_like_tls(&raw[..n]) {
+            let response = http::response(
+                "400 Bad Request",
+                "text/plain; charset=utf-8",
+                "this port speaks TLS: use https:// and wss://\n",
+                "Connection: close\r\n",
+            );
+            let _ = with_socket(stream, |s| s.send_with_flags(response.as_bytes(), libc::MSG_NOSIGNAL));
+            return false;
+        }
+        let before = plain.len();
+        match tls.receive(&raw[..n], &mut |p| plain.extend_from_slice(p)) {
+            Ok(Received::Open) if plain.len() > before => return true,
+            Ok(Received::Open) => {}
+            Ok(Received::Closed) => return false,
+            Err(_) => {
+                // The alert tells the client why.
+                let _ = write_tls(stream, tls).await;
+                return false;
+            }
+        }
+    }
 }
 
 /// Serves one accepted connection: the handshake here, then (for WebSocket) its own task.
@@ -233,7 +332,7 @@ pub(crate) async fn serve(core: Rc<Core>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let timeout = Duration::from_millis(core.shared.config.handshake_timeout_ms);
     // Boxed: the handshake's state (and its timer, 128-byte aligned) lives only while it runs.
-    let (stream, encoding, leftover, cookie) =
+    let (stream, encoding, leftover, cookie, tls) =
         match Box::pin(monoio::time::timeout(timeout, handshake(&core, stream))).await {
             Ok(Some(upgraded)) => upgraded,
             Ok(None) => return,
@@ -243,7 +342,7 @@ pub(crate) async fn serve(core: Rc<Core>, stream: TcpStream) {
                 return;
             }
         };
-    monoio::spawn(connection(counted, stream, encoding, leftover, cookie));
+    monoio::spawn(connection(counted, stream, encoding, leftover, cookie, tls));
 }
 
 /// A WebSocket connection, from the upgrade to the end.
@@ -253,6 +352,7 @@ async fn connection(
     encoding: Encoding,
     leftover: Vec<u8>,
     cookie: Option<String>,
+    tls: Option<TlsSession>,
 ) {
     let core = &counted.0;
     let conn = core.shard.borrow_mut().connect(encoding, Instant::now(), cookie.as_deref());
@@ -262,30 +362,54 @@ async fn connection(
     if core.stopping.get() {
         state.close(close::GOING_AWAY, "server shutting down");
     }
-    run(core, &state, stream, encoding, leftover).await;
+    run(core, &state, stream, encoding, leftover, tls).await;
     core.conns.borrow_mut().remove(&conn);
     core.shard.borrow_mut().disconnect(conn);
     core.apply_effects();
 }
 
-/// Reads the request head, answers plain HTTP requests, and upgrades `/ws`.
-async fn handshake(core: &Rc<Core>, mut stream: TcpStream) -> Option<(TcpStream, Encoding, Vec<u8>, Option<String>)> {
+/// An upgraded connection: the stream, its subprotocol, bytes read past the request head,
+/// the session cookie's token, and the TLS session when the port has TLS.
+type Upgraded = (TcpStream, Encoding, Vec<u8>, Option<String>, Option<TlsSession>);
+
+/// Reads the request head (after the TLS handshake, with TLS), answers plain HTTP requests,
+/// and upgrades `/ws`.
+async fn handshake(core: &Rc<Core>, mut stream: TcpStream) -> Option<Upgraded> {
+    let mut tls = match &core.shared.tls {
+        Some(t) => {
+            // The session is driven with non-blocking syscalls, as connections are.
+            with_socket(&stream, |s| s.set_nonblocking(true)).ok()?;
+            Some(TlsSession::new(&t.config).ok()?)
+        }
+        None => None,
+    };
     let mut head = Vec::new();
     // Request heads are a few hundred bytes; longer ones take more reads.
     let mut chunk = Vec::with_capacity(1024);
+    let mut seen = false;
     let (req, len) = loop {
-        let (res, buf) = stream.read(chunk).await;
-        chunk = buf;
-        match res {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        match &mut tls {
+            None => {
+                let (res, buf) = stream.read(chunk).await;
+                chunk = buf;
+                match res {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => head.extend_from_slice(&chunk[..n]),
+                }
+            }
+            Some(session) => {
+                if !read_tls(&stream, session, &mut head, &mut seen).await {
+                    return None;
+                }
+            }
         }
         match http::parse(&head) {
             Ok(Some(parsed)) => break parsed,
             Ok(None) => {}
             Err(e) => {
                 CoreStats::bump(&core.stats.refused);
-                refuse(stream, "400 Bad Request", &e).await;
+                let response = http::response("400 Bad Request", "text/plain; charset=utf-8", &format!("{e}\n"), "");
+                answer(stream, tls.as_mut(), response.into_bytes()).await;
                 return None;
             }
         }
@@ -306,31 +430,43 @@ async fn handshake(core: &Rc<Core>, mut stream: TcpStream) -> Option<(TcpStream,
     };
     match http::route(&req, &ctx) {
         Route::Handoff => {
-            handoff(core, stream, head);
+            handoff(core, stream, head, tls);
             None
         }
         Route::Respond(response) => {
             if !response.starts_with("HTTP/1.1 200") {
                 CoreStats::bump(&core.stats.refused);
             }
-            let _ = stream.write_all(response.into_bytes()).await;
-            let _ = stream.shutdown().await;
+            answer(stream, tls.as_mut(), response.into_bytes()).await;
             None
         }
         Route::Upgrade { response, encoding, cookie_token } => {
             if core.stopping.get() {
-                refuse(stream, "503 Service Unavailable", "server shutting down").await;
+                let body = "server shutting down\n";
+                let response = http::response("503 Service Unavailable", "text/plain; charset=utf-8", body, "");
+                answer(stream, tls.as_mut(), response.into_bytes()).await;
                 return None;
             }
-            let (res, _) = stream.write_all(response.into_bytes()).await;
-            res.ok()?;
-            Some((stream, encoding, head.split_off(len), cookie_token))
+            match &mut tls {
+                None => {
+                    let (res, _) = stream.write_all(response.into_bytes()).await;
+                    res.ok()?;
+                }
+                Some(session) => {
+                    session.send(response.as_bytes());
+                    if !write_tls(&stream, session).await {
+                        return None;
+                    }
+                }
+            }
+            Some((stream, encoding, head.split_off(len), cookie_token, tls))
         }
     }
 }
 
-/// Gives a connection the data plane does not serve to the control plane's runtime.
-fn handoff(core: &Rc<Core>, stream: TcpStream, read: Vec<u8>) {
+/// Gives a connection the data plane does not serve to the control plane's runtime (with
+/// its TLS session, the handshake done, when the port has TLS).
+fn handoff(core: &Rc<Core>, stream: TcpStream, read: Vec<u8>, tls: Option<TlsSession>) {
     let Some(http) = &core.shared.http else { return };
     let peer = stream.peer_addr().ok();
     let fd = stream.into_raw_fd();
@@ -338,7 +474,8 @@ fn handoff(core: &Rc<Core>, stream: TcpStream, read: Vec<u8>) {
     // deregistering it from the epoll driver, when that one runs); nothing else owns it.
     #[allow(unsafe_code)]
     let std_stream = unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    if let Err(back) = http.handoff(std_stream, read, peer) {
+    let conn = crate::server::HandedConn { stream: std_stream, read, peer, tls: tls.map(TlsSession::into_inner) };
+    if let Err(back) = http.handoff(conn) {
         CoreStats::bump(&core.stats.refused);
         let response = http::response(
             "503 Service Unavailable",
@@ -347,7 +484,17 @@ fn handoff(core: &Rc<Core>, stream: TcpStream, read: Vec<u8>) {
             "Retry-After: 1\r\n",
         );
         // Non-blocking and small: it fits the socket buffer, or the client gets nothing.
-        let _ = std::io::Write::write(&mut &back, response.as_bytes());
+        match back.tls {
+            None => {
+                let _ = std::io::Write::write(&mut &back.stream, response.as_bytes());
+            }
+            Some(session) => {
+                let mut session = TlsSession::from_inner(session);
+                session.send(response.as_bytes());
+                session.close();
+                let _ = session.write_to(&mut SendTo(&SockRef::from(&back.stream)), || {});
+            }
+        }
     }
 }
 
@@ -375,13 +522,15 @@ enum Input {
     End,
 }
 
-/// Reads what the socket has (up to a fair share) into the core's buffer, feeding it on.
+/// Reads what the socket has (up to a fair share) into the core's buffer, feeding it on
+/// (decrypted first, with TLS).
 fn read_available(
     core: &Rc<Core>,
     state: &Rc<ConnState>,
     ws: &mut WsConn,
     encoding: Encoding,
     socket: &Socket,
+    mut tls: Option<&mut TlsSession>,
 ) -> Input {
     READ_BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
@@ -392,7 +541,24 @@ fn read_available(
                 Ok(n) => {
                     total += n;
                     CoreStats::bump(&core.stats.socket_reads);
-                    on_bytes(core, state, ws, encoding, &buf[..n]);
+                    match tls.as_deref_mut() {
+                        None => {
+                            on_bytes(core, state, ws, encoding, &buf[..n]);
+                        }
+                        Some(session) => {
+                            match session.receive(&buf[..n], &mut |plain| {
+                                on_bytes(core, state, ws, encoding, plain);
+                            }) {
+                                Ok(Received::Open) => {}
+                                Ok(Received::Closed) => return Input::End,
+                                Err(_) => {
+                                    // The alert, if the socket takes it.
+                                    let _ = session.write_to(&mut SendTo(socket), || {});
+                                    return Input::End;
+                                }
+                            }
+                        }
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -404,7 +570,14 @@ fn read_available(
 }
 
 /// The connection's task: reads, writes and closing, until the connection ends.
-async fn run(core: &Rc<Core>, state: &Rc<ConnState>, stream: TcpStream, encoding: Encoding, leftover: Vec<u8>) {
+async fn run(
+    core: &Rc<Core>,
+    state: &Rc<ConnState>,
+    stream: TcpStream,
+    encoding: Encoding,
+    leftover: Vec<u8>,
+    mut tls: Option<TlsSession>,
+) {
     let cfg = &core.shared.config;
     if with_socket(&stream, |s| s.set_nonblocking(true)).is_err() {
         return;
@@ -423,7 +596,11 @@ async fn run(core: &Rc<Core>, state: &Rc<ConnState>, stream: TcpStream, encoding
             return;
         }
         if waiting_write.is_none() {
-            match with_socket(&stream, |s| state.flush(s, &core.stats)) {
+            let flushed = with_socket(&stream, |s| match &mut tls {
+                None => state.flush(s, &core.stats),
+                Some(session) => state.flush_tls(session, s, &core.stats),
+            });
+            match flushed {
                 Ok(true) => {
                     // Closing and everything (the close frame last) written: half-close so
                     // the client sees the end; keep reading until it hangs up or time is up.
@@ -462,11 +639,14 @@ async fn run(core: &Rc<Core>, state: &Rc<ConnState>, stream: TcpStream, encoding
                     // Boxed: a timer is large, and idle connections should not carry one.
                     Box::pin(monoio::time::sleep(Duration::from_millis(1))).await;
                 }
-                match with_socket(&stream, |s| read_available(core, state, &mut ws, encoding, s)) {
+                match with_socket(&stream, |s| read_available(core, state, &mut ws, encoding, s, tls.as_mut())) {
                     Input::More => waiting_read = Some(Box::pin(readable(&stream))),
                     Input::End => {
                         // The client is gone: send what can still be sent, then end.
-                        let _ = with_socket(&stream, |s| state.flush(s, &core.stats));
+                        let _ = with_socket(&stream, |s| match &mut tls {
+                            None => state.flush(s, &core.stats),
+                            Some(session) => state.flush_tls(session, s, &core.stats),
+                        });
                         return;
                     }
                 }

@@ -91,6 +91,8 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     /// The op log and snapshots.
     pub storage: StorageConfig,
+    /// TLS on the port (HTTPS and WSS), when a certificate and key are given.
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// The engine's per-document limits, as configuration.
@@ -181,6 +183,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 5_000,
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }
@@ -193,6 +196,7 @@ impl ServerConfig {
 
     /// Checks the values make sense together.
     pub fn validate(&self) -> Result<(), String> {
+        self.tls.enabled()?;
         let cores = self.resolved_cores();
         if cores > 1024 {
             return Err(format!("cores = {cores}: at most 1024"));
@@ -243,18 +247,24 @@ impl ServerConfig {
     }
 }
 
-/// Receives the connections the data plane does not serve (the REST API, the page): the
-/// socket (non-blocking), the bytes already read from it (the request head and maybe more),
-/// and the peer's address. Called on a core: it must queue and return at once.
+/// A connection the data plane does not serve (the REST API, the page), handed over.
+pub struct HandedConn {
+    /// The socket (non-blocking).
+    pub stream: std::net::TcpStream,
+    /// The bytes already read from it (the request head and maybe more), decrypted.
+    pub read: Vec<u8>,
+    /// The peer's address.
+    pub peer: Option<SocketAddr>,
+    /// With TLS on the port: the session, handshake done, to go on with.
+    pub tls: Option<Box<rustls::ServerConnection>>,
+}
+
+/// Receives the connections the data plane does not serve. Called on a core: it must queue
+/// and return at once.
 pub trait HttpHandoff: Send + Sync {
     /// Takes a connection, or gives it back when its queue is full (it is then answered
     /// 503).
-    fn handoff(
-        &self,
-        stream: std::net::TcpStream,
-        read: Vec<u8>,
-        peer: Option<SocketAddr>,
-    ) -> Result<(), std::net::TcpStream>;
+    fn handoff(&self, conn: HandedConn) -> Result<(), HandedConn>;
 }
 
 /// What the control plane plugs into the data plane.
@@ -342,6 +352,8 @@ pub(crate) struct Shared {
     pub(crate) control: Option<Arc<dyn ControlLink>>,
     pub(crate) http: Option<Arc<dyn HttpHandoff>>,
     pub(crate) extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// TLS on the port (none: plain HTTP and WebSocket).
+    pub(crate) tls: Option<crate::tls::Tls>,
 }
 
 /// A running server.
@@ -356,6 +368,11 @@ impl ServerHandle {
     /// The address it listens on (with the real port when the config asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The port's TLS (its certificate, for this machine's own clients), when it has TLS.
+    pub fn tls(&self) -> Option<&crate::tls::Tls> {
+        self.shared.tls.as_ref()
     }
 
     /// The I/O driver each core runs.
@@ -483,6 +500,8 @@ pub fn start_with(config: ServerConfig, hooks: Hooks) -> std::io::Result<ServerH
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "checking accounts needs a control plane"));
     }
     let cores = config.resolved_cores();
+    let tls =
+        crate::tls::Tls::start(&config.tls).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let (addr, listeners) = bind_listeners(config.listen, cores, BIND_RETRY)?;
     let shared = Arc::new(Shared {
         shard: Arc::new(config.shard_config(auth, hooks.placement)),
@@ -495,6 +514,7 @@ pub fn start_with(config: ServerConfig, hooks: Hooks) -> std::io::Result<ServerH
         control: hooks.control,
         http: hooks.http,
         extra_metrics: hooks.metrics,
+        tls,
     });
     let hooks_feed = hooks.feed;
     let hooks_blobs = hooks.blobs;

@@ -56,7 +56,9 @@ pub(crate) fn start_at(root: &std::path::Path, config: &str, extra: &[&str]) -> 
         let line = line.unwrap();
         log.lock().unwrap().push_str(&line);
         log.lock().unwrap().push('\n');
-        if let Some(rest) = line.split("listening on http://").nth(1) {
+        if let Some(rest) =
+            line.split("listening on http://").nth(1).or_else(|| line.split("listening on https://").nth(1))
+        {
             let addr = rest.split(' ').next().unwrap().parse().unwrap();
             let log2 = Arc::clone(&log);
             std::thread::spawn(move || {
@@ -272,7 +274,20 @@ pub(crate) fn http_bytes(
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    exchange(&mut s, &addr.to_string(), method, path, headers, body)
+}
+
+/// One HTTP/1.1 request with a raw body over `s` (plain or TLS), `Connection: close`; the
+/// answer's status, headers and raw body.
+pub(crate) fn exchange(
+    s: &mut (impl Read + Write),
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     if !body.is_empty() || method == "POST" {
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
@@ -322,4 +337,50 @@ pub(crate) fn get_url(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
 /// The value of header `name` in `headers`.
 pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+pub(crate) fn tls_stream(
+    addr: SocketAddr,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    name: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::clone(config),
+        rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap(),
+    )
+    .unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// One HTTPS request, the certificate checked for `localhost`.
+pub(crate) fn https(
+    addr: SocketAddr,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = tls_stream(addr, config, "localhost");
+    exchange(&mut s, &format!("localhost:{}", addr.port()), method, path, headers, body)
+}
+
+pub(crate) fn https_json(
+    addr: SocketAddr,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let auth = token.map(bearer);
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let (status, _, raw) = https(addr, config, method, path, &headers, body.as_bytes());
+    (status, serde_json::from_slice(&raw).unwrap_or(Value::Null))
 }

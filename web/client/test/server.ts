@@ -15,7 +15,7 @@ import { TandemClient, type ClientOptions, type SocketLike } from "../src/index.
 export interface Server {
   /** host:port */
   addr: string;
-  /** http://host:port */
+  /** http://host:port (https:// when started with --tls-cert) */
   url: string;
   /** What it logged so far. */
   log(): string;
@@ -41,21 +41,23 @@ export async function startServer(args: string[] = ["--auth", "dev"]): Promise<S
   );
   const lines = createInterface({ input: child.stderr! });
   let log = "";
+  let scheme = "http";
   const addr = await new Promise<string>((ok, fail) => {
     const timer = setTimeout(() => fail(new Error(`tandem did not start in 30 s:\n${log}`)), 30_000);
     lines.on("line", (line) => {
       log += line + "\n";
-      const m = /listening on http:\/\/(\S+)/.exec(line);
+      const m = /listening on (https?):\/\/(\S+)/.exec(line);
       if (m) {
         clearTimeout(timer);
-        ok(m[1]!);
+        scheme = m[1]!;
+        ok(m[2]!);
       }
     });
     child.on("exit", (code) => fail(new Error(`tandem exited (${code}):\n${log}`)));
   });
   return {
     addr,
-    url: `http://${addr}`,
+    url: `${scheme}://${addr}`,
     log: () => log,
     stop: () =>
       new Promise<void>((ok) => {
