@@ -307,6 +307,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route("/api/features", get(features))
         .merge(notes)
+        // A span per request, named by its route (after routing, so the route is known).
+        .route_layer(middleware::from_fn(crate::trace::request))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), guard));

@@ -208,7 +208,10 @@ impl Bridge {
         let unavailable = |m: &str| Err((ErrorCode::Overloaded, m.to_owned()));
         let Ok(id) = DocId::new(doc) else { return Err((ErrorCode::InvalidDocId, "invalid document id".into())) };
         let Some(data) = self.data.get() else { return unavailable("the data plane is not running") };
+        let span = tracing::info_span!("core.notes", otel.name = "owner core: notes");
         let (tx, rx) = tokio::sync::oneshot::channel();
+        // When the change was made durable (the op-log batch's times, from the core).
+        let appended = Arc::new(std::sync::OnceLock::new());
         let mut call = Box::new(tandem_net::shard::NotesCall {
             user: user.to_owned(),
             name: name.to_owned(),
@@ -217,24 +220,37 @@ impl Bridge {
             reply: Box::new(move |answer| {
                 let _ = tx.send(answer);
             }),
-        });
-        let mut wait = Duration::from_millis(1);
-        loop {
-            match data.notes(id.clone(), call) {
-                Ok(()) => break,
-                Err(back) if wait < APPLY_TIMEOUT / 16 => {
-                    call = back;
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
+            appended: Some(Box::new({
+                let appended = Arc::clone(&appended);
+                move |sent, durable| {
+                    let _ = appended.set((sent, durable));
                 }
-                Err(_) => return unavailable("the document's core is overloaded; try again"),
+            })),
+        });
+        let call_core = async {
+            let mut wait = Duration::from_millis(1);
+            loop {
+                match data.notes(id.clone(), call) {
+                    Ok(()) => break,
+                    Err(back) if wait < APPLY_TIMEOUT / 16 => {
+                        call = back;
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                    Err(_) => return unavailable("the document's core is overloaded; try again"),
+                }
             }
-        }
-        match tokio::time::timeout(APPLY_TIMEOUT, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => unavailable("the server is shutting down"),
-            Err(_) => unavailable("the document's core did not answer in time; try again"),
-        }
+            let answer = match tokio::time::timeout(APPLY_TIMEOUT, rx).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => unavailable("the server is shutting down"),
+                Err(_) => unavailable("the document's core did not answer in time; try again"),
+            };
+            if let Some((sent, durable)) = appended.get() {
+                crate::trace::past_span("oplog.append", *sent, *durable);
+            }
+            answer
+        };
+        tracing::Instrument::instrument(call_core, span).await
     }
 
     /// Serves the cores' requests until the link is dropped.

@@ -27,6 +27,7 @@ pub mod search;
 mod sqlite_list;
 pub mod store;
 pub mod tokens;
+mod trace;
 mod transport;
 pub mod web;
 

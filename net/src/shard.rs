@@ -261,6 +261,10 @@ pub struct NotesCall {
     pub change: Option<NoteChange>,
     /// Where the answer goes (called once, on the core's thread: it must not block).
     pub reply: Box<dyn FnOnce(NotesAnswer) + Send>,
+    /// Told, before the answer, when the op-log batch holding the change was sent and when
+    /// it was durable (for tracing; not called when nothing was appended). On the core's
+    /// thread: it must not block.
+    pub appended: Option<Box<dyn FnOnce(std::time::SystemTime, std::time::SystemTime) + Send>>,
 }
 
 impl std::fmt::Debug for NotesCall {
@@ -275,12 +279,21 @@ pub struct Answer {
     pub reply: Box<dyn FnOnce(NotesAnswer) + Send>,
     /// The answer.
     pub answer: NotesAnswer,
+    /// See [`NotesCall::appended`].
+    pub appended: Option<Box<dyn FnOnce(std::time::SystemTime, std::time::SystemTime) + Send>>,
 }
 
 impl Answer {
     /// Gives the answer.
     pub fn give(self) {
         (self.reply)(self.answer);
+    }
+
+    /// Says when the op-log batch this answer waited for was sent and became durable.
+    pub fn appended(&mut self, sent: std::time::SystemTime, durable: std::time::SystemTime) {
+        if let Some(tell) = self.appended.take() {
+            tell(sent, durable);
+        }
     }
 }
 
@@ -1838,9 +1851,9 @@ impl Shard {
     /// A REST call about `doc`'s notes, with the document in memory. The answer is an
     /// effect: after a commit, it waits (like the frames) until the commit is durable.
     fn notes_call(&mut self, doc: &DocId, call: NotesCall, now: Instant) {
-        let NotesCall { user, name, role, change, reply } = call;
+        let NotesCall { user, name, role, change, reply, appended } = call;
         let answer = self.notes_change(doc, &user, &name, role, change, now);
-        self.effects.push(Effect::Answer(Box::new(Answer { reply, answer })));
+        self.effects.push(Effect::Answer(Box::new(Answer { reply, answer, appended })));
         self.mark_idle(doc);
     }
 

@@ -30,6 +30,8 @@ pub(crate) struct FileConfig {
     pub(crate) mail: tandem_workers::notify::MailConfig,
     /// Running as one node of a cluster.
     pub(crate) cluster: crate::cluster::ClusterConfig,
+    /// OpenTelemetry spans over OTLP.
+    pub(crate) telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// How clients sign in.
@@ -54,6 +56,7 @@ impl Default for FileConfig {
             events: crate::events::EventsConfig::default(),
             mail: tandem_workers::notify::MailConfig::default(),
             cluster: crate::cluster::ClusterConfig::default(),
+            telemetry: crate::telemetry::TelemetryConfig::default(),
         }
     }
 }
@@ -150,6 +153,9 @@ pub(crate) struct ServeArgs {
     /// With --cluster: renew leases and rebalance this often, ms [default: 500].
     #[arg(long, env = "TANDEM_LEASE_POLL_MS", value_name = "MS")]
     lease_poll_ms: Option<u64>,
+    /// Export spans of REST requests across nodes over OTLP/HTTP to this collector, http://HOST:PORT [default: OTEL_EXPORTER_OTLP_ENDPOINT, else none].
+    #[arg(long, env = "TANDEM_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// Metadata database: sqlite://PATH or postgres://USER:PASSWORD@HOST/DB [default: sqlite://DATA_DIR/tandem.db].
     #[arg(long, env = "TANDEM_DATABASE_URL", value_name = "URL")]
     database_url: Option<String>,
@@ -346,6 +352,10 @@ impl ServeArgs {
             }
         }
         c.files.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        if let Some(e) = &self.otlp_endpoint {
+            config.telemetry.otlp_endpoint = Some(e.clone());
+        }
+        crate::telemetry::validate(&config.telemetry).context("invalid configuration")?;
         Ok(config)
     }
 }

@@ -6,6 +6,7 @@ mod config;
 mod events;
 #[cfg(feature = "heap-stats")]
 mod heap;
+mod telemetry;
 mod worker;
 
 #[cfg(feature = "heap-stats")]
@@ -200,12 +201,24 @@ fn repair(args: &ServeArgs) -> Result<()> {
 }
 
 fn serve(args: &ServeArgs) -> Result<()> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let config = args.resolve()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).context("invalid log filter")?)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_filter(tracing_subscriber::EnvFilter::try_new(&config.log).context("invalid log filter")?);
+    // This node among the others, in its spans.
+    let instance = config.cluster.node.clone().unwrap_or_else(|| config.server.listen.to_string());
+    let (spans, _telemetry) = match telemetry::start(&config.telemetry, &instance)? {
+        Some((layer, guard)) => (Some(layer), Some(guard)),
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(log).with(spans).init();
+    if let Some(t) = &_telemetry {
+        info!("exporting spans over OTLP to {}", t.url());
+    }
     let _lock = lock_data_dir(&config.data_dir)?;
     if let (Some(cert), Some(key)) = (&config.server.tls.cert_file, &config.server.tls.key_file) {
         // Before anything starts: a bad file is the whole answer.

@@ -15,6 +15,11 @@
 //! - Accounts: a comment made through a node that does not serve the document is forwarded
 //!   to the one that does; a revocation made through one node's REST API cuts off a user
 //!   editing through the node that serves the document.
+//! - Nodes terminating TLS themselves: clients are sent to `wss://` URLs and REST calls are
+//!   forwarded over HTTPS.
+//! - Tracing: a comment made through the other node is one OpenTelemetry trace (OTLP/JSON to
+//!   a collector in the test) from the request through the forward, the owner's request and
+//!   core, to the op-log batch.
 
 mod support;
 
@@ -596,4 +601,152 @@ fn nodes_terminating_tls_send_clients_to_wss_and_forward_rest_over_https() {
     );
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["threads"][0]["messages"][0]["text"], "forwarded over TLS", "{list}");
+}
+
+/// An OTLP/HTTP collector for the tests: keeps every JSON export it is sent.
+struct Collector {
+    port: u16,
+    exports: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Collector {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let exports = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = Arc::clone(&exports);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let kept = Arc::clone(&kept);
+                std::thread::spawn(move || {
+                    use std::io::{BufRead, Read, Write};
+                    // One request per connection, answered with Connection: close.
+                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                    let mut stream = stream;
+                    let mut length = 0;
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap();
+                        }
+                        line.clear();
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_ok() {
+                        kept.lock().unwrap().push(serde_json::from_slice(&body).expect("an OTLP/JSON export"));
+                    }
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                    );
+                });
+            }
+        });
+        Self { port, exports }
+    }
+
+    /// Every span received: (node, name, trace id, span id, parent span id).
+    fn spans(&self) -> Vec<(String, String, String, String, String)> {
+        let mut out = Vec::new();
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_ascii_lowercase();
+        for export in self.exports.lock().unwrap().iter() {
+            for rs in export["resourceSpans"].as_array().into_iter().flatten() {
+                let attrs = rs["resource"]["attributes"].as_array().cloned().unwrap_or_default();
+                let node = attrs
+                    .iter()
+                    .find(|a| a["key"] == "service.instance.id")
+                    .map(|a| s(&a["value"]["stringValue"]))
+                    .unwrap_or_default();
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    for span in ss["spans"].as_array().into_iter().flatten() {
+                        out.push((
+                            node.clone(),
+                            span["name"].as_str().unwrap_or_default().to_owned(),
+                            s(&span["traceId"]),
+                            s(&span["spanId"]),
+                            s(&span["parentSpanId"]),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[test]
+fn a_comment_through_another_node_is_one_trace_from_rest_to_the_op_log() {
+    let collector = Collector::start();
+    let pg = Postgres::start();
+    let meta = pg.database("meta");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[control]\nkeys_file = {:?}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:{}\"\nprotocol = \"http/json\"\nexport_interval_ms = 100\n",
+            dir.path().join("keys.json"),
+            collector.port
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_tandem"));
+    let cluster = Cluster::new(bin, &pg, 2, &["--auth", "accounts", "--database-url", &meta, "--config", cfg]);
+    until_all_served(&cluster, 2, 480, Duration::from_secs(20));
+    let (_, alice, _) = signup(cluster.nodes[0].addr, "alice@example.com", "Alice");
+    let doc = create_doc(cluster.nodes[0].addr, &alice, "Traced");
+    let mut f = Follower::new(11, &doc, cluster.urls());
+    f.token = alice.clone();
+    assert!(f.ensure_open(Duration::from_secs(10)));
+    assert!(f.append("<text>"));
+    assert!(f.client.as_mut().unwrap().wait_until(Duration::from_secs(5), "acked", |s| s.is_synced()).is_ok());
+    let owner_url = format!("ws://{}/ws", f.client.as_ref().unwrap().addr());
+    let owner = cluster.urls().iter().position(|u| *u == owner_url).unwrap();
+    let other = 1 - owner;
+
+    // The caller's own trace: every span below joins it.
+    let (trace, caller) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let traceparent = format!("00-{trace}-{caller}-01");
+    let comment = http_retrying(
+        cluster.nodes[other].addr,
+        "POST",
+        &format!("/api/documents/{doc}/comments"),
+        &[("Authorization", &bearer(&alice)), ("traceparent", &traceparent)],
+        Some(&json!({"start": 0, "end": 4, "text": "traced"})),
+    );
+    assert_eq!(comment.status, 201, "{}", comment.raw);
+
+    let (owner_name, other_name) = (cluster.nodes[owner].name.as_str(), cluster.nodes[other].name.as_str());
+    let find = |spans: &[(String, String, String, String, String)], node: &str, name: &str, parent: &str| {
+        spans.iter().find(|s| s.0 == node && s.1 == name && s.2 == trace && s.4 == parent).cloned()
+    };
+    let route = "POST /api/documents/{id}/comments";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let chain = loop {
+        let spans = collector.spans();
+        // The other node: the request (a child of the caller's span), its forward.
+        let chain = find(&spans, other_name, route, caller).and_then(|request| {
+            let forward = find(&spans, other_name, "forward to the document's node", &request.3)?;
+            // The owner: the forwarded request (a child of the forward), its core call, the
+            // op-log batch that made the comment durable.
+            let at_owner = find(&spans, owner_name, route, &forward.3)?;
+            let core = find(&spans, owner_name, "owner core: notes", &at_owner.3)?;
+            let oplog = find(&spans, owner_name, "oplog.append", &core.3)?;
+            Some([request, forward, at_owner, core, oplog])
+        });
+        if let Some(chain) = chain {
+            break chain;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no complete trace from node {other_name} through {owner_name} in 20 s; spans of the trace: {:#?}; {} spans in all, the first: {:?}",
+            spans.iter().filter(|s| s.2 == trace).collect::<Vec<_>>(),
+            spans.len(),
+            spans.iter().take(5).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("trace {trace}: {:?}", chain.iter().map(|s| (&s.0, &s.1)).collect::<Vec<_>>());
 }

@@ -62,7 +62,9 @@ pub(super) async fn to_owner(State(app): State<Arc<App>>, req: Request, next: Ne
         }
     };
     let authority = authority.to_owned();
-    match tokio::time::timeout(TIMEOUT, forward(&authority, tls, req)).await {
+    let span = tracing::info_span!("forward", otel.name = "forward to the document's node", otel.kind = "client", server.address = %authority);
+    let forwarded = tracing::Instrument::instrument(forward(&authority, tls, req), span);
+    match tokio::time::timeout(TIMEOUT, forwarded).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
             tracing::warn!(doc, to = %authority, "forwarding a request to the document's node failed: {e}");
@@ -90,6 +92,8 @@ async fn forward(authority: &str, tls: Option<Arc<rustls::ClientConfig>>, req: R
     };
     // The client's Host stays (the owner checks a browser's Origin against it).
     parts.headers.insert(FORWARDED, HeaderValue::from_static("1"));
+    // The owner's spans join this request's trace.
+    crate::trace::inject(&mut parts.headers);
     parts.headers.remove(header::CONNECTION);
     let request = Request::from_parts(parts, Body::from(body));
     let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;

@@ -65,6 +65,8 @@ struct Durability {
     last_ticket: u64,
     /// Effects waiting, with the batch each waits for (non-decreasing).
     held: VecDeque<(u64, Effect)>,
+    /// When the batch in flight was sent (REST answers that waited for it are told).
+    sent_at: Option<Instant>,
     /// Storage failed: nothing is appended or held any more.
     failed: bool,
 }
@@ -231,6 +233,7 @@ impl Core {
             Ok(()) => {
                 d.inflight = true;
                 d.sent += 1;
+                d.sent_at = Some(Instant::now());
             }
             // The queue is full of loads and snapshots: retry when the next reply comes.
             Err(StorageReq::Append(batch)) => d.pending = batch,
@@ -242,9 +245,10 @@ impl Core {
     fn on_storage_reply(&self, reply: StorageReply) {
         match reply {
             StorageReply::Appended(Ok(n)) => {
-                let ready: Vec<Effect> = {
+                let (ready, sent_at): (Vec<Effect>, _) = {
                     let mut d = self.durability.borrow_mut();
                     d.inflight = false;
+                    let sent_at = d.sent_at.take();
                     d.durable += 1;
                     let durable = d.durable;
                     let mut ready = Vec::new();
@@ -252,11 +256,19 @@ impl Core {
                         ready.push(d.held.pop_front().expect("checked").1);
                     }
                     self.stats.held_effects.store(d.held.len() as u64, Ordering::Relaxed);
-                    ready
+                    (ready, sent_at)
                 };
                 CoreStats::bump(&self.stats.oplog_batches);
                 self.stats.oplog_ops.fetch_add(n as u64, Ordering::Relaxed);
-                for e in ready {
+                // Wall-clock times of the batch, for REST answers that trace it.
+                let times = sent_at.map(|at| {
+                    let now = std::time::SystemTime::now();
+                    (now.checked_sub(at.elapsed()).unwrap_or(now), now)
+                });
+                for mut e in ready {
+                    if let (Effect::Answer(answer), Some((sent, durable))) = (&mut e, times) {
+                        answer.appended(sent, durable);
+                    }
                     self.execute(e);
                 }
                 self.send_batch();
