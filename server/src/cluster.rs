@@ -105,6 +105,28 @@ impl Placement for Cores {
     }
 }
 
+/// The URL clients are sent to for this node's documents.
+fn advertised(cfg: &ClusterConfig, config: &crate::config::FileConfig) -> Result<String> {
+    let listen = config.server.listen;
+    Ok(match &cfg.advertise {
+        Some(a) => a.clone(),
+        None if listen.ip().is_unspecified() => {
+            bail!("cluster.advertise is needed when listening on {listen}: the URL other nodes send clients to")
+        }
+        None if config.server.tls.cert_file.is_some() => format!("wss://{listen}/ws"),
+        None => format!("ws://{listen}/ws"),
+    })
+}
+
+/// This node's id when it runs as a cluster's node (`--node`, else its advertised URL).
+pub(crate) fn node_id(config: &crate::config::FileConfig) -> Option<String> {
+    let cfg = &config.cluster;
+    if !cfg.enabled {
+        return None;
+    }
+    cfg.node.clone().or_else(|| advertised(cfg, config).ok())
+}
+
 /// Where the other nodes reach this one: `internal_url` when given (`http://host:port`, or
 /// `https://` when the node terminates TLS itself), else the advertised URL when it speaks
 /// what the port speaks (`ws://` plain, `wss://` with TLS), else the listen address.
@@ -144,16 +166,8 @@ impl Node {
         if cfg.shards == 0 {
             bail!("cluster.shards must be at least 1 (1024 by default, fixed for the cluster's life)");
         }
-        let listen = config.server.listen;
-        let tls = config.server.tls.cert_file.is_some();
-        let advertise = match &cfg.advertise {
-            Some(a) => a.clone(),
-            None if listen.ip().is_unspecified() => {
-                bail!("cluster.advertise is needed when listening on {listen}: the URL other nodes send clients to")
-            }
-            None if tls => format!("wss://{listen}/ws"),
-            None => format!("ws://{listen}/ws"),
-        };
+        let (listen, tls) = (config.server.listen, config.server.tls.cert_file.is_some());
+        let advertise = advertised(cfg, config)?;
         let internal =
             internal_url(cfg.internal_url.as_deref(), &advertise, listen, tls).map_err(anyhow::Error::msg)?;
         let node = cfg.node.clone().unwrap_or_else(|| advertise.clone());
@@ -235,6 +249,11 @@ fn database_url(cfg: &ClusterConfig, config: &crate::config::FileConfig) -> Resu
     if st.blobs != tandem_net::BlobsKind::S3 {
         warn!(
             "cluster with blobs = \"local\": uploads and exports are on the node that made them (use blobs = \"s3\")"
+        );
+    }
+    if config.events.backend != crate::events::Backend::Kafka && !config.events.workers.is_empty() {
+        warn!(
+            "cluster with the in-process bus: each node's workers see only the edits of the documents it served and the events its relay took, so search on a node misses the others' documents (use [events] backend = \"kafka\")"
         );
     }
     let oplog = (st.oplog == tandem_net::OplogKind::Postgres).then(|| st.postgres.resolved_url());

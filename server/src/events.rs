@@ -108,16 +108,29 @@ pub(crate) struct WorkerMetrics {
     analytics: Arc<AnalyticsStats>,
     search: Arc<SearchStats>,
     index: Option<Arc<SearchIndex>>,
+    /// The search worker's consumer group (see [`search_group`]).
+    search_group: &'static str,
+}
+
+/// The search worker's consumer group: `search`, or in a cluster `search.<node>`: every node
+/// keeps an index of its own that must see the whole change feed (the other workers' effects
+/// are in the shared database and blob store, so a cluster's nodes share their groups).
+pub(crate) fn search_group(config: &crate::config::FileConfig) -> &'static str {
+    match crate::cluster::node_id(config) {
+        // Once per process: the group lives as long as the worker.
+        Some(node) => Box::leak(format!("{}.{node}", search::GROUP).into_boxed_str()),
+        None => search::GROUP,
+    }
 }
 
 impl WorkerMetrics {
     /// Counters for the workers `kinds` (made before they start, so that `/metrics` can be
-    /// wired first).
-    pub(crate) fn new(kinds: &[WorkerKind], index: Option<Arc<SearchIndex>>) -> Self {
+    /// wired first); the search worker reads in `search_group`.
+    pub(crate) fn new(kinds: &[WorkerKind], index: Option<Arc<SearchIndex>>, search_group: &'static str) -> Self {
         let groups = |k: &WorkerKind| match k {
             WorkerKind::Notifications => vec![tandem_workers::notify::GROUP],
             WorkerKind::Analytics => vec![analytics::EDITS_GROUP, analytics::USAGE_GROUP],
-            WorkerKind::Search => vec![search::GROUP],
+            WorkerKind::Search => vec![search_group],
             WorkerKind::Exports => vec![tandem_workers::export::GROUP],
         };
         let mut kinds = kinds.to_vec();
@@ -128,6 +141,7 @@ impl WorkerMetrics {
             analytics: Arc::default(),
             search: Arc::default(),
             index,
+            search_group,
         }
     }
 
@@ -210,8 +224,10 @@ pub(crate) fn spawn_workers(
                         index
                     }
                 };
-                let worker = search::Search::new(index, Arc::clone(&metrics.search)).map_err(anyhow::Error::msg)?;
-                let stats = metrics.stats(search::GROUP);
+                let worker = search::Search::new(index, Arc::clone(&metrics.search))
+                    .map_err(anyhow::Error::msg)?
+                    .in_group(metrics.search_group);
+                let stats = metrics.stats(metrics.search_group);
                 runtime.spawn(tandem_workers::run(worker, bus.clone(), store.clone(), stats, policy));
             }
             WorkerKind::Exports => {
@@ -274,7 +290,12 @@ pub(crate) struct Events {
 impl Events {
     /// Opens the bus and the search index (queries are served from it whichever process
     /// writes it).
-    pub(crate) fn open(control: &tandem_control::ControlPlane, config: &EventsConfig, data_dir: &Path) -> Result<Self> {
+    pub(crate) fn open(
+        control: &tandem_control::ControlPlane,
+        config: &EventsConfig,
+        data_dir: &Path,
+        search_group: &'static str,
+    ) -> Result<Self> {
         let runtime = control.runtime();
         let bus = open_bus(runtime, config, data_dir)?;
         let feed = if config.change_feed {
@@ -287,7 +308,7 @@ impl Events {
         };
         let index = SearchIndex::open(&search::index_dir(data_dir)).map_err(anyhow::Error::msg)?;
         control.app().set_search(Arc::clone(&index) as Arc<dyn tandem_control::search::SearchIndex>);
-        let metrics = WorkerMetrics::new(&config.workers, Some(index));
+        let metrics = WorkerMetrics::new(&config.workers, Some(index), search_group);
         Ok(Self { bus, relay: Arc::default(), metrics, feed })
     }
 

@@ -230,7 +230,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
         config.control.database_url.clone().unwrap_or_else(|| tandem_control::default_database_url(&config.data_dir));
     let mut control = tandem_control::ControlPlane::start(&config.control, &config.data_dir)
         .with_context(|| format!("starting the control plane (metadata in {})", tandem_storage::redacted(&metadata)))?;
-    let mut events = events::Events::open(&control, &config.events, &config.data_dir)?;
+    let mut events = events::Events::open(&control, &config.events, &config.data_dir, events::search_group(&config))?;
     let blobs = tandem_net::open_blobs(&config.server.storage).context("opening the blob store")?;
     let mut hooks = control.hooks();
     hooks.blobs = Some(Arc::clone(&blobs));

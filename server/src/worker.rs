@@ -55,7 +55,7 @@ pub(crate) fn run(args: &ServeArgs, kinds: &[WorkerKind], metrics_listen: Socket
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let store = connect_store(&runtime, &config)?;
     let bus = events::open_bus(runtime.handle(), &config.events, &config.data_dir)?;
-    let mut metrics = WorkerMetrics::new(kinds, None);
+    let mut metrics = WorkerMetrics::new(kinds, None, events::search_group(&config));
     let link_base = format!("{}://{}", crate::config::http_scheme(&config), config.server.listen);
     let exports = if kinds.contains(&WorkerKind::Exports) { Some(export_deps(&config, &link_base)?) } else { None };
     let emails = events::spawn_workers(

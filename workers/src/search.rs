@@ -267,13 +267,23 @@ pub struct Search {
     /// When each op applied since the last commit was made (for the lag).
     made_ms: Vec<u64>,
     stats: Arc<SearchStats>,
+    group: &'static str,
 }
 
 impl Search {
     /// The worker for `index` (taking its writer: an error when another process has it).
     pub fn new(index: Arc<SearchIndex>, stats: Arc<SearchStats>) -> Result<Self, String> {
         let writer = Arc::new(Mutex::new(index.writer_with_threads(1)?));
-        Ok(Self { index, writer, pending: HashMap::new(), made_ms: Vec::new(), stats })
+        Ok(Self { index, writer, pending: HashMap::new(), made_ms: Vec::new(), stats, group: GROUP })
+    }
+
+    /// Reads the feed in consumer group `group` instead of [`GROUP`]. Each index must see the
+    /// whole feed: in a cluster every node keeps its own index (it answers its own queries),
+    /// so each node reads in a group of its own (`search.<node>`).
+    #[must_use]
+    pub fn in_group(mut self, group: &'static str) -> Self {
+        self.group = group;
+        self
     }
 
     /// `doc`'s pending state, read from the index the first time.
@@ -338,7 +348,7 @@ impl Search {
 
 impl Worker for Search {
     fn group(&self) -> &'static str {
-        GROUP
+        self.group
     }
 
     fn topic(&self) -> Topic {
