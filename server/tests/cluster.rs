@@ -40,6 +40,14 @@ use tandem_net::protocol::ErrorCode;
 use tandem_testkit::Postgres;
 use tandem_testkit::cluster::{Cluster, Follower};
 
+/// Runs the tests one at a time: each starts nodes with 1.5 s leases and PostgreSQL, and
+/// several at once on a 2-CPU machine starve them (a paused owner's successor took 5 s to
+/// take over, and its leases lapsed, in one CI run with all of them in parallel).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn cluster(pg: &Postgres, n: usize) -> Cluster {
     Cluster::new(Path::new(env!("CARGO_BIN_EXE_tandem")), pg, n, &[])
 }
@@ -151,6 +159,7 @@ fn kill_loop(cluster: &mut Cluster, kills: usize) {
 
 #[test]
 fn acked_edits_survive_killing_nodes() {
+    let _serial = one_at_a_time();
     let kills: usize = std::env::var("TANDEM_CLUSTER_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let pg = Postgres::start();
     kill_loop(&mut cluster(&pg, 3), kills);
@@ -193,6 +202,7 @@ fn strs(v: &[String]) -> Vec<&str> {
 /// The same with the op log in ScyllaDB (skipped here, saying so).
 #[test]
 fn acked_edits_survive_killing_nodes_on_scylladb() {
+    let _serial = one_at_a_time();
     let Some((args, config)) = scylla("kill -9") else { return };
     let (args, _dir) = with_config(&args, &config);
     let pg = Postgres::start();
@@ -206,6 +216,7 @@ fn acked_edits_survive_killing_nodes_on_scylladb() {
 /// arrives out of order, and no edit is left unacknowledged.
 #[test]
 fn the_load_generator_drives_three_nodes_through_a_kill() {
+    let _serial = one_at_a_time();
     use tandem_loadgen::run::{RunOptions, parse_targets};
     let pg = Postgres::start();
     let mut cluster = cluster(&pg, 3);
@@ -272,12 +283,14 @@ full_copies_per_doc = 0
 
 #[test]
 fn a_paused_owner_commits_nothing_after_another_node_took_over() {
+    let _serial = one_at_a_time();
     paused_owner(&[], "");
 }
 
 /// The same with the op log in ScyllaDB (skipped here, saying so).
 #[test]
 fn a_paused_owner_commits_nothing_on_scylladb() {
+    let _serial = one_at_a_time();
     if let Some((args, config)) = scylla("SIGSTOP") {
         paused_owner(&args, &config);
     }
@@ -367,12 +380,14 @@ fn paused_owner(args: &[String], config: &str) {
 
 #[test]
 fn a_leaving_node_hands_its_documents_over() {
+    let _serial = one_at_a_time();
     leaving_node(&[], "");
 }
 
 /// The same with the op log in ScyllaDB (skipped here, saying so).
 #[test]
 fn a_leaving_node_hands_its_documents_over_on_scylladb() {
+    let _serial = one_at_a_time();
     if let Some((args, config)) = scylla("SIGTERM") {
         leaving_node(&args, &config);
     }
@@ -440,6 +455,7 @@ fn leaving_node(args: &[String], config: &str) {
 
 #[test]
 fn rest_through_any_node_reaches_the_documents_node() {
+    let _serial = one_at_a_time();
     let pg = Postgres::start();
     let meta = pg.database("meta");
     // Every node signs and verifies tokens with the same keys.
@@ -520,6 +536,7 @@ fn rest_through_any_node_reaches_the_documents_node() {
 
 #[test]
 fn nodes_terminating_tls_send_clients_to_wss_and_forward_rest_over_https() {
+    let _serial = one_at_a_time();
     let pg = Postgres::start();
     let meta = pg.database("meta");
     let dir = tempfile::tempdir().unwrap();
@@ -677,6 +694,7 @@ impl Collector {
 
 #[test]
 fn a_comment_through_another_node_is_one_trace_from_rest_to_the_op_log() {
+    let _serial = one_at_a_time();
     let collector = Collector::start();
     let pg = Postgres::start();
     let meta = pg.database("meta");
