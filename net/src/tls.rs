@@ -58,16 +58,35 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Reads a file the TLS configuration names (`what` says which, in errors).
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("reading the {what} {}: {e}", path.display()))
+}
+
+/// The PEM certificates in `pem` (read from `file`).
+fn certificates(pem: &[u8], file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("reading the certificate {}: {e}", file.display()))
+}
+
 /// Reads a certificate chain and its key, and checks that they belong together.
 pub fn load_certified(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| format!("reading the certificate {}: {e}", cert_file.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("reading the certificate {}: {e}", cert_file.display()))?;
+    let files = (read(cert_file, "certificate")?, read(key_file, "private key")?);
+    certified(&files, cert_file, key_file)
+}
+
+/// The pair in the files' contents `(certificate chain, key)`, checked to belong together.
+fn certified(
+    (cert_pem, key_pem): &(Vec<u8>, Vec<u8>),
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<CertifiedKey, String> {
+    let chain = certificates(cert_pem, cert_file)?;
     if chain.is_empty() {
         return Err(format!("{}: no PEM certificate in it", cert_file.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key_file)
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| format!("reading the private key {}: {e}", key_file.display()))?;
     CertifiedKey::from_der(chain, key, &provider()).map_err(|e| match e {
         rustls::Error::InvalidCertificate(why) => {
@@ -77,13 +96,10 @@ pub fn load_certified(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey,
     })
 }
 
-/// What a file holds, to tell a renewal (a few kilobytes, read every few seconds: modification
-/// times can be too coarse to see two writes in a row, and a renewal keeps the size).
-fn stamp(path: &Path) -> Option<Vec<u8>> {
-    std::fs::read(path).ok()
-}
-
-type Stamps = (Option<Vec<u8>>, Option<Vec<u8>>);
+/// What the two files hold, to tell a renewal (a few kilobytes, read every few seconds:
+/// modification times can be too coarse to see two writes in a row, and a renewal keeps the
+/// size); the same bytes are parsed when they changed.
+type Stamps = Result<(Vec<u8>, Vec<u8>), String>;
 
 /// The certificate being served, swapped when its files change.
 #[derive(Debug)]
@@ -96,13 +112,18 @@ pub struct Certs {
 impl Certs {
     /// Loads the files (an error names the file and what is wrong with it).
     pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<Self>, String> {
-        let stamps = (stamp(cert_file), stamp(key_file));
-        let key = load_certified(cert_file, key_file)?;
+        let files = (read(cert_file, "certificate")?, read(key_file, "private key")?);
+        let key = certified(&files, cert_file, key_file)?;
         Ok(Arc::new(Self {
             cert_file: cert_file.to_owned(),
             key_file: key_file.to_owned(),
-            current: RwLock::new((Arc::new(key), stamps)),
+            current: RwLock::new((Arc::new(key), Ok(files))),
         }))
+    }
+
+    /// What the files hold now.
+    fn stamps(&self) -> Stamps {
+        Ok((read(&self.cert_file, "certificate")?, read(&self.key_file, "private key")?))
     }
 
     /// The certificate and key served now.
@@ -114,11 +135,11 @@ impl Certs {
     /// now on; `Err`: the files changed but do not make a valid pair (the old one stays,
     /// and the error is reported again at the next change).
     pub fn reload_if_changed(&self) -> Result<bool, String> {
-        let stamps = (stamp(&self.cert_file), stamp(&self.key_file));
+        let stamps = self.stamps();
         if self.current.read().unwrap_or_else(|e| e.into_inner()).1 == stamps {
             return Ok(false);
         }
-        let loaded = load_certified(&self.cert_file, &self.key_file);
+        let loaded = stamps.clone().and_then(|files| certified(&files, &self.cert_file, &self.key_file));
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         // Either way, this version of the files has been looked at.
         current.1 = stamps;
@@ -197,10 +218,7 @@ pub fn pinned_client_config(certs: &Arc<Certs>) -> Arc<rustls::ClientConfig> {
 /// A client configuration that trusts the certificate authorities in a PEM file.
 pub fn client_config_trusting(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_file)
-        .map_err(|e| format!("reading {}: {e}", ca_file.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("reading {}: {e}", ca_file.display()))?;
+    let certs = certificates(&read(ca_file, "certificate")?, ca_file)?;
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {
         return Err(format!("{}: no usable certificate in it", ca_file.display()));

@@ -395,18 +395,6 @@ fn a_leaving_node_hands_its_documents_over_on_scylladb() {
 
 /// Waits until every shard is served by the first `nodes` nodes, each holding at least
 /// `least`; returns how long that took and what each serves.
-fn until_all_served(c: &Cluster, nodes: usize, least: u64, within: Duration) -> (Duration, Vec<u64>) {
-    let t = Instant::now();
-    loop {
-        let s: Vec<u64> = (0..nodes).map(|i| c.metric(i, "tandem_cluster_shards_served")).collect();
-        if s.iter().sum::<u64>() == 1024 && s.iter().all(|&n| n >= least) {
-            return (t.elapsed(), s);
-        }
-        assert!(t.elapsed() < within, "shards served after {within:?}: {s:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A REST call, repeated while it is answered 503 (a document moving between nodes at that
 /// instant: the answer says to try again), as a client honouring `Retry-After` would.
 fn http_retrying(
@@ -435,13 +423,13 @@ fn leaving_node(args: &[String], config: &str) {
     let stop = Arc::new(AtomicBool::new(false));
     let handles = writers(&cluster.urls(), &DOCS, 2, &stop);
     // Settled: every shard served, by the three.
-    until_all_served(&cluster, 3, 200, Duration::from_secs(20));
+    cluster.until_all_served(3, 200, Duration::from_secs(20));
     // SIGTERM: node 2 hands its shards over and exits.
     cluster.signal(2, "-TERM");
     let t = Instant::now();
     let status = cluster.nodes[2].child.take().unwrap().wait().unwrap();
     assert!(status.success(), "{status}");
-    let (after, _) = until_all_served(&cluster, 2, 0, Duration::from_secs(3));
+    let (after, _) = cluster.until_all_served(2, 0, Duration::from_secs(3));
     eprintln!("node 2 left in {:?}; its shards served again {after:?} after it exited", t.elapsed());
     // And back: a new node joins and takes its share.
     cluster.start(2);
@@ -450,7 +438,7 @@ fn leaving_node(args: &[String], config: &str) {
     let done: Vec<_> = handles.into_iter().map(|h| h.join().expect("writer")).collect();
     let total = check(done);
     assert!(total > 20, "only {total} edits");
-    until_all_served(&cluster, 3, 1, Duration::from_secs(20));
+    cluster.until_all_served(3, 1, Duration::from_secs(20));
 }
 
 #[test]
@@ -467,7 +455,7 @@ fn rest_through_any_node_reaches_the_documents_node() {
     let cluster = Cluster::new(bin, &pg, 2, &["--auth", "accounts", "--database-url", &meta, "--config", cfg]);
     // The shards spread over the two nodes first (a document moving between them meanwhile
     // answers 503 "try again", which the calls below also retry).
-    until_all_served(&cluster, 2, 480, Duration::from_secs(20));
+    cluster.until_all_served(2, 480, Duration::from_secs(20));
     let a0 = cluster.nodes[0].addr;
     let (_, alice, _) = signup(a0, "alice@example.com", "Alice");
     let (bob_id, bob, _) = signup(cluster.nodes[1].addr, "bob@example.com", "Bob");
@@ -564,7 +552,7 @@ fn nodes_terminating_tls_send_clients_to_wss_and_forward_rest_over_https() {
     ];
     let cluster = Cluster::new(bin, &pg, 2, &args);
     let tls = cluster.tls.clone().expect("the harness trusts the nodes' certificate");
-    until_all_served(&cluster, 2, 480, Duration::from_secs(20));
+    cluster.until_all_served(2, 480, Duration::from_secs(20));
     let a0 = cluster.nodes[0].addr;
     let (status, alice) = support::https_json(
         a0,
@@ -712,7 +700,7 @@ fn a_comment_through_another_node_is_one_trace_from_rest_to_the_op_log() {
     let cfg = cfg.to_str().unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_tandem"));
     let cluster = Cluster::new(bin, &pg, 2, &["--auth", "accounts", "--database-url", &meta, "--config", cfg]);
-    until_all_served(&cluster, 2, 480, Duration::from_secs(20));
+    cluster.until_all_served(2, 480, Duration::from_secs(20));
     let (_, alice, _) = signup(cluster.nodes[0].addr, "alice@example.com", "Alice");
     let doc = create_doc(cluster.nodes[0].addr, &alice, "Traced");
     let mut f = Follower::new(11, &doc, cluster.urls());

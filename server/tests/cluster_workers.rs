@@ -21,7 +21,7 @@ mod s3;
 mod smtp;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use support::*;
@@ -59,13 +59,7 @@ fn the_workers_share_their_groups_across_nodes_and_every_node_searches_everythin
     let cfg = cfg.to_str().unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_tandem"));
     let cluster = Cluster::new(bin, &pg, 2, &["--auth", "accounts", "--database-url", &meta, "--config", cfg]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while (0..2).map(|i| cluster.metric(i, "tandem_cluster_shards_served")).sum::<u64>() < 1024
-        || (0..2).any(|i| cluster.metric(i, "tandem_cluster_shards_served") < 400)
-    {
-        assert!(Instant::now() < deadline, "the shards did not spread over the two nodes");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster.until_all_served(2, 400, Duration::from_secs(30));
     let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
     let (_, ada, _) = signup(a, "ada@example.com", "Ada");
     let (_, _bob, _) = signup(b, "bob@example.com", "Bob");

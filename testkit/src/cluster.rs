@@ -141,6 +141,20 @@ impl Cluster {
         self.nodes.iter().map(|n| format!("{scheme}://{}/ws", n.addr)).collect()
     }
 
+    /// Waits until the first `nodes` nodes serve every shard between them, each at least
+    /// `least`, for at most `within`; how long it took, and what each serves.
+    pub fn until_all_served(&self, nodes: usize, least: u64, within: Duration) -> (Duration, Vec<u64>) {
+        let t = Instant::now();
+        loop {
+            let s: Vec<u64> = (0..nodes).map(|i| self.metric(i, "tandem_cluster_shards_served")).collect();
+            if s.iter().sum::<u64>() == 1024 && s.iter().all(|&n| n >= least) {
+                return (t.elapsed(), s);
+            }
+            assert!(t.elapsed() < within, "shards served after {within:?}: {s:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A counter from node `i`'s `/metrics`, summed over cores.
     pub fn metric(&self, i: usize, name: &str) -> u64 {
         let addr = self.nodes[i].addr;
