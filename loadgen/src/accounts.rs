@@ -4,13 +4,13 @@
 //! `hello` with one of the pool's access tokens. Documents then get server-made ids; the
 //! scenario carries the name-to-id map and the tokens to the worker processes.
 //!
-//! Setup talks plain HTTP/1.1 with `Connection: close` (a few hundred requests, none timed).
+//! Setup talks HTTP/1.1 (over TLS for `wss://` targets) with `Connection: close` (a few hundred requests, none timed).
 //! The server must allow that many writes from one user (`[control.rate_limits]`), and the
 //! tokens last an hour (`access_token_ttl_s`): longer runs need a longer TTL.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -20,8 +20,8 @@ use crate::scenario::{Role, Scenario};
 
 /// One request on a fresh connection; the status and the JSON body.
 fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &Value) -> Result<(u16, Value)> {
-    let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut s =
+        crate::tls::http_stream(addr, Duration::from_secs(30)).with_context(|| format!("connecting to {addr}"))?;
     let body = body.to_string();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(
@@ -31,7 +31,7 @@ fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body
         body.len()
     )?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    crate::tls::read_to_end(&mut *s, &mut raw)?;
     let raw = String::from_utf8_lossy(&raw);
     let (head, rest) = raw.split_once("\r\n\r\n").context("no HTTP response")?;
     let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).context("no HTTP status")?;

@@ -18,6 +18,7 @@ pub mod scenario;
 pub mod search;
 pub mod stats;
 pub mod system;
+pub mod tls;
 mod user;
 pub mod worker;
 mod wsclient;

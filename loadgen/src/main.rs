@@ -24,10 +24,15 @@ enum Command {
     Run {
         /// The scenario file (see loadgen/scenarios/).
         scenario: PathBuf,
-        /// The server: ws://host:port/ws; a cluster's nodes separated by commas (users
-        /// connect to them in turn and follow `moved` to their documents' owners).
+        /// The server: ws://host:port/ws, or wss:// with --ca-file; a cluster's nodes
+        /// separated by commas (users connect to them in turn and follow `moved` to their
+        /// documents' owners).
         #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
         target: String,
+        /// For a wss:// target: the PEM file of the server's certificate or of the authority
+        /// that signed it. Certificates are checked against the first URL's host.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         /// Length of the steady (measured) stage, seconds; overrides the scenario.
         #[arg(long)]
         duration: Option<f64>,
@@ -150,6 +155,7 @@ fn main() -> Result<()> {
         Command::Run {
             scenario,
             target,
+            ca_file,
             duration,
             out,
             label,
@@ -170,8 +176,17 @@ fn main() -> Result<()> {
                 }
             }
             let targets = parse_targets(&target)?;
-            let opts =
-                RunOptions { target: targets[0], targets, duration, server_pid, protocol, connections_per_process };
+            let tls = tandem_loadgen::tls::spec_for(&target, ca_file)?;
+            tandem_loadgen::tls::init(tls.as_ref())?;
+            let opts = RunOptions {
+                target: targets[0],
+                targets,
+                duration,
+                server_pid,
+                protocol,
+                connections_per_process,
+                tls,
+            };
             if let Some(accounts) = sc.sign_up {
                 anyhow::ensure!(
                     protocol == tandem_loadgen::peers::Protocol::Tandem,

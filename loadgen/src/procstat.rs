@@ -1,7 +1,7 @@
 //! CPU time and memory of processes, from /proc; the server's own counters from /metrics.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// A process's CPU time and resident memory at one moment.
@@ -69,13 +69,13 @@ pub fn listener_pid(addr: SocketAddr) -> Option<u32> {
     None
 }
 
-/// Fetches `GET path` over plain HTTP and returns the body.
+/// Fetches `GET path` over HTTP (HTTPS for `wss://` targets) and returns the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut s = crate::tls::http_stream(addr, Duration::from_secs(5)).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
+    let mut raw = Vec::new();
+    crate::tls::read_to_end(&mut *s, &mut raw).ok()?;
+    let out = String::from_utf8(raw).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }

@@ -248,7 +248,8 @@ pub(crate) fn setup(scenario: &Scenario, opts: &RunOptions) -> Result<(Replayed,
         let options =
             ClientOptions { token: scenario.token_for(0), name: "replay setup".into(), ..ClientOptions::default() };
         let id = ClientId(u64::MAX / 4 + k as u64);
-        let mut c = Client::connect(opts.target, id, options).context("replay setup: connecting")?;
+        let mut c = Client::connect(opts.target, id, crate::tls::client_options(options))
+            .context("replay setup: connecting")?;
         for (name, traces) in chunk {
             c.open(name).with_context(|| format!("replay setup: opening {name}"))?;
             let prefix_len = c.session().document(name).map_or(0, Document::len);

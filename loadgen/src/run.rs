@@ -117,6 +117,8 @@ pub struct RunOptions {
     /// Most users one generator process holds (0: as many as its file-descriptor limit
     /// allows, at most [`DEFAULT_CONNECTIONS_PER_PROCESS`]); more start worker processes.
     pub connections_per_process: usize,
+    /// TLS, for `wss://` targets (see [`crate::tls::spec_for`]).
+    pub tls: Option<crate::tls::TlsSpec>,
 }
 
 /// What the convergence check found.
@@ -219,12 +221,9 @@ pub fn parse_targets(urls: &str) -> Result<Vec<SocketAddr>> {
     Ok(targets)
 }
 
-/// Parses `ws://host:port/ws` (or `host:port`).
+/// Parses `ws://host:port/ws`, `wss://host:port/ws` (see [`crate::tls`]) or `host:port`.
 pub fn parse_target(url: &str) -> Result<SocketAddr> {
-    let rest = url.strip_prefix("ws://").unwrap_or(url);
-    if url.starts_with("wss://") {
-        bail!("wss:// is not supported by the generator; use ws://");
-    }
+    let rest = url.strip_prefix("ws://").or_else(|| url.strip_prefix("wss://")).unwrap_or(url);
     let hostport = rest.split('/').next().unwrap_or(rest);
     use std::net::ToSocketAddrs;
     hostport
@@ -606,7 +605,8 @@ pub fn preload(scenario: &Scenario, opts: &RunOptions) -> Result<()> {
             handles.push(std::thread::spawn(move || -> Result<()> {
                 use tandem_net::client::{Client, ClientOptions};
                 let options = ClientOptions { token, name: "preload".into(), ..ClientOptions::default() };
-                let mut c = Client::connect(addr, id, options).context("preload: connecting")?;
+                let mut c =
+                    Client::connect(addr, id, crate::tls::client_options(options)).context("preload: connecting")?;
                 c.open(&doc).context("preload: opening")?;
                 for i in 0..n {
                     let len = c.session().document(&doc).map_or(0, Document::len);
@@ -655,8 +655,9 @@ pub fn seed_comments(scenario: &Scenario, opts: &RunOptions, threads: usize) -> 
                     name: "commenter".into(),
                     ..ClientOptions::default()
                 };
-                let mut c = Client::connect(addr, ClientId(u64::MAX / 4 + i as u64), options)
-                    .context("seeding comments: connecting")?;
+                let mut c =
+                    Client::connect(addr, ClientId(u64::MAX / 4 + i as u64), crate::tls::client_options(options))
+                        .context("seeding comments: connecting")?;
                 c.open(&doc).context("seeding comments: opening")?;
                 let words = if threads == 0 { 100 } else { threads };
                 let line: String = (0..words).map(|k| format!("w{k} ")).collect::<String>() + "\n";
@@ -764,6 +765,7 @@ pub(crate) fn join_threads(handles: Vec<std::thread::JoinHandle<Result<ThreadRes
 
 /// Runs a scenario against a server.
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
+    crate::tls::init(opts.tls.as_ref())?;
     let mut scenario = scenario.clone();
     if let Some(d) = opts.duration {
         scenario.stages.steady_s = d;
@@ -823,6 +825,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<RunResult> {
             threads,
             index: 0,
             placements,
+            tls: opts.tls.clone(),
         };
         let mut workers = worker::Workers::spawn(&mut job)?;
         let clock = clock_from(&scenario, Instant::now() + Duration::from_millis(300));

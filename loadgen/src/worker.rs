@@ -50,6 +50,8 @@ pub(crate) struct Job {
     pub(crate) index: usize,
     /// The trace replay's documents, as the coordinator's setup placed them.
     pub(crate) placements: Vec<Placement>,
+    /// TLS, for `wss://` targets.
+    pub(crate) tls: Option<crate::tls::TlsSpec>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -108,6 +110,7 @@ pub fn main() -> Result<()> {
         lines.next().ok_or_else(|| anyhow!("worker: stdin closed before the {what}"))?.context("worker: reading stdin")
     };
     let job: Job = serde_json::from_str(&next("job")?).context("worker: parsing the job")?;
+    crate::tls::init(job.tls.as_ref())?;
     let replayed = replay::rebuild(&job.scenario, &job.placements)?;
     up(&Up::Ready(true))?;
     let start: Start = serde_json::from_str(&next("start")?).context("worker: parsing the start")?;

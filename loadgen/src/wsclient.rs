@@ -4,6 +4,10 @@
 //! frames, fragmentation) is tungstenite's protocol core over in-memory buffers, as on the
 //! server. A connection is split into a reader (which hands each message to a callback) and a
 //! writer task (which drains a queue in one socket write per wake-up).
+//!
+//! For a `wss://` target ([`crate::tls`]) the connection shakes hands first; then the reader
+//! decrypts what it reads and the writer encrypts what it drains, through one rustls session
+//! they share (never borrowed across an await).
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
@@ -17,6 +21,11 @@ use monoio::net::TcpStream;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
 use tandem_net::server::Notify;
+
+use crate::tls::{self, Session};
+
+/// The TLS session of a `wss://` connection, shared by its reader and writer.
+type Tls = Option<Rc<RefCell<Session>>>;
 
 /// Bytes to parse and bytes to write, as tungstenite's stream.
 struct Buffers<'a> {
@@ -53,6 +62,7 @@ pub(crate) struct Sender {
     out: RefCell<Vec<u8>>,
     wake: Notify,
     closed: Cell<bool>,
+    tls: Tls,
 }
 
 impl Sender {
@@ -87,6 +97,7 @@ impl Sender {
 pub(crate) struct WsClient {
     rd: OwnedReadHalf<TcpStream>,
     ctx: Rc<RefCell<WebSocketContext>>,
+    /// Plaintext read past the upgrade response.
     leftover: Vec<u8>,
     pub(crate) sender: Rc<Sender>,
 }
@@ -158,6 +169,10 @@ impl WsClient {
     ) -> io::Result<Self> {
         let mut stream = tcp(addr, source).await?;
         stream.set_nodelay(true)?;
+        let mut session = match tls::client() {
+            Some(c) => Some(handshake(&mut stream, Session::new(c)?).await?),
+            None => None,
+        };
         let key_bytes: [u8; 16] = rand::random();
         let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key_bytes);
         // Peers (ShareDB, y-websocket) take no subprotocol: "" leaves the header out.
@@ -166,7 +181,15 @@ impl WsClient {
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n"
         );
-        let (res, _) = stream.write_all(request.into_bytes()).await;
+        let request = match &mut session {
+            None => request.into_bytes(),
+            Some(tls) => {
+                let mut out = Vec::new();
+                tls.encrypt(request.as_bytes(), &mut out)?;
+                out
+            }
+        };
+        let (res, _) = stream.write_all(request).await;
         res?;
         let mut head = Vec::new();
         let mut chunk = Vec::with_capacity(4096);
@@ -177,7 +200,12 @@ impl WsClient {
             if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the upgrade"));
             }
-            head.extend_from_slice(&chunk[..n]);
+            match &mut session {
+                None => head.extend_from_slice(&chunk[..n]),
+                Some(tls) => {
+                    tls.receive(&chunk[..n], &mut head)?;
+                }
+            }
             if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
                 break end + 4;
             }
@@ -205,6 +233,7 @@ impl WsClient {
             out: RefCell::new(Vec::new()),
             wake: Notify::default(),
             closed: Cell::new(false),
+            tls: session.map(|s| Rc::new(RefCell::new(s))),
         });
         monoio::spawn(writer(Rc::clone(&sender), wr));
         Ok(Self { rd, ctx, leftover: head.split_off(end), sender })
@@ -261,7 +290,25 @@ impl WsClient {
             let (res, b) = self.rd.read(buf).await;
             buf = b;
             match res {
-                Ok(n) if n > 0 => input = buf[..n].to_vec(),
+                Ok(n) if n > 0 => match &self.sender.tls {
+                    None => input = buf[..n].to_vec(),
+                    Some(tls) => {
+                        input.clear();
+                        let mut tls = tls.borrow_mut();
+                        match tls.receive(&buf[..n], &mut input) {
+                            // The server closed the session: what it sent before still counts.
+                            Ok(false) | Ok(true) => {}
+                            Err(_) => {
+                                drop(tls);
+                                self.sender.close();
+                                return None;
+                            }
+                        }
+                        if tls.wants_write() {
+                            self.sender.wake.notify();
+                        }
+                    }
+                },
                 _ => {
                     self.sender.close();
                     return None;
@@ -271,10 +318,66 @@ impl WsClient {
     }
 }
 
+/// Shakes hands over `stream`, before it is split.
+async fn handshake(stream: &mut TcpStream, mut tls: Session) -> io::Result<Session> {
+    let mut out = Vec::new();
+    let mut chunk = Vec::with_capacity(16 * 1024);
+    let mut plain = Vec::new();
+    let deadline = monoio::time::Instant::now() + Duration::from_secs(10);
+    while tls.is_handshaking() {
+        out.clear();
+        tls.pending(&mut out)?;
+        if !out.is_empty() {
+            let (res, b) = stream.write_all(std::mem::take(&mut out)).await;
+            out = b;
+            res?;
+        }
+        if !tls.is_handshaking() {
+            break;
+        }
+        chunk.clear();
+        let (res, b) = monoio::time::timeout_at(deadline, stream.read(chunk))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out after 10 s"))?;
+        chunk = b;
+        match res? {
+            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the TLS handshake")),
+            n => {
+                if let Err(e) = tls.receive(&chunk[..n], &mut plain) {
+                    // Tell the server why (a certificate refused), then give up.
+                    out.clear();
+                    if tls.pending(&mut out).is_ok() && !out.is_empty() {
+                        let _ = stream.write_all(out).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+    // The client's Finished (TLS 1.3) goes with the upgrade request.
+    Ok(tls)
+}
+
 async fn writer(sender: Rc<Sender>, mut wr: OwnedWriteHalf<TcpStream>) {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut records: Vec<u8> = Vec::new();
+    let mut close_sent = false;
     loop {
         std::mem::swap(&mut buf, &mut *sender.out.borrow_mut());
+        if let Some(tls) = &sender.tls {
+            // Encrypted here, a batch at a time; the session may also have records of its own.
+            records.clear();
+            let mut tls = tls.borrow_mut();
+            if sender.closed.get() && buf.is_empty() && !close_sent {
+                tls.close();
+                close_sent = true;
+            }
+            if tls.encrypt(&buf, &mut records).is_err() {
+                sender.closed.set(true);
+                return;
+            }
+            std::mem::swap(&mut buf, &mut records);
+        }
         if !buf.is_empty() {
             let (res, b) = wr.write_all(std::mem::take(&mut buf)).await;
             buf = b;

@@ -2,7 +2,7 @@
 //! against a Tandem server with its op log on disk (the `tandem serve` engine, started
 //! in-process on an ephemeral port), and the result directory holds a report whose counts add
 //! up, that converged, with its `.hgrm` files and plots; `report` re-renders it and `compare`
-//! reads it.
+//! reads it. The same over `wss://` against a server terminating TLS, with worker processes.
 
 use std::path::Path;
 use std::process::Command;
@@ -183,5 +183,102 @@ users_per_doc = 1
     assert!(
         std::fs::read_to_string(out.join("report.md")).unwrap().contains("documents' text checked against the traces")
     );
+    drop(server);
+}
+
+/// A certificate authority's PEM, and a certificate and key it signed for `localhost`.
+fn pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+#[test]
+fn a_scenario_over_wss_converges_in_worker_processes() {
+    let work = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki();
+    let (ca_file, cert_file, key_file) =
+        (work.path().join("ca.pem"), work.path().join("cert.pem"), work.path().join("key.pem"));
+    std::fs::write(&ca_file, ca).unwrap();
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut config = tandem_net::ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cores: 2,
+        max_messages_per_s: 10_000,
+        ..tandem_net::ServerConfig::default()
+    };
+    config.storage.data_dir = data.path().to_path_buf();
+    config.tls.cert_file = Some(cert_file);
+    config.tls.key_file = Some(key_file);
+    let server = tandem_net::start(config).expect("server starts");
+    let target = format!("wss://localhost:{}/ws", server.local_addr().port());
+
+    let scenario = work.path().join("tls.toml");
+    std::fs::write(
+        &scenario,
+        r#"name = "tls"
+description = "2 documents x 2 editors at 10 ops/s and a reader each, over wss://"
+threads = 1
+[stages]
+ramp_up_s = 1
+steady_s = 3
+ramp_down_s = 1
+[[groups]]
+name = "editors"
+role = "editor"
+docs = 2
+users_per_doc = 2
+edit_rate = 10
+[[groups]]
+name = "readers"
+role = "reader"
+docs = 2
+users_per_doc = 1
+"#,
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    let (s, o, c) = (scenario.to_str().unwrap(), out.to_str().unwrap(), ca_file.to_str().unwrap());
+    loadgen(&["run", s, "--target", &target, "--ca-file", c, "--out", o, "--connections-per-process", "3"]);
+    let r = report(&out);
+    assert_eq!(r["converged"], true, "{r:#}");
+    assert_eq!(r["errors"], 0);
+    assert_eq!(r["generator"]["processes"], 2, "{}", r["generator"]);
+    assert_eq!(r["live_users"], 6);
+    let (sent, acked, delivered) =
+        (r["sent"].as_u64().unwrap(), r["acked"].as_u64().unwrap(), r["delivered"].as_u64().unwrap());
+    assert!(sent >= 80 && acked * 10 >= sent * 9, "acked {acked} of {sent}");
+    assert!(delivered >= sent * 2 * 9 / 10, "delivered {delivered} of {sent}");
+    // Its counters came over HTTPS.
+    assert!(r["server"]["cores"] == 2, "{}", r["server"]);
+
+    // Without a CA, or trusting the wrong one, the run stops with a clear error.
+    let refused = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tandem-loadgen")).args(args).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&["run", s, "--target", &target, "--out", o]);
+    assert!(err.contains("needs --ca-file"), "{err}");
+    let (other_ca, _, _) = pki();
+    let other = work.path().join("other.pem");
+    std::fs::write(&other, other_ca).unwrap();
+    let preload = work.path().join("preload.toml");
+    std::fs::write(
+        &preload,
+        std::fs::read_to_string(&scenario).unwrap()
+            + "[preload]\ndoc_prefix = \"p\"\ndocs = 1\nops = 10\nwriters = 1\n",
+    )
+    .unwrap();
+    let err = refused(&["run", preload.to_str().unwrap(), "--target", &target, "--ca-file", other.to_str().unwrap()]);
+    assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "{err}");
     drop(server);
 }
