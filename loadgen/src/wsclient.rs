@@ -160,13 +160,31 @@ fn bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
 }
 
 impl WsClient {
-    /// Connects and upgrades to `path` with `subprotocol`.
+    /// Connects and upgrades to `path` with `subprotocol`. The process's first failure is
+    /// printed (why users count errors: a refused certificate, a full backlog); the others
+    /// are counted by the callers.
     pub(crate) async fn connect(
         addr: SocketAddr,
         path: &str,
         subprotocol: &str,
         source: Option<IpAddr>,
     ) -> io::Result<Self> {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        let result = Self::connect_once(addr, path, subprotocol, source).await;
+        if let Err(e) = &result {
+            SAID.call_once(|| {
+                let hint = if e.to_string().contains("CaUsedAsEndEntity") {
+                    " (the server presents a CA certificate as its own: give it one made with basicConstraints=CA:FALSE, or one a CA signed)"
+                } else {
+                    ""
+                };
+                eprintln!("connecting to {addr}{path} failed: {e}{hint}; further failures are counted, not printed");
+            });
+        }
+        result
+    }
+
+    async fn connect_once(addr: SocketAddr, path: &str, subprotocol: &str, source: Option<IpAddr>) -> io::Result<Self> {
         let mut stream = tcp(addr, source).await?;
         stream.set_nodelay(true)?;
         let mut session = match tls::client() {
