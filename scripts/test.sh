@@ -13,8 +13,8 @@
 # load generator's peers (npm), PostgreSQL 15 (Debian package; the tests start their own
 # server in a temp directory with initdb and pg_ctl and stop it afterwards), the aiosmtpd
 # SMTP sink (Debian package), the tansu Kafka-API broker and the s3s-fs S3-API server (cargo
-# install, cached), and poppler and LibreOffice to check exported PDFs and DOCX files
-# (Debian packages).
+# install, cached), poppler and LibreOffice to check exported PDFs and DOCX files (Debian
+# packages), HAProxy (Debian package) and kubernetes-validate (PyPI) for deploy/'s files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${TANDEM_CACHE:-$HOME/.cache/tandem}"
@@ -43,6 +43,19 @@ command -v openssl >/dev/null || apt_install openssl
 # LibreOffice.
 command -v pdftotext >/dev/null && command -v soffice >/dev/null && command -v unzip >/dev/null ||
   apt_install poppler-utils libreoffice-writer-nogui unzip
+
+# The Compose cluster's load balancer (deploy/cluster, run without Docker by tandem's deploy
+# test).
+[ -x /usr/sbin/haproxy ] || apt_install haproxy
+# The Kubernetes manifests are checked against the API's schemas (kubernetes-validate from
+# PyPI, which carries them), in a virtual environment of its own.
+kv="$cache/venv/bin/kubernetes-validate"
+if [ ! -x "$kv" ]; then
+  echo "installing kubernetes-validate into $cache/venv" >&2
+  python3 -m venv "$cache/venv" >&2
+  "$cache/venv/bin/pip" install -q kubernetes-validate==1.31.0 >&2
+fi
+export TANDEM_KUBERNETES_VALIDATE="$kv"
 
 # The S3-API server the S3 blob store's tests start (s3s-fs; ~90 s to build, once).
 s3s="$cache/s3s-fs/bin/s3s-fs"

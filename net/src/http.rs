@@ -160,11 +160,15 @@ fn upgrade(req: &Request, ctx: &Context<'_>) -> Route {
     let Some(key) = req.header("sec-websocket-key").filter(|k| !k.is_empty()) else {
         return text("400 Bad Request", "missing Sec-WebSocket-Key");
     };
-    if !ctx.allowed_origins.is_empty() {
-        let origin = req.header("origin").unwrap_or("");
-        if !ctx.allowed_origins.iter().any(|o| o == origin) {
-            return text("403 Forbidden", &format!("origin {origin:?} is not allowed"));
-        }
+    // The allowlist keeps other sites' pages from opening a visitor's session (browsers
+    // always send `Origin` on an upgrade). A page this server served may, and so may clients
+    // that send none: native apps, the load generator and servers are not browser pages.
+    if !ctx.allowed_origins.is_empty()
+        && let Some(origin) = req.header("origin")
+        && !ctx.allowed_origins.iter().any(|o| o == origin)
+        && !same_origin(origin, req.header("host").unwrap_or(""))
+    {
+        return text("403 Forbidden", &format!("origin {origin:?} is not allowed"));
     }
     // A browser sends the cookie with any page's WebSocket: it counts only when the page is
     // this server's (or an allowed origin), so another site cannot use a visitor's session.

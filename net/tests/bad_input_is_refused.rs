@@ -324,12 +324,23 @@ fn slowloris_idle_and_connection_limits() {
 fn origins_outside_the_allowlist_are_refused() {
     let server = support::server(1, |c| c.allowed_origins = vec!["https://app.example".into()]);
     let addr = server.local_addr();
-    for (origin, expect) in [("https://evil.example", "HTTP/1.1 403"), ("https://app.example", "HTTP/1.1 101")] {
+    // Refused: another site's page, and a look-alike of this server's host. Let through: a
+    // listed origin, a page this server served (the Host it was sent to), and a client that
+    // sends no Origin (not a browser page: a native app, a server).
+    for (origin, expect) in [
+        (Some("https://evil.example"), "HTTP/1.1 403"),
+        (Some("http://h.evil.example"), "HTTP/1.1 403"),
+        (Some("null"), "HTTP/1.1 403"),
+        (Some("https://app.example"), "HTTP/1.1 101"),
+        (Some("http://h"), "HTTP/1.1 101"),
+        (None, "HTTP/1.1 101"),
+    ] {
         let mut s = TcpStream::connect(addr).unwrap();
-        write!(s, "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: tandem.v1.bin\r\nOrigin: {origin}\r\n\r\n").unwrap();
+        let header = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+        write!(s, "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: tandem.v1.bin\r\n{header}\r\n").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let mut buf = [0u8; 256];
         let n = s.read(&mut buf).unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with(expect), "{origin}");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with(expect), "{origin:?}");
     }
 }

@@ -433,6 +433,52 @@ mod tests {
         assert_eq!(loaded, defaults);
     }
 
+    /// The configurations `deploy/` mounts (Docker Compose, its ScyllaDB variant, and the
+    /// Kubernetes ConfigMap) load as `tandem serve` loads them: no unknown key, every value
+    /// valid, a cluster on shared stores.
+    #[test]
+    fn the_deploy_configurations_load() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let dir = tempfile::tempdir().unwrap();
+        let manifests = std::fs::read_to_string(deploy.join("kubernetes/tandem.yaml")).unwrap();
+        let mut config_map = None;
+        for doc in serde_yaml::Deserializer::from_str(&manifests) {
+            let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap();
+            if v["kind"] == "ConfigMap" {
+                config_map = v["data"]["tandem.toml"].as_str().map(str::to_owned);
+            }
+        }
+        let kubernetes = dir.path().join("kubernetes.toml");
+        std::fs::write(&kubernetes, config_map.expect("the manifests' ConfigMap has tandem.toml")).unwrap();
+        for (path, oplog) in [
+            (deploy.join("cluster/tandem.toml"), tandem_net::OplogKind::Postgres),
+            (deploy.join("cluster/tandem.scylla.toml"), tandem_net::OplogKind::Scylla),
+            (kubernetes, tandem_net::OplogKind::Postgres),
+        ] {
+            let resolved = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() }.resolve();
+            if oplog == tandem_net::OplogKind::Scylla && !cfg!(feature = "scylla") {
+                // Parsed, and refused by this build only (the README's test command has it).
+                let e = format!("{:#}", resolved.unwrap_err());
+                assert!(e.contains("built without ScyllaDB support"), "{}: {e}", path.display());
+                continue;
+            }
+            let c = resolved.unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            assert!(c.cluster.enabled, "{}", path.display());
+            assert_eq!(c.server.storage.oplog, oplog, "{}", path.display());
+            assert_eq!(c.server.storage.blobs, tandem_net::BlobsKind::S3, "{}", path.display());
+            assert_eq!(c.events.backend, crate::events::Backend::Kafka, "{}", path.display());
+            assert_eq!(c.auth, AuthMode::Accounts, "{}", path.display());
+        }
+        // A single node on ScyllaDB (deploy/scylla).
+        let single = ServeArgs { config: Some(deploy.join("scylla/tandem.toml")), ..ServeArgs::default() };
+        match single.resolve() {
+            Ok(c) => assert_eq!(c.server.storage.oplog, tandem_net::OplogKind::Scylla),
+            Err(e) => {
+                assert!(!cfg!(feature = "scylla") && format!("{e:#}").contains("without ScyllaDB support"), "{e:#}")
+            }
+        }
+    }
+
     #[test]
     fn invalid_values_are_refused() {
         let args = ServeArgs { max_messages_per_s: Some(0), ..ServeArgs::default() };
