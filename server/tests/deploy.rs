@@ -6,7 +6,8 @@
 //! what it replaces: a change to the files that this test does not follow fails it.
 //!
 //! Through the load balancer: the editor's page, sign-up, a document, a WebSocket client that
-//! follows `moved` to the document's node, an email; then a node leaves (SIGTERM, as `docker
+//! follows `moved` to the document's node, an email; every metric the Grafana dashboard
+//! queries is exported; then a node leaves (SIGTERM, as `docker
 //! compose stop`) and another is killed (`kill -s KILL`): the balancer stops sending
 //! connections to them, the client's edits go on through the other nodes, and the nodes
 //! rejoin (`start`). Runs with `--features kafka` (the README's test command).
@@ -62,6 +63,34 @@ fn service<'a>(compose: &'a Yaml, name: &str) -> &'a Yaml {
 
 fn strings(v: &Yaml) -> Vec<String> {
     v.as_sequence().expect("a list").iter().map(|s| s.as_str().expect("a string").to_owned()).collect()
+}
+
+/// The metric names the Grafana dashboard (`deploy/grafana-dashboard.json`) queries.
+fn dashboard_metrics() -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v.as_str()) {
+                        ("expr", Some(e)) => out.extend(
+                            e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                                .filter(|w| w.starts_with("tandem_"))
+                                .map(str::to_owned),
+                        ),
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json");
+    let mut out = Vec::new();
+    walk(&serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap(), &mut out);
+    out.sort();
+    out.dedup();
+    out
 }
 
 struct Node {
@@ -218,6 +247,23 @@ fn the_compose_cluster_runs_behind_its_load_balancer_and_survives_a_leave_and_a_
     );
     assert_eq!(share.status, 200, "{}", share.raw);
     eventually(60, "the share's email at the SMTP sink", || (!smtp::mails(&sink.maildir).is_empty()).then_some(()));
+
+    // Every metric the Grafana dashboard queries is one a node exports (Kafka's consumer lag
+    // is read every 5 s).
+    let wanted = dashboard_metrics();
+    assert!(wanted.len() >= 20, "{wanted:?}");
+    let mut missing = Vec::new();
+    for _ in 0..40 {
+        let metrics = http(nodes[0].addr, "GET", "/metrics", &[], None).raw;
+        let exported: Vec<&str> =
+            metrics.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+        missing = wanted.iter().filter(|m| !exported.contains(&m.as_str())).cloned().collect();
+        if missing.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(missing.is_empty(), "the dashboard queries metrics no node exports: {missing:?}");
 
     // A client that knows the balancer only: sent on to the document's node.
     let lb_url = format!("ws://127.0.0.1:{lb}/ws");
