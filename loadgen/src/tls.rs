@@ -124,12 +124,15 @@ impl Session {
     }
 
     /// Takes bytes read from the socket; appends what they decrypt to. Errors on a bad
-    /// record or certificate (the alert to send is then in [`Session::pending`]). Returns
-    /// true once the server closed the session.
+    /// record or certificate (the alert to send is then in [`Session::pending`]); what
+    /// decrypted before it is in `plain`. Returns true once the server closed the session
+    /// (bytes after its close_notify are ignored).
     pub(crate) fn receive(&mut self, mut raw: &[u8], plain: &mut Vec<u8>) -> io::Result<bool> {
-        let mut closed = false;
         while !raw.is_empty() {
-            self.0.read_tls(&mut raw)?;
+            // Nothing is taken after the peer's close_notify.
+            if self.0.read_tls(&mut raw)? == 0 {
+                break;
+            }
             let state = self.0.process_new_packets().map_err(io::Error::other)?;
             let n = state.plaintext_bytes_to_read();
             if n > 0 {
@@ -137,9 +140,11 @@ impl Session {
                 plain.resize(at + n, 0);
                 self.0.reader().read_exact(&mut plain[at..])?;
             }
-            closed |= state.peer_has_closed();
+            if state.peer_has_closed() {
+                return Ok(true);
+            }
         }
-        Ok(closed)
+        Ok(false)
     }
 
     /// Encrypts `plain` and appends the records to `out`.

@@ -262,6 +262,8 @@ impl WsClient {
     pub(crate) async fn run(mut self, mut on: impl FnMut(Bytes)) -> Option<u16> {
         let mut buf = Vec::with_capacity(16 * 1024);
         let mut input = std::mem::take(&mut self.leftover);
+        // A TLS error or close ends the connection once what decrypted before it is handled.
+        let mut ended = false;
         loop {
             if !input.is_empty() {
                 let mut out = Vec::new();
@@ -304,6 +306,10 @@ impl WsClient {
                     return Some(code);
                 }
             }
+            if ended {
+                self.sender.close();
+                return None;
+            }
             buf.clear();
             let (res, b) = self.rd.read(buf).await;
             buf = b;
@@ -313,15 +319,8 @@ impl WsClient {
                     Some(tls) => {
                         input.clear();
                         let mut tls = tls.borrow_mut();
-                        match tls.receive(&buf[..n], &mut input) {
-                            // The server closed the session: what it sent before still counts.
-                            Ok(false) | Ok(true) => {}
-                            Err(_) => {
-                                drop(tls);
-                                self.sender.close();
-                                return None;
-                            }
-                        }
+                        // Closed by the server, or a bad record: what came before still counts.
+                        ended = !matches!(tls.receive(&buf[..n], &mut input), Ok(false));
                         if tls.wants_write() {
                             self.sender.wake.notify();
                         }
