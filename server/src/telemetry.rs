@@ -151,10 +151,13 @@ where
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_http_client(Poster::new(match url.starts_with("https://") {
-            true => Some(tls_client(ca_file(cfg).as_deref())?),
-            false => None,
-        })?)
+        .with_http_client(Poster::new(
+            match url.parse::<http::Uri>().ok().as_ref().and_then(http::Uri::scheme_str) {
+                Some("https") => Some(tls_client(ca_file(cfg).as_deref())?),
+                _ => None,
+            },
+            Duration::from_millis(cfg.timeout_ms),
+        )?)
         .with_endpoint(url.as_str())
         .with_protocol(protocol)
         .with_timeout(Duration::from_millis(cfg.timeout_ms))
@@ -186,6 +189,9 @@ where
 struct Poster {
     runtime: tokio::runtime::Runtime,
     tls: Option<tokio_rustls::TlsConnector>,
+    /// For one export, connection and TLS handshake included (the SDK does not time a
+    /// client of its own).
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Poster {
@@ -195,13 +201,13 @@ impl std::fmt::Debug for Poster {
 }
 
 impl Poster {
-    fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Result<Self> {
+    fn new(tls: Option<Arc<rustls::ClientConfig>>, timeout: Duration) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("tandem-otlp")
             .build()
             .context("starting the OTLP exporter's runtime")?;
-        Ok(Self { runtime, tls: tls.map(tokio_rustls::TlsConnector::from) })
+        Ok(Self { runtime, tls: tls.map(tokio_rustls::TlsConnector::from), timeout })
     }
 }
 
@@ -214,13 +220,12 @@ async fn post(
     let https = uri.scheme_str() == Some("https");
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let authority = uri.authority().ok_or("no host in the OTLP endpoint")?.to_string();
-    let host_port = format!("{}:{port}", host.trim_start_matches('[').trim_end_matches(']'));
-    let stream = tokio::net::TcpStream::connect(host_port.as_str()).await?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
     match (https, tls) {
         (false, _) => exchange(stream, request, &authority).await,
         (true, Some(tls)) => {
-            let name =
-                rustls::pki_types::ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))?.to_owned();
+            let name = rustls::pki_types::ServerName::try_from(host)?;
             exchange(tls.connect(name, stream).await?, request, &authority).await
         }
         (true, None) => Err("an https endpoint without a TLS client".into()),
@@ -254,7 +259,10 @@ impl opentelemetry_http::HttpClient for Poster {
         &self,
         request: http::Request<bytes::Bytes>,
     ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
-        let response = self.runtime.block_on(post(request, self.tls.as_ref()))?;
+        let response = self
+            .runtime
+            .block_on(async { tokio::time::timeout(self.timeout, post(request, self.tls.as_ref())).await })
+            .map_err(|_| format!("the OTLP export took over {} ms", self.timeout.as_millis()))??;
         if !response.status().is_success() {
             return Err(format!("the collector answered {}", response.status()).into());
         }
@@ -350,15 +358,25 @@ mod tests {
                 .body(bytes::Bytes::from_static(b"spans"))
                 .unwrap()
         };
-        let trusting = Poster::new(Some(tls_client(Some(&ca_file)).unwrap())).unwrap();
+        let trusting = Poster::new(Some(tls_client(Some(&ca_file)).unwrap()), Duration::from_secs(10)).unwrap();
         let response = trusting.send_bytes(request()).now_or_never().expect("sends at once").unwrap();
         assert!(response.status().is_success());
         assert_eq!(received.recv_timeout(Duration::from_secs(10)).unwrap(), ("/v1/traces".to_owned(), 5));
 
-        let wary = Poster::new(Some(tls_client(Some(&other_ca)).unwrap())).unwrap();
+        let wary = Poster::new(Some(tls_client(Some(&other_ca)).unwrap()), Duration::from_secs(10)).unwrap();
         let e = wary.send_bytes(request()).now_or_never().expect("sends at once").unwrap_err().to_string();
         assert!(e.contains("UnknownIssuer") || e.contains("certificate"), "{e}");
         assert!(received.try_recv().is_err(), "nothing was received from the refused exporter");
+
+        // A collector that takes the connection and never answers costs one timeout.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stalled =
+            http::Request::post(format!("https://localhost:{}/v1/traces", silent.local_addr().unwrap().port()))
+                .body(bytes::Bytes::from_static(b"spans"))
+                .unwrap();
+        let patient = Poster::new(Some(tls_client(Some(&ca_file)).unwrap()), Duration::from_millis(300)).unwrap();
+        let e = patient.send_bytes(stalled).now_or_never().expect("sends at once").unwrap_err().to_string();
+        assert!(e.contains("took over 300 ms"), "{e}");
 
         // A configuration naming the right authority passes the start's check.
         let cfg = TelemetryConfig {
