@@ -73,9 +73,8 @@ pub struct ServerConfig {
     pub max_transform_steps_per_s: u32,
     /// Presence reaches each subscriber at most once per this many milliseconds per document.
     pub presence_interval_ms: u64,
-    /// Allowed `Origin` header values for the WebSocket upgrade, besides the server's own
-    /// (the `Host` the upgrade was sent to); empty allows any. Upgrades without an `Origin`
-    /// (not from a browser page) are let through.
+    /// Allowed `Origin` header values for the WebSocket upgrade (list the editor's own);
+    /// empty allows any. Upgrades without an `Origin` (not from a browser page) pass.
     pub allowed_origins: Vec<String>,
     /// When set (and no control plane checks accounts), `hello` tokens must equal this
     /// secret; when unset, any token is accepted.
