@@ -99,6 +99,42 @@ struct Node {
     child: Option<Child>,
 }
 
+/// A process killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.take() {
+            drop(Killed(c));
+        }
+    }
+}
+
+/// What HAProxy says of server `name` of the `nodes` backend (`UP`, `DOWN`, ...), from its
+/// stats socket.
+fn balancer_status(socket: &Path, name: &str) -> String {
+    use std::os::unix::net::UnixStream;
+    let Ok(mut s) = UnixStream::connect(socket) else { return String::new() };
+    let mut csv = String::new();
+    if s.write_all(b"show stat\n").is_err() || s.read_to_string(&mut csv).is_err() {
+        return String::new();
+    }
+    let header: Vec<&str> = csv.lines().next().unwrap_or("").trim_start_matches("# ").split(',').collect();
+    let column = header.iter().position(|h| *h == "status").expect("a status column");
+    csv.lines()
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&"nodes") && f.get(1) == Some(&name))
+        .and_then(|f| f.get(column).map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
 #[test]
 fn the_compose_cluster_runs_behind_its_load_balancer_and_survives_a_leave_and_a_kill() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cluster");
@@ -210,20 +246,25 @@ fn the_compose_cluster_runs_behind_its_load_balancer_and_survives_a_leave_and_a_
     }
     let cfg =
         rewrite("deploy/cluster/haproxy.cfg", &std::fs::read_to_string(root.join("haproxy.cfg")).unwrap(), &pairs);
+    // And a stats socket, for the test to see which nodes the balancer takes out.
+    let stats = dir.path().join("haproxy.sock");
+    let cfg = cfg.replacen("global\n", &format!("global\n    stats socket {} mode 600\n", stats.display()), 1);
     let haproxy_cfg = dir.path().join("haproxy.cfg");
     std::fs::write(&haproxy_cfg, cfg).unwrap();
     let haproxy = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"].into_iter().find(|p| Path::new(p).exists());
     let haproxy = haproxy.expect("haproxy (the README's test command installs it)");
     let check = Command::new(haproxy).arg("-c").arg("-f").arg(&haproxy_cfg).output().unwrap();
     assert!(check.status.success(), "haproxy -c: {}", String::from_utf8_lossy(&check.stderr));
-    let mut balancer = Command::new(haproxy)
-        .arg("-db")
-        .arg("-f")
-        .arg(&haproxy_cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _balancer = Killed(
+        Command::new(haproxy)
+            .arg("-db")
+            .arg("-f")
+            .arg(&haproxy_cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let lb_addr: SocketAddr = format!("127.0.0.1:{lb}").parse().unwrap();
     eventually(30, "the balancer forwarding", || (status(lb_addr, "/readyz") == Some(200)).then_some(()));
 
@@ -275,10 +316,11 @@ fn the_compose_cluster_runs_behind_its_load_balancer_and_survives_a_leave_and_a_
     // reached it through the balancer without being sent on.
     let owner = || {
         let shard = tandem_cluster::shard_of(&doc, 1024);
-        let row =
-            pg.sql_in(&db, &format!("SELECT owner FROM cluster_leases WHERE shard = {shard} AND expires_at > now()"));
-        let name = row.trim();
-        ["tandem-1", "tandem-2", "tandem-3"].iter().position(|n| *n == name).unwrap_or_else(|| panic!("owner {name:?}"))
+        let sql = format!("SELECT owner FROM cluster_leases WHERE shard = {shard} AND expires_at > now()");
+        eventually(15, "the document's shard held", || {
+            let row = pg.sql_in(&db, &sql);
+            ["tandem-1", "tandem-2", "tandem-3"].iter().position(|n| *n == row.trim())
+        })
     };
     f.settle();
     let first = owner();
@@ -292,7 +334,11 @@ fn the_compose_cluster_runs_behind_its_load_balancer_and_survives_a_leave_and_a_
     f.settle();
     let second = owner();
     assert_ne!(second, first);
-    // The balancer sends new connections to the nodes left only.
+    // The balancer takes the node out, and new connections reach the others.
+    let name = |i: usize| format!("tandem-{}", i + 1);
+    eventually(30, "the balancer taking the stopped node out", || {
+        balancer_status(&stats, &name(first)).starts_with("DOWN").then_some(())
+    });
     for _ in 0..20 {
         assert_eq!(status(lb_addr, "/readyz"), Some(200));
     }
@@ -304,14 +350,20 @@ fn the_compose_cluster_runs_behind_its_load_balancer_and_survives_a_leave_and_a_
     assert!(f.append("<three>"), "edits go on after the kill");
     f.settle();
     assert_eq!(owner(), 3 - first - second, "on the one node left");
-    eventually(30, "the balancer passing over the killed node", || {
-        (0..20).all(|_| status(lb_addr, "/readyz") == Some(200)).then_some(())
+    eventually(30, "the balancer taking the killed node out", || {
+        balancer_status(&stats, &name(second)).starts_with("DOWN").then_some(())
     });
+    for _ in 0..20 {
+        assert_eq!(status(lb_addr, "/readyz"), Some(200));
+    }
 
     // `docker compose start`: both rejoin, and the balancer uses them again.
     for i in [first, second] {
         start(&mut nodes[i], i);
     }
+    eventually(30, "the balancer putting both back", || {
+        [first, second].iter().all(|&i| balancer_status(&stats, &name(i)).starts_with("UP")).then_some(())
+    });
     let text = eventually(60, "every marker once, through the balancer", || {
         let text = f.settle();
         (["<one>", "<two>", "<three>"].iter().all(|m| text.matches(m).count() == 1)).then_some(text)
@@ -321,15 +373,6 @@ fn the_compose_cluster_runs_behind_its_load_balancer_and_survives_a_leave_and_a_
     late.token = ada;
     assert!(late.ensure_open(Duration::from_secs(20)));
     assert_eq!(late.settle(), text, "a new client through the balancer reads the same document");
-
-    let _ = balancer.kill();
-    let _ = balancer.wait();
-    for n in &mut nodes {
-        if let Some(mut c) = n.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// The Kubernetes manifests (`deploy/kubernetes/tandem.yaml`) against the Kubernetes API's
