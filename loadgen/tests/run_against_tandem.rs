@@ -20,6 +20,11 @@ fn loadgen(args: &[&str]) -> std::process::Output {
 
 /// A durable two-core server on an ephemeral port, and its data directory.
 fn server() -> (tandem_net::ServerHandle, tempfile::TempDir) {
+    server_with(|_| {})
+}
+
+/// The same, configured further by `f`.
+fn server_with(f: impl FnOnce(&mut tandem_net::ServerConfig)) -> (tandem_net::ServerHandle, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let mut config = tandem_net::ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -28,6 +33,7 @@ fn server() -> (tandem_net::ServerHandle, tempfile::TempDir) {
         ..tandem_net::ServerConfig::default()
     };
     config.storage.data_dir = data.path().to_path_buf();
+    f(&mut config);
     (tandem_net::start(config).expect("server starts"), data)
 }
 
@@ -208,17 +214,10 @@ fn a_scenario_over_wss_converges_in_worker_processes() {
     std::fs::write(&ca_file, ca).unwrap();
     std::fs::write(&cert_file, cert).unwrap();
     std::fs::write(&key_file, key).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let mut config = tandem_net::ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        cores: 2,
-        max_messages_per_s: 10_000,
-        ..tandem_net::ServerConfig::default()
-    };
-    config.storage.data_dir = data.path().to_path_buf();
-    config.tls.cert_file = Some(cert_file);
-    config.tls.key_file = Some(key_file);
-    let server = tandem_net::start(config).expect("server starts");
+    let (server, _data) = server_with(|c| {
+        c.tls.cert_file = Some(cert_file);
+        c.tls.key_file = Some(key_file);
+    });
     let target = format!("wss://localhost:{}/ws", server.local_addr().port());
 
     let scenario = work.path().join("tls.toml");
