@@ -51,9 +51,12 @@ fn main() {
     let mut cluster = Cluster::new(&bin, &pg, 3, &lease_args);
     let stop = Arc::new(AtomicBool::new(false));
     let acks: Acks = Arc::new(Mutex::new(vec![Vec::new(); docs]));
+    // `moved` messages each document's client has followed so far.
+    let moves: Arc<Vec<std::sync::atomic::AtomicU64>> = Arc::new((0..docs).map(|_| Default::default()).collect());
     let writers: Vec<_> = (0..docs)
         .map(|d| {
             let (urls, stop, acks) = (cluster.urls(), Arc::clone(&stop), Arc::clone(&acks));
+            let moves = Arc::clone(&moves);
             std::thread::spawn(move || {
                 let mut f = Follower::new(1 + d as u64, &format!("bench-{d}"), urls);
                 let mut n = 0u64;
@@ -64,6 +67,7 @@ fn main() {
                     if f.append(&format!("<{n}>")) {
                         n += 1;
                     }
+                    moves[d].store(f.moves as u64, Ordering::Relaxed);
                     let c = f.client.as_ref().expect("connected");
                     if c.session().is_synced() && c.session().is_open(&f.doc) {
                         acks.lock().unwrap()[d].push((Instant::now(), c.addr()));
@@ -78,6 +82,8 @@ fn main() {
     let mut failover = Histogram::<u64>::new(3).unwrap();
     let mut handover = Histogram::<u64>::new(3).unwrap();
     let mut signal_to_ack = Histogram::<u64>::new(3).unwrap();
+    // `moved` followed per document per hand-over (1: straight to the new owner).
+    let mut moves_per_handover = Histogram::<u64>::new(3).unwrap();
     for round in 0..kills + leaves {
         let i = round % 3;
         let addr = cluster.nodes[i].addr;
@@ -91,6 +97,7 @@ fn main() {
             .enumerate()
             .filter_map(|(d, a)| a.last().filter(|(_, by)| *by == addr).map(|(at, _)| (d, *at)))
             .collect();
+        let moves_before: Vec<u64> = served.iter().map(|&(d, _)| moves[d].load(Ordering::Relaxed)).collect();
         if graceful {
             cluster.signal(i, "-TERM");
             let _ = cluster.nodes[i].child.take().map(|mut c| c.wait());
@@ -119,6 +126,11 @@ fn main() {
             });
         }
         assert!(pending.is_empty(), "{} documents were never acknowledged again", pending.len());
+        if graceful {
+            for (&(d, _), before) in served.iter().zip(&moves_before) {
+                moves_per_handover.record(moves[d].load(Ordering::Relaxed) - before).unwrap();
+            }
+        }
         eprintln!(
             "{} node {i}: {} documents moved, the slowest back after {worst:?}",
             if graceful { "SIGTERM" } else { "kill -9" },
@@ -141,5 +153,15 @@ fn main() {
         ("SIGTERM: signal to the first ack by the new owner", &signal_to_ack),
     ] {
         println!("| {name} | {} | {:.1} | {:.1} | {:.1} |", h.len(), ms(h, 0.5), ms(h, 0.99), h.max() as f64 / 1000.0);
+    }
+    if !moves_per_handover.is_empty() {
+        let h = &moves_per_handover;
+        println!(
+            "\n`moved` followed per document per SIGTERM hand-over (1: straight to the new owner): mean {:.2}, p50 {}, p99 {}, max {}",
+            h.mean(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.max()
+        );
     }
 }
