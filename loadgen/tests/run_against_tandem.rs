@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use tandem_testkit::pki::Pki;
+
 fn loadgen(args: &[&str]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_tandem-loadgen")).args(args).output().expect("runs");
     assert!(
@@ -192,28 +194,12 @@ users_per_doc = 1
     drop(server);
 }
 
-/// A certificate authority's PEM, and a certificate and key it signed for `localhost`.
-fn pki() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
-    (ca.pem(), leaf.pem(), key.serialize_pem())
-}
-
 #[test]
 fn a_scenario_over_wss_converges_in_worker_processes() {
     let work = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = pki();
-    let (ca_file, cert_file, key_file) =
-        (work.path().join("ca.pem"), work.path().join("cert.pem"), work.path().join("key.pem"));
-    std::fs::write(&ca_file, ca).unwrap();
-    std::fs::write(&cert_file, cert).unwrap();
-    std::fs::write(&key_file, key).unwrap();
+    let pki = Pki::new(work.path());
+    let ca_file = pki.ca_file.clone();
+    let (cert_file, key_file) = pki.leaf_files(work.path());
     let (server, _data) = server_with(|c| {
         c.tls.cert_file = Some(cert_file);
         c.tls.key_file = Some(key_file);
@@ -267,9 +253,7 @@ users_per_doc = 1
     };
     let err = refused(&["run", s, "--target", &target, "--out", o]);
     assert!(err.contains("needs --ca-file"), "{err}");
-    let (other_ca, _, _) = pki();
-    let other = work.path().join("other.pem");
-    std::fs::write(&other, other_ca).unwrap();
+    let other = Pki::named(work.path(), "other.pem").ca_file;
     let preload = work.path().join("preload.toml");
     std::fs::write(
         &preload,

@@ -302,30 +302,15 @@ mod tests {
     fn exports_reach_an_https_collector_that_is_trusted() {
         use futures_util::FutureExt as _;
         use opentelemetry_http::HttpClient as _;
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        use tandem_testkit::pki::Pki;
         let dir = tempfile::tempdir().unwrap();
-        let ca = |name: &str| {
-            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            let key = KeyPair::generate().unwrap();
-            let file = dir.path().join(name);
-            std::fs::write(&file, params.self_signed(&key).unwrap().pem()).unwrap();
-            (Issuer::new(params, key), file)
-        };
-        let (issuer, ca_file) = ca("ca.pem");
-        let (_, other_ca) = ca("other.pem");
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
-        let server = rustls::ServerConfig::builder_with_provider(tandem_net::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-            )
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let pki = Pki::new(dir.path());
+        let (ca_file, other_ca) = (pki.ca_file.clone(), Pki::named(dir.path(), "other.pem").ca_file);
+        let (cert_file, key_file) = pki.leaf_files(dir.path());
+        let tls =
+            tandem_net::tls::TlsConfig { cert_file: Some(cert_file), key_file: Some(key_file), ..Default::default() };
+        let server = tandem_net::tls::Tls::start(&tls).unwrap().expect("TLS on").config;
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let port = listener.local_addr().unwrap().port();

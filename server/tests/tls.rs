@@ -7,59 +7,31 @@ mod support;
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
 use support::*;
 use tandem_engine::{Attributes, ClientId, Delta};
 use tandem_net::client::{Client, ClientOptions};
+use tandem_testkit::pki::Pki;
 
-/// A certificate authority the tests' clients trust, and certificates it signs.
-struct Pki {
-    issuer: Issuer<'static, KeyPair>,
-    ca_file: PathBuf,
-}
-
-impl Pki {
-    fn new(dir: &Path) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let ca_file = dir.join("ca.pem");
-        std::fs::write(&ca_file, cert.pem()).unwrap();
-        Self { issuer: Issuer::new(params, key), ca_file }
-    }
-
-    /// A certificate for `localhost` and 127.0.0.1 (a new key each time), as PEM.
-    fn leaf(&self) -> (String, String) {
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn client(&self) -> Arc<rustls::ClientConfig> {
-        tandem_net::tls::client_config_trusting(&self.ca_file).unwrap()
-    }
+/// A client trusting `pki`'s authority.
+fn trusting(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    tandem_net::tls::client_config_trusting(&pki.ca_file).unwrap()
 }
 
 /// A server with TLS on its port; the certificate files are `root/cert.pem`, `root/key.pem`.
 fn start_tls(pki: &Pki, root: &Path, config: &str) -> Server {
-    let (cert, key) = pki.leaf();
-    std::fs::write(root.join("cert.pem"), cert).unwrap();
-    std::fs::write(root.join("key.pem"), key).unwrap();
-    let (c, k) = (root.join("cert.pem"), root.join("key.pem"));
+    let (c, k) = pki.leaf_files(root);
     start_at(root, config, &["--tls-cert", c.to_str().unwrap(), "--tls-key", k.to_str().unwrap()])
 }
 
 /// The certificate the server presents to a new client now (DER): a client of its own, which
 /// cannot resume an earlier session (a resumed one carries the certificate it began with).
 fn presented(addr: SocketAddr, pki: &Pki) -> Vec<u8> {
-    let mut s = tls_stream(addr, &pki.client(), "localhost");
+    let mut s = tls_stream(addr, &trusting(pki), "localhost");
     let (status, ..) = exchange(&mut s, "localhost", "GET", "/healthz", &[], &[]);
     assert_eq!(status, 200);
     s.conn.peer_certificates().unwrap()[0].to_vec()
@@ -93,7 +65,7 @@ fn https_and_wss_share_the_port_and_a_plain_request_is_told_to_use_tls() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let server = start_tls(&pki, dir.path(), "");
-    let (addr, tls) = (server.addr, pki.client());
+    let (addr, tls) = (server.addr, trusting(&pki));
     assert!(server.log.lock().unwrap().contains(&format!("listening on https://{addr}")));
 
     // REST over HTTPS: sign-up sets Secure cookies (TLS implies them).
@@ -184,7 +156,7 @@ fn a_renewed_certificate_is_served_without_a_restart_and_open_sessions_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let server = start_tls(&pki, dir.path(), "[server.tls]\nreload_interval_s = 1\n");
-    let (addr, tls) = (server.addr, pki.client());
+    let (addr, tls) = (server.addr, trusting(&pki));
     let before = presented(addr, &pki);
     let ada = signup_tls(addr, &tls, "ada@example.com");
     let (_, doc) = https_json(addr, &tls, "POST", "/api/documents", Some(&ada), Some(json!({"title": "Plan"})));
@@ -227,7 +199,7 @@ fn an_export_reads_the_document_over_wss() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let server = start_tls(&pki, dir.path(), "");
-    let (addr, tls) = (server.addr, pki.client());
+    let (addr, tls) = (server.addr, trusting(&pki));
     let ada = signup_tls(addr, &tls, "ada@example.com");
     let (_, doc) = https_json(addr, &tls, "POST", "/api/documents", Some(&ada), Some(json!({"title": "Plan"})));
     let doc = doc["id"].as_str().unwrap().to_owned();
@@ -271,7 +243,7 @@ fn bad_certificate_files_stop_the_start_with_the_file_named() {
     std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n").unwrap();
     let missing = dir.path().join("missing-key.pem");
     let key = dir.path().join("key.pem");
-    std::fs::write(&key, KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    std::fs::write(&key, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
     let (cert_s, key_s, missing_s) = (cert.to_str().unwrap(), key.to_str().unwrap(), missing.to_str().unwrap());
     for (args, expect) in [
         (vec!["--tls-cert", cert_s], "both cert_file and key_file"),

@@ -2,6 +2,7 @@
 //!
 //! - `cluster` (feature `cluster`): nodes of a cluster as real processes, and a client that
 //!   follows its document from node to node.
+//! - `pki` (feature `pki`): a throwaway certificate authority and certificates it signs.
 //! - [`Postgres`]: a throwaway PostgreSQL server, `initdb` and `pg_ctl` in a temp directory on a
 //!   free port, stopped when dropped. With `TANDEM_TEST_DATABASE_URL` set, that server is
 //!   used instead (each caller makes its own database on it). Missing binaries fail the test
@@ -9,6 +10,8 @@
 
 #[cfg(feature = "cluster")]
 pub mod cluster;
+#[cfg(feature = "pki")]
+pub mod pki;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
