@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 
@@ -33,8 +33,8 @@ pub struct TlsClient {
     pub config: Arc<rustls::ClientConfig>,
     /// The name the certificate must carry.
     pub server_name: ServerName<'static>,
-    /// The same, as written.
-    pub name: String,
+    /// What it was built from.
+    pub spec: TlsSpec,
 }
 
 static CLIENT: OnceLock<Option<TlsClient>> = OnceLock::new();
@@ -45,18 +45,16 @@ pub fn init(spec: Option<&TlsSpec>) -> Result<()> {
     let client = match spec {
         None => None,
         Some(s) => {
-            let config = tandem_net::tls::client_config_trusting(&s.ca_file).map_err(|e| anyhow!(e))?;
+            let config = tandem_net::tls::client_config_trusting(&s.ca_file).map_err(|e| anyhow!("--ca-file: {e}"))?;
             let server_name = ServerName::try_from(s.server_name.clone())
                 .map_err(|e| anyhow!("{:?} is not a server name: {e}", s.server_name))?;
-            Some(TlsClient { config, server_name, name: s.server_name.clone() })
+            Some(TlsClient { config, server_name, spec: s.clone() })
         }
     };
-    let wanted = spec.map(|s| s.server_name.clone());
-    if let Err(client) = CLIENT.set(client) {
-        let set = CLIENT.get().and_then(|c| c.as_ref().map(|c| c.name.clone()));
-        if set != wanted {
-            bail!("TLS was already set up differently in this process ({client:?})");
-        }
+    if let Err(client) = CLIENT.set(client)
+        && CLIENT.get().and_then(|c| c.as_ref().map(|c| &c.spec)) != spec
+    {
+        bail!("TLS was already set up differently in this process ({client:?})");
     }
     Ok(())
 }
@@ -70,7 +68,7 @@ pub fn client() -> Option<&'static TlsClient> {
 pub fn client_options(mut options: tandem_net::client::ClientOptions) -> tandem_net::client::ClientOptions {
     if let Some(c) = client() {
         options.tls = Some(Arc::clone(&c.config));
-        options.server_name = Some(c.name.clone());
+        options.server_name = Some(c.spec.server_name.clone());
     }
     options
 }
@@ -205,13 +203,8 @@ pub fn spec_for(urls: &str, ca_file: Option<PathBuf>) -> Result<Option<TlsSpec>>
         (None, None) => Ok(None),
         (None, Some(_)) => bail!("--ca-file is for wss:// targets"),
         (Some(_), None) => bail!("a wss:// target needs --ca-file: the server's certificate or its authority (PEM)"),
-        (Some(server_name), Some(ca_file)) => {
-            let spec = TlsSpec { ca_file, server_name };
-            tandem_net::tls::client_config_trusting(&spec.ca_file)
-                .map_err(|e| anyhow!(e))
-                .with_context(|| "--ca-file")?;
-            Ok(Some(spec))
-        }
+        // The file is read by `init`.
+        (Some(server_name), Some(ca_file)) => Ok(Some(TlsSpec { ca_file, server_name })),
     }
 }
 
