@@ -212,6 +212,12 @@ pub struct Follower {
     next: Option<String>,
     /// Times it moved.
     pub moves: usize,
+    /// When it last read a `moved` and left its node.
+    pub moved_at: Option<Instant>,
+    /// When it last connected (welcomed) to a node.
+    pub connected_at: Option<Instant>,
+    /// When the document last opened.
+    pub opened_at: Option<Instant>,
     /// The access token for `hello` (empty under `--auth dev`).
     pub token: String,
     /// With TLS on the nodes: whom to trust (see [`Cluster::tls`]).
@@ -232,6 +238,9 @@ impl Follower {
             rng: ChaCha8Rng::seed_from_u64(id),
             next: None,
             moves: 0,
+            moved_at: None,
+            connected_at: None,
+            opened_at: None,
             token: String::new(),
             tls: None,
             current: None,
@@ -275,6 +284,9 @@ impl Follower {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             }
+            if !staying {
+                self.connected_at = Some(Instant::now());
+            }
             let doc = self.doc.clone();
             let c = self.client.as_mut().unwrap();
             // Until it opens, or is sent on.
@@ -282,6 +294,9 @@ impl Follower {
             self.follow_moves();
             match r {
                 Ok(()) if self.next.is_none() && self.client.as_ref().is_some_and(|c| c.session().is_open(&doc)) => {
+                    if !staying {
+                        self.opened_at = Some(Instant::now());
+                    }
                     return true;
                 }
                 Ok(()) | Err(ClientError::Timeout(_)) => {}
@@ -307,6 +322,7 @@ impl Follower {
             return;
         }
         self.moves += 1;
+        self.moved_at = Some(Instant::now());
         c.drop_connection();
         if !to.is_empty() && self.previous.as_ref() == Some(&to) {
             // Sent back where it came from: the next node has not taken the document yet.
@@ -332,8 +348,11 @@ impl Follower {
             Ok(()) => {}
             // Refused locally: not made.
             Err(ClientError::Edit(_)) => return false,
-            // Made, but not sent (the connection failed): kept, and sent after reconnecting.
+            // Made, but not sent (the connection failed): kept, and sent after reconnecting;
+            // to the node named by a `moved` the server sent before closing, if there is one.
             Err(_) => {
+                let _ = c.wait_until(Duration::from_millis(5), "moved", |s| s.moved_to(&doc).is_some());
+                self.follow_moves();
                 self.drop_connection();
                 return true;
             }
@@ -344,6 +363,18 @@ impl Follower {
             self.drop_connection();
         }
         true
+    }
+
+    /// Waits `pause` between edits as a live client does: reading what arrives, and
+    /// leaving at once when sent on (`moved`).
+    pub fn think(&mut self, pause: Duration) {
+        let doc = self.doc.clone();
+        let Some(c) = self.client.as_mut() else { return std::thread::sleep(pause) };
+        let r = c.wait_until(pause, "think", |s| s.moved_to(&doc).is_some());
+        self.follow_moves();
+        if matches!(r, Err(ref e) if !matches!(e, ClientError::Timeout(_))) {
+            self.drop_connection();
+        }
     }
 
     /// Until every edit is acknowledged; the document's text.
