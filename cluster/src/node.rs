@@ -32,6 +32,9 @@ pub struct Ownership {
     base: Instant,
     /// Per shard: until when (ms after `base`) this node may serve it; 0: not its.
     until: Box<[AtomicU64]>,
+    /// Per shard: until when (ms after `base`) another node is expected to hand it to this
+    /// one (it said so); 0: not expected.
+    coming: Box<[AtomicU64]>,
     /// Raised whenever shards stop being this node's.
     generation: AtomicU64,
     /// Per core: the generation it last swept (dropped the documents of shards not its).
@@ -42,6 +45,18 @@ pub struct Ownership {
     internals: RwLock<BTreeMap<Arc<str>, Arc<str>>>,
     /// Set once the node is leaving: it takes nothing more.
     draining: AtomicBool,
+    /// Called when shards stop or start being served here (the cores look at once).
+    changed: Hook,
+}
+
+/// [`Ownership::on_change`]'s callback.
+#[derive(Default)]
+struct Hook(std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "Hook(set)" } else { "Hook(none)" })
+    }
 }
 
 impl Ownership {
@@ -53,12 +68,26 @@ impl Ownership {
             shards: shards.max(1),
             base: Instant::now(),
             until: (0..shards.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            coming: (0..shards.max(1)).map(|_| AtomicU64::new(0)).collect(),
             generation: AtomicU64::new(0),
             swept: (0..cores).map(|_| AtomicU64::new(0)).collect(),
             owners: RwLock::new(vec![None; usize::from(shards.max(1))]),
             internals: RwLock::new(BTreeMap::new()),
             draining: AtomicBool::new(false),
+            changed: Hook::default(),
         })
+    }
+
+    /// Calls `f` whenever shards stop being served here or start being (not on renewals),
+    /// from the membership's task: it must not block. Set once; later calls are ignored.
+    pub fn on_change(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.changed.0.set(f);
+    }
+
+    fn changed(&self) {
+        if let Some(f) = self.changed.0.get() {
+            f();
+        }
     }
 
     /// This node's id.
@@ -97,6 +126,18 @@ impl Ownership {
         self.serves(self.shard_of(doc), now)
     }
 
+    /// Whether `doc`'s shard is on its way to this node (another node said it is handing it
+    /// over) at `now` and not served yet: its requests wait for it rather than going back.
+    pub fn coming_doc(&self, doc: &str, now: Instant) -> bool {
+        self.coming(self.shard_of(doc), now)
+    }
+
+    /// Whether `shard` is on its way to this node at `now` (see [`Ownership::coming_doc`]).
+    pub fn coming(&self, shard: Shard, now: Instant) -> bool {
+        let until = self.coming.get(usize::from(shard)).map_or(0, |u| u.load(Ordering::Acquire));
+        until != 0 && self.ms(now) < until
+    }
+
     /// Shards served at `now`.
     pub fn served(&self, now: Instant) -> usize {
         (0..self.shards).filter(|&s| self.serves(s, now)).count()
@@ -128,6 +169,16 @@ impl Ownership {
 
     fn grant(&self, shard: Shard, until: Instant) {
         self.until[usize::from(shard)].store(self.ms(until), Ordering::Release);
+        self.coming[usize::from(shard)].store(0, Ordering::Release);
+    }
+
+    /// Another node is about to hand `shards` to this one: their requests wait until `until`.
+    fn expect(&self, shards: &[(Shard, u64)], until: Instant) {
+        for &(s, _) in shards {
+            if let Some(c) = self.coming.get(usize::from(s)) {
+                c.store(self.ms(until), Ordering::Release);
+            }
+        }
     }
 
     /// Stops serving `shards` now; returns the generation the cores must sweep.
@@ -135,7 +186,9 @@ impl Ownership {
         for &s in shards {
             self.until[usize::from(s)].store(0, Ordering::Release);
         }
-        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.changed();
+        generation
     }
 
     /// Whether every core swept `generation`.
@@ -149,7 +202,9 @@ impl Ownership {
         self.internals.read().expect("internals lock").get(address).cloned().unwrap_or_else(|| Arc::from(address))
     }
 
-    fn set_owners(&self, view: &View) {
+    /// Reads the owners from `view`, except for the shards in `handing` (this node's, on
+    /// their way to the node given).
+    fn set_owners(&self, view: &View, handing: &BTreeMap<Shard, Option<Arc<str>>>) {
         *self.internals.write().expect("internals lock") = view
             .members
             .iter()
@@ -167,6 +222,10 @@ impl Ownership {
                 let a = addresses.get(o)?;
                 Some(Arc::clone(cache.entry(a).or_insert_with(|| Arc::from(*a))))
             });
+            let owner = match handing.get(&l.shard) {
+                Some(to) => to.clone(),
+                None => owner,
+            };
             if let Some(slot) = owners.get_mut(usize::from(l.shard)) {
                 *slot = owner;
             }
@@ -178,6 +237,20 @@ impl Ownership {
             *slot = address;
         }
     }
+}
+
+/// When `payload` says shards are coming to node `me` (another node is about to hand them
+/// over), marks them in `own` for `wait`; true when it was such a notice, for `me` or not.
+fn expect_coming(own: &Ownership, me: &str, wait: Duration, payload: &str) -> bool {
+    let Some(a) = Announcement::parse(payload).filter(|a| a.coming) else { return false };
+    if let Some((to, leases)) = &a.handoff
+        && to == me
+        && a.from != me
+        && !own.draining()
+    {
+        own.expect(leases, Instant::now() + wait);
+    }
+    true
 }
 
 /// How a node takes part.
@@ -199,6 +272,9 @@ pub struct Settings {
     pub pace: Pace,
     /// Longest a hand-back waits for the cores to drop a shard's documents.
     pub sweep_limit: Duration,
+    /// Longest this node holds the requests for a shard another node said it is handing
+    /// over, waiting for the release (then they are sent to the owner in the table).
+    pub coming_wait: Duration,
     /// Where the other nodes reach this one (`http://host:port`), when not at `address`
     /// (which clients may reach through TLS in front of the node).
     pub internal: Option<String>,
@@ -216,6 +292,7 @@ impl Settings {
             poll: Duration::from_millis(500),
             pace: Pace::default(),
             sweep_limit: Duration::from_secs(5),
+            coming_wait: Duration::from_secs(1),
             internal: None,
         }
     }
@@ -259,6 +336,8 @@ pub struct Membership {
     held: BTreeMap<Shard, u64>,
     /// Shards being handed back.
     pending: Vec<HandBack>,
+    /// The live nodes as last read.
+    members: Vec<crate::plan::Member>,
 }
 
 /// Shards no longer served, released once the cores swept `generation`.
@@ -268,8 +347,8 @@ struct HandBack {
     since: Instant,
     /// The shards and their epochs.
     leases: Vec<(Shard, u64)>,
-    /// The node each goes to (the same order), if any.
-    to: Vec<Option<String>>,
+    /// The node each goes to (the same order), if any, and where its clients are sent.
+    to: Vec<Option<(String, Arc<str>)>>,
 }
 
 impl Membership {
@@ -282,7 +361,7 @@ impl Membership {
         store.migrate().await?;
         store.heartbeat(&settings.node, &settings.address, settings.internal.as_deref(), false).await?;
         info!(node = %settings.node, address = %settings.address, shards = store.shards(), "joined the cluster");
-        Ok(Self { store, settings, own, held: BTreeMap::new(), pending: Vec::new() })
+        Ok(Self { store, settings, own, held: BTreeMap::new(), pending: Vec::new(), members: Vec::new() })
     }
 
     /// The ownership it keeps.
@@ -326,7 +405,14 @@ impl Membership {
         let s = &self.settings;
         let draining = self.own.draining();
         let view = self.store.view(s.lease_ttl).await?;
-        self.own.set_owners(&view);
+        // The table still names this node for the shards it is handing back (until their
+        // release): their clients go to the nodes taking them.
+        let handing: BTreeMap<Shard, Option<Arc<str>>> = self
+            .pending
+            .iter()
+            .flat_map(|h| h.leases.iter().zip(&h.to).map(|(&(k, _), to)| (k, to.as_ref().map(|(_, a)| Arc::clone(a)))))
+            .collect();
+        self.own.set_owners(&view, &handing);
         let steps = plan(&s.node, draining, &view, s.pace);
         let release: Vec<(Shard, u64)> = steps
             .iter()
@@ -335,29 +421,9 @@ impl Membership {
                 _ => None,
             })
             .collect();
+        self.members = view.members.clone();
         if !release.is_empty() {
-            let shards: Vec<Shard> = release.iter().map(|&(k, _)| k).collect();
-            for k in &shards {
-                self.held.remove(k);
-            }
-            // Clients are sent on to the node each shard goes to (every node computes the
-            // same preferred owner); the release names it, and it takes the shard as soon as
-            // it hears of it.
-            let mut to = Vec::with_capacity(shards.len());
-            for &k in &shards {
-                let successor = view
-                    .members
-                    .iter()
-                    .filter(|m| !m.draining && m.node != s.node)
-                    .max_by_key(|m| (affinity(&m.node, k), m.node.as_str()));
-                self.own.set_owner(k, successor.map(|m| Arc::from(m.address.as_str())));
-                to.push(successor.map(|m| m.node.clone()));
-            }
-            // Stop serving now; hand the leases back once the cores dropped the documents
-            // (their last appends durable): [`Membership::release_swept`].
-            let generation = self.own.revoke(&shards);
-            self.pending.push(HandBack { generation, since: Instant::now(), leases: release, to });
-            out.released = shards;
+            out.released = self.hand_back(release).await;
         }
         let acquire: Vec<(Shard, u64)> = steps
             .iter()
@@ -383,6 +449,46 @@ impl Membership {
         Ok(out)
     }
 
+    /// Stops serving `release` (held shards and their epochs) and queues them to be handed
+    /// back once the cores dropped their documents, each to the node that should take it
+    /// (among the members last read). Returns the shards.
+    async fn hand_back(&mut self, release: Vec<(Shard, u64)>) -> Vec<Shard> {
+        let s = &self.settings;
+        let shards: Vec<Shard> = release.iter().map(|&(k, _)| k).collect();
+        for k in &shards {
+            self.held.remove(k);
+        }
+        // Clients are sent on to the node each shard goes to (every node computes the same
+        // preferred owner); the release names it, and it takes the shard as soon as it hears
+        // of it.
+        let mut to = Vec::with_capacity(shards.len());
+        let mut coming: BTreeMap<String, Vec<(Shard, u64)>> = BTreeMap::new();
+        for &(k, epoch) in &release {
+            let successor = self
+                .members
+                .iter()
+                .filter(|m| !m.draining && m.node != s.node)
+                .max_by_key(|m| (affinity(&m.node, k), m.node.as_str()));
+            let next = successor.map(|m| (m.node.clone(), Arc::<str>::from(m.address.as_str())));
+            self.own.set_owner(k, next.as_ref().map(|(_, a)| Arc::clone(a)));
+            to.push(next);
+            if let Some(m) = successor {
+                coming.entry(m.node.clone()).or_default().push((k, epoch));
+            }
+        }
+        // The successors first hear the shards are coming, so that the clients sent to them
+        // before the release wait there instead of being sent back here.
+        let coming: Vec<(String, Vec<(Shard, u64)>)> = coming.into_iter().collect();
+        if let Err(e) = self.store.announce_coming(&s.node, &coming, self.own.draining()).await {
+            warn!(node = %s.node, "announcing a hand-over failed: {e} (its clients may be sent back and forth until the release)");
+        }
+        // Stop serving now; hand the leases back once the cores dropped the documents (their
+        // last appends durable): [`Membership::release_swept`].
+        let generation = self.own.revoke(&shards);
+        self.pending.push(HandBack { generation, since: Instant::now(), leases: release, to });
+        shards
+    }
+
     /// Takes `wanted` (shards and the epochs they were seen at) and serves those it got
     /// until a lease less the margin from now.
     async fn acquire(&mut self, wanted: &[(Shard, u64)]) -> Result<Vec<Shard>, LeaseError> {
@@ -395,6 +501,9 @@ impl Membership {
             self.own.grant(shard, until);
             self.own.set_owner(shard, Some(Arc::clone(&self.own.address)));
         }
+        if !got.is_empty() {
+            self.own.changed();
+        }
         Ok(got.into_iter().map(|(k, _)| k).collect())
     }
 
@@ -406,11 +515,17 @@ impl Membership {
         if a.from == self.settings.node {
             return Ok(Round { held: self.held.len(), ..Round::default() });
         }
+        if a.coming {
+            expect_coming(&self.own, &self.settings.node, self.settings.coming_wait, payload);
+            return Ok(Round { held: self.held.len(), ..Round::default() });
+        }
         match a.handoff {
             Some((to, leases)) if to == self.settings.node && !self.own.draining() => {
+                let t = Instant::now();
                 let acquired = self.acquire(&leases).await?;
                 if !acquired.is_empty() {
-                    info!(node = %self.settings.node, from = %a.from, held = self.held.len(), acquired = acquired.len(), "shards handed over");
+                    let ms = t.elapsed().as_secs_f64() * 1e3;
+                    info!(node = %self.settings.node, from = %a.from, held = self.held.len(), acquired = acquired.len(), ms, "shards handed over");
                 }
                 Ok(Round { held: self.held.len(), acquired, ..Round::default() })
             }
@@ -427,13 +542,16 @@ impl Membership {
         let s = &self.settings;
         let mut ready = Vec::new();
         let mut handoffs: BTreeMap<String, Vec<(Shard, u64)>> = BTreeMap::new();
+        // How long the longest-waiting of them was not served.
+        let mut waited = Duration::ZERO;
         let mut i = 0;
         while i < self.pending.len() {
             let h = &self.pending[i];
             if self.own.is_swept(h.generation) {
                 let h = self.pending.remove(i);
+                waited = waited.max(h.since.elapsed());
                 for (lease, to) in h.leases.iter().zip(h.to) {
-                    if let Some(to) = to {
+                    if let Some((to, _)) = to {
                         handoffs.entry(to).or_default().push(*lease);
                     }
                 }
@@ -447,7 +565,10 @@ impl Membership {
         }
         if !ready.is_empty() {
             let handoffs: Vec<(String, Vec<(Shard, u64)>)> = handoffs.into_iter().collect();
+            let t = Instant::now();
             self.store.release(&s.node, &ready, &handoffs).await?;
+            let (swept_ms, release_ms) = (waited.as_secs_f64() * 1e3, t.elapsed().as_secs_f64() * 1e3);
+            info!(node = %s.node, shards = ready.len(), swept_ms, release_ms, "shards handed back once the cores dropped their documents");
         }
         Ok(())
     }
@@ -456,8 +577,25 @@ impl Membership {
     /// turns true; then hands everything back and leaves. Hand-backs are released as soon
     /// as the cores have dropped their documents, without holding up renewals.
     pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut listener = match self.store.listen().await {
-            Ok(l) => Some(l),
+        // The release channel is read by a task of its own, which marks the shards another
+        // node says are coming here at once (even while a round is waiting on the database:
+        // the clients sent here arrive within milliseconds) and passes the rest on.
+        let (tx, mut released) = tokio::sync::mpsc::channel::<String>(256);
+        let listener = match self.store.listen().await {
+            Ok(mut l) => {
+                let (own, me, wait) = (Arc::clone(&self.own), self.settings.node.clone(), self.settings.coming_wait);
+                Some(tokio::spawn(async move {
+                    while let Ok(n) = l.recv().await {
+                        if !expect_coming(&own, &me, wait, n.payload()) && tx.try_send(n.payload().to_owned()).is_err()
+                        {
+                            // Behind (or stopping): the next poll reads the table.
+                            if tx.is_closed() {
+                                break;
+                            }
+                        }
+                    }
+                }))
+            }
             Err(e) => {
                 warn!("no release notifications ({e}): taking shards at each poll only");
                 None
@@ -465,6 +603,9 @@ impl Membership {
         };
         let mut next_round = Instant::now();
         loop {
+            if *stop.borrow() {
+                break;
+            }
             if Instant::now() >= next_round {
                 next_round = Instant::now() + self.settings.poll;
                 if let Err(e) = self.round().await {
@@ -473,9 +614,6 @@ impl Membership {
             } else if let Err(e) = self.release_swept().await {
                 warn!(node = %self.settings.node, "handing shards back failed: {e} (they expire instead)");
             }
-            if *stop.borrow() {
-                break;
-            }
             let mut wait = next_round.saturating_duration_since(Instant::now());
             if !self.pending.is_empty() {
                 wait = wait.min(Duration::from_millis(2));
@@ -483,29 +621,28 @@ impl Membership {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
-                n = async {
-                    match &mut listener {
-                        Some(l) => l.recv().await.map(|n| n.payload().to_owned()),
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    match n {
-                        Ok(payload) => {
-                            if let Err(e) = self.on_release(&payload).await {
-                                warn!(node = %self.settings.node, "taking handed-back shards failed: {e}");
-                            }
-                        }
-                        Err(_) => listener = None,
+                Some(payload) = released.recv() => {
+                    if let Err(e) = self.on_release(&payload).await {
+                        warn!(node = %self.settings.node, "taking handed-back shards failed: {e}");
                     }
                 }
             }
         }
+        if let Some(task) = listener {
+            task.abort();
+        }
         self.leave().await;
     }
 
-    /// Hands every shard back (after the cores dropped their documents) and leaves.
+    /// Hands every shard back (after the cores dropped their documents) and leaves. The
+    /// shards stop being served at once, each named for the node that takes it among the
+    /// members last read (at most a poll ago); a round then says the node is leaving.
     pub async fn leave(&mut self) {
         self.own.draining.store(true, Ordering::Release);
+        let t = Instant::now();
+        let held: Vec<(Shard, u64)> = self.held.iter().map(|(&k, &v)| (k, v)).collect();
+        let shards = self.hand_back(held).await.len();
+        info!(node = %self.settings.node, shards, ms = t.elapsed().as_secs_f64() * 1e3, "leaving: stopped serving every shard");
         if let Err(e) = self.round().await {
             warn!(node = %self.settings.node, "handing shards back failed: {e} (they expire instead)");
         }

@@ -50,27 +50,34 @@ const PER_ANNOUNCEMENT: usize = 250;
 
 /// A release as announced on [`CHANNEL`]: who released, and, when it named one, the node it
 /// handed shards to and which (with their epochs, for that node to take them without reading
-/// the table first). Payload: `from` alone, or `from to shard:epoch,shard:epoch,...`.
+/// the table first). Or, sent just before a node stops serving shards it will hand over, a
+/// notice that they are **coming**: their clients are about to be sent to that node, which
+/// holds their requests for the release instead of sending them back. Payload: `from` alone,
+/// `from to shard:epoch,shard:epoch,...`, or that followed by ` coming`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Announcement {
     /// The releasing node.
     pub from: String,
     /// The node the shards go to, and the shards with their epochs.
     pub handoff: Option<(String, Vec<(Shard, u64)>)>,
+    /// Not released yet: about to be.
+    pub coming: bool,
 }
 
 impl Announcement {
-    /// The payloads announcing a release by `from`: one per [`PER_ANNOUNCEMENT`] shards of
-    /// each hand-off, or `from` alone when it names none.
-    pub fn payloads(from: &str, handoffs: &[(String, Vec<(Shard, u64)>)]) -> Vec<String> {
+    /// The payloads announcing a release by `from` (or, `coming`, one about to happen): one
+    /// per [`PER_ANNOUNCEMENT`] shards of each hand-off, or `from` alone when it names none
+    /// (nothing when `coming`).
+    pub fn payloads(from: &str, handoffs: &[(String, Vec<(Shard, u64)>)], coming: bool) -> Vec<String> {
         let mut out = Vec::new();
         for (to, leases) in handoffs {
             for chunk in leases.chunks(PER_ANNOUNCEMENT) {
                 let list: Vec<String> = chunk.iter().map(|(k, e)| format!("{k}:{e}")).collect();
-                out.push(format!("{from} {to} {}", list.join(",")));
+                let tail = if coming { " coming" } else { "" };
+                out.push(format!("{from} {to} {}{tail}", list.join(",")));
             }
         }
-        if out.is_empty() {
+        if out.is_empty() && !coming {
             out.push(from.to_owned());
         }
         out
@@ -80,8 +87,13 @@ impl Announcement {
     pub fn parse(payload: &str) -> Option<Self> {
         let mut parts = payload.split(' ');
         let from = parts.next().filter(|f| !f.is_empty())?.to_owned();
-        let Some(to) = parts.next() else { return Some(Self { from, handoff: None }) };
+        let Some(to) = parts.next() else { return Some(Self { from, handoff: None, coming: false }) };
         let list = parts.next()?;
+        let coming = match parts.next() {
+            None => false,
+            Some("coming") => true,
+            Some(_) => return None,
+        };
         if parts.next().is_some() || to.is_empty() {
             return None;
         }
@@ -92,7 +104,7 @@ impl Announcement {
                 Some((k.parse().ok()?, e.parse().ok()?))
             })
             .collect::<Option<Vec<(Shard, u64)>>>()?;
-        Some(Self { from, handoff: Some((to.to_owned(), leases)) })
+        Some(Self { from, handoff: Some((to.to_owned(), leases)), coming })
     }
 }
 
@@ -311,7 +323,7 @@ impl LeaseStore {
         .await
         .map_err(db("releasing leases"))?;
         // Delivered at commit.
-        for payload in Announcement::payloads(node, handoffs) {
+        for payload in Announcement::payloads(node, handoffs, false) {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)
                 .bind(payload)
@@ -321,6 +333,33 @@ impl LeaseStore {
         }
         tx.commit().await.map_err(db("committing a release"))?;
         Ok(r.rows_affected() as usize)
+    }
+
+    /// Tells the nodes named in `handoffs` that `node` is about to hand them those shards
+    /// (see [`Announcement`]), and, `leaving`, marks `node` as leaving in the same statement
+    /// (so that a node that takes its shards does not count it among those to balance
+    /// towards and hand shards back to it). Nothing else changes in the table.
+    pub async fn announce_coming(
+        &self,
+        node: &str,
+        handoffs: &[(String, Vec<(Shard, u64)>)],
+        leaving: bool,
+    ) -> Result<(), LeaseError> {
+        let payloads = Announcement::payloads(node, handoffs, true);
+        if payloads.is_empty() && !leaving {
+            return Ok(());
+        }
+        sqlx::query(
+            "WITH d AS (UPDATE cluster_nodes SET draining = true WHERE node = $3 AND $4)              SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p",
+        )
+        .bind(CHANNEL)
+        .bind(payloads)
+        .bind(node)
+        .bind(leaving)
+        .execute(&self.pool)
+        .await
+        .map_err(db("announcing a hand-over"))?;
+        Ok(())
     }
 
     /// A listener on the release channel (its own connection).
@@ -341,30 +380,35 @@ mod tests {
 
     #[test]
     fn announcements_round_trip_and_fit_a_payload() {
-        assert_eq!(Announcement::payloads("a", &[]), vec!["a".to_owned()]);
-        assert_eq!(Announcement::parse("a"), Some(Announcement { from: "a".into(), handoff: None }));
+        assert_eq!(Announcement::payloads("a", &[], false), vec!["a".to_owned()]);
+        assert!(Announcement::payloads("a", &[], true).is_empty());
+        assert_eq!(Announcement::parse("a"), Some(Announcement { from: "a".into(), handoff: None, coming: false }));
         let leases: Vec<(Shard, u64)> = (0..1024).map(|k| (k, u64::MAX - u64::from(k))).collect();
         let handoffs = vec![("b".to_owned(), leases[..600].to_vec()), ("c".to_owned(), leases[600..].to_vec())];
-        let payloads = Announcement::payloads("node-with-a-long-id", &handoffs);
-        // 600 and 424 shards: three and two announcements.
-        assert_eq!(payloads.len(), 5);
-        let mut back: Vec<(String, Vec<(Shard, u64)>)> = Vec::new();
-        for p in &payloads {
-            assert!(p.len() < 8000, "{} bytes", p.len());
-            let a = Announcement::parse(p).unwrap();
-            assert_eq!(a.from, "node-with-a-long-id");
-            let (to, l) = a.handoff.unwrap();
-            match back.last_mut() {
-                Some((t, all)) if *t == to => all.extend(l),
-                _ => back.push((to, l)),
+        for coming in [false, true] {
+            let payloads = Announcement::payloads("node-with-a-long-id", &handoffs, coming);
+            // 600 and 424 shards: three and two announcements.
+            assert_eq!(payloads.len(), 5);
+            let mut back: Vec<(String, Vec<(Shard, u64)>)> = Vec::new();
+            for p in &payloads {
+                assert!(p.len() < 8000, "{} bytes", p.len());
+                let a = Announcement::parse(p).unwrap();
+                assert_eq!(a.from, "node-with-a-long-id");
+                assert_eq!(a.coming, coming);
+                let (to, l) = a.handoff.unwrap();
+                match back.last_mut() {
+                    Some((t, all)) if *t == to => all.extend(l),
+                    _ => back.push((to, l)),
+                }
             }
+            assert_eq!(back, handoffs);
         }
-        assert_eq!(back, handoffs);
     }
 
     #[test]
     fn malformed_announcements_are_none() {
-        for bad in ["", " b 1:2", "a b", "a b 1", "a b 1:x", "a b 1:2,", "a b 70000:1", "a b 1:2 extra", "a  1:2"] {
+        let bad = ["", " b 1:2", "a b", "a b 1", "a b 1:x", "a b 1:2,", "a b 70000:1", "a b 1:2 extra", "a  1:2"];
+        for bad in bad.into_iter().chain(["a b 1:2 coming extra", "a b 1:2 coming ", "a b coming"]) {
             assert_eq!(Announcement::parse(bad), None, "{bad:?}");
         }
     }

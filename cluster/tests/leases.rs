@@ -122,8 +122,10 @@ async fn a_leaving_node_hands_its_shards_over_at_once() {
     assert_eq!(oa.served(Instant::now()), 0, "a handed everything back when stopped");
 }
 
-/// The release names the node each shard goes to: that node takes them on the announcement
-/// alone (one statement), a third node leaves them to it, and the leaver ignores its own.
+/// Before it stops serving, a leaving node says which shards are coming to which node (so
+/// that their clients, sent ahead, wait there); then the release names the node each shard
+/// goes to: that node takes them on the announcement alone (one statement), a third node
+/// leaves them to it, and the leaver ignores its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_names_the_next_owner_which_takes_its_shards_on_the_announcement() {
     let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
@@ -132,30 +134,89 @@ async fn a_release_names_the_next_owner_which_takes_its_shards_on_the_announceme
     rounds(&mut [&mut a, &mut b, &mut c], 10).await;
     let (oa, ob, oc) = (Arc::clone(a.ownership()), Arc::clone(b.ownership()), Arc::clone(c.ownership()));
     let before = one_server_per_shard(&[&oa, &ob, &oc], Instant::now());
+    let b_shards: Vec<u16> = (0..SHARDS).filter(|&s| ob.serves(s, Instant::now())).collect();
     let listen = LeaseStore::connect(&url, SHARDS, Duration::from_secs(5)).await.unwrap();
     let mut listener = listen.listen().await.unwrap();
     b.leave().await;
     assert_eq!(ob.served(Instant::now()), 0);
-    // b's shards go to a and c by affinity: one announcement each (under 250 shards).
-    let mut handed = 0;
-    for _ in 0..2 {
+    // b's shards go to a and c by affinity: one notice that they are coming and one
+    // announcement of the release each (under 250 shards), the notices first.
+    let (mut handed, mut noticed) = (0, 0);
+    while handed < b_shards.len() {
         let payload = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
         let payload = payload.payload().to_owned();
         let ann = Announcement::parse(&payload).unwrap();
         assert_eq!(ann.from, "b");
         let (to, leases) = ann.handoff.clone().unwrap();
-        let (taker, other) = if to == "a" { (&mut a, &mut c) } else { (&mut c, &mut a) };
+        let (taker, other, o_taker, o_other) =
+            if to == "a" { (&mut a, &mut c, &oa, &oc) } else { (&mut c, &mut a, &oc, &oa) };
         // The other survivor and the leaver leave them alone.
         assert!(other.on_release(&payload).await.unwrap().acquired.is_empty());
         assert!(b.on_release(&payload).await.unwrap().acquired.is_empty());
         let got = taker.on_release(&payload).await.unwrap();
-        assert_eq!(got.acquired.len(), leases.len(), "{to} took what b handed it");
-        handed += leases.len();
+        let now = Instant::now();
+        if ann.coming {
+            assert_eq!(handed, 0, "every notice comes before the releases");
+            assert!(got.acquired.is_empty(), "a notice takes nothing");
+            for &(k, _) in &leases {
+                assert!(o_taker.coming(k, now) && !o_taker.serves(k, now), "shard {k} on its way to {to}");
+                assert!(!o_other.coming(k, now) && !ob.coming(k, now));
+            }
+            noticed += leases.len();
+        } else {
+            assert_eq!(got.acquired.len(), leases.len(), "{to} took what b handed it");
+            assert!(leases.iter().all(|&(k, _)| o_taker.serves(k, now) && !o_taker.coming(k, now)));
+            handed += leases.len();
+        }
     }
-    assert_eq!(handed, before[1]);
+    assert_eq!((noticed, handed), (before[1], before[1]));
     let after = one_server_per_shard(&[&oa, &ob, &oc], Instant::now());
     assert_eq!(after.iter().sum::<usize>(), usize::from(SHARDS), "{after:?}");
     assert_eq!(after[1], 0);
+}
+
+/// Shards a node hands back stay pointed at the node taking them until the release, whatever
+/// the table says meanwhile (it still names this node), so that their clients go there and
+/// not back here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_on_their_way_point_to_the_next_owner() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.database("onthewayout");
+    let store = LeaseStore::connect(&url, SHARDS, Duration::from_secs(5)).await.unwrap();
+    // One core, which sweeps only when the test says so.
+    let oa = Ownership::new("a", "ws://a.internal:8080", SHARDS, 1);
+    let mut a = Membership::join(store, settings("a"), Arc::clone(&oa)).await.unwrap();
+    rounds(&mut [&mut a], 2).await;
+    assert_eq!(oa.served(Instant::now()), usize::from(SHARDS));
+    let mut b = node(&url, "b").await;
+    rounds(&mut [&mut b], 1).await;
+    // a hands b the shards b is preferred for, a round's worth at a time.
+    let r = a.round().await.unwrap();
+    assert!(!r.released.is_empty(), "{r:?}");
+    let next = Some(Arc::<str>::from("ws://b.internal:8080"));
+    for _ in 0..2 {
+        let now = Instant::now();
+        for &k in &r.released {
+            assert!(!oa.serves(k, now));
+            assert_eq!(oa.owner(k), next, "shard {k}");
+        }
+        // A round reads the table, which names a until the release.
+        a.round().await.unwrap();
+    }
+    // The core drops their documents: they are released, and b takes them.
+    oa.swept(0, oa.generation());
+    a.release_swept().await.unwrap();
+    rounds(&mut [&mut b], 1).await;
+    let now = Instant::now();
+    assert!(r.released.iter().all(|&k| b.ownership().serves(k, now) && oa.owner(k) == next));
+
+    // A leaving node's notice also marks it as leaving, in the same statement: the nodes
+    // taking its shards never balance towards it.
+    let store = LeaseStore::connect(&url, SHARDS, Duration::from_secs(5)).await.unwrap();
+    let draining = |v: &tandem_cluster::View, n: &str| v.members.iter().any(|m| m.node == n && m.draining);
+    assert!(!draining(&store.view(Duration::from_secs(5)).await.unwrap(), "b"));
+    store.announce_coming("b", &[], true).await.unwrap();
+    assert!(draining(&store.view(Duration::from_secs(5)).await.unwrap(), "b"));
 }
 
 /// A node behind TLS advertises a `wss://` URL to clients and an internal one to the other

@@ -15,6 +15,12 @@ pub trait Placement: Send + Sync + std::fmt::Debug {
     fn serves(&self, doc: &str, now: Instant) -> bool;
     /// Where the node serving `doc` is reached (a WebSocket URL), if any serves it now.
     fn owner(&self, doc: &str) -> Option<Arc<str>>;
+    /// Whether `doc` is on its way to this node at `now`: another node is handing it over,
+    /// and sends its clients here before the hand-over completes. Their requests wait for
+    /// [`Placement::serves`] instead of being sent back.
+    fn coming(&self, _doc: &str, _now: Instant) -> bool {
+        false
+    }
     /// Raised whenever documents stop being this node's: a core that sees it move drops
     /// them, then reports [`Placement::swept`] once its appends before the drop are durable.
     fn generation(&self) -> u64;

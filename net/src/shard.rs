@@ -112,7 +112,7 @@ const MAX_WAITING_PER_DOC: usize = 65_536;
 
 /// A document being loaded: its state from the op log and its access list from the control
 /// plane (each asked for only when needed), and the requests waiting for both.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Loading {
     waiting: Vec<(Arc<SessionInfo>, DocRequest)>,
     /// REST calls about the document's notes, answered once it is in.
@@ -126,6 +126,8 @@ struct Loading {
     needs_access: bool,
     /// The number of the access-list request this load waits for.
     access_load: u64,
+    /// When the load began.
+    since: Instant,
 }
 
 /// A request from a connection to a document's owner core.
@@ -421,6 +423,10 @@ pub enum CoreMsg {
         /// The frame.
         frame: Frame,
     },
+    /// From the cluster: documents stopped or started being this node's (a lease handed
+    /// back, lost or taken). The core looks now rather than at its next tick: it drops the
+    /// documents it no longer serves and lets through the requests held for arriving ones.
+    Placement,
     /// From the control plane: a message for one user's sessions on a document the receiving
     /// core owns (boxed: inbox slots stay small).
     Notify {
@@ -580,6 +586,9 @@ pub struct Shard {
     presence_due: Vec<DocId>,
     /// Documents being loaded, with the requests waiting for them.
     loading: HashMap<DocId, Loading>,
+    /// Documents on their way to this node (another node is handing them over: the
+    /// placement's `coming`), with the requests holding for them until they are served.
+    arriving: HashMap<DocId, Vec<(Arc<SessionInfo>, DocRequest)>>,
     /// When a session's token needs looking at next (to warn, to close, or to reschedule
     /// after a refresh); at most one entry per session.
     expiries: BinaryHeap<Reverse<(Instant, ConnId)>>,
@@ -618,6 +627,7 @@ impl Shard {
             rooms: HashMap::new(),
             presence_due: Vec::new(),
             loading: HashMap::new(),
+            arriving: HashMap::new(),
             expiries: BinaryHeap::new(),
             failed: None,
             idle: VecDeque::new(),
@@ -1014,6 +1024,10 @@ impl Shard {
                 }
             }
             CoreMsg::Access { doc, update } => self.on_access(doc, update, now),
+            CoreMsg::Placement => {
+                self.sweep(now);
+                self.admit_arrived(now);
+            }
             CoreMsg::Notes { doc, call } => {
                 if let Some(reason) = &self.failed {
                     let msg = format!("storage failed on this server ({reason}); try again after it restarts");
@@ -1050,6 +1064,7 @@ impl Shard {
     pub fn tick(&mut self, now: Instant) {
         self.now = now;
         self.sweep(now);
+        self.admit_arrived(now);
         self.evict_idle(now, false);
         self.expire_tokens(now);
         if now.saturating_duration_since(self.last_prune) >= Duration::from_secs(1) {
@@ -1146,7 +1161,22 @@ impl Shard {
             }
             return;
         }
+        if let Some(waiting) = self.arriving.get_mut(&doc) {
+            if waiting.len() >= MAX_WAITING_PER_DOC {
+                let msg = "too many requests waiting for this document to arrive".to_owned();
+                self.doc_error(&doc, from, ErrorCode::Overloaded, msg, req.client_seq());
+            } else {
+                waiting.push((Arc::clone(from), req));
+            }
+            return;
+        }
         if !matches!(req, DocRequest::Gone | DocRequest::Close) && !self.serves(&doc, now) {
+            if self.coming(&doc, now) && self.arriving.len() < self.config.max_docs_per_core {
+                // Sent here by the node handing it over, ahead of the hand-over: held until
+                // it is served here (see `admit_arrived`), not sent back.
+                self.arriving.insert(doc, vec![(Arc::clone(from), req)]);
+                return;
+            }
             self.moved(&doc, Some(from));
             return;
         }
@@ -1374,6 +1404,7 @@ impl Shard {
             needs_state,
             needs_access,
             access_load: self.next_load,
+            since: self.now,
         };
         let load = self.next_load;
         self.next_load += 1;
@@ -1507,6 +1538,7 @@ impl Shard {
         }
         let loading = self.loading.remove(&doc).expect("checked");
         let state = loading.state.expect("loaded");
+        tracing::debug!(core = self.core, doc = %doc, rev = state.rev(), ms = now.saturating_duration_since(loading.since).as_secs_f64() * 1e3, "document loaded");
         self.now = now;
         self.rooms.insert(doc.clone(), Room::new(state, loading.access));
         for (from, req) in loading.waiting {
@@ -1683,6 +1715,27 @@ impl Shard {
     /// In a cluster: whether this node serves `doc` at `now` (always, outside one).
     fn serves(&self, doc: &DocId, now: Instant) -> bool {
         self.config.placement.as_ref().is_none_or(|p| p.serves(doc.as_str(), now))
+    }
+
+    /// In a cluster: whether `doc` is being handed to this node at `now`.
+    fn coming(&self, doc: &DocId, now: Instant) -> bool {
+        self.config.placement.as_ref().is_some_and(|p| p.coming(doc.as_str(), now))
+    }
+
+    /// Lets the requests held for arriving documents through once this node serves them,
+    /// or, when the hand-over did not come in time, sends them where the table says.
+    fn admit_arrived(&mut self, now: Instant) {
+        if self.arriving.is_empty() {
+            return;
+        }
+        let done: Vec<DocId> =
+            self.arriving.keys().filter(|d| self.serves(d, now) || !self.coming(d, now)).cloned().collect();
+        for doc in done {
+            let waiting = self.arriving.remove(&doc).expect("listed");
+            for (from, req) in waiting {
+                self.on_doc(doc.clone(), &from, req, now);
+            }
+        }
     }
 
     /// `doc` is not this node's (any more): drops it (its ops committed so far are on their

@@ -2,7 +2,9 @@
 //! this node does not serve is refused with `moved` and where it is served; when the node
 //! stops serving one (a lease moved: the generation rises, or a deadline passes unnoticed)
 //! its subscribers are told, the next commit is refused, the client keeps its unacknowledged
-//! edit for the next node, and the sweep is reported.
+//! edit for the next node, and the sweep is reported. A document on its way here (the node
+//! handing it over sent its clients ahead) holds their requests until it is served, or, when
+//! the hand-over does not come, sends them where the table says.
 
 mod support;
 
@@ -22,6 +24,8 @@ use tandem_net::shard::{Effect, Shard, ShardConfig};
 #[derive(Debug, Default)]
 struct Fake {
     served: Mutex<HashSet<String>>,
+    /// Documents on their way here (another node is handing them over).
+    coming: Mutex<HashSet<String>>,
     generation: AtomicU64,
     swept: Mutex<Vec<(u16, u64)>>,
 }
@@ -32,6 +36,9 @@ impl Placement for Fake {
     }
     fn owner(&self, doc: &str) -> Option<Arc<str>> {
         (!self.served.lock().unwrap().contains(doc)).then(|| Arc::from("ws://node-b:8080/ws"))
+    }
+    fn coming(&self, doc: &str, _now: Instant) -> bool {
+        self.coming.lock().unwrap().contains(doc)
     }
     fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -169,4 +176,45 @@ fn a_node_serves_only_its_documents_and_lets_go_of_them() {
         .collect();
     assert!(matches!(refused.as_slice(), [ServerMsg::Moved { doc, .. }] if doc == "mine"), "{refused:?}");
     assert!(fake.swept.lock().unwrap().is_empty(), "the shell reports sweeps, not the shard");
+}
+
+#[test]
+fn requests_for_a_document_on_its_way_here_wait_for_it() {
+    let fake = Arc::new(Fake::default());
+    fake.coming.lock().unwrap().extend(["arriving".to_owned(), "late".to_owned()]);
+    let placement: Arc<dyn Placement> = Arc::clone(&fake) as Arc<dyn Placement>;
+    let config = Arc::new(ShardConfig { placement: Some(placement), ..ShardConfig::default() });
+    let mut shard = Shard::new(0, config);
+    let t0 = Instant::now();
+    let conn = shard.connect(Encoding::Json, t0, None);
+    let mut node = Node { shard, conn, client: ClientSession::new(ClientId(7), "", "seven", ""), swept: Vec::new() };
+    node.client.on_connect();
+    node.client.open("arriving");
+    node.client.open("late");
+    node.client.open("elsewhere");
+    let got = node.pump(t0);
+    // Only the document nobody is handing over is sent away; the others wait, unanswered.
+    assert_eq!(moved_of(&got), vec![("elsewhere".to_owned(), "ws://node-b:8080/ws".to_owned())]);
+    assert!(!got.iter().any(|m| matches!(m, ServerMsg::Opened { .. })), "{got:?}");
+    // A tick before the hand-over changes nothing.
+    node.shard.tick(t0 + Duration::from_millis(10));
+    assert!(node.pump(t0).is_empty());
+
+    // The lease arrives: the placement's nudge lets the held open through, and edits commit.
+    fake.served.lock().unwrap().insert("arriving".into());
+    fake.coming.lock().unwrap().remove("arriving");
+    node.shard.on_core_msg(tandem_net::shard::CoreMsg::Placement, t0 + Duration::from_millis(20));
+    let got = node.pump(t0);
+    assert!(got.iter().any(|m| matches!(m, ServerMsg::Opened { doc, .. } if doc == "arriving")), "{got:?}");
+    assert!(moved_of(&got).is_empty(), "{got:?}");
+    node.client.edit("arriving", Delta::new().insert("here", Attributes::NONE)).unwrap();
+    node.pump(t0);
+    assert!(node.client.doc_state("arriving").is_some_and(|s| !s.has_pending()), "acknowledged here");
+
+    // The other hand-over never comes (the notice lapses): its requests go where the table
+    // says, at the next tick.
+    fake.coming.lock().unwrap().clear();
+    node.shard.tick(t0 + Duration::from_millis(30));
+    let got = node.pump(t0);
+    assert_eq!(moved_of(&got), vec![("late".to_owned(), "ws://node-b:8080/ws".to_owned())]);
 }

@@ -92,6 +92,10 @@ impl Placement for Cores {
         (*owner != *self.0.address() || self.0.serves(shard, Instant::now())).then_some(owner)
     }
 
+    fn coming(&self, doc: &str, now: Instant) -> bool {
+        self.0.coming_doc(doc, now)
+    }
+
     fn generation(&self) -> u64 {
         self.0.generation()
     }

@@ -255,6 +255,10 @@ fn serve(args: &ServeArgs) -> Result<()> {
     let server = tandem_net::start_with(config.server.clone(), hooks)
         .with_context(|| format!("starting the server on {}", config.server.listen))?;
     control.attach(server.data_plane());
+    if let Some(node) = &node {
+        // The cores look at a hand-over at once, not at their next tick.
+        node.ownership.on_change(server.data_plane().placement_hook());
+    }
     if let (Some(_), Some(tls)) = (&node, server.tls()) {
         // REST calls forwarded to the other nodes go over TLS, trusting what they present.
         let trust = match &config.cluster.internal_ca_file {

@@ -332,6 +332,25 @@ impl DataPlane {
         }
     }
 
+    /// Tells every core the placement changed (see [`CoreMsg::Placement`]). Best effort: a
+    /// core whose inbox is full looks at its next tick anyway.
+    pub fn placement_changed(&self) {
+        for inbox in &self.shared.inboxes {
+            let _ = inbox.push(CoreMsg::Placement);
+        }
+    }
+
+    /// [`DataPlane::placement_changed`] as a callback for the placement to keep: it holds
+    /// the cores weakly (the placement is theirs; no cycle keeps either alive).
+    pub fn placement_hook(&self) -> Box<dyn Fn() + Send + Sync> {
+        let shared = Arc::downgrade(&self.shared);
+        Box::new(move || {
+            if let Some(shared) = shared.upgrade() {
+                Self { shared }.placement_changed();
+            }
+        })
+    }
+
     /// Sends `msg` to `user`'s sessions that have `doc` open (through its owner core).
     /// Best effort: false when that core's inbox is full.
     pub fn notify(&self, doc: DocId, user: &str, msg: ServerMsg) -> bool {
