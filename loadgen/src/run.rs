@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use tandem_engine::{ClientId, Document};
 use tandem_net::client::ClientSession;
 use tandem_net::codec::{decode_server, encode_client};
-use tandem_net::protocol::Encoding;
+use tandem_net::protocol::{Encoding, ServerMsg};
 use tungstenite::Message;
 
 use crate::peers::{self, Protocol};
@@ -403,8 +403,14 @@ async fn view_at(
     }
     let sender = Rc::clone(&ws.sender);
     let s2 = Rc::clone(&session);
+    // The server refused the checker (its token, the connection): nothing more will open.
+    let refused: Rc<RefCell<Option<String>>> = Rc::default();
+    let r2 = Rc::clone(&refused);
     let reader = monoio::spawn(ws.run(move |bytes| {
         if let Ok(msg) = decode_server(&bytes, Encoding::Binary) {
+            if let ServerMsg::Error { code, message, doc: None, .. } = &msg {
+                r2.borrow_mut().get_or_insert_with(|| format!("{} ({message})", code.as_str()));
+            }
             let mut s = s2.borrow_mut();
             let _ = s.handle(msg);
             while s.poll_event().is_some() {}
@@ -412,8 +418,12 @@ async fn view_at(
     }));
     let deadline = Instant::now() + Duration::from_secs(30);
     let settled = |s: &ClientSession, d: &str| s.is_open(d) || s.moved_to(d).is_some();
-    while Instant::now() < deadline && !docs.iter().all(|d| settled(&session.borrow(), d)) {
+    while Instant::now() < deadline && refused.borrow().is_none() && !docs.iter().all(|d| settled(&session.borrow(), d))
+    {
         monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(why) = refused.borrow().as_ref() {
+        eprintln!("reading the server's copy of the documents at {addr} was refused: {why}");
     }
     let mut moved = Vec::new();
     for d in docs {

@@ -471,7 +471,10 @@ fn on_message(thread: &Thread, state: &RefCell<Full>, msg: ServerMsg, connect_st
                 st.pending.remove(&doc);
                 stats.error(&thread.clock, now);
             }
-            Event::Error { .. } => stats.error(&thread.clock, now),
+            Event::Error { code, message, doc, .. } => {
+                say_first_error(code, &message, doc.as_deref());
+                stats.error(&thread.clock, now);
+            }
             // A cluster node that does not serve the document: the user follows it there
             // (see `full_user`).
             Event::Moved { to, .. } => st.moving = Some(to),
@@ -695,7 +698,11 @@ async fn light_reader(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Enc
                     *moving_to.borrow_mut() = Some(to);
                     lk.borrow().close();
                 }
-                Ok(ServerMsg::Error { .. }) | Err(_) => stats.error(&t.clock, now),
+                Ok(ServerMsg::Error { code, message, doc, .. }) => {
+                    say_first_error(code, &message, doc.as_deref());
+                    stats.error(&t.clock, now);
+                }
+                Err(_) => stats.error(&t.clock, now),
                 Ok(_) => {}
             }
         })
@@ -722,4 +729,17 @@ async fn light_reader(thread: Rc<Thread>, spec: UserSpec, ws: WsClient, enc: Enc
             replay: None,
         });
     }
+}
+
+/// Prints the process's first error message from the server (why users count errors: a
+/// refused token, a role that may not edit, an overloaded server); the others are counted.
+fn say_first_error(code: tandem_net::protocol::ErrorCode, message: &str, doc: Option<&str>) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let on = doc.map(|d| format!(" on {d}")).unwrap_or_default();
+        eprintln!(
+            "the server answered an error{on}: {} ({message}); further errors are counted, not printed",
+            code.as_str()
+        );
+    });
 }

@@ -265,3 +265,43 @@ users_per_doc = 1
     assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "{err}");
     drop(server);
 }
+
+/// A server that refuses the users (a secret they were not given): the run fails, and says
+/// why with the server's first error rather than only counting errors.
+#[test]
+fn the_first_error_from_the_server_is_printed() {
+    let (server, _data) = server_with(|c| c.dev_secret = Some("not-given-to-the-users".into()));
+    let target = format!("ws://{}/ws", server.local_addr());
+    let work = tempfile::tempdir().unwrap();
+    let scenario = work.path().join("refused.toml");
+    std::fs::write(
+        &scenario,
+        r#"name = "refused"
+description = "1 document x 2 editors that the server refuses"
+threads = 1
+[stages]
+ramp_up_s = 1
+steady_s = 1
+ramp_down_s = 1
+[[groups]]
+name = "editors"
+role = "editor"
+docs = 1
+users_per_doc = 2
+edit_rate = 5
+"#,
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    let run = Command::new(env!("CARGO_BIN_EXE_tandem-loadgen"))
+        .args(["run", scenario.to_str().unwrap(), "--target", &target, "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(err.matches("the server answered an error").count(), 1, "{err}");
+    assert!(err.contains("unauthorized") && err.contains("further errors are counted"), "{err}");
+    // The convergence check, refused too, says so instead of waiting for documents to open.
+    assert!(err.contains("reading the server's copy of the documents") && err.contains("was refused"), "{err}");
+    assert!(!run.status.success());
+    drop(server);
+}
