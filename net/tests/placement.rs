@@ -56,6 +56,17 @@ struct Node {
 }
 
 impl Node {
+    /// One core placed by `fake`, and a client connected to it.
+    fn new(fake: &Arc<Fake>, t0: Instant) -> Self {
+        let placement: Arc<dyn Placement> = Arc::clone(fake) as Arc<dyn Placement>;
+        let config = Arc::new(ShardConfig { placement: Some(placement), ..ShardConfig::default() });
+        let mut shard = Shard::new(0, config);
+        let conn = shard.connect(Encoding::Json, t0, None);
+        let mut client = ClientSession::new(ClientId(7), "", "seven", "");
+        client.on_connect();
+        Self { shard, conn, client, swept: Vec::new() }
+    }
+
     /// Delivers the client's messages and the shard's frames until both are quiet; returns
     /// the server messages the client got.
     fn pump(&mut self, now: Instant) -> Vec<ServerMsg> {
@@ -100,13 +111,8 @@ fn moved_of(got: &[ServerMsg]) -> Vec<(String, String)> {
 fn a_node_serves_only_its_documents_and_lets_go_of_them() {
     let fake = Arc::new(Fake::default());
     fake.served.lock().unwrap().insert("mine".into());
-    let placement: Arc<dyn Placement> = Arc::clone(&fake) as Arc<dyn Placement>;
-    let config = Arc::new(ShardConfig { placement: Some(placement), ..ShardConfig::default() });
-    let mut shard = Shard::new(0, config);
     let t0 = Instant::now();
-    let conn = shard.connect(Encoding::Json, t0, None);
-    let mut node = Node { shard, conn, client: ClientSession::new(ClientId(7), "", "seven", ""), swept: Vec::new() };
-    node.client.on_connect();
+    let mut node = Node::new(&fake, t0);
     node.client.open("mine");
     node.client.open("theirs");
     let got = node.pump(t0);
@@ -182,13 +188,8 @@ fn a_node_serves_only_its_documents_and_lets_go_of_them() {
 fn requests_for_a_document_on_its_way_here_wait_for_it() {
     let fake = Arc::new(Fake::default());
     fake.coming.lock().unwrap().extend(["arriving".to_owned(), "late".to_owned()]);
-    let placement: Arc<dyn Placement> = Arc::clone(&fake) as Arc<dyn Placement>;
-    let config = Arc::new(ShardConfig { placement: Some(placement), ..ShardConfig::default() });
-    let mut shard = Shard::new(0, config);
     let t0 = Instant::now();
-    let conn = shard.connect(Encoding::Json, t0, None);
-    let mut node = Node { shard, conn, client: ClientSession::new(ClientId(7), "", "seven", ""), swept: Vec::new() };
-    node.client.on_connect();
+    let mut node = Node::new(&fake, t0);
     node.client.open("arriving");
     node.client.open("late");
     node.client.open("elsewhere");
