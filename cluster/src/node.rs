@@ -132,10 +132,11 @@ impl Ownership {
         self.coming(self.shard_of(doc), now)
     }
 
-    /// Whether `shard` is on its way to this node at `now` (see [`Ownership::coming_doc`]).
+    /// Whether `shard` is on its way to this node at `now` (see [`Ownership::coming_doc`]);
+    /// never while the node is leaving.
     pub fn coming(&self, shard: Shard, now: Instant) -> bool {
         let until = self.coming.get(usize::from(shard)).map_or(0, |u| u.load(Ordering::Acquire));
-        until != 0 && self.ms(now) < until
+        until != 0 && self.ms(now) < until && !self.draining()
     }
 
     /// Shards served at `now`.
@@ -172,10 +173,14 @@ impl Ownership {
         self.coming[usize::from(shard)].store(0, Ordering::Release);
     }
 
-    /// Another node is about to hand `shards` to this one: their requests wait until `until`.
+    /// Another node is about to hand `shards` to this one: their requests wait until `until`
+    /// (not for those this node serves already: a notice read after the lease came).
     fn expect(&self, shards: &[(Shard, u64)], until: Instant) {
+        let now = Instant::now();
         for &(s, _) in shards {
-            if let Some(c) = self.coming.get(usize::from(s)) {
+            if let Some(c) = self.coming.get(usize::from(s))
+                && !self.serves(s, now)
+            {
                 c.store(self.ms(until), Ordering::Release);
             }
         }
@@ -239,6 +244,41 @@ impl Ownership {
     }
 }
 
+/// Reads the release channel for [`Membership::run`]: applies the notices of shards coming
+/// to node `me` at once and passes the rest to the loop over `tx` (setting `missed` when the
+/// loop is behind); until the loop ends.
+async fn listen(
+    mut l: sqlx::postgres::PgListener,
+    tx: tokio::sync::mpsc::Sender<String>,
+    own: Arc<Ownership>,
+    me: String,
+    wait: Duration,
+    missed: Arc<AtomicBool>,
+) {
+    loop {
+        let n = tokio::select! {
+            n = l.recv() => n,
+            () = tx.closed() => return,
+        };
+        match n {
+            Ok(n) => {
+                if !expect_coming(&own, &me, wait, n.payload())
+                    && let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = tx.try_send(n.payload().to_owned())
+                {
+                    missed.store(true, Ordering::Release);
+                }
+            }
+            Err(e) => {
+                // The listener reconnects on its next `recv`; what was sent meanwhile is
+                // lost, so the loop reads the table.
+                warn!(node = %me, "release notifications interrupted ({e}): reading the lease table, then listening again");
+                missed.store(true, Ordering::Release);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// When `payload` says shards are coming to node `me` (another node is about to hand them
 /// over), marks them in `own` for `wait`; true when it was such a notice, for `me` or not.
 fn expect_coming(own: &Ownership, me: &str, wait: Duration, payload: &str) -> bool {
@@ -273,7 +313,8 @@ pub struct Settings {
     /// Longest a hand-back waits for the cores to drop a shard's documents.
     pub sweep_limit: Duration,
     /// Longest this node holds the requests for a shard another node said it is handing
-    /// over, waiting for the release (then they are sent to the owner in the table).
+    /// over, waiting for the release (then they are sent to the owner in the table); at
+    /// least a poll (a release this node missed is taken at its next poll).
     pub coming_wait: Duration,
     /// Where the other nodes reach this one (`http://host:port`), when not at `address`
     /// (which clients may reach through TLS in front of the node).
@@ -516,7 +557,7 @@ impl Membership {
             return Ok(Round { held: self.held.len(), ..Round::default() });
         }
         if a.coming {
-            expect_coming(&self.own, &self.settings.node, self.settings.coming_wait, payload);
+            expect_coming(&self.own, &self.settings.node, self.settings.coming_wait.max(self.settings.poll), payload);
             return Ok(Round { held: self.held.len(), ..Round::default() });
         }
         match a.handoff {
@@ -581,21 +622,18 @@ impl Membership {
         // node says are coming here at once (even while a round is waiting on the database:
         // the clients sent here arrive within milliseconds) and passes the rest on.
         let (tx, mut released) = tokio::sync::mpsc::channel::<String>(256);
+        // Set when a notice could not be passed on (the loop is behind): the loop then reads
+        // the table instead.
+        let missed = Arc::new(AtomicBool::new(false));
         let listener = match self.store.listen().await {
-            Ok(mut l) => {
-                let (own, me, wait) = (Arc::clone(&self.own), self.settings.node.clone(), self.settings.coming_wait);
-                Some(tokio::spawn(async move {
-                    while let Ok(n) = l.recv().await {
-                        if !expect_coming(&own, &me, wait, n.payload()) && tx.try_send(n.payload().to_owned()).is_err()
-                        {
-                            // Behind (or stopping): the next poll reads the table.
-                            if tx.is_closed() {
-                                break;
-                            }
-                        }
-                    }
-                }))
-            }
+            Ok(l) => Some(tokio::spawn(listen(
+                l,
+                tx,
+                Arc::clone(&self.own),
+                self.settings.node.clone(),
+                self.settings.coming_wait.max(self.settings.poll),
+                Arc::clone(&missed),
+            ))),
             Err(e) => {
                 warn!("no release notifications ({e}): taking shards at each poll only");
                 None
@@ -609,6 +647,10 @@ impl Membership {
             if Instant::now() >= next_round {
                 next_round = Instant::now() + self.settings.poll;
                 if let Err(e) = self.round().await {
+                    warn!(node = %self.settings.node, "cluster round failed: {e} (leases not renewed stop being served at their deadline)");
+                }
+            } else if missed.swap(false, Ordering::AcqRel) {
+                if let Err(e) = self.take(Round::default()).await {
                     warn!(node = %self.settings.node, "cluster round failed: {e} (leases not renewed stop being served at their deadline)");
                 }
             } else if let Err(e) = self.release_swept().await {

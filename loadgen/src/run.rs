@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use tandem_engine::{ClientId, Document};
 use tandem_net::client::ClientSession;
 use tandem_net::codec::{decode_server, encode_client};
-use tandem_net::protocol::{Encoding, ServerMsg};
+use tandem_net::protocol::{Encoding, ErrorCode, ServerMsg};
 use tungstenite::Message;
 
 use crate::peers::{self, Protocol};
@@ -403,12 +403,14 @@ async fn view_at(
     }
     let sender = Rc::clone(&ws.sender);
     let s2 = Rc::clone(&session);
-    // The server refused the checker (its token, the connection): nothing more will open.
+    // The server refused the checker's hello (its token, the protocol): nothing will open.
     let refused: Rc<RefCell<Option<String>>> = Rc::default();
     let r2 = Rc::clone(&refused);
     let reader = monoio::spawn(ws.run(move |bytes| {
         if let Ok(msg) = decode_server(&bytes, Encoding::Binary) {
-            if let ServerMsg::Error { code, message, doc: None, .. } = &msg {
+            if let ServerMsg::Error { code, message, doc: None, .. } = &msg
+                && matches!(code, ErrorCode::Unauthorized | ErrorCode::BadHello | ErrorCode::UnsupportedProtocol)
+            {
                 r2.borrow_mut().get_or_insert_with(|| format!("{} ({message})", code.as_str()));
             }
             let mut s = s2.borrow_mut();

@@ -1162,7 +1162,9 @@ impl Shard {
             return;
         }
         if let Some(waiting) = self.arriving.get_mut(&doc) {
-            if waiting.len() >= MAX_WAITING_PER_DOC {
+            // A connection's leaving is always kept: an open let through later must not
+            // leave a subscriber behind that is gone.
+            if waiting.len() >= MAX_WAITING_PER_DOC && !matches!(req, DocRequest::Gone | DocRequest::Close) {
                 let msg = "too many requests waiting for this document to arrive".to_owned();
                 self.doc_error(&doc, from, ErrorCode::Overloaded, msg, req.client_seq());
             } else {
@@ -1171,18 +1173,23 @@ impl Shard {
             return;
         }
         if !matches!(req, DocRequest::Gone | DocRequest::Close) && !self.serves(&doc, now) {
-            if self.coming(&doc, now) && self.arriving.len() < self.config.max_docs_per_core {
+            let coming = self.coming(&doc, now);
+            if coming && self.arriving.len() < self.config.max_docs_per_core {
                 // Sent here by the node handing it over, ahead of the hand-over: held until
                 // it is served here (see `admit_arrived`), not sent back.
                 self.arriving.insert(doc, vec![(Arc::clone(from), req)]);
                 return;
             }
-            self.moved(&doc, Some(from));
-            return;
+            // Not coming: unless the lease arrived between the two reads (the placement sets
+            // `serves` before it clears `coming`), it is served elsewhere.
+            if coming || !self.serves(&doc, now) {
+                self.moved(&doc, Some(from));
+                return;
+            }
         }
         if let Some(loading) = self.loading.get_mut(&doc) {
             let waiting = &mut loading.waiting;
-            if waiting.len() >= MAX_WAITING_PER_DOC {
+            if waiting.len() >= MAX_WAITING_PER_DOC && !matches!(req, DocRequest::Gone | DocRequest::Close) {
                 let msg = "too many requests waiting for this document to load".to_owned();
                 let seq = req.client_seq();
                 self.doc_error(&doc, from, ErrorCode::Overloaded, msg, seq);

@@ -251,6 +251,9 @@ impl Follower {
     /// Connects (to the node named last, else a random one) until the document is open.
     pub fn ensure_open(&mut self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
+        // Whether this call connected anew (the open completing later, on a pass that stays
+        // on that connection, is still the new connection's).
+        let mut reconnected = false;
         while Instant::now() < deadline {
             let url = self.next.take().unwrap_or_else(|| self.urls[self.rng.random_range(0..self.urls.len())].clone());
             let staying = self.client.as_ref().is_some_and(|c| c.session().is_welcomed() && c.close_reason().is_none());
@@ -286,6 +289,7 @@ impl Follower {
             }
             if !staying {
                 self.connected_at = Some(Instant::now());
+                reconnected = true;
             }
             let doc = self.doc.clone();
             let c = self.client.as_mut().unwrap();
@@ -294,7 +298,7 @@ impl Follower {
             self.follow_moves();
             match r {
                 Ok(()) if self.next.is_none() && self.client.as_ref().is_some_and(|c| c.session().is_open(&doc)) => {
-                    if !staying {
+                    if reconnected {
                         self.opened_at = Some(Instant::now());
                     }
                     return true;
@@ -349,7 +353,8 @@ impl Follower {
             // Refused locally: not made.
             Err(ClientError::Edit(_)) => return false,
             // Made, but not sent (the connection failed): kept, and sent after reconnecting;
-            // to the node named by a `moved` the server sent before closing, if there is one.
+            // to the node named by a `moved` the server sent before closing, when it is
+            // still there to read.
             Err(_) => {
                 let _ = c.wait_until(Duration::from_millis(5), "moved", |s| s.moved_to(&doc).is_some());
                 self.follow_moves();
