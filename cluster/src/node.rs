@@ -313,8 +313,8 @@ pub struct Settings {
     /// Longest a hand-back waits for the cores to drop a shard's documents.
     pub sweep_limit: Duration,
     /// Longest this node holds the requests for a shard another node said it is handing
-    /// over, waiting for the release (then they are sent to the owner in the table); at
-    /// least a poll (a release this node missed is taken at its next poll).
+    /// over, waiting for the release (then they are sent to the owner in the table); see
+    /// [`Settings::hold`].
     pub coming_wait: Duration,
     /// Where the other nodes reach this one (`http://host:port`), when not at `address`
     /// (which clients may reach through TLS in front of the node).
@@ -336,6 +336,12 @@ impl Settings {
             coming_wait: Duration::from_secs(1),
             internal: None,
         }
+    }
+
+    /// How long requests for a shard said to be coming are held: `coming_wait`, or a poll
+    /// when longer (a release this node missed is taken at its next poll).
+    pub fn hold(&self) -> Duration {
+        self.coming_wait.max(self.poll)
     }
 
     /// Checks the values.
@@ -557,7 +563,7 @@ impl Membership {
             return Ok(Round { held: self.held.len(), ..Round::default() });
         }
         if a.coming {
-            expect_coming(&self.own, &self.settings.node, self.settings.coming_wait.max(self.settings.poll), payload);
+            expect_coming(&self.own, &self.settings.node, self.settings.hold(), payload);
             return Ok(Round { held: self.held.len(), ..Round::default() });
         }
         match a.handoff {
@@ -631,7 +637,7 @@ impl Membership {
                 tx,
                 Arc::clone(&self.own),
                 self.settings.node.clone(),
-                self.settings.coming_wait.max(self.settings.poll),
+                self.settings.hold(),
                 Arc::clone(&missed),
             ))),
             Err(e) => {

@@ -110,6 +110,21 @@ impl Default for ShardConfig {
 /// Requests waiting for a document to load, per document.
 const MAX_WAITING_PER_DOC: usize = 65_536;
 
+/// Queues `from`'s `req` behind a document that is not ready yet (loading, or on its way
+/// here); gives it back when [`MAX_WAITING_PER_DOC`] already wait. A connection's leaving is
+/// always kept: an open let through later must not leave a subscriber behind that is gone.
+fn wait_behind(
+    waiting: &mut Vec<(Arc<SessionInfo>, DocRequest)>,
+    from: &Arc<SessionInfo>,
+    req: DocRequest,
+) -> Result<(), DocRequest> {
+    if waiting.len() >= MAX_WAITING_PER_DOC && !matches!(req, DocRequest::Gone | DocRequest::Close) {
+        return Err(req);
+    }
+    waiting.push((Arc::clone(from), req));
+    Ok(())
+}
+
 /// A document being loaded: its state from the op log and its access list from the control
 /// plane (each asked for only when needed), and the requests waiting for both.
 #[derive(Debug)]
@@ -1161,14 +1176,12 @@ impl Shard {
             }
             return;
         }
-        if let Some(waiting) = self.arriving.get_mut(&doc) {
-            // A connection's leaving is always kept: an open let through later must not
-            // leave a subscriber behind that is gone.
-            if waiting.len() >= MAX_WAITING_PER_DOC && !matches!(req, DocRequest::Gone | DocRequest::Close) {
+        if !self.arriving.is_empty()
+            && let Some(waiting) = self.arriving.get_mut(&doc)
+        {
+            if let Err(req) = wait_behind(waiting, from, req) {
                 let msg = "too many requests waiting for this document to arrive".to_owned();
                 self.doc_error(&doc, from, ErrorCode::Overloaded, msg, req.client_seq());
-            } else {
-                waiting.push((Arc::clone(from), req));
             }
             return;
         }
@@ -1188,13 +1201,9 @@ impl Shard {
             }
         }
         if let Some(loading) = self.loading.get_mut(&doc) {
-            let waiting = &mut loading.waiting;
-            if waiting.len() >= MAX_WAITING_PER_DOC && !matches!(req, DocRequest::Gone | DocRequest::Close) {
+            if let Err(req) = wait_behind(&mut loading.waiting, from, req) {
                 let msg = "too many requests waiting for this document to load".to_owned();
-                let seq = req.client_seq();
-                self.doc_error(&doc, from, ErrorCode::Overloaded, msg, seq);
-            } else {
-                waiting.push((Arc::clone(from), req));
+                self.doc_error(&doc, from, ErrorCode::Overloaded, msg, req.client_seq());
             }
             return;
         }
