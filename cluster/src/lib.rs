@@ -18,4 +18,4 @@ mod store;
 pub use node::{Membership, Ownership, Round, Settings};
 pub use plan::{Lease, Member, Pace, Step, View, plan};
 pub use shard::{DEFAULT_SHARDS, Shard, affinity, shard_of};
-pub use store::{Announcement, CHANNEL, LeaseError, LeaseStore};
+pub use store::{Announcement, CHANNEL, FeedCursors, LeaseError, LeaseStore};

@@ -151,6 +151,8 @@ impl LeaseStore {
              epoch bigint NOT NULL DEFAULT 0, expires_at timestamptz NOT NULL DEFAULT 'epoch')",
             // Added after the first release: where the other nodes reach a node.
             "ALTER TABLE cluster_nodes ADD COLUMN IF NOT EXISTS internal text",
+            // The change feed's cursors, shared ([`FeedCursors`]).
+            "CREATE TABLE IF NOT EXISTS cluster_feed_cursors (doc text PRIMARY KEY, rev bigint NOT NULL)",
         ] {
             sqlx::query(st).execute(&mut *tx).await.map_err(db("creating the lease tables"))?;
         }
@@ -179,6 +181,20 @@ impl LeaseStore {
         .map_err(db("creating the leases"))?;
         tx.commit().await.map_err(db("committing the migration"))?;
         Ok(())
+    }
+
+    /// The change feed's shared cursors, in the same database (a pool of their own: their
+    /// statements never wait behind, nor hold up, a round's).
+    pub async fn feed_cursors(url: &str, timeout: Duration) -> Result<FeedCursors, LeaseError> {
+        let opts: PgConnectOptions =
+            url.parse().map_err(|e: sqlx::Error| LeaseError::Config(format!("cluster database URL: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(timeout)
+            .connect_with(opts.application_name("tandem-feed-cursors"))
+            .await
+            .map_err(db("connecting"))?;
+        Ok(FeedCursors { pool })
     }
 
     /// Says this node is alive (where clients are sent for its documents, where the other
@@ -411,5 +427,51 @@ mod tests {
         for bad in bad.into_iter().chain(["a b 1:2 coming extra", "a b 1:2 coming ", "a b coming"]) {
             assert_eq!(Announcement::parse(bad), None, "{bad:?}");
         }
+    }
+}
+
+/// The change feed's cursors shared by a cluster's nodes (`cluster_feed_cursors`, made by
+/// [`LeaseStore::migrate`]): each document's last revision published to `document-edits` by
+/// whichever node served it, so that the node a document moves to publishes only what the one
+/// before had not.
+#[derive(Clone, Debug)]
+pub struct FeedCursors {
+    pool: PgPool,
+}
+
+impl FeedCursors {
+    /// The cursors of `docs` (a document never published is left out).
+    pub async fn get(&self, docs: &[String]) -> Result<Vec<(String, u64)>, LeaseError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT doc, rev FROM cluster_feed_cursors WHERE doc = ANY($1)")
+            .bind(docs)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading the feed's cursors"))?;
+        Ok(rows.into_iter().map(|(doc, rev)| (doc, u64::try_from(rev).unwrap_or(0))).collect())
+    }
+
+    /// Raises the cursors given (a lower revision never replaces a higher one).
+    pub async fn save(&self, cursors: &[(String, u64)]) -> Result<(), LeaseError> {
+        if cursors.is_empty() {
+            return Ok(());
+        }
+        // One row per document (a statement may not update a row twice).
+        let mut highest: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for (doc, rev) in cursors {
+            let r = highest.entry(doc.as_str()).or_default();
+            *r = (*r).max(*rev);
+        }
+        let docs: Vec<&str> = highest.keys().copied().collect();
+        let revs: Vec<i64> = highest.values().map(|r| i64::try_from(*r).unwrap_or(i64::MAX)).collect();
+        sqlx::query(
+            "INSERT INTO cluster_feed_cursors (doc, rev) SELECT * FROM unnest($1::text[], $2::bigint[]) \
+             ON CONFLICT (doc) DO UPDATE SET rev = excluded.rev WHERE cluster_feed_cursors.rev < excluded.rev",
+        )
+        .bind(&docs)
+        .bind(&revs)
+        .execute(&self.pool)
+        .await
+        .map_err(db("saving the feed's cursors"))?;
+        Ok(())
     }
 }

@@ -1,8 +1,8 @@
 //! Membership on a real PostgreSQL (started from nothing by `tandem_testkit::Postgres`):
 //! nodes share the shards, a silent node's shards move to the others only after it stopped
 //! serving them, a leaving node hands its shards over at once (naming the next owner of each,
-//! which takes them on the announcement alone), and a node configured with another shard
-//! count is refused.
+//! which takes them on the announcement alone), a node configured with another shard count
+//! is refused, and the change feed's cursors are shared by the nodes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -248,4 +248,21 @@ async fn another_shard_count_is_refused() {
     let store = LeaseStore::connect(&url, 512, Duration::from_secs(5)).await.unwrap();
     let e = Membership::join(store, settings("b"), Ownership::new("b", "x", 512, 0)).await.err().unwrap();
     assert!(e.to_string().contains("made with 256 shards"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feeds_cursors_are_shared_and_only_go_up() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.database("cursors");
+    // Joining migrates: the table is there.
+    node(&url, "a").await;
+    let a = LeaseStore::feed_cursors(&url, Duration::from_secs(5)).await.unwrap();
+    let b = LeaseStore::feed_cursors(&url, Duration::from_secs(5)).await.unwrap();
+    a.save(&[("d1".into(), 5), ("d2".into(), 1), ("d1".into(), 7)]).await.unwrap();
+    b.save(&[("d1".into(), 3), ("d2".into(), 9)]).await.unwrap();
+    a.save(&[]).await.unwrap();
+    let mut got = b.get(&["d1".into(), "d2".into(), "never".into()]).await.unwrap();
+    got.sort();
+    assert_eq!(got, vec![("d1".into(), 7), ("d2".into(), 9)], "the highest saved by either node");
+    assert!(a.get(&[]).await.unwrap().is_empty());
 }

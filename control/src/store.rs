@@ -39,12 +39,12 @@ impl tandem_events::relay::Outbox for Store {
 }
 
 impl tandem_events::feed::Cursors for Store {
-    async fn load(&self) -> std::result::Result<Vec<(String, u64)>, String> {
-        self.feed_cursors().await.map_err(|e| e.to_string())
-    }
-
     async fn save(&self, cursors: &[(String, u64)]) -> std::result::Result<(), String> {
         self.save_feed_cursors(cursors).await.map_err(|e| e.to_string())
+    }
+
+    async fn get(&self, docs: &[String]) -> std::result::Result<Vec<(String, u64)>, String> {
+        self.feed_cursors_of(docs).await.map_err(|e| e.to_string())
     }
 }
 
@@ -1254,6 +1254,23 @@ impl Store {
         rows.iter()
             .map(|r| Ok((r.try_get("doc_id")?, u64::try_from(r.try_get::<i64, _>("rev")?).unwrap_or(0))))
             .collect()
+    }
+
+    /// The feed cursors of `docs` (those with none are left out).
+    pub async fn feed_cursors_of(&self, docs: &[String]) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for chunk in docs.chunks(500) {
+            let marks = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let sql = format!("SELECT doc_id, rev FROM feed_cursors WHERE doc_id IN ({marks})");
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for doc in chunk {
+                query = query.bind(doc);
+            }
+            for r in query.fetch_all(&self.read).await? {
+                out.push((r.try_get("doc_id")?, u64::try_from(r.try_get::<i64, _>("rev")?).unwrap_or(0)));
+            }
+        }
+        Ok(out)
     }
 
     /// Raises the feed cursors given (a lower revision never replaces a higher one).

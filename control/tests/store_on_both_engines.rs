@@ -209,6 +209,10 @@ async fn suite(store: &Store) {
     let mut cursors = store.feed_cursors().await.unwrap();
     cursors.sort();
     assert_eq!(cursors, vec![("d1".into(), 5), ("d2".into(), 9)]);
+    let mut some = store.feed_cursors_of(&["d2".into(), "never".into(), "d1".into()]).await.unwrap();
+    some.sort();
+    assert_eq!(some, vec![("d1".into(), 5), ("d2".into(), 9)], "a document never published is left out");
+    assert!(store.feed_cursors_of(&[]).await.unwrap().is_empty());
 
     // ---- workers: claims make effects happen once; dead letters keep the reason ----
     use tandem_control::store::{Claim, DeadLetter};

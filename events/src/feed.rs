@@ -7,6 +7,12 @@
 //! cursor) in the metadata store, where the storage threads read it back after a restart. A
 //! crash between the publish and the cursor re-publishes: feed consumers deduplicate by
 //! revision (an event's `from_rev..=to_rev`), which is also its id.
+//!
+//! In a cluster ([`FeedPublisher::shared`]) the cursors are the cluster's, shared by its
+//! nodes: a document that moved here was published by the node it came from, so the storage
+//! thread that loads it asks ([`tandem_net::feed::FeedSink::published_anywhere`]) and a task
+//! here looks the cursor up, a batch of documents per statement, instead of re-publishing the
+//! document's whole history from this node's cursor.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,12 +43,28 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// its event).
 pub const MAX_CHANGES_BYTES: usize = 64 * 1024;
 
-/// Where cursors are kept (the control plane's store implements it).
+/// Where cursors are kept: the control plane's store, or a cluster's shared table.
 pub trait Cursors: Send + Sync + 'static {
-    /// Every document's last published revision.
-    fn load(&self) -> impl Future<Output = Result<Vec<(String, u64)>, String>> + Send;
     /// Raises the cursors given (never lowers one).
     fn save(&self, cursors: &[(String, u64)]) -> impl Future<Output = Result<(), String>> + Send;
+    /// The cursors of `docs` (a document never published is left out).
+    fn get(&self, docs: &[String]) -> impl Future<Output = Result<Vec<(String, u64)>, String>> + Send;
+}
+
+/// Documents a shared publisher is looking up at once, at most (more wait for room).
+const LOOKUP_QUEUE: usize = 4096;
+
+/// Documents looked up per statement, at most.
+const LOOKUP_BATCH: usize = 512;
+
+/// By document: `None` while being looked up, then the cursor found (0: none), until taken.
+type Answers = Arc<Mutex<HashMap<String, Option<u64>>>>;
+
+/// A shared publisher's lookups: where documents are asked for, and the answers not taken yet.
+#[derive(Debug)]
+struct Lookups {
+    tx: mpsc::Sender<String>,
+    answers: Answers,
 }
 
 /// The feed's counters (for `/metrics`).
@@ -62,6 +84,8 @@ pub struct FeedPublisher {
     tx: mpsc::Sender<Vec<LogOp>>,
     published: Arc<Mutex<HashMap<String, u64>>>,
     stats: Arc<FeedStats>,
+    /// With cursors shared by a cluster's nodes.
+    lookups: Option<Arc<Lookups>>,
 }
 
 /// The publisher task's end.
@@ -70,15 +94,28 @@ pub struct FeedTask {
     rx: mpsc::Receiver<Vec<LogOp>>,
     published: Arc<Mutex<HashMap<String, u64>>>,
     stats: Arc<FeedStats>,
+    lookups: Option<(mpsc::Receiver<String>, Answers)>,
 }
 
 impl FeedPublisher {
-    /// A publisher knowing `cursors` (loaded from the store before the data plane starts).
+    /// A publisher knowing `cursors` (loaded from the store before the data plane starts),
+    /// the only node publishing its documents.
     pub fn new(cursors: Vec<(String, u64)>) -> (Self, FeedTask) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let published = Arc::new(Mutex::new(cursors.into_iter().collect()));
         let stats = Arc::new(FeedStats::default());
-        (Self { tx, published: Arc::clone(&published), stats: Arc::clone(&stats) }, FeedTask { rx, published, stats })
+        let publisher = Self { tx, published: Arc::clone(&published), stats: Arc::clone(&stats), lookups: None };
+        (publisher, FeedTask { rx, published, stats, lookups: None })
+    }
+
+    /// A publisher among a cluster's nodes: a document's cursor is looked up in the shared
+    /// store (the [`Cursors`] given to [`FeedTask::run`]) when the document is loaded here.
+    pub fn shared() -> (Self, FeedTask) {
+        let (publisher, mut task) = Self::new(Vec::new());
+        let (tx, rx) = mpsc::channel(LOOKUP_QUEUE);
+        let answers = Answers::default();
+        task.lookups = Some((rx, Arc::clone(&answers)));
+        (Self { lookups: Some(Arc::new(Lookups { tx, answers })), ..publisher }, task)
     }
 
     /// Its counters.
@@ -98,6 +135,53 @@ impl tandem_net::feed::FeedSink for FeedPublisher {
 
     fn published(&self, doc: &str) -> u64 {
         self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(doc).copied().unwrap_or(0)
+    }
+
+    fn published_anywhere(&self, doc: &str) -> Option<u64> {
+        let Some(lookups) = &self.lookups else { return Some(self.published(doc)) };
+        let mut answers = lookups.answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match answers.get(doc) {
+            Some(Some(shared)) => {
+                let shared = *shared;
+                answers.remove(doc);
+                // This node's own cursor may be ahead of the saved one (saved once a second).
+                Some(shared.max(self.published(doc)))
+            }
+            Some(None) => None,
+            None => {
+                // No room: asked again on the storage thread's next call.
+                if lookups.tx.try_send(doc.to_owned()).is_ok() {
+                    answers.insert(doc.to_owned(), None);
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Answers a shared publisher's lookups, a batch per statement, until the publishers are gone.
+async fn look_up<C: Cursors>(mut rx: mpsc::Receiver<String>, answers: Answers, cursors: C) {
+    let mut docs = Vec::new();
+    while rx.recv_many(&mut docs, LOOKUP_BATCH).await > 0 {
+        let mut wait = Duration::from_millis(100);
+        let found: HashMap<String, u64> = loop {
+            match cursors.get(&docs).await {
+                Ok(found) => break found.into_iter().collect(),
+                Err(e) => {
+                    tracing::warn!(
+                        "change feed: looking up {} documents' cursors: {e}; retrying in {wait:?}",
+                        docs.len()
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        let mut answers = answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for doc in docs.drain(..) {
+            let cursor = found.get(&doc).copied().unwrap_or(0);
+            answers.insert(doc, Some(cursor));
+        }
     }
 }
 
@@ -159,7 +243,10 @@ fn edited_run(ops: &[LogOp]) -> Envelope {
 impl FeedTask {
     /// Publishes until the publishers are gone. Bus or store failures are retried with
     /// backoff (the queue fills meanwhile and the storage threads catch up later).
-    pub async fn run<C: Cursors>(mut self, bus: Bus, cursors: C) {
+    pub async fn run<C: Cursors + Clone>(mut self, bus: Bus, cursors: C) {
+        if let Some((rx, answers)) = self.lookups.take() {
+            tokio::spawn(look_up(rx, answers, cursors.clone()));
+        }
         let mut buffer: Vec<Vec<LogOp>> = Vec::new();
         let mut unsaved: HashMap<String, u64> = HashMap::new();
         let mut last_save = std::time::Instant::now();
@@ -167,7 +254,10 @@ impl FeedTask {
             // Waits at most a save period, so that the last cursors are saved when the
             // edits stop.
             let got = match tokio::time::timeout(SAVE_EVERY, self.rx.recv_many(&mut buffer, ROUND_BATCHES)).await {
-                Ok(0) => break,
+                Ok(0) => {
+                    save(&cursors, &mut unsaved).await;
+                    break;
+                }
                 Ok(n) => n,
                 Err(_) => 0,
             };
@@ -188,10 +278,7 @@ impl FeedTask {
             }
             if got == 0 {
                 if !unsaved.is_empty() {
-                    let heads: Vec<(String, u64)> = unsaved.drain().collect();
-                    if let Err(e) = cursors.save(&heads).await {
-                        tracing::warn!("change feed: saving cursors: {e}");
-                    }
+                    save(&cursors, &mut unsaved).await;
                     last_save = std::time::Instant::now();
                 }
                 continue;
@@ -231,17 +318,25 @@ impl FeedTask {
             }
             // Saved in bulk, once a second: one write per document per batch was the feed's
             // largest cost on a busy server.
-            if last_save.elapsed() >= SAVE_EVERY {
-                let heads: Vec<(String, u64)> = unsaved.drain().collect();
-                if let Err(e) = cursors.save(&heads).await {
-                    // Only a restart reads them: losing some re-publishes, never loses.
-                    tracing::warn!("change feed: saving cursors: {e}");
-                }
+            if last_save.elapsed() >= SAVE_EVERY || closed {
+                save(&cursors, &mut unsaved).await;
                 last_save = std::time::Instant::now();
             }
             if closed {
                 break;
             }
         }
+    }
+}
+
+/// Saves the cursors raised since the last save. A failure is logged, not retried: a cursor
+/// lost makes a later load re-publish (consumers deduplicate), never lose.
+async fn save<C: Cursors>(cursors: &C, unsaved: &mut HashMap<String, u64>) {
+    if unsaved.is_empty() {
+        return;
+    }
+    let heads: Vec<(String, u64)> = unsaved.drain().collect();
+    if let Err(e) = cursors.save(&heads).await {
+        tracing::warn!("change feed: saving cursors: {e}");
     }
 }

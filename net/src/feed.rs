@@ -8,9 +8,17 @@
 //! back from the op log, a bounded number per call. The op log's revisions are the feed's
 //! offsets: a document loaded after a restart whose last published revision (the sink's
 //! cursor) is behind its head is caught up the same way.
+//!
+//! In a cluster a document also arrives from another node, which published its revisions
+//! while it served them: the sink asks the cluster's shared cursors how far that went
+//! ([`FeedSink::published_anywhere`]) and only the rest is caught up, once the burst of loads
+//! that a hand-over brings is over ([`SETTLE`]), so that catching up never competes with a
+//! moved document's first edits. Until then its new ops are held back, as for a document
+//! behind, to keep each document's events in revision order.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tandem_storage::{LogOp, OpLog};
 use tracing::warn;
@@ -20,9 +28,19 @@ pub trait FeedSink: Send + Sync {
     /// Offers consecutive ops of one document made durable. Must not block; false when there
     /// is no room now (they are read back from the op log later).
     fn offer(&self, doc: &str, ops: &[LogOp]) -> bool;
-    /// The last revision of `doc` the feed has published (0: none).
+    /// The last revision of `doc` the feed has published (0: none), as far as this node knows.
     fn published(&self, doc: &str) -> u64;
+    /// For a document just loaded: the last revision of it published by any node (a cluster's
+    /// nodes share their cursors), or `None` while that is being looked up (ask again later;
+    /// the first call starts the lookup). Must not block. Without shared cursors:
+    /// [`FeedSink::published`].
+    fn published_anywhere(&self, doc: &str) -> Option<u64> {
+        Some(self.published(doc))
+    }
 }
+
+/// How long after its load a document whose cursor was looked up waits before it is caught up.
+pub const SETTLE: Duration = Duration::from_millis(250);
 
 /// Ops read back from the op log per [`FeedSource::catch_up`] call, so that catching up never
 /// holds the storage thread (and the appends behind it) for long.
@@ -33,18 +51,28 @@ pub struct FeedSource {
     sink: Arc<dyn FeedSink>,
     /// Documents whose revisions from the value on were not offered.
     behind: BTreeMap<Arc<str>, u64>,
+    /// Documents loaded (at the instant given) whose cursor the sink is looking up; nothing of
+    /// them is offered meanwhile.
+    asking: BTreeMap<Arc<str>, Instant>,
+    /// How long a looked-up document waits before it is caught up ([`SETTLE`]).
+    settle: Duration,
 }
 
 impl std::fmt::Debug for FeedSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FeedSource").field("behind", &self.behind).finish_non_exhaustive()
+        f.debug_struct("FeedSource").field("behind", &self.behind).field("asking", &self.asking).finish_non_exhaustive()
     }
 }
 
 impl FeedSource {
     /// A source offering to `sink`.
     pub fn new(sink: Arc<dyn FeedSink>) -> Self {
-        Self { sink, behind: BTreeMap::new() }
+        Self::settling(sink, SETTLE)
+    }
+
+    /// A source whose looked-up documents wait `settle` before they are caught up.
+    pub fn settling(sink: Arc<dyn FeedSink>, settle: Duration) -> Self {
+        Self { sink, behind: BTreeMap::new(), asking: BTreeMap::new(), settle }
     }
 
     /// Offers a durable append (ops of several documents, each document's in revision order).
@@ -54,8 +82,8 @@ impl FeedSource {
             let doc = &ops[start].doc;
             let end = start + ops[start..].iter().take_while(|o| &o.doc == doc).count();
             let run = &ops[start..end];
-            // Behind already: the gap covers these too, in order.
-            if !self.behind.contains_key(doc) && !self.sink.offer(doc, run) {
+            // Behind already, or its cursor not known yet: the gap covers these too, in order.
+            if !self.behind.contains_key(doc) && !self.asking.contains_key(doc) && !self.sink.offer(doc, run) {
                 self.behind.insert(Arc::clone(doc), run[0].commit.rev);
             }
             start = end;
@@ -63,21 +91,52 @@ impl FeedSource {
     }
 
     /// `doc` was loaded at revision `head`: what the feed has not published of it is caught up
-    /// (after a restart that lost queued feed batches).
+    /// (after a restart that lost queued feed batches, or, in a cluster, what the node it came
+    /// from had not published).
     pub fn loaded(&mut self, doc: &str, head: u64) {
-        let published = self.sink.published(doc);
-        if published < head && !self.behind.contains_key(doc) {
-            self.behind.insert(Arc::from(doc), published + 1);
+        if self.behind.contains_key(doc) || self.asking.contains_key(doc) {
+            return;
+        }
+        match self.sink.published_anywhere(doc) {
+            Some(published) if published < head => {
+                self.behind.insert(Arc::from(doc), published + 1);
+            }
+            Some(_) => {}
+            None => {
+                self.asking.insert(Arc::from(doc), Instant::now());
+            }
+        }
+    }
+
+    /// Looked-up documents loaded `settle` ago or more whose cursor is known now become
+    /// behind from it (everything after it is read back; a cursor at the head leaves nothing).
+    fn settle(&mut self) {
+        let now = Instant::now();
+        let sink = &self.sink;
+        let mut known = Vec::new();
+        for (doc, since) in &self.asking {
+            if now.saturating_duration_since(*since) >= self.settle
+                && let Some(published) = sink.published_anywhere(doc)
+            {
+                known.push((Arc::clone(doc), published));
+            }
+        }
+        for (doc, published) in known {
+            self.asking.remove(&doc);
+            self.behind.insert(doc, published + 1);
         }
     }
 
     /// Reads back and offers up to [`CATCH_UP_OPS`] missing ops; true while documents remain
-    /// behind.
+    /// behind (or wait for their cursor).
     pub fn catch_up(&mut self, log: &mut dyn OpLog) -> bool {
+        if !self.asking.is_empty() {
+            self.settle();
+        }
         let mut budget = CATCH_UP_OPS;
         while budget > 0 {
             let Some((doc, from)) = self.behind.first_key_value().map(|(d, f)| (Arc::clone(d), *f)) else {
-                return false;
+                return !self.asking.is_empty();
             };
             let head = match log.latest_rev(&doc) {
                 Ok(head) => head,
@@ -109,12 +168,12 @@ impl FeedSource {
             budget = budget.saturating_sub(ops.len() as u64);
             self.behind.insert(Arc::clone(&doc), to + 1);
         }
-        !self.behind.is_empty()
+        !self.behind.is_empty() || !self.asking.is_empty()
     }
 
-    /// Documents behind now.
+    /// Documents behind now, or waiting for their cursor.
     pub fn behind(&self) -> usize {
-        self.behind.len()
+        self.behind.len() + self.asking.len()
     }
 }
 
@@ -200,5 +259,61 @@ mod tests {
         assert_eq!(revs, (11..=600).collect::<Vec<_>>());
         feed.loaded("a", 600);
         assert_eq!(feed.behind(), 1, "the sink's cursor is still 10 here");
+    }
+
+    /// A cluster's sink: `published_anywhere` answers once the lookup is done.
+    struct Shared {
+        inner: Sink,
+        /// The shared cursor, once looked up.
+        answer: Mutex<Option<u64>>,
+        lookups: Mutex<Vec<String>>,
+    }
+
+    impl FeedSink for Shared {
+        fn offer(&self, doc: &str, ops: &[LogOp]) -> bool {
+            self.inner.offer(doc, ops)
+        }
+
+        fn published(&self, doc: &str) -> u64 {
+            self.inner.published(doc)
+        }
+
+        fn published_anywhere(&self, doc: &str) -> Option<u64> {
+            self.lookups.lock().unwrap().push(doc.to_owned());
+            *self.answer.lock().unwrap()
+        }
+    }
+
+    #[test]
+    fn a_document_from_another_node_is_caught_up_from_the_shared_cursor_after_it_settles() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        // Another node served revisions 1..=300 and published up to 280.
+        log.append(&(1..=300).map(|r| op("a", r)).collect::<Vec<_>>()).unwrap();
+        let sink = Arc::new(Shared { inner: Sink::default(), answer: Mutex::new(None), lookups: Mutex::default() });
+        *sink.inner.room.lock().unwrap() = 100;
+        let mut feed = FeedSource::settling(Arc::clone(&sink) as Arc<dyn FeedSink>, Duration::from_millis(50));
+        feed.loaded("a", 300);
+        assert_eq!(feed.behind(), 1, "waiting for its cursor");
+        // Edits here meanwhile are held back, not offered ahead of the gap.
+        let more = vec![op("a", 301), op("a", 302)];
+        log.append(&more).unwrap();
+        feed.durable(&more);
+        assert!(sink.inner.got.lock().unwrap().is_empty());
+        // The cursor arrives, but the document has not settled yet: nothing is read back.
+        *sink.answer.lock().unwrap() = Some(280);
+        assert!(feed.catch_up(&mut log));
+        assert!(sink.inner.got.lock().unwrap().is_empty(), "caught up only once the hand-over's loads are over");
+        std::thread::sleep(Duration::from_millis(60));
+        while feed.catch_up(&mut log) {}
+        let revs: Vec<u64> = sink.inner.got.lock().unwrap().iter().map(|(_, r)| *r).collect();
+        assert_eq!(revs, (281..=302).collect::<Vec<_>>(), "what the other node had not published, then these");
+        assert_eq!(feed.behind(), 0);
+        // Published everywhere already: loading it again reads nothing back.
+        *sink.answer.lock().unwrap() = Some(302);
+        feed.loaded("a", 302);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!feed.catch_up(&mut log));
+        assert_eq!(sink.inner.got.lock().unwrap().len(), 22);
     }
 }

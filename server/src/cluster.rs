@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
-use tandem_cluster::{DEFAULT_SHARDS, LeaseStore, Membership, Ownership, Pace, Settings};
+use tandem_cluster::{DEFAULT_SHARDS, FeedCursors, LeaseStore, Membership, Ownership, Pace, Settings};
 use tandem_net::placement::Placement;
 use tracing::{info, warn};
 
@@ -71,6 +71,8 @@ impl Default for ClusterConfig {
 /// The running node: its ownership (the cores' placement) and the lease loop.
 pub(crate) struct Node {
     pub(crate) ownership: Arc<Ownership>,
+    /// The change feed's cursors, shared by the nodes.
+    pub(crate) feed_cursors: FeedCursors,
     stop: tokio::sync::watch::Sender<bool>,
     done: tokio::sync::oneshot::Receiver<()>,
 }
@@ -186,10 +188,12 @@ impl Node {
         };
         settings.validate().map_err(anyhow::Error::msg)?;
         let ownership = Ownership::new(&node, &advertise, cfg.shards, config.server.resolved_cores());
-        let membership = runtime
+        let (membership, feed_cursors) = runtime
             .block_on(async {
                 let store = LeaseStore::connect(&url, cfg.shards, Duration::from_secs(10)).await?;
-                Membership::join(store, settings, Arc::clone(&ownership)).await
+                let membership = Membership::join(store, settings, Arc::clone(&ownership)).await?;
+                let cursors = LeaseStore::feed_cursors(&url, Duration::from_secs(10)).await?;
+                Ok::<_, tandem_cluster::LeaseError>((membership, cursors))
             })
             .with_context(|| format!("joining the cluster (leases in {})", redact(&url)))?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -199,7 +203,7 @@ impl Node {
             let _ = done_tx.send(());
         });
         info!(node = %node, advertise = %advertise, shards = cfg.shards, "cluster node started");
-        Ok(Self { ownership, stop, done })
+        Ok(Self { ownership, feed_cursors, stop, done })
     }
 
     /// Leaves: stops serving, waits for the cores to drop every document (their appends
@@ -324,5 +328,19 @@ mod tests {
         );
         let e = internal_url(Some("http://a:1"), "wss://a.example.com/ws", any, true).unwrap_err();
         assert!(e.contains("expected https://") && e.contains("serves TLS"), "{e}");
+    }
+}
+
+/// The change feed's cursors in the cluster's database, as the feed's publisher keeps them.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedCursors(pub(crate) FeedCursors);
+
+impl tandem_events::feed::Cursors for SharedCursors {
+    async fn save(&self, cursors: &[(String, u64)]) -> std::result::Result<(), String> {
+        self.0.save(cursors).await.map_err(|e| e.to_string())
+    }
+
+    async fn get(&self, docs: &[String]) -> std::result::Result<Vec<(String, u64)>, String> {
+        self.0.get(docs).await.map_err(|e| e.to_string())
     }
 }

@@ -289,16 +289,23 @@ pub(crate) struct Events {
 
 impl Events {
     /// Opens the bus and the search index (queries are served from it whichever process
-    /// writes it).
+    /// writes it). `shared_cursors`: on a cluster's node, whose feed cursors are the
+    /// cluster's (given to [`Events::start`]).
     pub(crate) fn open(
         control: &tandem_control::ControlPlane,
         config: &EventsConfig,
         data_dir: &Path,
         search_group: &'static str,
+        shared_cursors: bool,
     ) -> Result<Self> {
         let runtime = control.runtime();
         let bus = open_bus(runtime, config, data_dir)?;
-        let feed = if config.change_feed {
+        let feed = if config.change_feed && shared_cursors {
+            // A cluster's nodes share the cursors: each document's is looked up when it is
+            // loaded here (see `tandem_events::feed`).
+            let (publisher, task) = FeedPublisher::shared();
+            Some((publisher, Some(task)))
+        } else if config.change_feed {
             let cursors =
                 runtime.block_on(control.app().store.feed_cursors()).context("reading the change feed's cursors")?;
             let (publisher, task) = FeedPublisher::new(cursors);
@@ -344,16 +351,17 @@ impl Events {
     }
 
     /// Starts the relay, the change feed and the configured workers; `link_base` starts the
-    /// links in emails.
+    /// links in emails. The feed's cursors are kept in `cursors` on a cluster's node, else in
+    /// the metadata store.
     pub(crate) fn start(
         &mut self,
         control: &tandem_control::ControlPlane,
-        events: &EventsConfig,
-        mail: &MailConfig,
-        data_dir: &Path,
+        config: &crate::config::FileConfig,
         link_base: &str,
         exports: &ExportDeps,
+        cursors: Option<crate::cluster::SharedCursors>,
     ) -> Result<()> {
+        let (events, mail, data_dir) = (&config.events, &config.mail, config.data_dir.as_path());
         let store = control.app().store.clone();
         let runtime = control.runtime();
         let relay = Relay::with_stats(
@@ -365,7 +373,10 @@ impl Events {
         );
         runtime.spawn(relay.run());
         if let Some(task) = self.feed.as_mut().and_then(|(_, task)| task.take()) {
-            runtime.spawn(task.run(self.bus.clone(), store.clone()));
+            match cursors {
+                Some(shared) => runtime.spawn(task.run(self.bus.clone(), shared)),
+                None => runtime.spawn(task.run(self.bus.clone(), store.clone())),
+            };
         }
         let emails = spawn_workers(
             runtime,

@@ -230,7 +230,13 @@ fn serve(args: &ServeArgs) -> Result<()> {
         config.control.database_url.clone().unwrap_or_else(|| tandem_control::default_database_url(&config.data_dir));
     let mut control = tandem_control::ControlPlane::start(&config.control, &config.data_dir)
         .with_context(|| format!("starting the control plane (metadata in {})", tandem_storage::redacted(&metadata)))?;
-    let mut events = events::Events::open(&control, &config.events, &config.data_dir, events::search_group(&config))?;
+    let mut events = events::Events::open(
+        &control,
+        &config.events,
+        &config.data_dir,
+        events::search_group(&config),
+        config.cluster.enabled,
+    )?;
     let blobs = tandem_net::open_blobs(&config.server.storage).context("opening the blob store")?;
     let mut hooks = control.hooks();
     hooks.blobs = Some(Arc::clone(&blobs));
@@ -280,7 +286,8 @@ fn serve(args: &ServeArgs) -> Result<()> {
         data: Some(server.data_plane()),
         tls: server.tls().map(|t| tandem_net::tls::pinned_client_config(&t.certs)),
     };
-    events.start(&control, &config.events, &config.mail, &config.data_dir, &link_base, &exports)?;
+    let cursors = node.as_ref().map(|n| cluster::SharedCursors(n.feed_cursors.clone()));
+    events.start(&control, &config, &link_base, &exports, cursors)?;
     let drivers: Vec<&str> = server.drivers().iter().map(|d| d.name()).collect();
     info!(
         "tandem listening on {http}://{addr} (REST /api, WebSocket {ws}://{addr}/ws) with {} cores ({}); data in {}",

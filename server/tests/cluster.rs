@@ -8,7 +8,8 @@
 //!   and accepts edits; once resumed, the old owner commits nothing, and its client ends up on
 //!   the new owner with nothing lost.
 //! - SIGTERM: a node leaves gracefully while clients edit; its shards are handed over without
-//!   losing or doubling an op.
+//!   losing or doubling an op. A document that moves is not published to the change feed
+//!   again by the node it moves to (the nodes share the feed's cursors).
 //! - The kill -9, SIGSTOP and SIGTERM scenarios again with the op log in ScyllaDB when
 //!   `TANDEM_SCYLLA_URI` is set (skipped, saying so, otherwise).
 //! - The load generator drives the three nodes through a kill -9 and converges.
@@ -424,6 +425,55 @@ fn a_leaving_node_hands_its_documents_over_on_scylladb() {
     if let Some((args, config)) = scylla("SIGTERM") {
         leaving_node(&args, &config);
     }
+}
+
+/// The node a document moves to publishes to the change feed what comes after what the node
+/// before published (the cluster's shared cursors), not the document's history again.
+#[test]
+fn a_moved_document_is_not_published_to_the_feed_again() {
+    let _serial = one_at_a_time();
+    let pg = Postgres::start();
+    let mut cluster = cluster(&pg, 2);
+    // Balanced: no shard moves but the one the test makes.
+    cluster.until_all_served(2, 400, Duration::from_secs(30));
+    let mut f = Follower::new(1, "feed-history", cluster.urls());
+    assert!(f.ensure_open(Duration::from_secs(10)));
+    for n in 0..200 {
+        assert!(f.append(&format!("<{n}>")));
+    }
+    f.settle();
+    // Published, and the cursor saved (once a second, and when the edits stop).
+    std::thread::sleep(Duration::from_millis(2500));
+    let addr = f.client.as_ref().unwrap().addr();
+    let owner = cluster.nodes.iter().position(|n| n.addr == addr).unwrap();
+    let next = 1 - owner;
+    let counters =
+        |c: &Cluster| (c.metric(next, "tandem_feed_ops_published_total"), c.metric(next, "tandem_oplog_ops_total"));
+    let (published_before, committed_before) = counters(&cluster);
+    cluster.signal(owner, "-TERM");
+    assert!(cluster.nodes[owner].child.take().unwrap().wait().unwrap().success());
+    for n in 200..210 {
+        assert!(f.ensure_open(Duration::from_secs(10)));
+        assert!(f.append(&format!("<{n}>")));
+    }
+    let text = f.settle();
+    assert!(text.contains("<0>") && text.contains("<209>"), "{text}");
+    assert_eq!(f.client.as_ref().unwrap().addr(), cluster.nodes[next].addr);
+    // Everything the next node committed is published (once the document settled there),
+    // and nothing more: before, it published the 200 revisions of the other node again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (published, committed) = loop {
+        let (p, c) = counters(&cluster);
+        let (p, c) = (p - published_before, c - committed_before);
+        if p >= c || Instant::now() > deadline {
+            break (p, c);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(committed >= 10, "{committed} ops committed by the next node");
+    std::thread::sleep(Duration::from_millis(1000));
+    let again = counters(&cluster).0 - published_before;
+    assert_eq!((published, again), (committed, committed), "ops published by the next node, ops it committed");
 }
 
 /// Waits until every shard is served by the first `nodes` nodes, each holding at least
