@@ -121,10 +121,33 @@ impl Cluster {
         node.child = Some(child);
     }
 
-    /// Sends node `i` a signal (`-STOP`, `-CONT`, `-TERM`).
+    /// Sends node `i` a signal (`-STOP`, `-CONT`, `-TERM`). With a system call, not a `kill`
+    /// process: forking this process (the benchmark's, with a thread per client) took CPU
+    /// from the nodes at the very moment a hand-over is timed. `-STOP` returns once every
+    /// thread of the node has stopped: kill(2) returns before they do, and a core still
+    /// running meanwhile would serve what a test sends to the "paused" node.
     pub fn signal(&self, i: usize, sig: &str) {
-        let pid = self.nodes[i].child.as_ref().expect("running").id().to_string();
-        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+        let stop = sig == "-STOP";
+        let pid = self.nodes[i].child.as_ref().expect("running").id();
+        let sig = match sig {
+            "-STOP" => libc::SIGSTOP,
+            "-CONT" => libc::SIGCONT,
+            "-TERM" => libc::SIGTERM,
+            "-INT" => libc::SIGINT,
+            other => panic!("signal {other:?}: expected -STOP, -CONT, -TERM or -INT"),
+        };
+        let pid = libc::pid_t::try_from(pid).expect("a process id");
+        // SAFETY: kill(2) takes plain integers and touches no memory of this process.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+        if stop {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !stopped(pid) {
+                assert!(Instant::now() < deadline, "node {i} (pid {pid}) did not stop within 10 s of SIGSTOP");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     /// kill -9s node `i` and waits for it.
@@ -399,4 +422,14 @@ impl Follower {
             }
         }
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/<pid>/task/*/stat`).
+fn stopped(pid: libc::pid_t) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|task| {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        std::fs::read_to_string(task.path().join("stat"))
+            .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T')))
+    })
 }
