@@ -309,6 +309,8 @@ fn serve(args: &ServeArgs) -> Result<()> {
         // Before the cores stop: they drop the documents, then the leases go back.
         info!("leaving the cluster: handing every shard over");
         node.leave(control.runtime());
+        // The next owners are taking over: this process's teardown waits until they have.
+        std::thread::sleep(cluster::LINGER);
     }
     server.shutdown();
     server.join();
