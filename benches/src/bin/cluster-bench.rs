@@ -25,6 +25,10 @@
 //! search index's commits and the event log's writes compete with the hand-over for the
 //! same cores and disk.
 //!
+//! The report starts with how loaded the machine was in the second before each signal (its
+//! CPUs' busy share, every process counted, and the edits acknowledged): on a machine whose
+//! CPUs are all busy before the signal, a hand-over's pause is mostly queueing.
+//!
 //! `cargo run --release -p tandem-benches --bin cluster-bench -- [--tandem target/release/tandem] [--kills 10] [--leaves 10] [--docs 30] [--lease-ttl-ms 3000] [--no-workers] [--show-slow MS]`
 
 use std::path::PathBuf;
@@ -133,10 +137,24 @@ fn main() {
     // A hand-over's phases as its clients saw them: the signal to reading `moved`, to the
     // document open on the next node, to the first ack there.
     let mut phases: [Histogram<u64>; 5] = std::array::from_fn(|_| Histogram::new(3).unwrap());
+    // Per signal: the machine's CPUs' busy share (per mille) and the edits acknowledged in
+    // the second before it.
+    let (mut busy_before, mut acked_before) = (Histogram::<u64>::new(3).unwrap(), Histogram::<u64>::new(3).unwrap());
     for round in 0..kills + leaves {
         let i = round % 3;
         let addr = cluster.nodes[i].addr;
         let graceful = round >= kills;
+        // How loaded the machine was going into the signal: its CPUs' busy share and the
+        // edits acknowledged, over the second before it.
+        let (cpu0, acks0) = (cpu_times(), acks.lock().unwrap().iter().map(Vec::len).sum::<usize>());
+        std::thread::sleep(Duration::from_secs(1));
+        let (cpu1, acks1) = (cpu_times(), acks.lock().unwrap().iter().map(Vec::len).sum::<usize>());
+        if let (Some((b0, t0)), Some((b1, t1))) = (cpu0, cpu1)
+            && t1 > t0
+        {
+            busy_before.record((b1 - b0) * 1000 / (t1 - t0)).unwrap();
+        }
+        acked_before.record((acks1 - acks0) as u64).unwrap();
         let t = Instant::now();
         // The documents it served: their last acknowledgement came from it.
         let served: Vec<(usize, Instant)> = acks
@@ -233,6 +251,16 @@ fn main() {
     println!(
         "## Failover and handover, 3 nodes ({inside}), {docs} documents, lease {ttl} ms (margin {margin}, poll {poll})\n"
     );
+    println!(
+        "In the second before each signal: the machine's CPUs busy {:.0}% (min {:.0}%, max {:.0}%; all {} CPUs, every process), {:.0} edits acknowledged (min {}, max {}).\n",
+        busy_before.mean() / 10.0,
+        busy_before.min() as f64 / 10.0,
+        busy_before.max() as f64 / 10.0,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        acked_before.mean(),
+        acked_before.min(),
+        acked_before.max()
+    );
     println!("| event | samples (document x event) | p50 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|");
     for (name, h) in [
@@ -273,4 +301,15 @@ fn main() {
             h.max()
         );
     }
+}
+
+/// The machine's CPU time so far, from `/proc/stat`: (busy, total) in clock ticks. Waiting
+/// for IO counts as idle: a monoio core waiting in io_uring is counted there.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).take(8).filter_map(|x| x.parse().ok()).collect();
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = v[..] else { return None };
+    let busy = user + nice + system + irq + softirq + steal;
+    Some((busy, busy + idle + iowait))
 }
