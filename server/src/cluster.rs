@@ -1,5 +1,5 @@
 //! `tandem serve` as one node of a cluster (`[cluster] enabled = true`): the lease loop
-//! (`tandem-cluster`'s `Membership`) on the control plane's runtime, and its `Ownership`
+//! (`tandem-cluster`'s `Membership`) on a thread of its own, and its `Ownership`
 //! handed to the data plane's cores as their placement.
 //!
 //! A cluster needs shared state: the op log in PostgreSQL or ScyllaDB (every node loads any
@@ -71,8 +71,6 @@ impl Default for ClusterConfig {
 /// The running node: its ownership (the cores' placement) and the lease loop.
 pub(crate) struct Node {
     pub(crate) ownership: Arc<Ownership>,
-    /// The change feed's cursors, shared by the nodes.
-    pub(crate) feed_cursors: FeedCursors,
     stop: tokio::sync::watch::Sender<bool>,
     done: tokio::sync::oneshot::Receiver<()>,
 }
@@ -162,13 +160,9 @@ impl Node {
         Arc::new(Cores(Arc::clone(&self.ownership)))
     }
 
-    /// Joins the cluster on `runtime` (the control plane's) and starts renewing. The node
-    /// serves nothing until its first round takes shards.
-    pub(crate) fn start(
-        cfg: &ClusterConfig,
-        config: &crate::config::FileConfig,
-        runtime: &tokio::runtime::Handle,
-    ) -> Result<Self> {
+    /// Joins the cluster and starts renewing, on a thread of its own. The node serves nothing
+    /// until its first round takes shards.
+    pub(crate) fn start(cfg: &ClusterConfig, config: &crate::config::FileConfig) -> Result<Self> {
         if cfg.shards == 0 {
             bail!("cluster.shards must be at least 1 (1024 by default, fixed for the cluster's life)");
         }
@@ -188,22 +182,45 @@ impl Node {
         };
         settings.validate().map_err(anyhow::Error::msg)?;
         let ownership = Ownership::new(&node, &advertise, cfg.shards, config.server.resolved_cores());
-        let (membership, feed_cursors) = runtime
-            .block_on(async {
-                let store = LeaseStore::connect(&url, cfg.shards, Duration::from_secs(10)).await?;
-                let membership = Membership::join(store, settings, Arc::clone(&ownership)).await?;
-                let cursors = LeaseStore::feed_cursors(&url, Duration::from_secs(10)).await?;
-                Ok::<_, tandem_cluster::LeaseError>((membership, cursors))
-            })
-            .with_context(|| format!("joining the cluster (leases in {})", redact(&url)))?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (done_tx, done) = tokio::sync::oneshot::channel();
-        runtime.spawn(async move {
-            membership.run(stop_rx).await;
-            let _ = done_tx.send(());
-        });
+        let (joined_tx, joined) = std::sync::mpsc::sync_channel(1);
+        let (shards, own) = (cfg.shards, Arc::clone(&ownership));
+        // The lease loop gets a thread and a runtime of its own, at the normal priority: the
+        // control plane's threads run at nice +19 beside whatever else it runs (the
+        // in-process workers), and every hand-over and renewal waits on this loop.
+        std::thread::Builder::new()
+            .name("tandem-cluster".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = joined_tx.send(Err(anyhow::Error::new(e).context("the lease loop's runtime")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let membership = match LeaseStore::connect(&url, shards, Duration::from_secs(10)).await {
+                        Ok(store) => Membership::join(store, settings, own).await,
+                        Err(e) => Err(e),
+                    };
+                    let membership = match membership {
+                        Ok(m) => m,
+                        Err(e) => {
+                            let _ = joined_tx.send(Err(anyhow::Error::new(e)
+                                .context(format!("joining the cluster (leases in {})", redact(&url)))));
+                            return;
+                        }
+                    };
+                    let _ = joined_tx.send(Ok(()));
+                    membership.run(stop_rx).await;
+                    let _ = done_tx.send(());
+                });
+            })
+            .context("starting the lease loop's thread")?;
+        joined.recv().context("the lease loop's thread stopped")??;
         info!(node = %node, advertise = %advertise, shards = cfg.shards, "cluster node started");
-        Ok(Self { ownership, feed_cursors, stop, done })
+        Ok(Self { ownership, stop, done })
     }
 
     /// Leaves: stops serving, waits for the cores to drop every document (their appends
@@ -341,7 +358,18 @@ mod tests {
 
 /// The change feed's cursors in the cluster's database, as the feed's publisher keeps them.
 #[derive(Clone, Debug)]
-pub(crate) struct SharedCursors(pub(crate) FeedCursors);
+pub(crate) struct SharedCursors(FeedCursors);
+
+impl SharedCursors {
+    /// Connects to the cluster's database (on `runtime`, where the feed's publisher runs).
+    pub(crate) fn connect(config: &crate::config::FileConfig, runtime: &tokio::runtime::Handle) -> Result<Self> {
+        let url = database_url(&config.cluster, config)?;
+        let cursors = runtime
+            .block_on(LeaseStore::feed_cursors(&url, Duration::from_secs(10)))
+            .with_context(|| format!("the change feed's cursors (in {})", redact(&url)))?;
+        Ok(Self(cursors))
+    }
+}
 
 impl tandem_events::feed::Cursors for SharedCursors {
     async fn save(&self, cursors: &[(String, u64)]) -> std::result::Result<(), String> {

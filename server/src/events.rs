@@ -285,22 +285,24 @@ pub(crate) struct Events {
     relay: Arc<RelayStats>,
     metrics: WorkerMetrics,
     feed: Option<(FeedPublisher, Option<FeedTask>)>,
+    /// Where the feed's cursors are kept on a cluster's node (else in the metadata store).
+    cursors: Option<crate::cluster::SharedCursors>,
 }
 
 impl Events {
     /// Opens the bus and the search index (queries are served from it whichever process
-    /// writes it). `shared_cursors`: on a cluster's node, whose feed cursors are the
-    /// cluster's (given to [`Events::start`]).
+    /// writes it). `cursors`: on a cluster's node, the feed's cursors, which are the
+    /// cluster's.
     pub(crate) fn open(
         control: &tandem_control::ControlPlane,
         config: &EventsConfig,
         data_dir: &Path,
         search_group: &'static str,
-        shared_cursors: bool,
+        cursors: Option<crate::cluster::SharedCursors>,
     ) -> Result<Self> {
         let runtime = control.runtime();
         let bus = open_bus(runtime, config, data_dir)?;
-        let feed = if config.change_feed && shared_cursors {
+        let feed = if config.change_feed && cursors.is_some() {
             // A cluster's nodes share the cursors: each document's is looked up when it is
             // loaded here (see `tandem_events::feed`).
             let (publisher, task) = FeedPublisher::shared();
@@ -316,7 +318,7 @@ impl Events {
         let index = SearchIndex::open(&search::index_dir(data_dir)).map_err(anyhow::Error::msg)?;
         control.app().set_search(Arc::clone(&index) as Arc<dyn tandem_control::search::SearchIndex>);
         let metrics = WorkerMetrics::new(&config.workers, Some(index), search_group);
-        Ok(Self { bus, relay: Arc::default(), metrics, feed })
+        Ok(Self { bus, relay: Arc::default(), metrics, feed, cursors })
     }
 
     /// The change feed's sink for the storage threads (none when it is off).
@@ -351,15 +353,13 @@ impl Events {
     }
 
     /// Starts the relay, the change feed and the configured workers; `link_base` starts the
-    /// links in emails. The feed's cursors are kept in `cursors` on a cluster's node, else in
-    /// the metadata store.
+    /// links in emails.
     pub(crate) fn start(
         &mut self,
         control: &tandem_control::ControlPlane,
         config: &crate::config::FileConfig,
         link_base: &str,
         exports: &ExportDeps,
-        cursors: Option<crate::cluster::SharedCursors>,
     ) -> Result<()> {
         let (events, mail, data_dir) = (&config.events, &config.mail, config.data_dir.as_path());
         let store = control.app().store.clone();
@@ -373,7 +373,7 @@ impl Events {
         );
         runtime.spawn(relay.run());
         if let Some(task) = self.feed.as_mut().and_then(|(_, task)| task.take()) {
-            match cursors {
+            match self.cursors.take() {
                 Some(shared) => runtime.spawn(task.run(self.bus.clone(), shared)),
                 None => runtime.spawn(task.run(self.bus.clone(), store.clone())),
             };

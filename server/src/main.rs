@@ -155,11 +155,11 @@ fn migrate_postgres(_config: &config::FileConfig) -> Result<()> {
     bail!("this tandem was built without the PostgreSQL op log: build it with `--features postgres`")
 }
 
-fn start_cluster(config: &config::FileConfig, control: &tandem_control::ControlPlane) -> Result<Option<cluster::Node>> {
+fn start_cluster(config: &config::FileConfig) -> Result<Option<cluster::Node>> {
     if !config.cluster.enabled {
         return Ok(None);
     }
-    cluster::Node::start(&config.cluster, config, control.runtime()).map(Some)
+    cluster::Node::start(&config.cluster, config).map(Some)
 }
 
 fn repair(args: &ServeArgs) -> Result<()> {
@@ -230,13 +230,11 @@ fn serve(args: &ServeArgs) -> Result<()> {
         config.control.database_url.clone().unwrap_or_else(|| tandem_control::default_database_url(&config.data_dir));
     let mut control = tandem_control::ControlPlane::start(&config.control, &config.data_dir)
         .with_context(|| format!("starting the control plane (metadata in {})", tandem_storage::redacted(&metadata)))?;
-    let mut events = events::Events::open(
-        &control,
-        &config.events,
-        &config.data_dir,
-        events::search_group(&config),
-        config.cluster.enabled,
-    )?;
+    // A cluster's nodes share the change feed's cursors.
+    let cursors =
+        if config.cluster.enabled { Some(cluster::SharedCursors::connect(&config, control.runtime())?) } else { None };
+    let mut events =
+        events::Events::open(&control, &config.events, &config.data_dir, events::search_group(&config), cursors)?;
     let blobs = tandem_net::open_blobs(&config.server.storage).context("opening the blob store")?;
     let mut hooks = control.hooks();
     hooks.blobs = Some(Arc::clone(&blobs));
@@ -251,7 +249,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
             None => warn!("AUTH IS IN DEV MODE WITHOUT A SECRET: anyone may open and edit any document"),
         }
     }
-    let node = start_cluster(&config, &control)?;
+    let node = start_cluster(&config)?;
     if let Some(node) = &node {
         hooks.placement = Some(node.placement());
         control.set_placement(node.placement());
@@ -286,8 +284,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
         data: Some(server.data_plane()),
         tls: server.tls().map(|t| tandem_net::tls::pinned_client_config(&t.certs)),
     };
-    let cursors = node.as_ref().map(|n| cluster::SharedCursors(n.feed_cursors.clone()));
-    events.start(&control, &config, &link_base, &exports, cursors)?;
+    events.start(&control, &config, &link_base, &exports)?;
     let drivers: Vec<&str> = server.drivers().iter().map(|d| d.name()).collect();
     info!(
         "tandem listening on {http}://{addr} (REST /api, WebSocket {ws}://{addr}/ws) with {} cores ({}); data in {}",
