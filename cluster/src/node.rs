@@ -1,7 +1,7 @@
 //! One node's membership: [`Ownership`], what the data plane reads on its hot path (which
 //! shards this node may serve, until when, and where the others are), and [`Membership`],
-//! the loop on the control plane's runtime that keeps it true (heartbeat, renew, take, hand
-//! back).
+//! the loop that keeps it true (heartbeat, renew, take, hand back), on a Tokio runtime
+//! (`tandem serve` gives it a thread of its own).
 //!
 //! **Fencing by time.** A node serves a shard only until `sent + ttl - margin` on its own
 //! monotonic clock, where `sent` is when it sent the request that took or renewed the lease;
@@ -374,7 +374,8 @@ pub struct Round {
     pub lost: Vec<Shard>,
 }
 
-/// The loop that keeps [`Ownership`] true. Runs on a Tokio runtime (the control plane's).
+/// The loop that keeps [`Ownership`] true. Runs on a Tokio runtime (in `tandem serve`, a
+/// single-threaded one on a thread of its own, at normal priority).
 pub struct Membership {
     store: LeaseStore,
     settings: Settings,
