@@ -366,7 +366,7 @@ impl SharedCursors {
         let url = database_url(&config.cluster, config)?;
         let cursors = runtime
             .block_on(LeaseStore::feed_cursors(&url, Duration::from_secs(10)))
-            .with_context(|| format!("the change feed's cursors (in {})", redact(&url)))?;
+            .with_context(|| format!("joining the cluster (the change feed's cursors, in {})", redact(&url)))?;
         Ok(Self(cursors))
     }
 }
