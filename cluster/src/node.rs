@@ -622,7 +622,7 @@ impl Membership {
     }
 
     /// Runs rounds every `poll` (sooner when another node hands shards back) until `stop`
-    /// turns true; then hands everything back and leaves. Hand-backs are released as soon
+    /// turns true or its sender is dropped; then hands everything back and leaves. Hand-backs are released as soon
     /// as the cores have dropped their documents, without holding up renewals.
     pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
         // The release channel is read by a task of its own, which marks the shards another
@@ -648,7 +648,8 @@ impl Membership {
         };
         let mut next_round = Instant::now();
         loop {
-            if *stop.borrow() {
+            // Stopped, or the one who could stop it is gone (a process failing to start).
+            if *stop.borrow() || stop.has_changed().is_err() {
                 break;
             }
             if Instant::now() >= next_round {

@@ -72,7 +72,7 @@ impl Default for ClusterConfig {
 pub(crate) struct Node {
     pub(crate) ownership: Arc<Ownership>,
     stop: tokio::sync::watch::Sender<bool>,
-    done: tokio::sync::oneshot::Receiver<()>,
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 /// The cores' view of the ownership.
@@ -160,9 +160,9 @@ impl Node {
         Arc::new(Cores(Arc::clone(&self.ownership)))
     }
 
-    /// Joins the cluster and starts renewing, on a thread of its own. The node serves nothing
-    /// until its first round takes shards.
-    pub(crate) fn start(cfg: &ClusterConfig, config: &crate::config::FileConfig) -> Result<Self> {
+    /// Checks the configuration of a node (before anything connects) and says what it
+    /// lacks; [`Plan::join`] then joins.
+    pub(crate) fn plan(cfg: &ClusterConfig, config: &crate::config::FileConfig) -> Result<Plan> {
         if cfg.shards == 0 {
             bail!("cluster.shards must be at least 1 (1024 by default, fixed for the cluster's life)");
         }
@@ -172,6 +172,7 @@ impl Node {
             internal_url(cfg.internal_url.as_deref(), &advertise, listen, tls).map_err(anyhow::Error::msg)?;
         let node = cfg.node.clone().unwrap_or_else(|| advertise.clone());
         let url = database_url(cfg, config)?;
+        warn_about_sharing(config);
         let settings = Settings {
             lease_ttl: Duration::from_millis(cfg.lease_ttl_ms),
             margin: Duration::from_millis(cfg.margin_ms),
@@ -182,10 +183,48 @@ impl Node {
         };
         settings.validate().map_err(anyhow::Error::msg)?;
         let ownership = Ownership::new(&node, &advertise, cfg.shards, config.server.resolved_cores());
+        Ok(Plan { ownership, settings, url, shards: cfg.shards })
+    }
+
+    /// Leaves: stops serving, waits for the cores to drop every document (their appends
+    /// durable), hands every lease back and leaves the table. Call before the data plane
+    /// stops: the cores do the dropping.
+    pub(crate) fn leave(self) {
+        let _ = self.stop.send(true);
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = self.done.recv_timeout(Duration::from_secs(15)) {
+            warn!("leaving the cluster took over 15 s: the remaining leases expire instead");
+        }
+    }
+}
+
+/// A node whose configuration was checked, before it joins.
+pub(crate) struct Plan {
+    ownership: Arc<Ownership>,
+    settings: Settings,
+    /// The leases' database.
+    url: String,
+    shards: u16,
+}
+
+impl Plan {
+    /// The change feed's cursors in the cluster's database (connected on `runtime`, where the
+    /// feed's publisher runs).
+    pub(crate) fn cursors(&self, runtime: &tokio::runtime::Handle) -> Result<SharedCursors> {
+        let cursors = runtime
+            .block_on(LeaseStore::feed_cursors(&self.url, Duration::from_secs(10)))
+            .with_context(|| format!("joining the cluster (the change feed's cursors, in {})", redact(&self.url)))?;
+        Ok(SharedCursors(cursors))
+    }
+
+    /// Joins the cluster and starts renewing, on a thread of its own. The node serves nothing
+    /// until its first round takes shards.
+    pub(crate) fn join(self) -> Result<Node> {
+        let Self { ownership, settings, url, shards } = self;
+        let (node, advertise) = (settings.node.clone(), settings.address.clone());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
         let (joined_tx, joined) = std::sync::mpsc::sync_channel(1);
-        let (shards, own) = (cfg.shards, Arc::clone(&ownership));
+        let own = Arc::clone(&ownership);
         // The lease loop gets a thread and a runtime of its own, at the normal priority: the
         // control plane's threads run at nice +19 beside whatever else it runs (the
         // in-process workers), and every hand-over and renewal waits on this loop.
@@ -219,19 +258,8 @@ impl Node {
             })
             .context("starting the lease loop's thread")?;
         joined.recv().context("the lease loop's thread stopped")??;
-        info!(node = %node, advertise = %advertise, shards = cfg.shards, "cluster node started");
-        Ok(Self { ownership, stop, done })
-    }
-
-    /// Leaves: stops serving, waits for the cores to drop every document (their appends
-    /// durable), hands every lease back and leaves the table. Call before the data plane
-    /// stops: the cores do the dropping.
-    pub(crate) fn leave(self, runtime: &tokio::runtime::Handle) {
-        let _ = self.stop.send(true);
-        let left = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(15), self.done).await });
-        if left.is_err() {
-            warn!("leaving the cluster took over 15 s: the remaining leases expire instead");
-        }
+        info!(node = %node, advertise = %advertise, shards, "cluster node started");
+        Ok(Node { ownership, stop, done })
     }
 }
 
@@ -264,6 +292,20 @@ fn redact(url: &str) -> String {
     tandem_storage::redacted(url)
 }
 
+/// What a cluster's node shares only partly with the configuration given.
+fn warn_about_sharing(config: &crate::config::FileConfig) {
+    if config.server.storage.blobs != tandem_net::BlobsKind::S3 {
+        warn!(
+            "cluster with blobs = \"local\": uploads and exports are on the node that made them (use blobs = \"s3\")"
+        );
+    }
+    if config.events.backend != crate::events::Backend::Kafka && !config.events.workers.is_empty() {
+        warn!(
+            "cluster with the in-process bus: each node's workers see only the edits of the documents it served and the events its relay took, so search on a node misses the others' documents (use [events] backend = \"kafka\")"
+        );
+    }
+}
+
 /// Where the leases live, and whether the rest of the configuration can run as a cluster.
 fn database_url(cfg: &ClusterConfig, config: &crate::config::FileConfig) -> Result<String> {
     let st = &config.server.storage;
@@ -277,16 +319,6 @@ fn database_url(cfg: &ClusterConfig, config: &crate::config::FileConfig) -> Resu
     if config.auth == crate::config::AuthMode::Accounts && !metadata.starts_with("postgres") {
         bail!(
             "a cluster with accounts needs the metadata in PostgreSQL (--database-url postgres://...), shared by every node"
-        );
-    }
-    if st.blobs != tandem_net::BlobsKind::S3 {
-        warn!(
-            "cluster with blobs = \"local\": uploads and exports are on the node that made them (use blobs = \"s3\")"
-        );
-    }
-    if config.events.backend != crate::events::Backend::Kafka && !config.events.workers.is_empty() {
-        warn!(
-            "cluster with the in-process bus: each node's workers see only the edits of the documents it served and the events its relay took, so search on a node misses the others' documents (use [events] backend = \"kafka\")"
         );
     }
     let oplog = (st.oplog == tandem_net::OplogKind::Postgres).then(|| st.postgres.resolved_url());
@@ -317,6 +349,27 @@ mod tests {
         assert!(url.starts_with("postgres://"), "{url}");
         let named = ClusterConfig { database_url: Some("postgres://leases/x".into()), ..cfg };
         assert_eq!(database_url(&named, &config).unwrap(), "postgres://leases/x");
+    }
+
+    #[test]
+    fn a_node_is_checked_before_it_connects() {
+        // Nothing listens on port 1: a plan that tried to connect would fail on that instead.
+        let cfg = ClusterConfig {
+            enabled: true,
+            database_url: Some("postgres://postgres@127.0.0.1:1/leases".into()),
+            ..ClusterConfig::default()
+        };
+        let mut config = FileConfig { auth: AuthMode::Dev, ..FileConfig::default() };
+        config.server.storage.oplog = tandem_net::OplogKind::Postgres;
+        config.server.listen = "127.0.0.1:8080".parse().unwrap();
+        let plan = Node::plan(&cfg, &config).unwrap();
+        assert_eq!(plan.settings.address, "ws://127.0.0.1:8080/ws");
+        assert_eq!(plan.url, "postgres://postgres@127.0.0.1:1/leases");
+        let e = Node::plan(&ClusterConfig { shards: 0, ..cfg.clone() }, &config).err().unwrap().to_string();
+        assert!(e.contains("cluster.shards must be at least 1"), "{e}");
+        config.server.listen = "0.0.0.0:8080".parse().unwrap();
+        let e = Node::plan(&cfg, &config).err().unwrap().to_string();
+        assert!(e.contains("cluster.advertise is needed"), "{e}");
     }
 
     #[test]
@@ -359,17 +412,6 @@ mod tests {
 /// The change feed's cursors in the cluster's database, as the feed's publisher keeps them.
 #[derive(Clone, Debug)]
 pub(crate) struct SharedCursors(FeedCursors);
-
-impl SharedCursors {
-    /// Connects to the cluster's database (on `runtime`, where the feed's publisher runs).
-    pub(crate) fn connect(config: &crate::config::FileConfig, runtime: &tokio::runtime::Handle) -> Result<Self> {
-        let url = database_url(&config.cluster, config)?;
-        let cursors = runtime
-            .block_on(LeaseStore::feed_cursors(&url, Duration::from_secs(10)))
-            .with_context(|| format!("joining the cluster (the change feed's cursors, in {})", redact(&url)))?;
-        Ok(Self(cursors))
-    }
-}
 
 impl tandem_events::feed::Cursors for SharedCursors {
     async fn save(&self, cursors: &[(String, u64)]) -> std::result::Result<(), String> {

@@ -155,13 +155,6 @@ fn migrate_postgres(_config: &config::FileConfig) -> Result<()> {
     bail!("this tandem was built without the PostgreSQL op log: build it with `--features postgres`")
 }
 
-fn start_cluster(config: &config::FileConfig) -> Result<Option<cluster::Node>> {
-    if !config.cluster.enabled {
-        return Ok(None);
-    }
-    cluster::Node::start(&config.cluster, config).map(Some)
-}
-
 fn repair(args: &ServeArgs) -> Result<()> {
     let config = args.resolve()?;
     if config.server.storage.oplog != tandem_net::OplogKind::Local {
@@ -226,13 +219,14 @@ fn serve(args: &ServeArgs) -> Result<()> {
     }
     #[cfg(feature = "heap-stats")]
     heap::report_periodically();
+    // A cluster's node: its configuration checked before anything connects.
+    let plan = config.cluster.enabled.then(|| cluster::Node::plan(&config.cluster, &config)).transpose()?;
     let metadata =
         config.control.database_url.clone().unwrap_or_else(|| tandem_control::default_database_url(&config.data_dir));
     let mut control = tandem_control::ControlPlane::start(&config.control, &config.data_dir)
         .with_context(|| format!("starting the control plane (metadata in {})", tandem_storage::redacted(&metadata)))?;
-    // A cluster's nodes share the change feed's cursors.
-    let cursors =
-        if config.cluster.enabled { Some(cluster::SharedCursors::connect(&config, control.runtime())?) } else { None };
+    // The nodes of a cluster share the change feed's cursors.
+    let cursors = plan.as_ref().map(|p| p.cursors(control.runtime())).transpose()?;
     let mut events =
         events::Events::open(&control, &config.events, &config.data_dir, events::search_group(&config), cursors)?;
     let blobs = tandem_net::open_blobs(&config.server.storage).context("opening the blob store")?;
@@ -249,7 +243,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
             None => warn!("AUTH IS IN DEV MODE WITHOUT A SECRET: anyone may open and edit any document"),
         }
     }
-    let node = start_cluster(&config)?;
+    let node = plan.map(cluster::Plan::join).transpose()?;
     if let Some(node) = &node {
         hooks.placement = Some(node.placement());
         control.set_placement(node.placement());
@@ -305,7 +299,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
     if let Some(node) = node {
         // Before the cores stop: they drop the documents, then the leases go back.
         info!("leaving the cluster: handing every shard over");
-        node.leave(control.runtime());
+        node.leave();
         // The next owners are taking over: this process's teardown waits until they have.
         std::thread::sleep(cluster::LINGER);
     }
