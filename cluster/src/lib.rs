@@ -6,9 +6,9 @@
 //! talking to each other ([`plan`]: rendezvous hashing over the live nodes, a node taking
 //! free shards it is preferred for and handing back those another node is preferred for), and
 //! the database's compare-and-set on the epoch settles any race. [`Membership`] runs that on
-//! a Tokio runtime (in `tandem serve`, one of its own); [`Ownership`] is what the data plane's cores read, lock
-//! free, before they commit: a node that cannot renew stops serving before its leases can
-//! expire. No consensus of our own: PostgreSQL decides.
+//! a Tokio runtime (in `tandem serve`, one of its own); [`Ownership`] is what the data
+//! plane's cores read, lock free, before they commit: a node that cannot renew stops serving
+//! before its leases can expire. No consensus of our own: PostgreSQL decides.
 
 mod node;
 mod plan;

@@ -622,8 +622,9 @@ impl Membership {
     }
 
     /// Runs rounds every `poll` (sooner when another node hands shards back) until `stop`
-    /// turns true or its sender is dropped; then hands everything back and leaves. Hand-backs are released as soon
-    /// as the cores have dropped their documents, without holding up renewals.
+    /// turns true or its sender is dropped; then hands everything back and leaves.
+    /// Hand-backs are released as soon as the cores have dropped their documents, without
+    /// holding up renewals.
     pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
         // The release channel is read by a task of its own, which marks the shards another
         // node says are coming here at once (even while a round is waiting on the database:

@@ -239,21 +239,21 @@ impl Plan {
                     }
                 };
                 runtime.block_on(async move {
-                    let membership = match LeaseStore::connect(&url, shards, Duration::from_secs(10)).await {
-                        Ok(store) => Membership::join(store, settings, own).await,
-                        Err(e) => Err(e),
+                    let joined = async {
+                        let store = LeaseStore::connect(&url, shards, Duration::from_secs(10)).await?;
+                        Membership::join(store, settings, own).await
                     };
-                    let membership = match membership {
-                        Ok(m) => m,
-                        Err(e) => {
-                            let _ = joined_tx.send(Err(anyhow::Error::new(e)
-                                .context(format!("joining the cluster (leases in {})", redact(&url)))));
-                            return;
+                    match joined.await {
+                        Ok(membership) => {
+                            let _ = joined_tx.send(Ok(()));
+                            membership.run(stop_rx).await;
+                            let _ = done_tx.send(());
                         }
-                    };
-                    let _ = joined_tx.send(Ok(()));
-                    membership.run(stop_rx).await;
-                    let _ = done_tx.send(());
+                        Err(e) => {
+                            let why = format!("joining the cluster (leases in {})", redact(&url));
+                            let _ = joined_tx.send(Err(anyhow::Error::new(e).context(why)));
+                        }
+                    }
                 });
             })
             .context("starting the lease loop's thread")?;
