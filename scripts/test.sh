@@ -99,7 +99,9 @@ if [ "$#" = 0 ]; then
   cargo test --workspace --features "$features" --test cluster scylladb -- --nocapture
   # The JavaScript client against a real `tandem serve` (the binary the tests above built),
   # then the editor end to end in Chromium.
-  export TANDEM_BIN="$PWD/target/debug/tandem"
+  # Where cargo put it: ./target, or $CARGO_TARGET_DIR (absolute, for the tests run in web/).
+  TANDEM_BIN="$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug/tandem"
+  export TANDEM_BIN
   (cd web && npm test --silent && npm run test:e2e --silent)
 else
   cargo test "$@"
